@@ -1,0 +1,27 @@
+//! The original `worker.js`: answers `Hello World\n` (text/plain) on `HOST:PORT` from the
+//! environment (defaults 127.0.0.1 and 1337). Runs under a master or standalone:
+//! `cargo run --example hello`.
+#![deny(warnings)]
+
+use std::convert::Infallible;
+
+use flora_cluster::Worker;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::Response;
+
+#[tokio::main]
+async fn main() -> Result<(), flora_cluster::Error> {
+    let worker = Worker::from_env()?;
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("PORT").unwrap_or_else(|_| "1337".into());
+    let listener = worker.listen(&format!("{host}:{port}")).await?;
+    let hello = hyper::service::service_fn(|_req| async {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"Hello World\n")));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Ok::<_, Infallible>(resp)
+    });
+    worker.serve(listener, hello).await
+}

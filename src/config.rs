@@ -1,0 +1,271 @@
+//! Master configuration: a TOML file with the same settings as the command-line flags
+//! (flags win). Unknown keys and bad values are errors that name the key and its line.
+//!
+//! ```
+//! use flora_cluster::Config;
+//! let cfg = Config::from_toml_str("workers = 3\nprogram = [\"./hello\"]\n").unwrap();
+//! assert_eq!(cfg.workers, Some(3));
+//! assert!(Config::from_toml_str("wrokers = 3").unwrap_err().to_string().contains("wrokers"));
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Most workers one master runs.
+pub const MAX_WORKERS: usize = 1024;
+/// Longest timeout accepted (a day): larger values are surely a unit mistake.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, syntax).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid {key}{}: {reason}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Invalid {
+        /// The key (or flag) at fault.
+        key: &'static str,
+        /// Its line in the config file, when it came from one.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Settings of a master. Every field has a default; see each for its meaning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Instance name: names the scoreboard, lock and control socket. Defaults to `flora`.
+    pub name: String,
+    /// Worker processes to run. Defaults to the number of CPUs.
+    pub workers: Option<usize>,
+    /// Seconds a new worker may take to become ready. Defaults to 30.
+    pub ready_timeout: f64,
+    /// Seconds a worker may take to drain before it is killed. Defaults to 30.
+    pub shutdown_timeout: f64,
+    /// Directory for the scoreboard, lock and socket. Defaults to `$XDG_RUNTIME_DIR/flora-cluster`,
+    /// else `/dev/shm/flora-cluster-UID`.
+    pub runtime_dir: Option<PathBuf>,
+    /// Scoreboard slots. Defaults to twice the workers plus two (room for a reload).
+    pub slots: Option<usize>,
+    /// Addresses to bind before the workers start (they are handed out on `listen`).
+    pub listen: Vec<String>,
+    /// The worker program and its arguments.
+    pub program: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: "flora".into(),
+            workers: None,
+            ready_timeout: 30.0,
+            shutdown_timeout: 30.0,
+            runtime_dir: None,
+            slots: None,
+            listen: Vec::new(),
+            program: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`], [`ConfigError::Parse`], or [`ConfigError::Invalid`] with the line.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses TOML text (see [`Config::from_file`]).
+    ///
+    /// # Errors
+    /// As [`Config::from_file`].
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, Path::new("<string>"))
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        cfg.check().map_err(|e| match e {
+            ConfigError::Invalid { key, reason, .. } => ConfigError::Invalid {
+                key,
+                line: line_of(text, key),
+                reason,
+            },
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Workers to run (the configured count, or the number of CPUs).
+    pub fn worker_count(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
+    /// Scoreboard slots (the configured count, or `2 × workers + 2`).
+    pub fn slot_count(&self) -> usize {
+        self.slots.unwrap_or(2 * self.worker_count() + 2)
+    }
+
+    /// The ready timeout.
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.ready_timeout)
+    }
+
+    /// The shutdown timeout.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_timeout)
+    }
+
+    /// Checks every value; the program may still be empty (set later by flags).
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: String| {
+            Err(ConfigError::Invalid {
+                key,
+                line: None,
+                reason,
+            })
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && !self.name.starts_with('.');
+        if !name_ok {
+            return invalid(
+                "name",
+                format!(
+                    "{:?}: use 1-64 of A-Z a-z 0-9 - _ . (not starting with .)",
+                    self.name
+                ),
+            );
+        }
+        if let Some(w) = self.workers {
+            if w == 0 || w > MAX_WORKERS {
+                return invalid("workers", format!("{w}: must be 1..={MAX_WORKERS}"));
+            }
+        }
+        for (key, v) in [
+            ("ready_timeout", self.ready_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= MAX_TIMEOUT_SECS) {
+                return invalid(
+                    key,
+                    format!("{v}: must be seconds in (0, {MAX_TIMEOUT_SECS}]"),
+                );
+            }
+        }
+        let min_slots = self.worker_count();
+        if let Some(s) = self.slots {
+            if s < min_slots || s > crate::scoreboard::MAX_SLOTS {
+                return invalid(
+                    "slots",
+                    format!(
+                        "{s}: must be at least the worker count ({min_slots}) and at most {}",
+                        crate::scoreboard::MAX_SLOTS
+                    ),
+                );
+            }
+        }
+        if self.program.first().is_some_and(String::is_empty) {
+            return invalid("program", "the program name is empty".into());
+        }
+        Ok(())
+    }
+
+    /// Full validation before a master starts: [`Config::check`] plus a program to run.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check()?;
+        if self.program.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "program",
+                line: None,
+                reason: "no worker program given (flora-cluster run -- PROGRAM [ARGS...])".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Line (1-based) where `key = …` stands in a TOML text.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_key_and_line() {
+        for (text, needles) in [
+            ("workers = 2\nbogus = 1\n", vec!["bogus", "line 2"]),
+            ("workers = \"two\"\n", vec!["workers", "line 1"]),
+            ("name = \"x\"\n\nworkers = 0\n", vec!["workers", "line 3"]),
+            ("ready_timeout = -1\n", vec!["ready_timeout", "line 1"]),
+            ("name = \"../etc\"\n", vec!["name"]),
+            ("workers = 4\nslots = 2\n", vec!["slots", "line 2"]),
+        ] {
+            let msg = Config::from_toml_str(text).unwrap_err().to_string();
+            for n in needles {
+                assert!(msg.contains(n), "{msg:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        let c = Config::from_toml_str(
+            "name = \"web\"\nworkers = 3\nready_timeout = 5\nshutdown_timeout = 2.5\nprogram = [\"./w\", \"-v\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.slot_count(), 8);
+        assert_eq!(c.shutdown_timeout(), Duration::from_millis(2500));
+        assert!(c.validate().is_ok());
+        assert!(Config::default().validate().is_err());
+        assert!(Config::default().worker_count() >= 1);
+    }
+}

@@ -1,0 +1,87 @@
+//! The master's listening sockets: each address is bound once and kept for every later
+//! generation, so reloads never close a socket (closing one drops its queued connections).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage,
+};
+
+/// Listen backlog: large enough for bursts while workers are busy or being replaced.
+const BACKLOG: i32 = 1024;
+
+/// Listening sockets by the address workers asked for (and by the address bound).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    by_request: HashMap<String, SocketAddr>,
+    bound: HashMap<SocketAddr, TcpListener>,
+}
+
+impl Listeners {
+    /// The socket for `addr`, bound now if this is the first time it is asked for.
+    ///
+    /// # Errors
+    /// Resolution or bind errors.
+    pub fn get_or_bind(&mut self, addr: &str) -> io::Result<(SocketAddr, BorrowedFd<'_>)> {
+        let resolved = match self.by_request.get(addr) {
+            Some(a) => *a,
+            None => {
+                let first = addr.to_socket_addrs()?.next().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
+                })?;
+                if !self.bound.contains_key(&first) {
+                    let l = bind(first)?;
+                    tracing::info!("listening on {}", l.local_addr()?);
+                    self.bound.insert(first, l);
+                }
+                self.by_request.insert(addr.to_string(), first);
+                first
+            }
+        };
+        let l = self
+            .bound
+            .get(&resolved)
+            .ok_or_else(|| io::Error::other("listener table out of sync"))?;
+        Ok((l.local_addr()?, l.as_fd()))
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+    let l = TcpListener::from(fd);
+    // Workers use it from async code; O_NONBLOCK is shared by every holder of the socket.
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_once_per_address() {
+        let mut l = Listeners::default();
+        let (a, _) = l.get_or_bind("127.0.0.1:0").unwrap();
+        let (b, _) = l.get_or_bind("127.0.0.1:0").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(l.bound.len(), 1);
+        assert!(l.get_or_bind("256.0.0.1:80").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Building and starting one worker process.
+//!
+//! The worker inherits two descriptors: its end of the control channel and the scoreboard
+//! segment. Their numbers travel in environment variables ([`crate::ipc`]). Both are
+//! close-on-exec in the master; `FD_CLOEXEC` is cleared just for the spawn and set again
+//! right after.
+//!
+//! **Invariant:** this is only correct while spawns are serialized and no other thread of the
+//! master forks at the same time — the master spawns every worker from its single event-loop
+//! task, and nothing else in the master spawns processes. The parent-death signal a worker
+//! arms is tied to the thread that forked it, so that thread must live as long as the master:
+//! `flora-cluster` runs the loop on the main thread (a current-thread runtime).
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use tokio::process::{Child, Command};
+
+use crate::ipc;
+
+/// What a worker is started with.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    /// Program and arguments.
+    pub program: Vec<String>,
+    /// Instance name.
+    pub instance: String,
+    /// Drain time the worker is told about.
+    pub shutdown_timeout: Duration,
+}
+
+fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
+    Ok(())
+}
+
+/// Starts one worker for `slot` of `generation`, handing it `control` and `scoreboard`.
+///
+/// # Errors
+/// The spawn error (program missing, not executable, …).
+pub fn spawn(
+    spec: &SpawnSpec,
+    slot: usize,
+    generation: u64,
+    control: OwnedFd,
+    scoreboard: BorrowedFd<'_>,
+) -> std::io::Result<Child> {
+    let (program, args) = spec
+        .program
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no program"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env(ipc::ENV_CONTROL_FD, control.as_raw_fd().to_string())
+        .env(ipc::ENV_SCOREBOARD_FD, scoreboard.as_raw_fd().to_string())
+        .env(ipc::ENV_SLOT, slot.to_string())
+        .env(ipc::ENV_GENERATION, generation.to_string())
+        .env(ipc::ENV_MASTER_PID, std::process::id().to_string())
+        .env(ipc::ENV_INSTANCE, &spec.instance)
+        .env(
+            ipc::ENV_SHUTDOWN_TIMEOUT_MS,
+            spec.shutdown_timeout.as_millis().to_string(),
+        )
+        .stdin(Stdio::null())
+        // Own process group: a terminal's Ctrl-C reaches only the master, which stops the
+        // workers in order.
+        .process_group(0)
+        .kill_on_drop(false);
+    set_cloexec(control.as_fd(), false)?;
+    set_cloexec(scoreboard, false)?;
+    let child = cmd.spawn();
+    let restored = set_cloexec(scoreboard, true);
+    drop(control); // the worker has its copy
+    let child = child?;
+    restored?;
+    Ok(child)
+}
+
+/// A short human description of an exit status.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => {
+            let name = nix::sys::signal::Signal::try_from(sig)
+                .map_or_else(|_| sig.to_string(), |s| s.as_str().to_string());
+            format!("killed by {name}")
+        }
+        _ => "unknown status".into(),
+    }
+}

@@ -1,0 +1,457 @@
+//! The shared-memory scoreboard: one segment per instance, one slot per worker.
+//!
+//! The master creates the segment as a file (mode 0600) in the instance's runtime directory,
+//! normally on tmpfs, and every worker inherits its open descriptor. Workers write only their
+//! own slot, with lock-free atomics; anyone can read every slot and build a [`Snapshot`].
+//!
+//! # Protocol
+//! - **Counters** (connections, requests, bytes, status classes, histogram) only grow for the
+//!   whole life of a slot: a respawned worker continues them, so sums never go down.
+//! - **Gauges** (connections open, requests in flight, the connection table) belong to the
+//!   current worker; the master resets them when that worker is gone.
+//! - **Connection entries** and the **last request** are written under a per-entry seqlock;
+//!   readers retry a few times and skip an entry they cannot read consistently. A full table
+//!   is counted in `conn_overflow`; such connections are still counted everywhere else.
+//! - The header (magic, version, sizes, layout hash) is checked on every attach: a foreign,
+//!   truncated or other-version segment is an error, never undefined behaviour.
+//!
+//! # Example
+//! ```
+//! use flora_cluster::scoreboard::{Scoreboard, SlotState};
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("demo.scoreboard");
+//! let sb = Scoreboard::create(&path, "demo", 4).unwrap();
+//! let writer = sb.writer(0).unwrap();
+//! writer.set_state(SlotState::Ready);
+//! let conn = writer.conn_open("127.0.0.1:4000".parse().unwrap());
+//! let req = conn.request_begin("GET", "/hello", 11);
+//! req.finish(200, 12);
+//! drop(conn);
+//!
+//! let reader = Scoreboard::open_read_only(&path).unwrap();
+//! let snap = reader.snapshot();
+//! assert_eq!(snap.totals.requests_total, 1);
+//! assert_eq!(snap.slots[0].state, SlotState::Ready);
+//! ```
+
+pub(crate) mod raw;
+mod snapshot;
+mod strings;
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub use raw::{
+    CONN_ENTRIES, HISTOGRAM_BOUNDS, INFO_COUNT, INFO_KEY_BYTES, INFO_VALUE_BYTES, METHOD_BYTES,
+    PATH_BYTES,
+};
+pub use snapshot::{
+    ConnSnapshot, HistogramSnapshot, LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot,
+    Totals,
+};
+pub use writer::{ConnGuard, RequestGuard, SlotWriter};
+
+use raw::{Header, Mapping, Slot};
+
+/// Most slots a segment may have (keeps a corrupt header from asking for a huge mapping).
+pub const MAX_SLOTS: usize = 4096;
+
+/// Lifecycle state of a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SlotState {
+    /// Never used.
+    Empty,
+    /// Worker spawned, not ready yet.
+    Starting,
+    /// Worker serving.
+    Ready,
+    /// Worker finishing its requests before it exits.
+    Draining,
+    /// Worker gone (waiting for a respawn, or retired).
+    Dead,
+}
+
+impl SlotState {
+    pub(crate) fn to_raw(self) -> u64 {
+        match self {
+            Self::Empty => 0,
+            Self::Starting => 1,
+            Self::Ready => 2,
+            Self::Draining => 3,
+            Self::Dead => 4,
+        }
+    }
+
+    /// Decodes a raw value; anything unknown reads as `Dead` (a corrupt slot is not serving).
+    pub(crate) fn from_raw(v: u64) -> Self {
+        match v {
+            0 => Self::Empty,
+            1 => Self::Starting,
+            2 => Self::Ready,
+            3 => Self::Draining,
+            _ => Self::Dead,
+        }
+    }
+
+    /// Lowercase name, as used in metrics labels and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Draining => "draining",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// Errors of the scoreboard segment.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScoreboardError {
+    /// Creating, opening or mapping the segment file failed.
+    #[error("scoreboard {path}: {source}")]
+    Io {
+        /// The segment file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is smaller than the header or than the slots its header announces.
+    #[error("scoreboard is truncated or too small: {len} bytes, need {need}")]
+    TooSmall {
+        /// File size.
+        len: u64,
+        /// Size needed.
+        need: u64,
+    },
+    /// The file does not start with the scoreboard magic: not a flora-cluster segment.
+    #[error("not a flora-cluster scoreboard (bad magic {0:#018x})")]
+    BadMagic(u64),
+    /// The segment was written by a build with another layout version.
+    #[error(
+        "scoreboard layout version {found} is not supported (this build reads version {expected})"
+    )]
+    Version {
+        /// Version in the file.
+        found: u64,
+        /// Version of this build.
+        expected: u64,
+    },
+    /// Version matches but sizes or layout hash do not: a corrupt header or a foreign build.
+    #[error("scoreboard header is corrupt or from another build: {0}")]
+    Layout(String),
+    /// Slot count out of range.
+    #[error("invalid slot count {0} (1..={MAX_SLOTS})")]
+    SlotCount(usize),
+    /// Slot index out of range.
+    #[error("slot {index} does not exist (the segment has {count} slots)")]
+    NoSuchSlot {
+        /// Index asked for.
+        index: usize,
+        /// Slots in the segment.
+        count: usize,
+    },
+}
+
+type Result<T, E = ScoreboardError> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+struct Inner {
+    map: Mapping,
+    file: File,
+}
+
+/// A mapped scoreboard segment. Cheap to clone (shared mapping).
+#[derive(Debug, Clone)]
+pub struct Scoreboard {
+    inner: Arc<Inner>,
+}
+
+impl Scoreboard {
+    /// Creates a new segment file at `path` (mode 0600, must not exist) with `slots` slots.
+    ///
+    /// # Errors
+    /// [`ScoreboardError::SlotCount`] for 0 or more than [`MAX_SLOTS`] slots, [`ScoreboardError::Io`]
+    /// when the file exists or cannot be created and mapped.
+    pub fn create(path: &Path, name: &str, slots: usize) -> Result<Self> {
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(ScoreboardError::SlotCount(slots));
+        }
+        let io_err = |source| ScoreboardError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err)?;
+        let size = raw::segment_size(slots);
+        file.set_len(size as u64).map_err(io_err)?;
+        let map = Mapping::map(&file, size, slots, false).map_err(io_err)?;
+        init_header(map.header(), name, slots);
+        Ok(Self {
+            inner: Arc::new(Inner { map, file }),
+        })
+    }
+
+    /// Attaches read-write to a segment whose descriptor this process inherited (workers).
+    ///
+    /// # Errors
+    /// Any [`ScoreboardError`] of validation: the descriptor must be a valid segment.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self> {
+        Self::attach(File::from(fd), Path::new("<inherited fd>"), false)
+    }
+
+    /// Opens an existing segment read-only by path (CLI tools, tests, other readers).
+    ///
+    /// # Errors
+    /// [`ScoreboardError::Io`] when the file cannot be opened; validation errors when it is
+    /// not a valid segment of this layout.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| ScoreboardError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::attach(file, path, true)
+    }
+
+    fn attach(file: File, path: &Path, read_only: bool) -> Result<Self> {
+        let io_err = |source| ScoreboardError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let len = file.metadata().map_err(io_err)?.len();
+        let header_size = std::mem::size_of::<Header>() as u64;
+        if len < header_size {
+            return Err(ScoreboardError::TooSmall {
+                len,
+                need: header_size,
+            });
+        }
+        let slots = {
+            let head = Mapping::map_header(&file, len as usize).map_err(io_err)?;
+            validate_header(head.header(), len)?
+        };
+        let map = Mapping::map(&file, len as usize, slots, read_only).map_err(io_err)?;
+        Ok(Self {
+            inner: Arc::new(Inner { map, file }),
+        })
+    }
+
+    /// Number of slots.
+    pub fn slot_count(&self) -> usize {
+        self.inner.map.slot_count()
+    }
+
+    /// The segment's file descriptor (the master hands it to workers).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.inner.file.as_fd()
+    }
+
+    /// Instance name stored in the header.
+    pub fn name(&self) -> String {
+        strings::read(&self.header().name).0
+    }
+
+    /// A writer for slot `index` (a worker writes only its own slot).
+    ///
+    /// # Errors
+    /// [`ScoreboardError::NoSuchSlot`] when `index` is out of range.
+    pub fn writer(&self, index: usize) -> Result<SlotWriter> {
+        if index >= self.slot_count() {
+            return Err(ScoreboardError::NoSuchSlot {
+                index,
+                count: self.slot_count(),
+            });
+        }
+        Ok(SlotWriter::new(self.clone(), index))
+    }
+
+    /// Reads every slot into an owned, consistent-per-entry [`Snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot::take(self)
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        self.inner.map.header()
+    }
+
+    pub(crate) fn slot(&self, index: usize) -> Option<&Slot> {
+        self.inner.map.slot(index)
+    }
+
+    /// Sets the generation now serving (master).
+    pub(crate) fn set_generation(&self, generation: u64) {
+        self.header()
+            .generation
+            .store(generation, Ordering::Release);
+    }
+
+    /// Sets the number of workers the master wants (master).
+    pub(crate) fn set_target_workers(&self, n: usize) {
+        self.header()
+            .target_workers
+            .store(n as u64, Ordering::Relaxed);
+    }
+}
+
+fn init_header(h: &Header, name: &str, slots: usize) {
+    h.version.store(raw::VERSION, Ordering::Relaxed);
+    h.layout_hash.store(raw::layout_hash(), Ordering::Relaxed);
+    h.header_size
+        .store(std::mem::size_of::<Header>() as u64, Ordering::Relaxed);
+    h.slot_size
+        .store(std::mem::size_of::<Slot>() as u64, Ordering::Relaxed);
+    h.slot_count.store(slots as u64, Ordering::Relaxed);
+    h.total_size
+        .store(raw::segment_size(slots) as u64, Ordering::Relaxed);
+    h.master_pid
+        .store(u64::from(std::process::id()), Ordering::Relaxed);
+    h.created_unix_ms.store(unix_ms(), Ordering::Relaxed);
+    strings::write(&h.name, name);
+    // Publish: readers check the magic (Acquire) before anything else.
+    h.magic.store(raw::MAGIC, Ordering::Release);
+}
+
+/// Checks a header against this build's layout; returns the slot count.
+fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
+    let magic = h.magic.load(Ordering::Acquire);
+    if magic != raw::MAGIC {
+        return Err(ScoreboardError::BadMagic(magic));
+    }
+    let version = h.version.load(Ordering::Relaxed);
+    if version != raw::VERSION {
+        return Err(ScoreboardError::Version {
+            found: version,
+            expected: raw::VERSION,
+        });
+    }
+    let expect = |what: &str, found: u64, want: u64| {
+        if found == want {
+            Ok(())
+        } else {
+            Err(ScoreboardError::Layout(format!(
+                "{what} is {found}, expected {want}"
+            )))
+        }
+    };
+    expect(
+        "header size",
+        h.header_size.load(Ordering::Relaxed),
+        std::mem::size_of::<Header>() as u64,
+    )?;
+    expect(
+        "slot size",
+        h.slot_size.load(Ordering::Relaxed),
+        std::mem::size_of::<Slot>() as u64,
+    )?;
+    expect(
+        "layout hash",
+        h.layout_hash.load(Ordering::Relaxed),
+        raw::layout_hash(),
+    )?;
+    let slots = h.slot_count.load(Ordering::Relaxed);
+    if slots == 0 || slots > MAX_SLOTS as u64 {
+        return Err(ScoreboardError::Layout(format!("slot count {slots}")));
+    }
+    let need = raw::segment_size(slots as usize) as u64;
+    expect("total size", h.total_size.load(Ordering::Relaxed), need)?;
+    if file_len < need {
+        return Err(ScoreboardError::TooSmall {
+            len: file_len,
+            need,
+        });
+    }
+    Ok(slots as usize)
+}
+
+/// Monotonic clock in ns (CLOCK_MONOTONIC: system-wide, so comparable across processes).
+/// A vDSO call, no syscall.
+pub(crate) fn mono_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => (ts.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec() as u64),
+        Err(_) => 0,
+    }
+}
+
+/// Wall clock in ms since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_garbage_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, vec![0xabu8; 4096]).unwrap();
+        assert!(matches!(
+            Scoreboard::open_read_only(&bad),
+            Err(ScoreboardError::BadMagic(_))
+        ));
+        std::fs::write(&bad, b"short").unwrap();
+        assert!(matches!(
+            Scoreboard::open_read_only(&bad),
+            Err(ScoreboardError::TooSmall { .. })
+        ));
+        let good = dir.path().join("good");
+        let sb = Scoreboard::create(&good, "t", 3).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        std::fs::write(&bad, &bytes[..bytes.len() - 100]).unwrap();
+        assert!(matches!(
+            Scoreboard::open_read_only(&bad),
+            Err(ScoreboardError::TooSmall { .. })
+        ));
+        let mut other = bytes.clone();
+        other[8] = 99;
+        std::fs::write(&bad, &other).unwrap();
+        assert!(matches!(
+            Scoreboard::open_read_only(&bad),
+            Err(ScoreboardError::Version { found: 99, .. })
+        ));
+        let mut huge = bytes.clone();
+        huge[40..48].copy_from_slice(&1_000_000u64.to_le_bytes());
+        std::fs::write(&bad, &huge).unwrap();
+        assert!(matches!(
+            Scoreboard::open_read_only(&bad),
+            Err(ScoreboardError::Layout(_))
+        ));
+        assert_eq!(Scoreboard::open_read_only(&good).unwrap().slot_count(), 3);
+        assert_eq!(sb.name(), "t");
+    }
+
+    #[test]
+    fn segment_is_private_and_exclusive() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        let _sb = Scoreboard::create(&p, "t", 1).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(Scoreboard::create(&p, "t", 1).is_err());
+        assert!(matches!(
+            Scoreboard::create(&dir.path().join("z"), "t", 0),
+            Err(ScoreboardError::SlotCount(0))
+        ));
+    }
+}

@@ -1,0 +1,439 @@
+//! The crate's one `unsafe` module: the `#[repr(C)]` shared-memory layout, mapping and
+//! unmapping the segment, every pointer-to-reference cast, and adopting inherited file
+//! descriptors.
+//!
+//! Everything here is plain data made of atomics. Any bit pattern is a valid value of every
+//! type in this file (all fields are `AtomicU64`), so a segment that another process filled
+//! with garbage can be *read* safely: readers clamp lengths and validate values themselves.
+//!
+//! The segment is:
+//!
+//! ```text
+//! [ Header (512 B) | Slot 0 | Slot 1 | ... | Slot S-1 ]
+//! ```
+#![allow(
+    unsafe_code,
+    reason = "the one module that maps shared memory and casts into it"
+)]
+
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::AtomicU64;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// `b"FLORASB\0"` read as a little-endian `u64`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"FLORASB\0");
+/// Bumped whenever the layout below changes in any way.
+pub const VERSION: u64 = 1;
+/// Cache line size the slots are aligned to.
+pub const CACHE_LINE: usize = 64;
+/// Entries in each slot's table of open connections.
+pub const CONN_ENTRIES: usize = 64;
+/// Bytes kept of a request method.
+pub const METHOD_BYTES: usize = 16;
+/// Bytes kept of a request path (longer paths are truncated and flagged).
+pub const PATH_BYTES: usize = 128;
+/// Per-request app infos kept per connection entry.
+pub const INFO_COUNT: usize = 4;
+/// Bytes kept of an info key.
+pub const INFO_KEY_BYTES: usize = 16;
+/// Bytes kept of an info value.
+pub const INFO_VALUE_BYTES: usize = 48;
+/// Bytes kept of the instance name in the header.
+pub const NAME_BYTES: usize = 64;
+/// Upper bounds (seconds) of the request-duration histogram buckets; one more bucket is +Inf.
+pub const HISTOGRAM_BOUNDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Histogram buckets including +Inf.
+pub const HISTOGRAM_BUCKETS: usize = HISTOGRAM_BOUNDS.len() + 1;
+/// Status classes counted: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+pub const STATUS_CLASSES: usize = 6;
+/// Custom metric cells reserved in every slot.
+pub const CUSTOM_CELLS: usize = 512;
+
+/// A string stored as atomic words: `len` (bit 63 = truncated) plus the bytes.
+#[repr(C)]
+pub struct AtomicStr<const W: usize> {
+    /// Length in bytes; bit 63 set when the original was truncated.
+    pub len: AtomicU64,
+    /// The bytes, packed little-endian into words.
+    pub words: [AtomicU64; W],
+}
+
+/// One key/value info an app attached to its in-flight request.
+#[repr(C)]
+pub struct InfoCell {
+    /// The key.
+    pub key: AtomicStr<{ INFO_KEY_BYTES / 8 }>,
+    /// The value.
+    pub value: AtomicStr<{ INFO_VALUE_BYTES / 8 }>,
+}
+
+/// One open connection and its in-flight request. Written by the worker that owns the slot,
+/// under the entry's seqlock (`seq` odd while a write is in progress); read by anyone.
+#[repr(C, align(64))]
+pub struct ConnEntry {
+    /// Seqlock sequence: even = stable, odd = being written. Writers claim it with a CAS
+    /// even→odd (Acquire) and publish with a store of the next even value (Release).
+    pub seq: AtomicU64,
+    /// 1 while the entry describes an open connection.
+    pub in_use: AtomicU64,
+    /// Client IP as 16 bytes (IPv4 mapped into IPv6).
+    pub client_ip: [AtomicU64; 2],
+    /// Client port (low 16 bits) and address family (bit 16 set = IPv6).
+    pub client_port: AtomicU64,
+    /// Monotonic ns when the connection was accepted.
+    pub opened_ns: AtomicU64,
+    /// Monotonic ns when the connection last finished a request (or opened).
+    pub idle_since_ns: AtomicU64,
+    /// Requests finished on this connection.
+    pub requests: AtomicU64,
+    /// Requests in flight on this connection; updated with `fetch_add`, outside the seqlock.
+    pub inflight: AtomicU64,
+    /// Monotonic ns when the shown in-flight request started.
+    pub req_start_ns: AtomicU64,
+    /// HTTP version of the shown request (10, 11, 20, 30; 0 = unknown).
+    pub req_version: AtomicU64,
+    /// Method of the shown request.
+    pub method: AtomicStr<{ METHOD_BYTES / 8 }>,
+    /// Path of the shown request (no query string).
+    pub path: AtomicStr<{ PATH_BYTES / 8 }>,
+    /// App-set infos of the shown request.
+    pub infos: [InfoCell; INFO_COUNT],
+}
+
+/// The last finished request of a slot (like Apache's per-worker "last request"), under a seqlock.
+#[repr(C, align(64))]
+pub struct LastRequest {
+    /// Seqlock sequence (same protocol as [`ConnEntry::seq`]).
+    pub seq: AtomicU64,
+    /// Response status code (0 = none yet, or no response).
+    pub status: AtomicU64,
+    /// Duration in ns.
+    pub duration_ns: AtomicU64,
+    /// Wall-clock ms since the epoch when it finished.
+    pub finished_unix_ms: AtomicU64,
+    /// Response body bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Client IP.
+    pub client_ip: [AtomicU64; 2],
+    /// Client port and family, as in [`ConnEntry::client_port`].
+    pub client_port: AtomicU64,
+    /// HTTP version.
+    pub version: AtomicU64,
+    /// Method.
+    pub method: AtomicStr<{ METHOD_BYTES / 8 }>,
+    /// Path.
+    pub path: AtomicStr<{ PATH_BYTES / 8 }>,
+}
+
+/// Counters and gauges a worker writes into its slot. Counters only grow for the slot's
+/// lifetime (a respawned worker continues them); gauges are reset by the master when the
+/// worker is gone. All Relaxed: they are statistics, no other data is published through them.
+#[repr(C, align(64))]
+pub struct SlotCounters {
+    /// Gauge: connections open now.
+    pub conns_open: AtomicU64,
+    /// Counter: connections accepted.
+    pub conns_total: AtomicU64,
+    /// Counter: connections that found the connection table full (not shown, still counted).
+    pub conn_overflow: AtomicU64,
+    /// Gauge: requests in flight now.
+    pub requests_active: AtomicU64,
+    /// Counter: requests finished.
+    pub requests_total: AtomicU64,
+    /// Counter: bytes read from clients (whole connection, headers included).
+    pub bytes_in: AtomicU64,
+    /// Counter: bytes written to clients (whole connection, headers included).
+    pub bytes_out: AtomicU64,
+    /// Counter: finished requests by status class: 1xx..5xx, other (no response).
+    pub status: [AtomicU64; STATUS_CLASSES],
+    /// Counter: request durations per bucket (not cumulative; last = +Inf).
+    pub histogram: [AtomicU64; HISTOGRAM_BUCKETS],
+    /// Counter: sum of request durations in ns.
+    pub duration_sum_ns: AtomicU64,
+    /// Bitmap of claimed [`ConnEntry`]s (bit i = entry i). Claimed with CAS (AcqRel) by the
+    /// worker, cleared with `fetch_and` (Release) after the entry's `in_use` went to 0.
+    pub conn_bitmap: AtomicU64,
+}
+
+/// One worker's slot.
+#[repr(C, align(64))]
+pub struct Slot {
+    /// Pid of the worker (0 = none). Master-written at spawn.
+    pub pid: AtomicU64,
+    /// [`crate::scoreboard::SlotState`] as a number. Master writes Starting/Dead/Empty; the
+    /// worker writes Ready/Draining. Release on write, Acquire on read.
+    pub state: AtomicU64,
+    /// Generation of the worker. Master-written at spawn.
+    pub generation: AtomicU64,
+    /// Wall-clock ms since the epoch of the current worker's spawn. Master-written.
+    pub started_unix_ms: AtomicU64,
+    /// Monotonic ns of the current worker's spawn. Master-written.
+    pub started_mono_ns: AtomicU64,
+    /// Counter: times this slot was respawned after an unexpected exit. Master-written.
+    pub restarts: AtomicU64,
+    /// Raw wait status of the last worker that exited from this slot (+1; 0 = none). Master-written.
+    pub last_exit: AtomicU64,
+    /// Reserved.
+    pub reserved: [AtomicU64; 1],
+    /// Worker-written counters and gauges.
+    pub counters: SlotCounters,
+    /// Last finished request.
+    pub last: LastRequest,
+    /// Open connections.
+    pub conns: [ConnEntry; CONN_ENTRIES],
+    /// Cells of custom metrics, indexed by the registry.
+    pub custom: [AtomicU64; CUSTOM_CELLS],
+}
+
+/// Segment header, written by the master once at creation (magic last, Release).
+#[repr(C, align(64))]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: AtomicU64,
+    /// [`VERSION`].
+    pub version: AtomicU64,
+    /// [`layout_hash`] of the writer.
+    pub layout_hash: AtomicU64,
+    /// `size_of::<Header>()`.
+    pub header_size: AtomicU64,
+    /// `size_of::<Slot>()`.
+    pub slot_size: AtomicU64,
+    /// Number of slots.
+    pub slot_count: AtomicU64,
+    /// Total size in bytes.
+    pub total_size: AtomicU64,
+    /// Pid of the master.
+    pub master_pid: AtomicU64,
+    /// Wall-clock ms since the epoch at creation.
+    pub created_unix_ms: AtomicU64,
+    /// Generation now serving. Master-written.
+    pub generation: AtomicU64,
+    /// Workers the master wants running. Master-written.
+    pub target_workers: AtomicU64,
+    /// Instance name.
+    pub name: AtomicStr<{ NAME_BYTES / 8 }>,
+    /// Reserved for later master-written fields.
+    pub reserved: [AtomicU64; 43],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == 512);
+const _: () = assert!(std::mem::size_of::<ConnEntry>() == 576);
+const _: () = assert!(std::mem::size_of::<LastRequest>() == 256);
+const _: () = assert!(std::mem::size_of::<SlotCounters>() == 256);
+const _: () = assert!(std::mem::size_of::<Slot>() % CACHE_LINE == 0);
+const _: () = assert!(CONN_ENTRIES <= 64, "conn_bitmap is one u64");
+
+/// Types that may live in the shared segment.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]`, contain no pointers, only atomics (or arrays/structs of
+/// them), and every bit pattern — including all zeroes — is a valid value.
+pub unsafe trait ShmSafe {}
+// SAFETY: AtomicU64 has the size and alignment of u64; every bit pattern is valid.
+unsafe impl ShmSafe for AtomicU64 {}
+// SAFETY: repr(C) structs made only of AtomicU64 (arrays); see the field lists above.
+unsafe impl ShmSafe for Header {}
+// SAFETY: as above.
+unsafe impl ShmSafe for Slot {}
+
+/// FNV-1a over the numbers that define the layout; two builds agree only when they lay
+/// the segment out identically.
+pub const fn layout_hash() -> u64 {
+    let parts: [u64; 12] = [
+        VERSION,
+        std::mem::size_of::<Header>() as u64,
+        std::mem::size_of::<Slot>() as u64,
+        std::mem::size_of::<ConnEntry>() as u64,
+        std::mem::size_of::<LastRequest>() as u64,
+        std::mem::size_of::<SlotCounters>() as u64,
+        CONN_ENTRIES as u64,
+        PATH_BYTES as u64,
+        INFO_COUNT as u64,
+        HISTOGRAM_BUCKETS as u64,
+        STATUS_CLASSES as u64,
+        CUSTOM_CELLS as u64,
+    ];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < parts.len() {
+        let mut b = 0;
+        while b < 8 {
+            h ^= (parts[i] >> (b * 8)) & 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+            b += 1;
+        }
+        i += 1;
+    }
+    h
+}
+
+/// Size in bytes of a segment with `slots` slots.
+pub const fn segment_size(slots: usize) -> usize {
+    std::mem::size_of::<Header>() + slots * std::mem::size_of::<Slot>()
+}
+
+/// A mapped segment. Owns the mapping; `header()` and `slot()` hand out references tied to it.
+pub struct Mapping {
+    map: MmapRaw,
+    slots: usize,
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("len", &self.map.len())
+            .field("slots", &self.slots)
+            .finish()
+    }
+}
+
+impl Mapping {
+    /// Maps `file` (shared). `len` must be the file's size, checked by the caller to be at
+    /// least `segment_size(slots)`; `read_only` maps it without write access.
+    ///
+    /// # Errors
+    /// The `mmap` error, or `InvalidInput` when `len` is too small for `slots`.
+    pub fn map(file: &File, len: usize, slots: usize, read_only: bool) -> std::io::Result<Self> {
+        if len < segment_size(slots) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "segment smaller than its slots",
+            ));
+        }
+        let mut opts = MmapOptions::new();
+        opts.len(segment_size(slots));
+        let map = if read_only {
+            opts.map_raw_read_only(file)?
+        } else {
+            opts.map_raw(file)?
+        };
+        Ok(Self { map, slots })
+    }
+
+    /// Maps just the header of `file` (read-only), to validate it before trusting its sizes.
+    ///
+    /// # Errors
+    /// The `mmap` error, or `InvalidInput` when `len` is smaller than a header.
+    pub fn map_header(file: &File, len: usize) -> std::io::Result<Self> {
+        Self::map(file, len, 0, true)
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        self.view(0)
+            .expect("a mapping always covers its header (checked in `map`)")
+    }
+
+    /// Slot `i`, or `None` when out of range.
+    pub fn slot(&self, i: usize) -> Option<&Slot> {
+        if i >= self.slots {
+            return None;
+        }
+        self.view(std::mem::size_of::<Header>() + i * std::mem::size_of::<Slot>())
+    }
+
+    /// A `T` at `offset`, when it lies inside the mapping and is aligned.
+    fn view<T: ShmSafe>(&self, offset: usize) -> Option<&T> {
+        let end = offset.checked_add(std::mem::size_of::<T>())?;
+        if end > self.map.len() || offset % std::mem::align_of::<T>() != 0 {
+            return None;
+        }
+        // SAFETY: [offset, end) lies inside the mapping (checked above); the base is page
+        // aligned and the offset a multiple of T's alignment, so the pointer is aligned; T is
+        // ShmSafe (only atomics, any bit pattern valid, so shared & access from several
+        // processes is sound); the reference is tied to &self and so cannot outlive the map.
+        Some(unsafe { &*(self.map.as_ptr().add(offset) as *const T) })
+    }
+
+    /// Number of slots mapped.
+    pub fn slot_count(&self) -> usize {
+        self.slots
+    }
+}
+
+/// Takes ownership of a file descriptor this process inherited from its master (its number
+/// came in an environment variable).
+///
+/// # Errors
+/// `EBADF` when `fd` is not open in this process, or is one of stdin/stdout/stderr.
+pub fn adopt_inherited_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    if fd <= 2 {
+        return Err(std::io::Error::from_raw_os_error(nix::libc::EBADF));
+    }
+    // SAFETY: the borrow lives only for the fcntl(F_GETFD) below, which reads the
+    // descriptor's flags and fails with EBADF when the descriptor is not open.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).map_err(std::io::Error::from)?;
+    // SAFETY: the fd is open (checked above) and, by the master/worker protocol, was
+    // passed to this process to own: nothing else in the process refers to it. Callers
+    // adopt each inherited fd once (the worker takes them at start-up).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes ownership of descriptors received in an `SCM_RIGHTS` control message.
+pub fn adopt_received_fds(fds: &[RawFd]) -> Vec<OwnedFd> {
+    fds.iter()
+        .map(|&fd| {
+            // SAFETY: the kernel installed these descriptors into this process for this
+            // message only; nothing else refers to them, so we are their sole owner.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        })
+        .collect()
+}
+
+/// Descriptor owners whose `as_raw_fd` returns the same open descriptor for their whole life.
+pub trait OwnsFd: std::os::fd::AsRawFd + private::Sealed {}
+impl OwnsFd for OwnedFd {}
+impl OwnsFd for std::net::TcpListener {}
+mod private {
+    pub trait Sealed {}
+    impl Sealed for std::os::fd::OwnedFd {}
+    impl Sealed for std::net::TcpListener {}
+}
+
+/// Registers an owned descriptor with the tokio reactor.
+///
+/// # Errors
+/// The registration error (no reactor, or epoll refused the descriptor).
+pub fn register_async<T: OwnsFd>(inner: T) -> std::io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: `T` owns its descriptor (OwnedFd, TcpListener: sealed above), so it stays open
+    // and refers to the same file description until the AsyncFd — which owns `T` — drops it,
+    // and `as_raw_fd` keeps returning that same number.
+    unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn layout_is_pinned() {
+        assert_eq!(size_of::<Header>(), 512);
+        assert_eq!(offset_of!(Header, magic), 0);
+        assert_eq!(offset_of!(Header, version), 8);
+        assert_eq!(offset_of!(Header, slot_count), 40);
+        assert_eq!(offset_of!(Header, name), 88);
+        assert_eq!(size_of::<ConnEntry>(), 576);
+        assert_eq!(offset_of!(ConnEntry, method), 88);
+        assert_eq!(offset_of!(ConnEntry, path), 112);
+        assert_eq!(offset_of!(ConnEntry, infos), 248);
+        assert_eq!(offset_of!(Slot, counters), 64);
+        assert_eq!(offset_of!(Slot, last), 320);
+        assert_eq!(offset_of!(Slot, conns), 576);
+        assert_eq!(offset_of!(Slot, custom), 576 + 64 * 576);
+        assert_eq!(size_of::<Slot>(), 576 + 64 * 576 + 512 * 8);
+        assert_eq!(offset_of!(SlotCounters, status), 56);
+        assert_eq!(offset_of!(SlotCounters, histogram), 104);
+    }
+
+    #[test]
+    fn magic_spells_floras() {
+        assert_eq!(&MAGIC.to_le_bytes(), b"FLORASB\0");
+        assert_ne!(layout_hash(), 0);
+    }
+}

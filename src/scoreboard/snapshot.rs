@@ -1,0 +1,461 @@
+//! Reading the whole segment into an owned [`Snapshot`]: every slot, summed totals, and the
+//! connection table read entry by entry under each entry's seqlock.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
+
+use serde::Serialize;
+
+use super::raw::{
+    ConnEntry, LastRequest, Slot, HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS, STATUS_CLASSES,
+};
+use super::{mono_ns, strings, unix_ms, Scoreboard, SlotState};
+
+/// Tries a seqlocked read this many times before giving up on an entry (its writer keeps
+/// rewriting it, or died mid-write).
+const SEQLOCK_READ_TRIES: usize = 64;
+
+/// Runs `f` until it ran without a concurrent write under `seq`.
+pub(crate) fn read_consistent<T>(seq: &AtomicU64, f: impl Fn() -> T) -> Option<T> {
+    for _ in 0..SEQLOCK_READ_TRIES {
+        let s1 = seq.load(Acquire);
+        if s1 & 1 == 1 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let v = f();
+        fence(Acquire);
+        if seq.load(Relaxed) == s1 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// A request-duration histogram: per-bucket counts (not cumulative) and the sum.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HistogramSnapshot {
+    /// Counts per bucket; the last bucket is +Inf. Bounds are [`HISTOGRAM_BOUNDS`].
+    pub counts: Vec<u64>,
+    /// Sum of all observed durations, seconds.
+    pub sum_seconds: f64,
+}
+
+impl HistogramSnapshot {
+    fn empty() -> Self {
+        Self {
+            counts: vec![0; HISTOGRAM_BUCKETS],
+            sum_seconds: 0.0,
+        }
+    }
+
+    fn add(&mut self, other: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a = a.wrapping_add(*b);
+        }
+        self.sum_seconds += other.sum_seconds;
+    }
+
+    /// Total observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+    }
+
+    /// Upper bounds of the buckets (the last, +Inf, is not listed).
+    pub fn bounds() -> &'static [f64] {
+        &HISTOGRAM_BOUNDS
+    }
+}
+
+/// The request in flight on a connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestSnapshot {
+    /// Method (truncated to [`super::METHOD_BYTES`]).
+    pub method: String,
+    /// Path without the query string (truncated to [`super::PATH_BYTES`]).
+    pub path: String,
+    /// Whether the path was truncated.
+    pub path_truncated: bool,
+    /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, … or empty when unknown.
+    pub version: String,
+    /// Seconds since the request started.
+    pub age_seconds: f64,
+    /// Requests in flight on this connection (HTTP/2 may have several; one is shown).
+    pub in_flight: u64,
+    /// App-set key/value infos.
+    pub infos: Vec<(String, String)>,
+}
+
+/// One open connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnSnapshot {
+    /// Entry index in the slot's table.
+    pub entry: usize,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Seconds since the connection was accepted.
+    pub age_seconds: f64,
+    /// Seconds since the connection last finished a request (0 while one is in flight).
+    pub idle_seconds: f64,
+    /// Requests finished on it.
+    pub requests: u64,
+    /// Its in-flight request, if any.
+    pub request: Option<RequestSnapshot>,
+}
+
+/// The last request a slot finished.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastRequestSnapshot {
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Status code (0 = no response was sent).
+    pub status: u16,
+    /// Duration, seconds.
+    pub duration_seconds: f64,
+    /// When it finished, ms since the Unix epoch.
+    pub finished_unix_ms: u64,
+    /// Response body bytes.
+    pub bytes_sent: u64,
+    /// Client address.
+    pub client: SocketAddr,
+}
+
+/// One slot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotSnapshot {
+    /// Slot index.
+    pub index: usize,
+    /// Worker pid (0 = none).
+    pub pid: u32,
+    /// State.
+    pub state: SlotState,
+    /// Generation of the (last) worker.
+    pub generation: u64,
+    /// When the current worker was spawned, ms since the epoch (0 = never).
+    pub started_unix_ms: u64,
+    /// Respawns of this slot after unexpected exits.
+    pub restarts: u64,
+    /// Connections open now.
+    pub conns_open: u64,
+    /// Connections accepted (slot lifetime).
+    pub conns_total: u64,
+    /// Connections not shown because the table was full.
+    pub conn_overflow: u64,
+    /// Requests in flight now.
+    pub requests_active: u64,
+    /// Requests finished (slot lifetime).
+    pub requests_total: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Finished requests by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub status: [u64; STATUS_CLASSES],
+    /// Request durations.
+    pub histogram: HistogramSnapshot,
+    /// Open connections with their in-flight requests.
+    pub connections: Vec<ConnSnapshot>,
+    /// Last finished request.
+    pub last_request: Option<LastRequestSnapshot>,
+}
+
+/// Sums over every slot (counters of dead and retired slots included, so they never go down).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Connections open now.
+    pub conns_open: u64,
+    /// Connections accepted.
+    pub conns_total: u64,
+    /// Connections not shown in the table.
+    pub conn_overflow: u64,
+    /// Requests in flight.
+    pub requests_active: u64,
+    /// Requests finished.
+    pub requests_total: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Finished requests by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub status: [u64; STATUS_CLASSES],
+    /// Request durations, all workers.
+    pub histogram: HistogramSnapshot,
+    /// Respawns.
+    pub restarts: u64,
+    /// Workers by state: starting, ready, draining.
+    pub workers_starting: u64,
+    /// Workers ready.
+    pub workers_ready: u64,
+    /// Workers draining.
+    pub workers_draining: u64,
+}
+
+/// An owned, point-in-time read of the whole scoreboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Instance name.
+    pub instance: String,
+    /// Master pid.
+    pub master_pid: u32,
+    /// When the segment was created, ms since the epoch.
+    pub created_unix_ms: u64,
+    /// When this snapshot was taken, ms since the epoch.
+    pub taken_unix_ms: u64,
+    /// Generation now serving.
+    pub generation: u64,
+    /// Workers the master wants.
+    pub target_workers: u64,
+    /// Every slot, in index order.
+    pub slots: Vec<SlotSnapshot>,
+    /// Sums.
+    pub totals: Totals,
+}
+
+pub(super) fn take(sb: &Scoreboard) -> Snapshot {
+    let h = sb.header();
+    let now = mono_ns();
+    let slots: Vec<SlotSnapshot> = (0..sb.slot_count())
+        .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now)))
+        .collect();
+    let totals = sum(&slots);
+    Snapshot {
+        instance: strings::read(&h.name).0,
+        master_pid: h.master_pid.load(Relaxed) as u32,
+        created_unix_ms: h.created_unix_ms.load(Relaxed),
+        taken_unix_ms: unix_ms(),
+        generation: h.generation.load(Acquire),
+        target_workers: h.target_workers.load(Relaxed),
+        slots,
+        totals,
+    }
+}
+
+fn sum(slots: &[SlotSnapshot]) -> Totals {
+    let mut t = Totals {
+        histogram: HistogramSnapshot::empty(),
+        ..Totals::default()
+    };
+    for s in slots {
+        t.conns_open = t.conns_open.wrapping_add(s.conns_open);
+        t.conns_total = t.conns_total.wrapping_add(s.conns_total);
+        t.conn_overflow = t.conn_overflow.wrapping_add(s.conn_overflow);
+        t.requests_active = t.requests_active.wrapping_add(s.requests_active);
+        t.requests_total = t.requests_total.wrapping_add(s.requests_total);
+        t.bytes_in = t.bytes_in.wrapping_add(s.bytes_in);
+        t.bytes_out = t.bytes_out.wrapping_add(s.bytes_out);
+        t.restarts = t.restarts.wrapping_add(s.restarts);
+        for (a, b) in t.status.iter_mut().zip(&s.status) {
+            *a = a.wrapping_add(*b);
+        }
+        t.histogram.add(&s.histogram);
+        match s.state {
+            SlotState::Starting => t.workers_starting += 1,
+            SlotState::Ready => t.workers_ready += 1,
+            SlotState::Draining => t.workers_draining += 1,
+            _ => {}
+        }
+    }
+    t
+}
+
+fn read_slot(index: usize, s: &Slot, now: u64) -> SlotSnapshot {
+    let c = &s.counters;
+    let histogram = HistogramSnapshot {
+        counts: c.histogram.iter().map(|b| b.load(Relaxed)).collect(),
+        sum_seconds: c.duration_sum_ns.load(Relaxed) as f64 / 1e9,
+    };
+    let bitmap = c.conn_bitmap.load(Acquire);
+    let connections = s
+        .conns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bitmap & (1u64 << i) != 0)
+        .filter_map(|(i, e)| read_entry(i, e, now))
+        .collect();
+    SlotSnapshot {
+        index,
+        pid: s.pid.load(Relaxed) as u32,
+        state: SlotState::from_raw(s.state.load(Acquire)),
+        generation: s.generation.load(Relaxed),
+        started_unix_ms: s.started_unix_ms.load(Relaxed),
+        restarts: s.restarts.load(Relaxed),
+        conns_open: c.conns_open.load(Relaxed),
+        conns_total: c.conns_total.load(Relaxed),
+        conn_overflow: c.conn_overflow.load(Relaxed),
+        requests_active: c.requests_active.load(Relaxed),
+        requests_total: c.requests_total.load(Relaxed),
+        bytes_in: c.bytes_in.load(Relaxed),
+        bytes_out: c.bytes_out.load(Relaxed),
+        status: std::array::from_fn(|i| c.status[i].load(Relaxed)),
+        histogram,
+        connections,
+        last_request: read_last(&s.last),
+    }
+}
+
+fn load_addr(ip: &[AtomicU64; 2], port: &AtomicU64) -> SocketAddr {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&ip[0].load(Relaxed).to_be_bytes());
+    bytes[8..].copy_from_slice(&ip[1].load(Relaxed).to_be_bytes());
+    let v6 = Ipv6Addr::from(bytes);
+    let p = port.load(Relaxed);
+    let ip = match v6.to_ipv4_mapped() {
+        Some(v4) if p & (1 << 16) == 0 => IpAddr::V4(v4),
+        _ => IpAddr::V6(v6),
+    };
+    SocketAddr::new(ip, (p & 0xffff) as u16)
+}
+
+fn secs_between(later: u64, earlier: u64) -> f64 {
+    later.saturating_sub(earlier) as f64 / 1e9
+}
+
+fn version_name(v: u64) -> &'static str {
+    match v {
+        9 => "HTTP/0.9",
+        10 => "HTTP/1.0",
+        11 => "HTTP/1.1",
+        20 => "HTTP/2",
+        30 => "HTTP/3",
+        _ => "",
+    }
+}
+
+fn read_entry(index: usize, e: &ConnEntry, now: u64) -> Option<ConnSnapshot> {
+    let conn = read_consistent(&e.seq, || {
+        if e.in_use.load(Relaxed) != 1 {
+            return None;
+        }
+        let req_start = e.req_start_ns.load(Relaxed);
+        let request = RequestSnapshot {
+            method: strings::read(&e.method).0,
+            path: strings::read(&e.path).0,
+            path_truncated: strings::read(&e.path).1,
+            version: version_name(e.req_version.load(Relaxed)).to_string(),
+            age_seconds: secs_between(now, req_start),
+            in_flight: 0,
+            infos: e
+                .infos
+                .iter()
+                .filter(|c| c.key.len.load(Relaxed) != 0)
+                .map(|c| (strings::read(&c.key).0, strings::read(&c.value).0))
+                .collect(),
+        };
+        Some(ConnSnapshot {
+            entry: index,
+            client: load_addr(&e.client_ip, &e.client_port),
+            age_seconds: secs_between(now, e.opened_ns.load(Relaxed)),
+            idle_seconds: secs_between(now, e.idle_since_ns.load(Relaxed)),
+            requests: e.requests.load(Relaxed),
+            request: Some(request),
+        })
+    })??;
+    let in_flight = e.inflight.load(Relaxed);
+    Some(ConnSnapshot {
+        idle_seconds: if in_flight > 0 {
+            0.0
+        } else {
+            conn.idle_seconds
+        },
+        request: conn
+            .request
+            .filter(|_| in_flight > 0)
+            .map(|r| RequestSnapshot { in_flight, ..r }),
+        ..conn
+    })
+}
+
+fn read_last(l: &LastRequest) -> Option<LastRequestSnapshot> {
+    read_consistent(&l.seq, || {
+        let finished = l.finished_unix_ms.load(Relaxed);
+        (finished != 0).then(|| LastRequestSnapshot {
+            method: strings::read(&l.method).0,
+            path: strings::read(&l.path).0,
+            status: l.status.load(Relaxed).min(u64::from(u16::MAX)) as u16,
+            duration_seconds: l.duration_ns.load(Relaxed) as f64 / 1e9,
+            finished_unix_ms: finished,
+            bytes_sent: l.bytes_sent.load(Relaxed),
+            client: load_addr(&l.client_ip, &l.client_port),
+        })
+    })
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Scoreboard;
+    use super::*;
+
+    #[test]
+    fn tracks_connections_requests_and_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 2).unwrap();
+        let w = sb.writer(1).unwrap();
+        let conn = w.conn_open("[::1]:5555".parse().unwrap());
+        let mut req = conn.request_begin("POST", "/a/b", 11);
+        assert!(req.set_info("user", "42"));
+        let snap = sb.snapshot();
+        let c = &snap.slots[1].connections[0];
+        assert_eq!(c.client, "[::1]:5555".parse::<SocketAddr>().unwrap());
+        let r = c.request.as_ref().unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str(), r.version.as_str()),
+            ("POST", "/a/b", "HTTP/1.1")
+        );
+        assert_eq!(r.infos, vec![("user".to_string(), "42".to_string())]);
+        assert_eq!(snap.totals.requests_active, 1);
+        req.set_status(503);
+        drop(req);
+        let snap = sb.snapshot();
+        assert_eq!(snap.totals.requests_total, 1);
+        assert_eq!(snap.totals.status[4], 1);
+        assert_eq!(snap.totals.histogram.count(), 1);
+        assert!(snap.slots[1].connections[0].request.is_none());
+        let last = snap.slots[1].last_request.clone().unwrap();
+        assert_eq!((last.status, last.path.as_str()), (503, "/a/b"));
+        drop(conn);
+        let snap = sb.snapshot();
+        assert!(snap.slots[1].connections.is_empty());
+        assert_eq!(snap.totals.conns_open, 0);
+        assert_eq!(snap.totals.conns_total, 1);
+    }
+
+    #[test]
+    fn overflow_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 1).unwrap();
+        let w = sb.writer(0).unwrap();
+        let conns: Vec<_> = (0..super::super::CONN_ENTRIES + 3)
+            .map(|i| w.conn_open(SocketAddr::from(([127, 0, 0, 1], i as u16))))
+            .collect();
+        let snap = sb.snapshot();
+        assert_eq!(snap.slots[0].connections.len(), super::super::CONN_ENTRIES);
+        assert_eq!(snap.slots[0].conn_overflow, 3);
+        assert_eq!(snap.slots[0].conns_open, conns.len() as u64);
+        drop(conns);
+        assert_eq!(sb.snapshot().slots[0].conns_open, 0);
+        // Freed entries are reused.
+        let _c = w.conn_open("127.0.0.1:1".parse().unwrap());
+        assert_eq!(sb.snapshot().slots[0].connections.len(), 1);
+    }
+
+    #[test]
+    fn master_reset_keeps_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 1).unwrap();
+        let w = sb.writer(0).unwrap();
+        let conn = w.conn_open("127.0.0.1:1".parse().unwrap());
+        conn.request_begin("GET", "/", 11).finish(200, 5);
+        // The worker dies with a request in flight on an open connection.
+        std::mem::forget(conn.request_begin("GET", "/slow", 11));
+        std::mem::forget(conn);
+        sb.slot_exited(0, 9);
+        let s = &sb.snapshot().slots[0];
+        assert_eq!((s.conns_open, s.requests_active), (0, 0));
+        assert_eq!((s.conns_total, s.requests_total), (1, 1));
+        assert!(s.connections.is_empty());
+        assert_eq!(s.state, SlotState::Dead);
+    }
+}

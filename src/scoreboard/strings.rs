@@ -1,0 +1,107 @@
+//! Strings stored in atomic words: truncation at a char boundary on write, clamped and
+//! lossy decoding on read (a slot may hold any bytes).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::raw::AtomicStr;
+
+const TRUNCATED: u64 = 1 << 63;
+
+/// Longest prefix of `s` that fits in `max` bytes without splitting a character.
+pub(crate) fn truncate_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Writes `s` (truncated to fit) into `dst`. Relaxed: callers publish through a seqlock or
+/// before the magic.
+pub(crate) fn write<const W: usize>(dst: &AtomicStr<W>, s: &str) {
+    let kept = truncate_at_char(s, W * 8);
+    let bytes = kept.as_bytes();
+    for (i, word) in dst.words.iter().enumerate() {
+        let start = i * 8;
+        if start >= bytes.len() {
+            break;
+        }
+        let end = (start + 8).min(bytes.len());
+        let mut buf = [0u8; 8];
+        buf[..end - start].copy_from_slice(&bytes[start..end]);
+        word.store(u64::from_le_bytes(buf), Relaxed);
+    }
+    let flag = if kept.len() < s.len() { TRUNCATED } else { 0 };
+    dst.len.store(kept.len() as u64 | flag, Relaxed);
+}
+
+/// Reads a string back: `(text, truncated)`. Lengths are clamped and invalid UTF-8 replaced.
+pub(crate) fn read<const W: usize>(src: &AtomicStr<W>) -> (String, bool) {
+    let raw_len = src.len.load(Relaxed);
+    let truncated = raw_len & TRUNCATED != 0;
+    let len = ((raw_len & !TRUNCATED) as usize).min(W * 8);
+    let mut bytes = Vec::with_capacity(len);
+    for word in &src.words {
+        if bytes.len() >= len {
+            break;
+        }
+        bytes.extend_from_slice(&word.load(Relaxed).to_le_bytes());
+    }
+    bytes.truncate(len);
+    (String::from_utf8_lossy(&bytes).into_owned(), truncated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn cell<const W: usize>() -> AtomicStr<W> {
+        AtomicStr {
+            len: AtomicU64::new(0),
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    #[test]
+    fn table() {
+        let c = cell::<2>();
+        for (input, want, trunc) in [
+            ("", "", false),
+            ("GET", "GET", false),
+            ("0123456789abcdef", "0123456789abcdef", false),
+            ("0123456789abcdefX", "0123456789abcdef", true),
+            ("ééééééééé", "éééééééé", true),
+            ("0123456789abcdeé", "0123456789abcde", true),
+        ] {
+            write(&c, input);
+            assert_eq!(read(&c), (want.to_string(), trunc), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_reads_safely() {
+        let c = cell::<2>();
+        c.len.store(u64::MAX, Relaxed);
+        c.words[0].store(u64::MAX, Relaxed);
+        let (s, t) = read(&c);
+        assert!(t);
+        assert!(s.chars().count() <= 16);
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip_is_a_prefix(s in ".{0,40}") {
+            let c = cell::<3>();
+            write(&c, &s);
+            let (back, truncated) = read(&c);
+            prop_assert!(s.starts_with(&back));
+            prop_assert!(back.len() <= 24);
+            prop_assert_eq!(truncated, back.len() < s.len());
+        }
+    }
+}

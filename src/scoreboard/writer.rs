@@ -1,0 +1,428 @@
+//! Writes into one slot: the tracking hot path (lock-free atomics, no syscalls) and the few
+//! master-side writes done when a worker starts or is gone.
+//!
+//! Orderings: counters and gauges are `Relaxed` (statistics; nothing is published through
+//! them). Entries and the last request use a seqlock: claim `seq` even→odd with a CAS, a
+//! `Release` fence, `Relaxed` data stores, then `Release`-store the next even value. A writer
+//! that finds the seqlock held (two HTTP/2 streams of one connection at once) skips the
+//! display update instead of waiting; counters are never skipped.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
+use std::sync::Arc;
+
+use super::raw::{ConnEntry, Slot, CONN_ENTRIES, HISTOGRAM_BOUNDS, STATUS_CLASSES};
+use super::{mono_ns, strings, unix_ms, Scoreboard, SlotState};
+
+/// Runs `f` under the seqlock `seq` if no other writer holds it. Returns whether it ran.
+pub(crate) fn try_write(seq: &AtomicU64, f: impl FnOnce()) -> bool {
+    let s = seq.load(Relaxed);
+    if s & 1 == 1 || seq.compare_exchange(s, s + 1, Relaxed, Relaxed).is_err() {
+        return false;
+    }
+    fence(Release);
+    f();
+    seq.store(s.wrapping_add(2), Release);
+    true
+}
+
+/// Index of the histogram bucket for a duration in ns.
+pub(crate) fn bucket_index(ns: u64) -> usize {
+    let secs = ns as f64 / 1e9;
+    HISTOGRAM_BOUNDS
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(HISTOGRAM_BOUNDS.len())
+}
+
+/// Status class index: 0..=4 for 1xx..5xx, 5 for anything else (no response).
+pub(crate) fn status_class(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => STATUS_CLASSES - 1,
+    }
+}
+
+fn store_addr(ip: &[AtomicU64; 2], port: &AtomicU64, addr: SocketAddr) {
+    let (bytes, v6) = match addr.ip() {
+        IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 0),
+        IpAddr::V6(v6) => (v6.octets(), 1 << 16),
+    };
+    let (hi, lo) = bytes.split_at(8);
+    ip[0].store(
+        u64::from_be_bytes(hi.try_into().unwrap_or_default()),
+        Relaxed,
+    );
+    ip[1].store(
+        u64::from_be_bytes(lo.try_into().unwrap_or_default()),
+        Relaxed,
+    );
+    port.store(u64::from(addr.port()) | v6, Relaxed);
+}
+
+/// Writer of one slot, held by the worker that owns it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SlotWriter {
+    sb: Scoreboard,
+    index: usize,
+}
+
+impl SlotWriter {
+    pub(crate) fn new(sb: Scoreboard, index: usize) -> Self {
+        Self { sb, index }
+    }
+
+    fn slot(&self) -> &Slot {
+        // The index was checked against the segment in `Scoreboard::writer`.
+        self.sb
+            .slot(self.index)
+            .expect("slot index checked at construction")
+    }
+
+    /// This slot's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The scoreboard this writer belongs to.
+    pub fn scoreboard(&self) -> &Scoreboard {
+        &self.sb
+    }
+
+    /// Sets the slot's state (the worker sets Ready and Draining).
+    pub fn set_state(&self, state: SlotState) {
+        self.slot().state.store(state.to_raw(), Release);
+    }
+
+    /// Adds to the bytes-received counter.
+    #[inline]
+    pub fn add_bytes_in(&self, n: u64) {
+        self.slot().counters.bytes_in.fetch_add(n, Relaxed);
+    }
+
+    /// Adds to the bytes-sent counter.
+    #[inline]
+    pub fn add_bytes_out(&self, n: u64) {
+        self.slot().counters.bytes_out.fetch_add(n, Relaxed);
+    }
+
+    /// Connections open in this slot now.
+    pub fn conns_open(&self) -> u64 {
+        self.slot().counters.conns_open.load(Relaxed)
+    }
+
+    /// Whether this worker holds more than its share of open connections among the ready
+    /// workers of its generation: `(mine, fewest among the others)`, `None` without peers.
+    pub(crate) fn conn_share(&self) -> Option<(u64, u64)> {
+        let me = self.slot();
+        let generation = me.generation.load(Relaxed);
+        let mine = me.counters.conns_open.load(Relaxed);
+        let mut fewest: Option<u64> = None;
+        for i in (0..self.sb.slot_count()).filter(|&i| i != self.index) {
+            let Some(s) = self.sb.slot(i) else { break };
+            if SlotState::from_raw(s.state.load(Relaxed)) == SlotState::Ready
+                && s.generation.load(Relaxed) == generation
+            {
+                let open = s.counters.conns_open.load(Relaxed);
+                fewest = Some(fewest.map_or(open, |f| f.min(open)));
+            }
+        }
+        fewest.map(|f| (mine, f))
+    }
+
+    /// Records an accepted connection from `peer` and claims a table entry for it.
+    pub fn conn_open(&self, peer: SocketAddr) -> ConnGuard {
+        let c = &self.slot().counters;
+        c.conns_open.fetch_add(1, Relaxed);
+        c.conns_total.fetch_add(1, Relaxed);
+        let entry = self.claim_entry();
+        match entry {
+            Some(i) => {
+                let e = &self.slot().conns[i];
+                let now = mono_ns();
+                try_write(&e.seq, || {
+                    store_addr(&e.client_ip, &e.client_port, peer);
+                    e.opened_ns.store(now, Relaxed);
+                    e.idle_since_ns.store(now, Relaxed);
+                    e.requests.store(0, Relaxed);
+                    e.req_start_ns.store(0, Relaxed);
+                    e.inflight.store(0, Relaxed);
+                    e.in_use.store(1, Relaxed);
+                });
+            }
+            None => {
+                c.conn_overflow.fetch_add(1, Relaxed);
+            }
+        }
+        ConnGuard {
+            inner: Arc::new(ConnInner {
+                writer: self.clone(),
+                entry,
+                peer,
+            }),
+        }
+    }
+
+    fn claim_entry(&self) -> Option<usize> {
+        let bitmap = &self.slot().counters.conn_bitmap;
+        let all: u64 = if CONN_ENTRIES == 64 {
+            u64::MAX
+        } else {
+            (1u64 << CONN_ENTRIES) - 1
+        };
+        let mut bm = bitmap.load(Relaxed);
+        loop {
+            let free = !bm & all;
+            if free == 0 {
+                return None;
+            }
+            let i = free.trailing_zeros() as usize;
+            match bitmap.compare_exchange_weak(bm, bm | (1 << i), AcqRel, Relaxed) {
+                Ok(_) => return Some(i),
+                Err(now) => bm = now,
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConnInner {
+    writer: SlotWriter,
+    entry: Option<usize>,
+    peer: SocketAddr,
+}
+
+impl ConnInner {
+    fn entry(&self) -> Option<&ConnEntry> {
+        self.entry.map(|i| &self.writer.slot().conns[i])
+    }
+}
+
+impl Drop for ConnInner {
+    fn drop(&mut self) {
+        let slot = self.writer.slot();
+        slot.counters.conns_open.fetch_sub(1, Relaxed);
+        if let (Some(i), Some(e)) = (self.entry, self.entry()) {
+            // The last handle is gone: nobody else writes this entry any more.
+            try_write(&e.seq, || e.in_use.store(0, Relaxed));
+            slot.counters.conn_bitmap.fetch_and(!(1u64 << i), Release);
+        }
+    }
+}
+
+/// An open connection in the scoreboard; dropping the last clone closes it.
+#[derive(Debug, Clone)]
+pub struct ConnGuard {
+    inner: Arc<ConnInner>,
+}
+
+impl ConnGuard {
+    /// The slot writer this connection belongs to.
+    pub fn writer(&self) -> &SlotWriter {
+        &self.inner.writer
+    }
+
+    /// Starts tracking a request on this connection. `version` is 10, 11, 20 or 30.
+    pub fn request_begin(&self, method: &str, path: &str, version: u8) -> RequestGuard {
+        let slot = self.inner.writer.slot();
+        slot.counters.requests_active.fetch_add(1, Relaxed);
+        let start = mono_ns();
+        if let Some(e) = self.inner.entry() {
+            e.inflight.fetch_add(1, Relaxed);
+            try_write(&e.seq, || {
+                e.req_start_ns.store(start, Relaxed);
+                e.req_version.store(u64::from(version), Relaxed);
+                strings::write(&e.method, method);
+                strings::write(&e.path, path);
+                for info in &e.infos {
+                    info.key.len.store(0, Relaxed);
+                }
+            });
+        }
+        RequestGuard {
+            conn: self.clone(),
+            start_ns: start,
+            status: 0,
+            done: false,
+        }
+    }
+
+    /// Sets an app info on the connection's in-flight request (shown beside it while it is in
+    /// flight). Keys and
+    /// values are truncated to [`super::INFO_KEY_BYTES`] / [`super::INFO_VALUE_BYTES`]; at
+    /// most [`super::INFO_COUNT`] infos are kept (a repeated key replaces its value).
+    /// Returns false when the info could not be stored (table full, or untracked connection).
+    pub fn set_info(&self, key: &str, value: &str) -> bool {
+        let Some(e) = self.inner.entry() else {
+            return false;
+        };
+        let key = strings::truncate_at_char(key, super::INFO_KEY_BYTES);
+        let mut stored = false;
+        try_write(&e.seq, || {
+            let found = e.infos.iter().find(|c| {
+                let len = c.key.len.load(Relaxed);
+                len == 0 || (len as usize == key.len() && strings::read(&c.key).0 == key)
+            });
+            if let Some(cell) = found {
+                strings::write(&cell.value, value);
+                strings::write(&cell.key, key);
+                stored = true;
+            }
+        });
+        stored
+    }
+}
+
+/// An in-flight request; finishing or dropping it records the request.
+#[derive(Debug)]
+pub struct RequestGuard {
+    conn: ConnGuard,
+    start_ns: u64,
+    status: u16,
+    done: bool,
+}
+
+impl RequestGuard {
+    /// Remembers the response status (recorded when the guard finishes or drops).
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// Sets an app info on the request; see [`ConnGuard::set_info`].
+    pub fn set_info(&self, key: &str, value: &str) -> bool {
+        self.conn.set_info(key, value)
+    }
+
+    /// Records the request as finished with the status set before and `body_bytes` sent.
+    pub fn finish_with_bytes(mut self, body_bytes: u64) {
+        self.record(body_bytes);
+    }
+
+    /// Records the request as finished with `status` and `body_bytes` sent.
+    pub fn finish(mut self, status: u16, body_bytes: u64) {
+        self.status = status;
+        self.record(body_bytes);
+    }
+
+    fn record(&mut self, body_bytes: u64) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let inner = &self.conn.inner;
+        let slot = inner.writer.slot();
+        let now = mono_ns();
+        let dur = now.saturating_sub(self.start_ns);
+        let c = &slot.counters;
+        c.requests_active.fetch_sub(1, Relaxed);
+        c.requests_total.fetch_add(1, Relaxed);
+        c.status[status_class(self.status)].fetch_add(1, Relaxed);
+        c.histogram[bucket_index(dur)].fetch_add(1, Relaxed);
+        c.duration_sum_ns.fetch_add(dur, Relaxed);
+        let Some(e) = inner.entry() else { return };
+        e.inflight.fetch_sub(1, Relaxed);
+        try_write(&e.seq, || {
+            e.requests.fetch_add(1, Relaxed);
+            e.idle_since_ns.store(now, Relaxed);
+        });
+        let last = &slot.last;
+        try_write(&last.seq, || {
+            last.status.store(u64::from(self.status), Relaxed);
+            last.duration_ns.store(dur, Relaxed);
+            last.finished_unix_ms.store(unix_ms(), Relaxed);
+            last.bytes_sent.store(body_bytes, Relaxed);
+            last.version.store(e.req_version.load(Relaxed), Relaxed);
+            store_addr(&last.client_ip, &last.client_port, inner.peer);
+            copy_words(
+                &e.method.words,
+                &last.method.words,
+                &e.method.len,
+                &last.method.len,
+            );
+            copy_words(&e.path.words, &last.path.words, &e.path.len, &last.path.len);
+        });
+    }
+}
+
+fn copy_words(src: &[AtomicU64], dst: &[AtomicU64], src_len: &AtomicU64, dst_len: &AtomicU64) {
+    for (s, d) in src.iter().zip(dst) {
+        d.store(s.load(Relaxed), Relaxed);
+    }
+    dst_len.store(src_len.load(Relaxed), Relaxed);
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.record(0);
+    }
+}
+
+/// Master-side writes: the master writes a slot only around its worker's life.
+impl Scoreboard {
+    /// A worker was spawned into `index`.
+    pub(crate) fn slot_spawned(&self, index: usize, pid: u32, generation: u64) {
+        let Some(s) = self.slot(index) else { return };
+        s.pid.store(u64::from(pid), Relaxed);
+        s.generation.store(generation, Relaxed);
+        s.started_unix_ms.store(unix_ms(), Relaxed);
+        s.started_mono_ns.store(mono_ns(), Relaxed);
+        s.state.store(SlotState::Starting.to_raw(), Release);
+    }
+
+    /// The worker of `index` is gone: reset its gauges and connection table, keep counters.
+    pub(crate) fn slot_exited(&self, index: usize, wait_status: i32) {
+        let Some(s) = self.slot(index) else { return };
+        s.state.store(SlotState::Dead.to_raw(), Release);
+        s.pid.store(0, Relaxed);
+        s.last_exit
+            .store(u64::from(wait_status as u32) + 1, Relaxed);
+        s.counters.conns_open.store(0, Relaxed);
+        s.counters.requests_active.store(0, Relaxed);
+        for e in &s.conns {
+            // A worker killed mid-write leaves the seqlock odd: make it even again.
+            let seq = e.seq.load(Relaxed);
+            e.seq.store((seq | 1).wrapping_add(1), Relaxed);
+            e.in_use.store(0, Relaxed);
+            e.inflight.store(0, Relaxed);
+        }
+        let seq = s.last.seq.load(Relaxed);
+        if seq & 1 == 1 {
+            s.last.seq.store(seq.wrapping_add(1), Relaxed);
+        }
+        s.counters.conn_bitmap.store(0, Release);
+    }
+
+    /// Counts a respawn of `index`.
+    pub(crate) fn slot_restarted(&self, index: usize) {
+        if let Some(s) = self.slot(index) {
+            s.restarts.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_and_classes() {
+        assert_eq!(bucket_index(0), 0);
+        assert_eq!(bucket_index(500_000), 0);
+        assert_eq!(bucket_index(500_001), 1);
+        assert_eq!(bucket_index(10_000_000_000), 13);
+        assert_eq!(bucket_index(u64::MAX), 14);
+        for (code, class) in [(100, 0), (200, 1), (204, 1), (302, 2), (404, 3), (503, 4)] {
+            assert_eq!(status_class(code), class);
+        }
+        assert_eq!(status_class(0), 5);
+        assert_eq!(status_class(600), 5);
+    }
+
+    #[test]
+    fn seqlock_skips_when_held() {
+        let seq = AtomicU64::new(0);
+        assert!(try_write(&seq, || {
+            assert!(!try_write(&seq, || ()));
+        }));
+        assert_eq!(seq.load(Relaxed), 2);
+    }
+}

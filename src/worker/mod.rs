@@ -1,0 +1,384 @@
+//! The worker side: what an HTTP server links to run under a flora-cluster master — or
+//! standalone, with the same code.
+//!
+//! The Rust counterpart of the original `worker.run(); worker.attach(server); server.listen(1337)`:
+//!
+//! ```no_run
+//! use flora_cluster::worker::Worker;
+//! use http_body_util::Full;
+//! use hyper::{body::Bytes, service::service_fn, Response};
+//!
+//! # async fn app() -> Result<(), flora_cluster::Error> {
+//! let worker = Worker::from_env()?; // under a master, or standalone
+//! let listener = worker.listen("127.0.0.1:1337").await?;
+//! worker
+//!     .serve(listener, service_fn(|_req| async {
+//!         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("Hello World\n"))))
+//!     }))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Under a master
+//! The master passes a control socket, the scoreboard segment and the worker's slot in
+//! environment variables ([`crate::ipc`]). [`Worker::listen`] asks the master for the
+//! listening socket (the master binds each address once and keeps it across generations),
+//! [`Worker::serve`] tracks every connection and request into the worker's slot and marks
+//! the worker ready, and the worker drains and exits when the master says so, when it gets
+//! SIGTERM, or when the master is gone (end of file on the control socket, or the
+//! parent-death signal).
+//!
+//! # Standalone
+//! Without those variables the worker binds its own sockets and tracks into a private
+//! one-slot scoreboard; SIGINT and SIGTERM drain it.
+
+mod serve;
+mod track;
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Mutex};
+
+use crate::ipc::{self, Channel, ToMaster, ToWorker};
+use crate::scoreboard::{Scoreboard, SlotState, SlotWriter, Snapshot};
+
+pub use serve::Listener;
+pub use track::RequestInfo;
+
+/// How long `listen` waits for the master's answer (it binds a socket: quick unless stuck).
+const LISTEN_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Drain time when the master did not say (standalone, or an old master).
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of the worker API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// An environment variable of the master protocol is malformed.
+    #[error("bad environment variable {name}: {reason}")]
+    Env {
+        /// Variable name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The inherited scoreboard is not usable.
+    #[error("scoreboard: {0}")]
+    Scoreboard(#[from] crate::scoreboard::ScoreboardError),
+    /// Talking to the master failed.
+    #[error("control channel: {0}")]
+    Channel(#[source] std::io::Error),
+    /// The master could not bind the address, or it did not answer.
+    #[error("listen on {addr}: {reason}")]
+    Listen {
+        /// Address asked for.
+        addr: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Binding or serving failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker API call needs a tokio runtime.
+    #[error("the worker API must be used inside a tokio runtime")]
+    NoRuntime,
+}
+
+#[derive(Debug)]
+struct Managed {
+    channel: Arc<Channel>,
+    /// Serializes listen requests so replies match requests.
+    listen_lock: Mutex<mpsc::Receiver<(ToWorker, Vec<OwnedFd>)>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    writer: SlotWriter,
+    generation: u64,
+    managed: Option<Managed>,
+    ready_sent: AtomicBool,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_timeout: Duration,
+}
+
+/// A worker process's handle on its cluster. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+fn env_num<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, WorkerError> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(WorkerError::Env {
+            name,
+            reason: e.to_string(),
+        }),
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| WorkerError::Env {
+            name,
+            reason: format!("{v:?} is not a number"),
+        }),
+    }
+}
+
+fn required<T>(name: &'static str, v: Option<T>) -> Result<T, WorkerError> {
+    v.ok_or(WorkerError::Env {
+        name,
+        reason: "missing".into(),
+    })
+}
+
+impl Worker {
+    /// Joins the master named by the environment, or starts standalone when there is none.
+    /// Call it once per process, inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`WorkerError::Env`] for malformed protocol variables, [`WorkerError::Scoreboard`] when
+    /// the inherited segment is invalid, [`WorkerError::NoRuntime`] outside tokio.
+    pub fn from_env() -> Result<Self, crate::Error> {
+        tokio::runtime::Handle::try_current().map_err(|_| WorkerError::NoRuntime)?;
+        let timeout = env_num::<u64>(ipc::ENV_SHUTDOWN_TIMEOUT_MS)?
+            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis);
+        let worker = match env_num::<i32>(ipc::ENV_CONTROL_FD)? {
+            Some(fd) => Self::managed(fd, timeout)?,
+            None => Self::standalone(timeout)?,
+        };
+        worker.watch_signals();
+        Ok(worker)
+    }
+
+    fn managed(control_fd: i32, shutdown_timeout: Duration) -> Result<Self, WorkerError> {
+        let sb_fd = required(
+            ipc::ENV_SCOREBOARD_FD,
+            env_num::<i32>(ipc::ENV_SCOREBOARD_FD)?,
+        )?;
+        let slot = required(ipc::ENV_SLOT, env_num::<usize>(ipc::ENV_SLOT)?)?;
+        let generation = env_num::<u64>(ipc::ENV_GENERATION)?.unwrap_or(0);
+        let adopt = |name, fd| {
+            crate::scoreboard::raw::adopt_inherited_fd(fd).map_err(|e| WorkerError::Env {
+                name,
+                reason: format!("fd {fd}: {e}"),
+            })
+        };
+        let control = adopt(ipc::ENV_CONTROL_FD, control_fd)?;
+        let sb = Scoreboard::from_fd(adopt(ipc::ENV_SCOREBOARD_FD, sb_fd)?)?;
+        let writer = sb.writer(slot)?;
+        let channel = Arc::new(Channel::new(control).map_err(WorkerError::Channel)?);
+        let (reply_tx, reply_rx) = mpsc::channel(4);
+        let (shutdown_tx, _) = watch::channel(false);
+        let worker = Self {
+            inner: Arc::new(Inner {
+                writer,
+                generation,
+                managed: Some(Managed {
+                    channel: channel.clone(),
+                    listen_lock: Mutex::new(reply_rx),
+                }),
+                ready_sent: AtomicBool::new(false),
+                shutdown_tx,
+                shutdown_timeout,
+            }),
+        };
+        worker.spawn_control_reader(channel, reply_tx);
+        worker.watch_parent();
+        Ok(worker)
+    }
+
+    fn standalone(shutdown_timeout: Duration) -> Result<Self, WorkerError> {
+        let path: PathBuf = std::env::temp_dir().join(format!(
+            "flora-standalone-{}-{}.scoreboard",
+            std::process::id(),
+            crate::scoreboard::mono_ns()
+        ));
+        let sb = Scoreboard::create(&path, "standalone", 1)?;
+        // The mapping stays valid after the name is gone; nothing else needs it.
+        let _ = std::fs::remove_file(&path);
+        let (shutdown_tx, _) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: sb.writer(0)?,
+                generation: 0,
+                managed: None,
+                ready_sent: AtomicBool::new(false),
+                shutdown_tx,
+                shutdown_timeout,
+            }),
+        })
+    }
+
+    fn spawn_control_reader(
+        &self,
+        channel: Arc<Channel>,
+        replies: mpsc::Sender<(ToWorker, Vec<OwnedFd>)>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match channel.recv::<ToWorker>().await {
+                    Ok(Some((ToWorker::Shutdown, _))) => {
+                        tracing::debug!("master asked this worker to shut down");
+                        me.shutdown();
+                    }
+                    Ok(Some((msg, fds))) => {
+                        let _ = replies.send((msg, fds)).await;
+                    }
+                    Ok(None) | Err(_) => {
+                        tracing::warn!("control channel closed: the master is gone, shutting down");
+                        me.orphaned();
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Second line of defence besides control-socket EOF: SIGTERM when the master dies.
+    fn watch_parent(&self) {
+        let master = env_num::<i32>(ipc::ENV_MASTER_PID).ok().flatten();
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+            tracing::warn!("cannot set the parent-death signal: {e}");
+        }
+        // The master may have died before the signal was armed.
+        if master.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
+            self.orphaned();
+        }
+    }
+
+    /// The master is gone: drain, and make sure the process ends even if the app lingers.
+    fn orphaned(&self) {
+        self.shutdown();
+        let deadline = self.inner.shutdown_timeout + Duration::from_secs(1);
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            std::process::exit(1);
+        });
+    }
+
+    fn watch_signals(&self) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let me = self.clone();
+        let standalone = self.inner.managed.is_none();
+        tokio::spawn(async move {
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            let mut int = if standalone {
+                signal(SignalKind::interrupt()).ok()
+            } else {
+                None
+            };
+            let interrupted = async {
+                match int.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupted => {}
+            }
+            me.shutdown();
+        });
+    }
+
+    /// Asks for a listening socket on `addr` (`host:port`). Under a master the master binds it
+    /// (once for all generations) and passes it over; standalone it is bound here.
+    ///
+    /// # Errors
+    /// [`WorkerError::Listen`] when the address cannot be bound or the master does not answer.
+    pub async fn listen(&self, addr: &str) -> Result<Listener, crate::Error> {
+        let Some(m) = &self.inner.managed else {
+            return Ok(Listener::bind(addr).await?);
+        };
+        let fail = |reason: String| WorkerError::Listen {
+            addr: addr.to_string(),
+            reason,
+        };
+        let mut replies = m.listen_lock.lock().await;
+        m.channel
+            .send(&ToMaster::Listen { addr: addr.into() }, None)
+            .await
+            .map_err(WorkerError::Channel)?;
+        let reply = tokio::time::timeout(LISTEN_REPLY_TIMEOUT, replies.recv())
+            .await
+            .map_err(|_| fail("the master did not answer".into()))?
+            .ok_or_else(|| fail("the master is gone".into()))?;
+        match reply {
+            (ToWorker::Listening { .. }, mut fds) if fds.len() == 1 => {
+                Ok(Listener::from_fd(fds.remove(0)).map_err(|e| fail(e.to_string()))?)
+            }
+            (ToWorker::ListenFailed { error, .. }, _) => Err(fail(error).into()),
+            (other, _) => Err(fail(format!("unexpected answer {other:?}")).into()),
+        }
+    }
+
+    /// Marks this worker ready: the master counts it as serving. [`Worker::serve`] calls it when it
+    /// starts accepting; call it yourself only to be explicit after start-up checks. Idempotent.
+    ///
+    /// # Errors
+    /// [`WorkerError::Channel`] when the master cannot be told.
+    pub async fn ready(&self) -> Result<(), crate::Error> {
+        if self.inner.ready_sent.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.writer.set_state(SlotState::Ready);
+        if let Some(m) = &self.inner.managed {
+            m.channel
+                .send(&ToMaster::Ready, None)
+                .await
+                .map_err(WorkerError::Channel)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a graceful shutdown: [`Worker::serve`] stops accepting, finishes in-flight requests
+    /// and returns.
+    pub fn shutdown(&self) {
+        self.inner.shutdown_tx.send_replace(true);
+    }
+
+    /// Resolves once a shutdown was requested (by the master, a signal, or [`Worker::shutdown`]).
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.inner.shutdown_tx.subscribe();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+
+    /// Whether this worker runs under a master.
+    pub fn is_managed(&self) -> bool {
+        self.inner.managed.is_some()
+    }
+
+    /// This worker's slot index (0 standalone).
+    pub fn slot(&self) -> usize {
+        self.inner.writer.index()
+    }
+
+    /// This worker's generation (0 standalone).
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+
+    /// The aggregated status of the whole cluster, read from shared memory (no round trip).
+    pub fn status(&self) -> Snapshot {
+        self.inner.writer.scoreboard().snapshot()
+    }
+
+    /// This worker's slot writer (for custom tracking).
+    pub fn slot_writer(&self) -> &SlotWriter {
+        &self.inner.writer
+    }
+
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
+        self.inner.shutdown_timeout
+    }
+}

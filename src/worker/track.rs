@@ -1,0 +1,245 @@
+//! Automatic tracking: byte counting on the socket, a service wrapper that records each
+//! request, and a body wrapper that ends the request when its body is fully sent or dropped.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::service::Service;
+use hyper::{Request, Response, Version};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::scoreboard::{ConnGuard, RequestGuard, SlotWriter};
+
+pin_project_lite::pin_project! {
+    /// A socket that adds the bytes it reads and writes to the slot's counters.
+    pub(crate) struct CountingIo<T> {
+        #[pin]
+        inner: T,
+        writer: SlotWriter,
+    }
+}
+
+impl<T> CountingIo<T> {
+    pub(crate) fn new(inner: T, writer: SlotWriter) -> Self {
+        Self { inner, writer }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for CountingIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.writer.add_bytes_in(n as u64);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_write(cx, buf));
+        if let Ok(n) = &res {
+            this.writer.add_bytes_out(*n as u64);
+        }
+        Poll::Ready(res)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_write_vectored(cx, bufs));
+        if let Ok(n) = &res {
+            this.writer.add_bytes_out(*n as u64);
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Handle in each request's extensions: lets a handler attach key/value infos to its
+/// in-flight request, shown on the status page beside it.
+///
+/// ```
+/// # use flora_cluster::worker::RequestInfo;
+/// # fn handler(req: hyper::Request<()>) {
+/// if let Some(info) = RequestInfo::of(&req) {
+///     info.set("user", "42");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    conn: ConnGuard,
+}
+
+impl RequestInfo {
+    /// The handle of a request served by [`super::Worker::serve`].
+    pub fn of<B>(req: &Request<B>) -> Option<&Self> {
+        req.extensions().get::<Self>()
+    }
+
+    /// Sets `key` to `value` on the request (truncated to the documented limits; a repeated
+    /// key replaces its value). Returns false when it could not be stored (all info cells
+    /// taken, or the connection is not in the table).
+    pub fn set(&self, key: &str, value: &str) -> bool {
+        self.conn.set_info(key, value)
+    }
+}
+
+fn version_code(v: Version) -> u8 {
+    match v {
+        Version::HTTP_09 => 9,
+        Version::HTTP_10 => 10,
+        Version::HTTP_11 => 11,
+        Version::HTTP_2 => 20,
+        Version::HTTP_3 => 30,
+        _ => 0,
+    }
+}
+
+/// Wraps the app's service: every request is tracked from call to the end of its body.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackedService<S> {
+    inner: S,
+    conn: ConnGuard,
+}
+
+impl<S> TrackedService<S> {
+    pub(crate) fn new(inner: S, conn: ConnGuard) -> Self {
+        Self { inner, conn }
+    }
+}
+
+impl<S, B> Service<Request<Incoming>> for TrackedService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        let guard = self.conn.request_begin(
+            req.method().as_str(),
+            req.uri().path(),
+            version_code(req.version()),
+        );
+        req.extensions_mut().insert(RequestInfo {
+            conn: self.conn.clone(),
+        });
+        TrackedFuture {
+            inner: self.inner.call(req),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The app's response future; hands the request guard to the response body.
+    pub(crate) struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<RequestGuard>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx));
+        // An error drops the guard: recorded as a request without response.
+        let mut guard = this.guard.take();
+        Poll::Ready(res.map(|resp| {
+            if let Some(g) = guard.as_mut() {
+                g.set_status(resp.status().as_u16());
+            }
+            resp.map(|body| TrackedBody {
+                inner: body,
+                guard,
+                sent: 0,
+            })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records its request when it ends or is dropped.
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<RequestGuard>,
+        sent: u64,
+    }
+}
+
+impl<B> TrackedBody<B> {
+    fn finish(guard: &mut Option<RequestGuard>, sent: u64) {
+        if let Some(g) = guard.take() {
+            g.finish_with_bytes(sent);
+        }
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_frame(cx));
+        match &res {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    *this.sent += hyper::body::Buf::remaining(d) as u64;
+                }
+            }
+            None => Self::finish(this.guard, *this.sent),
+            Some(Err(_)) => {}
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
