@@ -1,1 +1,119 @@
-fn main() {}
+//! The tracking hot path: what a worker pays per connection and per request.
+//!
+//! `cargo bench --bench tracking`. Compare `request/begin_end` with `baseline/two_clock_reads`
+//! (the two timestamps any latency metric needs) to see the scoreboard's own cost.
+#![allow(missing_docs, reason = "criterion macros generate undocumented items")]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use flora_cluster::scoreboard::Scoreboard;
+
+fn segment(slots: usize) -> (tempfile::TempDir, Scoreboard) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sb =
+        Scoreboard::create(&dir.path().join("bench.scoreboard"), "bench", slots).expect("segment");
+    (dir, sb)
+}
+
+fn peer() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 40000))
+}
+
+fn single_thread(c: &mut Criterion) {
+    let (_dir, sb) = segment(4);
+    let w = sb.writer(0).expect("slot");
+    let mut g = c.benchmark_group("tracking");
+    g.bench_function("baseline/two_clock_reads", |b| {
+        b.iter(|| {
+            let t = Instant::now();
+            black_box(t.elapsed())
+        })
+    });
+    g.bench_function("conn/open_close", |b| {
+        b.iter(|| drop(black_box(w.conn_open(peer()))))
+    });
+    let conn = w.conn_open(peer());
+    g.bench_function("request/begin_end", |b| {
+        b.iter(|| {
+            conn.request_begin(black_box("GET"), black_box("/api/users/42"), 11)
+                .finish(200, 12)
+        })
+    });
+    g.bench_function("request/begin_info_end", |b| {
+        b.iter(|| {
+            let r = conn.request_begin("GET", "/api/users/42", 11);
+            r.set_info("user", "42");
+            r.finish(200, 12)
+        })
+    });
+    g.bench_function("conn_and_request/open_begin_end_close", |b| {
+        b.iter(|| {
+            let conn = w.conn_open(peer());
+            conn.request_begin("GET", "/", 11).finish(200, 12);
+        })
+    });
+    g.bench_function("bytes/add_in_out", |b| {
+        b.iter(|| {
+            w.add_bytes_in(black_box(100));
+            w.add_bytes_out(black_box(200));
+        })
+    });
+    g.finish();
+}
+
+fn two_threads(c: &mut Criterion) {
+    let (_dir, sb) = segment(4);
+    let mut g = c.benchmark_group("tracking_2_threads_one_slot");
+    g.bench_function("request/begin_end", |b| {
+        b.iter_custom(|iters| {
+            let per = iters.div_ceil(2);
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for t in 0..2u16 {
+                    let w = sb.writer(0).expect("slot");
+                    s.spawn(move || {
+                        let conn = w.conn_open(SocketAddr::from(([127, 0, 0, 1], 40000 + t)));
+                        for _ in 0..per {
+                            conn.request_begin("GET", "/api/users/42", 11)
+                                .finish(200, 12);
+                        }
+                    });
+                }
+            });
+            // Per request across both threads (wall time / total requests × 2 threads).
+            start.elapsed().mul_f64(iters as f64 / (2 * per) as f64)
+        })
+    });
+    g.finish();
+}
+
+fn snapshot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot");
+    for slots in [8usize, 64] {
+        let (_dir, sb) = segment(slots);
+        let conns: Vec<_> = (0..slots)
+            .flat_map(|i| {
+                let w = sb.writer(i).expect("slot");
+                (0..4).map(move |_| w.conn_open(peer()))
+            })
+            .collect();
+        let _inflight: Vec<_> = conns
+            .iter()
+            .map(|c| c.request_begin("GET", "/x", 11))
+            .collect();
+        g.bench_function(format!("read/{slots}_slots_4_conns_each"), |b| {
+            b.iter(|| black_box(sb.snapshot()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = single_thread, two_threads, snapshot
+}
+criterion_main!(benches);

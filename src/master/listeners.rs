@@ -32,10 +32,10 @@ impl Listeners {
                 let first = addr.to_socket_addrs()?.next().ok_or_else(|| {
                     io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
                 })?;
-                if !self.bound.contains_key(&first) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.bound.entry(first) {
                     let l = bind(first)?;
                     tracing::info!("listening on {}", l.local_addr()?);
-                    self.bound.insert(first, l);
+                    slot.insert(l);
                 }
                 self.by_request.insert(addr.to_string(), first);
                 first

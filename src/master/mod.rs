@@ -568,7 +568,7 @@ impl Supervisor {
         let how = status
             .as_ref()
             .map_or_else(|| "unknown status".into(), describe_exit);
-        let raw = status.map_or(-1, |s| std::os::unix::process::ExitStatusExt::into_raw(s));
+        let raw = status.map_or(-1, std::os::unix::process::ExitStatusExt::into_raw);
         let lived = w.spawned_at.elapsed();
         let was_ready = w.ready;
         let generation = w.generation;

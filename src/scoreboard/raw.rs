@@ -113,8 +113,8 @@ pub struct LastRequest {
     pub status: AtomicU64,
     /// Duration in ns.
     pub duration_ns: AtomicU64,
-    /// Wall-clock ms since the epoch when it finished.
-    pub finished_unix_ms: AtomicU64,
+    /// Monotonic ns when it finished (0 = no request yet).
+    pub finished_mono_ns: AtomicU64,
     /// Response body bytes sent.
     pub bytes_sent: AtomicU64,
     /// Client IP.

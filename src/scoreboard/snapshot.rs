@@ -216,15 +216,16 @@ pub struct Snapshot {
 pub(super) fn take(sb: &Scoreboard) -> Snapshot {
     let h = sb.header();
     let now = mono_ns();
+    let unix_now_ms = unix_ms();
     let slots: Vec<SlotSnapshot> = (0..sb.slot_count())
-        .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now)))
+        .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now, unix_now_ms)))
         .collect();
     let totals = sum(&slots);
     Snapshot {
         instance: strings::read(&h.name).0,
         master_pid: h.master_pid.load(Relaxed) as u32,
         created_unix_ms: h.created_unix_ms.load(Relaxed),
-        taken_unix_ms: unix_ms(),
+        taken_unix_ms: unix_now_ms,
         generation: h.generation.load(Acquire),
         target_workers: h.target_workers.load(Relaxed),
         slots,
@@ -260,7 +261,7 @@ fn sum(slots: &[SlotSnapshot]) -> Totals {
     t
 }
 
-fn read_slot(index: usize, s: &Slot, now: u64) -> SlotSnapshot {
+fn read_slot(index: usize, s: &Slot, now: u64, unix_now_ms: u64) -> SlotSnapshot {
     let c = &s.counters;
     let histogram = HistogramSnapshot {
         counts: c.histogram.iter().map(|b| b.load(Relaxed)).collect(),
@@ -291,7 +292,7 @@ fn read_slot(index: usize, s: &Slot, now: u64) -> SlotSnapshot {
         status: std::array::from_fn(|i| c.status[i].load(Relaxed)),
         histogram,
         connections,
-        last_request: read_last(&s.last),
+        last_request: read_last(&s.last, now, unix_now_ms),
     }
 }
 
@@ -367,15 +368,15 @@ fn read_entry(index: usize, e: &ConnEntry, now: u64) -> Option<ConnSnapshot> {
     })
 }
 
-fn read_last(l: &LastRequest) -> Option<LastRequestSnapshot> {
+fn read_last(l: &LastRequest, now: u64, unix_now_ms: u64) -> Option<LastRequestSnapshot> {
     read_consistent(&l.seq, || {
-        let finished = l.finished_unix_ms.load(Relaxed);
+        let finished = l.finished_mono_ns.load(Relaxed);
         (finished != 0).then(|| LastRequestSnapshot {
             method: strings::read(&l.method).0,
             path: strings::read(&l.path).0,
             status: l.status.load(Relaxed).min(u64::from(u16::MAX)) as u16,
             duration_seconds: l.duration_ns.load(Relaxed) as f64 / 1e9,
-            finished_unix_ms: finished,
+            finished_unix_ms: unix_now_ms.saturating_sub(now.saturating_sub(finished) / 1_000_000),
             bytes_sent: l.bytes_sent.load(Relaxed),
             client: load_addr(&l.client_ip, &l.client_port),
         })
@@ -457,5 +458,66 @@ mod tests {
         assert_eq!((s.conns_total, s.requests_total), (1, 1));
         assert!(s.connections.is_empty());
         assert_eq!(s.state, SlotState::Dead);
+    }
+
+    #[test]
+    fn no_torn_entries_under_concurrent_writes() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 1).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Each request's path is one character repeated `k` times and its method is `M{k}`:
+        // a torn read would mix two requests.
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let w = sb.writer(0).unwrap();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let conn = w.conn_open(SocketAddr::from(([127, 0, 0, 1], 1000 + t)));
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let k = (n % 100) as usize + 1;
+                        let c = char::from(b'a' + (n % 26) as u8);
+                        let req = conn.request_begin(
+                            &format!("M{k}"),
+                            &format!("/{}", c.to_string().repeat(k)),
+                            11,
+                        );
+                        req.set_info("k", &k.to_string());
+                        req.finish(200, 0);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut checked = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(700);
+        while std::time::Instant::now() < deadline {
+            for c in &sb.snapshot().slots[0].connections {
+                if let Some(r) = &c.request {
+                    let k: usize = r.method[1..].parse().unwrap();
+                    assert_eq!(r.path.len(), k + 1, "torn: {r:?}");
+                    let first = r.path.as_bytes()[1];
+                    assert!(r.path.bytes().skip(1).all(|b| b == first), "torn: {r:?}");
+                    if let Some((_, v)) = r.infos.iter().find(|(key, _)| key == "k") {
+                        assert_eq!(v.parse::<usize>().unwrap(), k, "torn info: {r:?}");
+                    }
+                    checked += 1;
+                }
+            }
+            if let Some(last) = &sb.snapshot().slots[0].last_request {
+                let first = last.path.as_bytes()[1];
+                assert!(
+                    last.path.bytes().skip(1).all(|b| b == first),
+                    "torn last: {last:?}"
+                );
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let written: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(checked > 0 && written > 0);
+        assert_eq!(sb.snapshot().totals.requests_total, written);
     }
 }

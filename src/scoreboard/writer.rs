@@ -328,7 +328,7 @@ impl RequestGuard {
         try_write(&last.seq, || {
             last.status.store(u64::from(self.status), Relaxed);
             last.duration_ns.store(dur, Relaxed);
-            last.finished_unix_ms.store(unix_ms(), Relaxed);
+            last.finished_mono_ns.store(now, Relaxed);
             last.bytes_sent.store(body_bytes, Relaxed);
             last.version.store(e.req_version.load(Relaxed), Relaxed);
             store_addr(&last.client_ip, &last.client_port, inner.peer);
