@@ -1,4 +1,5 @@
-//! Command-line interface: parsing only; `main` maps it onto [`flora_cluster::Config`].
+//! Command-line interface: parsing only; `main` maps it onto [`flora_cluster::Config`] or a
+//! control-socket request.
 
 use std::path::PathBuf;
 
@@ -18,6 +19,37 @@ pub struct Cli {
 pub enum Command {
     /// Run a master in the foreground: `flora-cluster run [OPTIONS] -- PROGRAM [ARGS...]`.
     Run(RunArgs),
+    /// Replace every worker with a new generation; exits 0 on success, 1 on rollback.
+    Reload(Target),
+    /// Stop a running master gracefully and wait until it is gone.
+    Stop(Target),
+    /// Change the number of workers of a running master.
+    Scale {
+        /// The new worker count.
+        workers: usize,
+        /// Which instance.
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the master's view of a running instance (JSON).
+    Status(Target),
+}
+
+/// Which running instance a command talks to.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Instance name [default: flora].
+    #[arg(long, value_name = "NAME", conflicts_with = "control_socket")]
+    pub name: Option<String>,
+    /// Runtime directory of the instance [default: as for `run`].
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+    /// Control socket path (instead of --name).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Seconds to wait for the answer [default: 300].
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub timeout: f64,
 }
 
 /// Flags of `run` (each overrides the same key of `--config`).
@@ -35,9 +67,12 @@ pub struct RunArgs {
     /// Instance name (scoreboard, lock and socket names) [default: flora].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Directory for the scoreboard and lock [default: $XDG_RUNTIME_DIR/flora-cluster or /dev/shm/flora-cluster-UID].
+    /// Directory for the scoreboard, lock and control socket [default: $XDG_RUNTIME_DIR/flora-cluster or /dev/shm/flora-cluster-UID].
     #[arg(long, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
+    /// Control socket path [default: <runtime dir>/<name>.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
     /// Scoreboard slots [default: 2 × workers + 2].
     #[arg(long, value_name = "N")]
     pub slots: Option<usize>,

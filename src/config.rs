@@ -68,6 +68,8 @@ pub struct Config {
     pub runtime_dir: Option<PathBuf>,
     /// Scoreboard slots. Defaults to twice the workers plus two (room for a reload).
     pub slots: Option<usize>,
+    /// Control socket path. Defaults to `<runtime_dir>/<name>.sock`.
+    pub control_socket: Option<PathBuf>,
     /// Addresses to bind before the workers start (they are handed out on `listen`).
     pub listen: Vec<String>,
     /// The worker program and its arguments.
@@ -83,6 +85,7 @@ impl Default for Config {
             shutdown_timeout: 30.0,
             runtime_dir: None,
             slots: None,
+            control_socket: None,
             listen: Vec::new(),
             program: Vec::new(),
         }

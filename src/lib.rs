@@ -30,6 +30,7 @@
 //! Linux is the target platform.
 
 pub mod config;
+pub mod control;
 mod error;
 pub mod ipc;
 pub mod master;
@@ -38,6 +39,6 @@ pub mod worker;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use master::{Master, MasterBuilder, Phase};
+pub use master::{Hooks, Master, MasterBuilder, Phase};
 pub use scoreboard::{Scoreboard, Snapshot};
 pub use worker::Worker;

@@ -4,7 +4,10 @@ mod cli;
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::Parser;
+use flora_cluster::control::{self, Outcome, Request};
 use flora_cluster::{Config, Error, Master};
 
 /// Exit code for invalid configuration or flags (clap uses 2 as well).
@@ -29,6 +32,9 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     }
     if let Some(v) = args.runtime_dir {
         cfg.runtime_dir = Some(v);
+    }
+    if let Some(v) = args.control_socket {
+        cfg.control_socket = Some(v);
     }
     if let Some(v) = args.slots {
         cfg.slots = Some(v);
@@ -56,6 +62,80 @@ fn run(args: cli::RunArgs) -> Result<(), Error> {
     rt.block_on(master.run())
 }
 
+/// Exit code of `reload` when the reload was rolled back, and of failed client commands.
+const EXIT_FAILED: u8 = 1;
+
+fn socket_of(t: &cli::Target) -> std::path::PathBuf {
+    t.control_socket.clone().unwrap_or_else(|| {
+        let dir = t
+            .runtime_dir
+            .clone()
+            .unwrap_or_else(flora_cluster::master::default_runtime_dir);
+        control::socket_path(&dir, t.name.as_deref().unwrap_or("flora"))
+    })
+}
+
+/// Sends one control request and prints the answer; returns the exit code.
+fn client(target: &cli::Target, req: &Request) -> ExitCode {
+    let path = socket_of(target);
+    let timeout = Duration::from_secs_f64(target.timeout.clamp(0.1, 86_400.0));
+    let reply = match control::call(&path, req, timeout) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flora-cluster: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    if !reply.ok {
+        eprintln!(
+            "flora-cluster: {}",
+            reply.error.as_deref().unwrap_or("request failed")
+        );
+        return ExitCode::from(EXIT_FAILED);
+    }
+    match req {
+        Request::Reload => match &reply.reload {
+            Some(r) if r.outcome == Outcome::Success => {
+                println!(
+                    "reload succeeded: generation {} serving ({} ms)",
+                    r.generation, r.duration_ms
+                );
+                ExitCode::SUCCESS
+            }
+            Some(r) => {
+                println!(
+                    "reload rolled back: {} (generation {} was stopped, the previous one keeps serving)",
+                    r.reason.as_deref().unwrap_or("no reason given"),
+                    r.generation
+                );
+                ExitCode::from(EXIT_FAILED)
+            }
+            None => {
+                eprintln!("flora-cluster: the master sent no reload outcome");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Request::Stop => {
+            if control::wait_gone(&path, timeout) {
+                println!("stopped");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("flora-cluster: the master is still stopping after {timeout:?}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+        Request::Scale { .. } => {
+            println!("scaled to {} workers", reply.workers.unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let doc = reply.status.unwrap_or_default();
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -68,6 +148,12 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Run(args) => run(args),
+        cli::Command::Reload(t) => return client(&t, &Request::Reload),
+        cli::Command::Stop(t) => return client(&t, &Request::Stop),
+        cli::Command::Scale { workers, target } => {
+            return client(&target, &Request::Scale { workers })
+        }
+        cli::Command::Status(t) => return client(&t, &Request::Status),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

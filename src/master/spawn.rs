@@ -20,11 +20,15 @@ use tokio::process::{Child, Command};
 
 use crate::ipc;
 
-/// What a worker is started with.
+/// What the workers of one generation are started with.
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
-    /// Program and arguments.
-    pub program: Vec<String>,
+    /// The file to execute (the generation's copy of the program).
+    pub exe: std::path::PathBuf,
+    /// `argv[0]`: the program as configured.
+    pub argv0: String,
+    /// Further arguments.
+    pub args: Vec<String>,
     /// Instance name.
     pub instance: String,
     /// Drain time the worker is told about.
@@ -52,12 +56,9 @@ pub fn spawn(
     control: OwnedFd,
     scoreboard: BorrowedFd<'_>,
 ) -> std::io::Result<Child> {
-    let (program, args) = spec
-        .program
-        .split_first()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no program"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
+    let mut cmd = Command::new(&spec.exe);
+    cmd.arg0(&spec.argv0)
+        .args(&spec.args)
         .env(ipc::ENV_CONTROL_FD, control.as_raw_fd().to_string())
         .env(ipc::ENV_SCOREBOARD_FD, scoreboard.as_raw_fd().to_string())
         .env(ipc::ENV_SLOT, slot.to_string())

@@ -12,6 +12,8 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Incoming};
@@ -34,6 +36,13 @@ const YIELD_STEP: Duration = Duration::from_millis(1);
 pub const YIELD_MAX: Duration = Duration::from_millis(4);
 /// Pause after EMFILE/ENFILE before accepting again (fds may free up as connections close).
 const FD_EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
+/// On drain, how long busy keep-alive connections get to send their next request (answered
+/// with `Connection: close`) before the idle ones are closed. Closing an idle connection can
+/// race with a request the client is sending; after this grace only connections idle that long
+/// are exposed to that race.
+const DRAIN_GRACE: Duration = Duration::from_millis(1000);
+/// Poll interval while waiting for connections to close during the grace.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// Longest time to read a request's headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -113,9 +122,10 @@ impl Worker {
     /// Serves HTTP/1.1 and HTTP/2 on `listener` with `service` until shutdown, tracking every
     /// connection and request into this worker's slot. Marks the worker ready once it accepts.
     ///
-    /// On shutdown it stops accepting (the master keeps the socket, so nothing is refused),
-    /// closes idle keep-alive connections, answers in-flight requests with
-    /// `Connection: close` (HTTP/2: GOAWAY), and returns when they are done or the shutdown
+    /// On shutdown it stops accepting (the master keeps the socket, so nothing is refused) and
+    /// answers every further HTTP/1 request with `Connection: close`, so busy keep-alive
+    /// connections end cleanly after their next response; after a short grace the idle ones are
+    /// closed (HTTP/2: GOAWAY) and it returns when in-flight requests are done or the shutdown
     /// timeout passed.
     ///
     /// # Errors
@@ -137,6 +147,7 @@ impl Worker {
             .header_read_timeout(HEADER_READ_TIMEOUT);
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
+        let draining = Arc::new(AtomicBool::new(false));
         self.ready().await?;
         let mut shutdown = std::pin::pin!(self.shutdown_requested());
         loop {
@@ -166,7 +177,7 @@ impl Worker {
             let _ = stream.set_nodelay(true);
             let conn = writer.conn_open(peer);
             let io = TokioIo::new(CountingIo::new(stream, writer.clone()));
-            let svc = TrackedService::new(service.clone(), conn.clone());
+            let svc = TrackedService::new(service.clone(), conn.clone(), draining.clone());
             let served =
                 graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
             tokio::spawn(async move {
@@ -178,8 +189,14 @@ impl Worker {
         }
         drop(listener);
         writer.set_state(SlotState::Draining);
+        draining.store(true, Ordering::Relaxed);
         let timeout = self.shutdown_timeout();
-        if tokio::time::timeout(timeout, graceful.shutdown())
+        let deadline = tokio::time::Instant::now() + timeout;
+        let grace_end = tokio::time::Instant::now() + DRAIN_GRACE.min(timeout);
+        while graceful.count() > 0 && tokio::time::Instant::now() < grace_end {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
             .is_err()
         {

@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -130,11 +132,17 @@ fn version_code(v: Version) -> u8 {
 pub(crate) struct TrackedService<S> {
     inner: S,
     conn: ConnGuard,
+    /// Set when the worker drains: HTTP/1 responses then carry `Connection: close`.
+    draining: Arc<AtomicBool>,
 }
 
 impl<S> TrackedService<S> {
-    pub(crate) fn new(inner: S, conn: ConnGuard) -> Self {
-        Self { inner, conn }
+    pub(crate) fn new(inner: S, conn: ConnGuard, draining: Arc<AtomicBool>) -> Self {
+        Self {
+            inner,
+            conn,
+            draining,
+        }
     }
 }
 
@@ -155,9 +163,11 @@ where
         req.extensions_mut().insert(RequestInfo {
             conn: self.conn.clone(),
         });
+        let http1 = req.version() < Version::HTTP_2;
         TrackedFuture {
             inner: self.inner.call(req),
             guard: Some(guard),
+            close: http1.then(|| self.draining.clone()),
         }
     }
 }
@@ -168,6 +178,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         guard: Option<RequestGuard>,
+        close: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -182,7 +193,17 @@ where
         let res = ready!(this.inner.poll(cx));
         // An error drops the guard: recorded as a request without response.
         let mut guard = this.guard.take();
-        Poll::Ready(res.map(|resp| {
+        let close = this
+            .close
+            .as_ref()
+            .is_some_and(|d| d.load(Ordering::Relaxed));
+        Poll::Ready(res.map(|mut resp| {
+            if close {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
             if let Some(g) = guard.as_mut() {
                 g.set_status(resp.status().as_u16());
             }

@@ -1,0 +1,216 @@
+//! The instance's control socket: a Unix stream socket (mode 0600) in the runtime directory,
+//! one JSON object per line each way. Commands: `reload`, `stop`, `scale`, `status`.
+//!
+//! ```text
+//! → {"cmd":"reload"}
+//! ← {"ok":true,"reload":{"outcome":"success","generation":2,"reason":null,"duration_ms":412}}
+//! → {"cmd":"scale","workers":4}
+//! ← {"ok":true,"workers":4}
+//! → {"cmd":"bogus"}
+//! ← {"ok":false,"error":"bad request: unknown variant `bogus`, expected one of …"}
+//! ```
+//!
+//! ```no_run
+//! use flora_cluster::control::{self, Request};
+//! use std::time::Duration;
+//! let reply = control::call("/run/user/1000/flora-cluster/web.sock".as_ref(), &Request::Reload,
+//!                           Duration::from_secs(120)).unwrap();
+//! println!("{:?}", reply.reload);
+//! ```
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request or reply line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A command to the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Request {
+    /// Replace every worker with a new generation; answered with the outcome.
+    Reload,
+    /// Stop the cluster gracefully.
+    Stop,
+    /// Change the worker count.
+    Scale {
+        /// The new count.
+        workers: usize,
+    },
+    /// The master's view: phase, generation, last reload, workers.
+    Status,
+}
+
+/// How a reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every new worker became ready; the old generation was drained.
+    Success,
+    /// The reload was cancelled; the old generation kept serving.
+    Rollback,
+}
+
+impl Outcome {
+    /// `success` or `rollback`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Rollback => "rollback",
+        }
+    }
+}
+
+/// The result of one reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    /// Success or rollback.
+    pub outcome: Outcome,
+    /// The generation that was started (serving on success, stopped on rollback).
+    pub generation: u64,
+    /// Why it was rolled back.
+    pub reason: Option<String>,
+    /// How long it took, ms.
+    pub duration_ms: u64,
+}
+
+/// A reply line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the command was carried out (a rolled-back reload is still `ok`).
+    pub ok: bool,
+    /// What went wrong, when not ok.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The outcome of a reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload: Option<ReloadOutcome>,
+    /// The worker count after a scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// The status document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+impl Reply {
+    /// An error reply.
+    pub fn error(msg: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(msg.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A plain success reply.
+    pub fn ok() -> Self {
+        Self {
+            ok: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Errors of a control-socket client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// Connecting failed: usually no master runs with that name.
+    #[error("cannot connect to {path}: {source} (is the master running? check --name / --control-socket)")]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Sending or receiving failed, or timed out.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// Socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The master's reply was not understood.
+    #[error("bad reply from the master: {0}")]
+    BadReply(String),
+}
+
+/// The control socket of instance `name` in `runtime_dir`.
+pub fn socket_path(runtime_dir: &Path, name: &str) -> PathBuf {
+    runtime_dir.join(format!("{name}.sock"))
+}
+
+/// Sends one request and waits up to `timeout` for its reply.
+///
+/// # Errors
+/// [`ControlError`] when the master cannot be reached or answers garbage.
+pub fn call(path: &Path, req: &Request, timeout: Duration) -> Result<Reply, ControlError> {
+    let mut stream = UnixStream::connect(path).map_err(|source| ControlError::Connect {
+        path: path.to_owned(),
+        source,
+    })?;
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| ControlError::BadReply(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(io)?).take(MAX_LINE as u64);
+    let mut reply = String::new();
+    reader.read_line(&mut reply).map_err(io)?;
+    if reply.is_empty() {
+        return Err(ControlError::BadReply(
+            "the master closed the connection".into(),
+        ));
+    }
+    serde_json::from_str(&reply).map_err(|e| ControlError::BadReply(e.to_string()))
+}
+
+/// After a `stop` reply: waits until the master is gone (its socket refuses connections; the
+/// master removes it when it exits), up to `timeout`. Returns whether it is gone.
+pub fn wait_gone(path: &Path, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if UnixStream::connect(path).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        assert_eq!(
+            serde_json::to_string(&Request::Reload).unwrap(),
+            r#"{"cmd":"reload"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"scale","workers":3}"#).unwrap(),
+            Request::Scale { workers: 3 }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"scale"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reload","x":1}"#).is_err());
+        let r = Reply::error("nope");
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"ok":false,"error":"nope"}"#
+        );
+    }
+}

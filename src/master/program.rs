@@ -1,0 +1,66 @@
+//! Each generation runs its own copy of the worker program.
+//!
+//! At the start of a generation the program file on disk (resolved through `PATH` when it has
+//! no `/`) is copied into the runtime directory, and every worker of that generation —
+//! including later respawns — runs the copy, with `argv[0]` still the original path. So a reload
+//! picks up a replaced binary or script, and a broken file on disk cannot poison the respawns of
+//! the generation that is serving. Copies of generations that are gone are removed.
+
+use std::path::{Path, PathBuf};
+
+/// Finds `program` like a shell does: as a path when it contains `/`, else in `PATH`.
+pub fn resolve(program: &str) -> std::io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{program} not found in PATH"),
+            )
+        })
+}
+
+/// Copies `program` to `<dir>/<name>.gen<generation>.<file name>` (mode 0700).
+pub fn snapshot(
+    program: &str,
+    dir: &Path,
+    name: &str,
+    generation: u64,
+) -> std::io::Result<PathBuf> {
+    let src = resolve(program)?;
+    let file = src
+        .file_name()
+        .map_or_else(|| "program".into(), |f| f.to_string_lossy().into_owned());
+    let dst = dir.join(format!("{name}.gen{generation}.{file}"));
+    let tmp = dir.join(format!(".{name}.gen{generation}.{file}.tmp"));
+    std::fs::copy(&src, &tmp)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    std::fs::rename(&tmp, &dst)?;
+    Ok(dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_and_resolves() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("w.sh");
+        std::fs::write(&src, "#!/bin/sh\necho one\n").unwrap();
+        let copy = snapshot(src.to_str().unwrap(), dir.path(), "x", 3).unwrap();
+        std::fs::write(&src, "broken").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&copy).unwrap(),
+            "#!/bin/sh\necho one\n"
+        );
+        assert!(copy.ends_with("x.gen3.w.sh"));
+        assert!(resolve("sh").is_ok());
+        assert!(resolve("surely-no-such-program-here").is_err());
+    }
+}
