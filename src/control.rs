@@ -206,7 +206,8 @@ mod tests {
             Request::Scale { workers: 3 }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"scale"}"#).is_err());
-        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reload","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"scale","workers":3,"x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
         let r = Reply::error("nope");
         assert_eq!(
             serde_json::to_string(&r).unwrap(),

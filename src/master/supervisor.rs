@@ -102,7 +102,12 @@ struct ReloadTx {
     deadline: Option<Instant>,
     slots: Vec<usize>,
     waiters: Vec<Waiter>,
+    /// Waiting for draining workers to free the slots this generation needs.
+    waiting_for_slots: bool,
 }
+
+/// Beyond the shutdown timeout, how long a reload waits for draining workers to free slots.
+const SLOT_WAIT_MARGIN: Duration = Duration::from_secs(2);
 
 pub(super) struct Supervisor {
     sb: Scoreboard,
@@ -491,6 +496,9 @@ impl Supervisor {
         if self.stopping || draining {
             tracing::info!(slot, pid, generation, "worker exited ({how})");
             self.forget_unused_generations();
+            if self.reload.as_ref().is_some_and(|r| r.waiting_for_slots) {
+                self.spawn_reload_generation();
+            }
             return;
         }
         if self.start_deadline.is_some() && !was_ready && generation == self.generation {
@@ -724,6 +732,7 @@ impl Supervisor {
             deadline: None,
             slots: Vec::new(),
             waiters,
+            waiting_for_slots: false,
         });
         match self.hooks.before_reload.clone() {
             Some(hook) => {
@@ -756,14 +765,23 @@ impl Supervisor {
         let Some(generation) = self.reload.as_ref().map(|r| r.generation) else {
             return;
         };
-        if let Err(e) = self.prepare_generation(generation) {
-            self.rollback(format!(
-                "cannot prepare program {:?}: {e}",
-                self.program.first()
-            ));
+        let free = self.free_slots();
+        let draining = self.workers.values().filter(|w| w.draining).count();
+        if free.len() < self.target && free.len() + draining >= self.target {
+            // The previous generation is still draining out of the slots we need: wait for
+            // its exits (each retries this), at most until it must be gone.
+            if let Some(tx) = self.reload.as_mut() {
+                if !tx.waiting_for_slots {
+                    tracing::info!(
+                        generation,
+                        "reload waits for {draining} draining workers to free their slots"
+                    );
+                    tx.waiting_for_slots = true;
+                    tx.deadline = Some(Instant::now() + self.shutdown_timeout + SLOT_WAIT_MARGIN);
+                }
+            }
             return;
         }
-        let free = self.free_slots();
         if free.len() < self.target {
             let msg = format!(
                 "not enough free slots for a new generation: {} free, {} needed (start with a larger --slots)",
@@ -771,6 +789,13 @@ impl Supervisor {
                 self.target
             );
             self.rollback(msg);
+            return;
+        }
+        if let Err(e) = self.prepare_generation(generation) {
+            self.rollback(format!(
+                "cannot prepare program {:?}: {e}",
+                self.program.first()
+            ));
             return;
         }
         let slots = free[..self.target].to_vec();
@@ -785,13 +810,14 @@ impl Supervisor {
             }
         }
         if let Some(tx) = self.reload.as_mut() {
+            tx.waiting_for_slots = false;
             tx.deadline = Some(Instant::now() + self.ready_timeout);
         }
     }
 
     fn check_reload_ready(&mut self) {
         let Some(tx) = &self.reload else { return };
-        if tx.deadline.is_none() {
+        if tx.deadline.is_none() || tx.waiting_for_slots || tx.slots.is_empty() {
             return;
         }
         let generation = tx.generation;

@@ -142,6 +142,47 @@ impl TestDir {
     pub fn start_with(&self, port: u16, master_args: &[&str], demo_args: &[&str]) -> Cluster {
         Cluster::spawn(self, port, master_args, demo_args)
     }
+
+    /// Starts a master running `program` (any argv) instead of the demo binary.
+    pub fn start_program(&self, port: u16, master_args: &[&str], program: &[&str]) -> Cluster {
+        Cluster::spawn_argv(self, port, master_args, program)
+    }
+
+    /// Writes an executable shell script `file` (in the scratch area) that execs the demo
+    /// worker with `demo_args` after running `prelude` (shell lines).
+    pub fn demo_script(&self, file: &str, prelude: &str, demo_args: &str) -> PathBuf {
+        let path = self.scratch(file);
+        let tmp = self.scratch(&format!(".{file}.tmp"));
+        std::fs::write(
+            &tmp,
+            format!("#!/bin/sh\n{prelude}\nexec {DEMO_BIN} {demo_args}\n"),
+        )
+        .expect("write script");
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod script");
+        // Replace atomically, as a deploy would.
+        std::fs::rename(&tmp, &path).expect("install script");
+        path
+    }
+
+    /// Runs `flora-cluster ARGS --name N --runtime-dir D` (a control command) to completion.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        let mut child = Command::new(MASTER_BIN)
+            .args(args)
+            .args(["--name", &self.name])
+            .arg("--runtime-dir")
+            .arg(self.runtime_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn flora-cluster client");
+        if wait_child(&mut child, Duration::from_secs(60)).is_none() {
+            kill_and_reap(&mut child);
+            panic!("flora-cluster {args:?} did not finish in 60 s");
+        }
+        child.wait_with_output().expect("client output")
+    }
 }
 
 /// A running `flora-cluster run` master. On drop: SIGTERM, bounded wait, then SIGKILL and
@@ -163,6 +204,12 @@ pub struct Cluster {
 
 impl Cluster {
     fn spawn(dir: &TestDir, port: u16, master_args: &[&str], demo_args: &[&str]) -> Self {
+        let mut argv = vec![DEMO_BIN];
+        argv.extend_from_slice(demo_args);
+        Self::spawn_argv(dir, port, master_args, &argv)
+    }
+
+    fn spawn_argv(dir: &TestDir, port: u16, master_args: &[&str], program: &[&str]) -> Self {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let logs = dir.dir.path().join("logs");
         let stderr_path = logs.join(format!("master-{n}.stderr"));
@@ -177,8 +224,7 @@ impl Cluster {
             cmd.args(["--shutdown-timeout", SHUTDOWN_TIMEOUT_SECS]);
         }
         cmd.arg("--")
-            .arg(DEMO_BIN)
-            .args(demo_args)
+            .args(program)
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .stdin(Stdio::null())

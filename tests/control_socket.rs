@@ -1,0 +1,67 @@
+//! The control socket is private (0600) and survives garbage: bad lines get an error reply,
+//! oversized ones close that client, and the master keeps serving other clients.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use support::TestDir;
+
+#[test]
+fn garbage_gets_errors_and_the_master_carries_on() {
+    let dir = TestDir::new("ctl");
+    let cluster = dir.start(support::free_port(), 1, &[]);
+    cluster.wait_ready(1);
+    let sock = dir.runtime_dir().join(format!("{}.sock", dir.name));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let stream = UnixStream::connect(&sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut ask = |line: &[u8]| {
+        (&stream).write_all(line).unwrap();
+        let mut reply = String::new();
+        reader.read_line(&mut reply).unwrap();
+        serde_json::from_str::<serde_json::Value>(&reply).unwrap()
+    };
+    for bad in [
+        &b"hello\n"[..],
+        b"{\"cmd\":\"explode\"}\n",
+        b"{\"cmd\":\"scale\",\"workers\":\"x\"}\n",
+        b"\xff\xfe\n",
+    ] {
+        let r = ask(bad);
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(
+            r["error"].as_str().unwrap().starts_with("bad request"),
+            "{r}"
+        );
+    }
+    let r = ask(b"{\"cmd\":\"status\"}\n");
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["status"]["instance"], dir.name.as_str());
+
+    // An oversized line is refused and that client dropped.
+    let big = UnixStream::connect(&sock).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = (&big).write_all(&vec![b'x'; 200 * 1024]);
+    let mut reply = String::new();
+    let _ = BufReader::new(&big).read_line(&mut reply);
+    assert!(reply.contains("too long"), "{reply:?}");
+
+    let out = dir.ctl(&["status"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"phase\": \"running\""));
+    let out = std::process::Command::new(support::MASTER_BIN)
+        .args(["reload", "--control-socket", "/nonexistent/flora.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the master running"));
+}
