@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use, as "command:package"; installed only when missing.
-TOOLS=()
+TOOLS=(
+  "promtool:prometheus"                                    # exposition lint, real Prometheus server
+  "prometheus-apache-exporter:prometheus-apache-exporter"  # reads /server-status?auto
+  "chromium:chromium"                                      # renders the status page headless
+)
 need_pkgs=()
 for tool_pkg in "${TOOLS[@]}"; do
   tool=${tool_pkg%%:*} pkg=${tool_pkg#*:}
@@ -24,6 +28,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "warning: missing ${need_pkgs[*]} (run as root to install)" >&2
   fi
 fi
+
+# The strict OpenMetrics reference parser (Python prometheus_client), in a private venv.
+PYVENV=target/test-venv
+if [ ! -x "$PYVENV/bin/python" ] || ! "$PYVENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m venv "$PYVENV"
+  "$PYVENV/bin/pip" install --quiet --disable-pip-version-check prometheus_client
+fi
+export FLORA_TEST_PYTHON="$PWD/$PYVENV/bin/python"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings

@@ -31,8 +31,15 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Print the master's view of a running instance (JSON).
-    Status(Target),
+    /// Show a running instance: totals and one row per worker, read from its scoreboard.
+    Status {
+        /// Print the JSON document (as /server-status.json) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Which instance.
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 /// Which running instance a command talks to.
@@ -73,6 +80,9 @@ pub struct RunArgs {
     /// Control socket path [default: <runtime dir>/<name>.sock].
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
+    /// Management HTTP address for /metrics and /server-status, or `off` [default: 127.0.0.1:9337].
+    #[arg(long, value_name = "ADDR")]
+    pub status_addr: Option<String>,
     /// Scoreboard slots [default: 2 × workers + 2].
     #[arg(long, value_name = "N")]
     pub slots: Option<usize>,

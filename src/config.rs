@@ -70,6 +70,9 @@ pub struct Config {
     pub slots: Option<usize>,
     /// Control socket path. Defaults to `<runtime_dir>/<name>.sock`.
     pub control_socket: Option<PathBuf>,
+    /// Management HTTP address (`/metrics`, `/server-status`), `IP:PORT`, or `off`.
+    /// Defaults to `127.0.0.1:9337` (loopback only).
+    pub status_addr: String,
     /// Addresses to bind before the workers start (they are handed out on `listen`).
     pub listen: Vec<String>,
     /// The worker program and its arguments.
@@ -86,6 +89,7 @@ impl Default for Config {
             runtime_dir: None,
             slots: None,
             control_socket: None,
+            status_addr: crate::exporter::DEFAULT_ADDR.to_string(),
             listen: Vec::new(),
             program: Vec::new(),
         }
@@ -139,6 +143,11 @@ impl Config {
     /// Scoreboard slots (the configured count, or `2 × workers + 2`).
     pub fn slot_count(&self) -> usize {
         self.slots.unwrap_or(2 * self.worker_count() + 2)
+    }
+
+    /// The management address, or `None` when it is `off`.
+    pub fn status_socket_addr(&self) -> Option<std::net::SocketAddr> {
+        self.status_addr.parse().ok()
     }
 
     /// The ready timeout.
@@ -204,6 +213,15 @@ impl Config {
                 );
             }
         }
+        if self.status_addr != "off" && self.status_addr.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(
+                "status_addr",
+                format!(
+                    "{:?}: use IP:PORT (e.g. 127.0.0.1:9337) or off",
+                    self.status_addr
+                ),
+            );
+        }
         if self.program.first().is_some_and(String::is_empty) {
             return invalid("program", "the program name is empty".into());
         }
@@ -251,6 +269,10 @@ mod tests {
             ("ready_timeout = -1\n", vec!["ready_timeout", "line 1"]),
             ("name = \"../etc\"\n", vec!["name"]),
             ("workers = 4\nslots = 2\n", vec!["slots", "line 2"]),
+            (
+                "status_addr = \"everywhere\"\n",
+                vec!["status_addr", "line 1"],
+            ),
         ] {
             let msg = Config::from_toml_str(text).unwrap_err().to_string();
             for n in needles {

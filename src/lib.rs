@@ -32,6 +32,7 @@
 pub mod config;
 pub mod control;
 mod error;
+pub mod exporter;
 pub mod ipc;
 pub mod master;
 pub mod scoreboard;

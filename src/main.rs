@@ -36,6 +36,9 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     if let Some(v) = args.control_socket {
         cfg.control_socket = Some(v);
     }
+    if let Some(v) = args.status_addr {
+        cfg.status_addr = v;
+    }
     if let Some(v) = args.slots {
         cfg.slots = Some(v);
     }
@@ -136,6 +139,54 @@ fn client(target: &cli::Target, req: &Request) -> ExitCode {
     }
 }
 
+/// `flora-cluster status`: reads the instance's scoreboard directly (no round trip); with only
+/// `--control-socket` given, asks the master instead.
+fn status(target: &cli::Target, json: bool) -> ExitCode {
+    if target.control_socket.is_some() && target.name.is_none() {
+        return client(target, &Request::Status);
+    }
+    let dir = target
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(flora_cluster::master::default_runtime_dir);
+    let path = dir.join(format!(
+        "{}.scoreboard",
+        target.name.as_deref().unwrap_or("flora")
+    ));
+    let sb = match flora_cluster::Scoreboard::open_read_only(&path) {
+        Ok(sb) => sb,
+        Err(e) => {
+            eprintln!("flora-cluster: {e} (is the master running? check --name / --runtime-dir)");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let doc = flora_cluster::exporter::StatusDoc::build(sb.snapshot());
+    let master_alive = doc.master_pid != 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(doc.master_pid as i32), None).is_ok();
+    if !master_alive {
+        eprintln!(
+            "flora-cluster: warning: master pid {} is not running; this scoreboard is stale",
+            doc.master_pid
+        );
+    }
+    if json {
+        match serde_json::to_string_pretty(&doc) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("flora-cluster: {e}");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    } else {
+        print!("{}", flora_cluster::exporter::terminal::render(&doc));
+    }
+    if master_alive {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -153,7 +204,7 @@ fn main() -> ExitCode {
         cli::Command::Scale { workers, target } => {
             return client(&target, &Request::Scale { workers })
         }
-        cli::Command::Status(t) => return client(&t, &Request::Status),
+        cli::Command::Status { json, target } => return status(&target, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -270,6 +270,25 @@ impl Master {
             source,
         })?;
         let _remove_socket = RemoveOnDrop(socket_path.clone());
+        let status_task = match cfg.status_socket_addr() {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Io {
+                        context: format!(
+                            "bind the status server on {addr} (--status-addr; `off` disables it)"
+                        ),
+                        source,
+                    })?;
+                let local = listener
+                    .local_addr()
+                    .map_or_else(|_| addr.to_string(), |a| a.to_string());
+                sb.set_status_addr(&local);
+                tracing::info!("status server on http://{local}/ (/metrics, /server-status)");
+                Some(tokio::spawn(crate::exporter::serve(listener, sb.clone())))
+            }
+            None => None,
+        };
         let (commands_tx, mut commands) = mpsc::unbounded_channel();
         let control_task = tokio::spawn(control_server::serve(control, commands_tx));
         let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -311,6 +330,9 @@ impl Master {
             }
         }
         control_task.abort();
+        if let Some(task) = status_task {
+            task.abort();
+        }
         sup.remove_program_copies();
         self.phase.send_replace(Phase::Stopped);
         match sup.failure.take() {

@@ -885,6 +885,11 @@ impl Supervisor {
                 self.generation
             ),
         }
+        self.sb.record_reload(
+            outcome == Outcome::Success,
+            tx.generation,
+            result.reason.as_deref(),
+        );
         self.last_reload = Some(result.clone());
         answer(
             tx.waiters,

@@ -52,8 +52,8 @@ pub use raw::{
     PATH_BYTES,
 };
 pub use snapshot::{
-    ConnSnapshot, HistogramSnapshot, LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot,
-    Totals,
+    ConnSnapshot, HistogramSnapshot, LastReloadSnapshot, LastRequestSnapshot, RequestSnapshot,
+    SlotSnapshot, Snapshot, Totals,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 
@@ -305,6 +305,30 @@ impl Scoreboard {
         self.header()
             .target_workers
             .store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Records a reload's outcome (master).
+    pub(crate) fn record_reload(&self, success: bool, generation: u64, reason: Option<&str>) {
+        let h = self.header();
+        let counter = if success {
+            &h.reloads_success
+        } else {
+            &h.reloads_rollback
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        writer::try_write(&h.last_reload_seq, || {
+            h.last_reload_outcome
+                .store(if success { 1 } else { 2 }, Ordering::Relaxed);
+            h.last_reload_generation
+                .store(generation, Ordering::Relaxed);
+            h.last_reload_unix_ms.store(unix_ms(), Ordering::Relaxed);
+            strings::write(&h.last_reload_reason, reason.unwrap_or(""));
+        });
+    }
+
+    /// Publishes the management HTTP address (master).
+    pub(crate) fn set_status_addr(&self, addr: &str) {
+        strings::write(&self.header().status_addr, addr);
     }
 }
 

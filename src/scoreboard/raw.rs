@@ -42,9 +42,14 @@ pub const INFO_KEY_BYTES: usize = 16;
 pub const INFO_VALUE_BYTES: usize = 48;
 /// Bytes kept of the instance name in the header.
 pub const NAME_BYTES: usize = 64;
+/// Bytes kept of the last reload's rollback reason.
+pub const REASON_BYTES: usize = 192;
+/// Bytes kept of the management address.
+pub const ADDR_BYTES: usize = 64;
 /// Upper bounds (seconds) of the request-duration histogram buckets; one more bucket is +Inf.
-pub const HISTOGRAM_BOUNDS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+pub const HISTOGRAM_BOUNDS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 /// Histogram buckets including +Inf.
 pub const HISTOGRAM_BUCKETS: usize = HISTOGRAM_BOUNDS.len() + 1;
@@ -216,8 +221,24 @@ pub struct Header {
     pub target_workers: AtomicU64,
     /// Instance name.
     pub name: AtomicStr<{ NAME_BYTES / 8 }>,
+    /// Counter: reloads that succeeded. Master-written.
+    pub reloads_success: AtomicU64,
+    /// Counter: reloads rolled back. Master-written.
+    pub reloads_rollback: AtomicU64,
+    /// Seqlock over the `last_reload_*` fields (protocol as [`ConnEntry::seq`]).
+    pub last_reload_seq: AtomicU64,
+    /// Outcome of the last reload: 0 none, 1 success, 2 rollback.
+    pub last_reload_outcome: AtomicU64,
+    /// Generation the last reload started.
+    pub last_reload_generation: AtomicU64,
+    /// Wall-clock ms since the epoch when the last reload ended.
+    pub last_reload_unix_ms: AtomicU64,
+    /// Why the last reload was rolled back.
+    pub last_reload_reason: AtomicStr<{ REASON_BYTES / 8 }>,
+    /// The master's management HTTP address (empty when off). Master-written at start.
+    pub status_addr: AtomicStr<{ ADDR_BYTES / 8 }>,
     /// Reserved for later master-written fields.
-    pub reserved: [AtomicU64; 43],
+    pub reserved: [AtomicU64; 4],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == 512);

@@ -192,6 +192,19 @@ pub struct Totals {
     pub workers_draining: u64,
 }
 
+/// The last reload the master recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastReloadSnapshot {
+    /// `success` or `rollback`.
+    pub outcome: String,
+    /// The generation it started.
+    pub generation: u64,
+    /// When it ended, ms since the epoch.
+    pub finished_unix_ms: u64,
+    /// Why it was rolled back (empty on success).
+    pub reason: String,
+}
+
 /// An owned, point-in-time read of the whole scoreboard.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
@@ -207,6 +220,14 @@ pub struct Snapshot {
     pub generation: u64,
     /// Workers the master wants.
     pub target_workers: u64,
+    /// Reloads that succeeded.
+    pub reloads_success: u64,
+    /// Reloads rolled back.
+    pub reloads_rollback: u64,
+    /// The last reload, if any.
+    pub last_reload: Option<LastReloadSnapshot>,
+    /// The master's management HTTP address (empty when off).
+    pub status_addr: String,
     /// Every slot, in index order.
     pub slots: Vec<SlotSnapshot>,
     /// Sums.
@@ -228,6 +249,23 @@ pub(super) fn take(sb: &Scoreboard) -> Snapshot {
         taken_unix_ms: unix_now_ms,
         generation: h.generation.load(Acquire),
         target_workers: h.target_workers.load(Relaxed),
+        reloads_success: h.reloads_success.load(Relaxed),
+        reloads_rollback: h.reloads_rollback.load(Relaxed),
+        last_reload: read_consistent(&h.last_reload_seq, || {
+            let outcome = match h.last_reload_outcome.load(Relaxed) {
+                1 => "success",
+                2 => "rollback",
+                _ => return None,
+            };
+            Some(LastReloadSnapshot {
+                outcome: outcome.to_string(),
+                generation: h.last_reload_generation.load(Relaxed),
+                finished_unix_ms: h.last_reload_unix_ms.load(Relaxed),
+                reason: strings::read(&h.last_reload_reason).0,
+            })
+        })
+        .flatten(),
+        status_addr: strings::read(&h.status_addr).0,
         slots,
         totals,
     }

@@ -26,13 +26,20 @@ pub(crate) fn try_write(seq: &AtomicU64, f: impl FnOnce()) -> bool {
     true
 }
 
+/// Histogram bounds in ns (bucket `i` holds durations `<= BOUNDS_NS[i]`).
+const BOUNDS_NS: [u64; HISTOGRAM_BOUNDS.len()] = {
+    let mut ns = [0u64; HISTOGRAM_BOUNDS.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (HISTOGRAM_BOUNDS[i] * 1e9) as u64;
+        i += 1;
+    }
+    ns
+};
+
 /// Index of the histogram bucket for a duration in ns.
 pub(crate) fn bucket_index(ns: u64) -> usize {
-    let secs = ns as f64 / 1e9;
-    HISTOGRAM_BOUNDS
-        .iter()
-        .position(|&b| secs <= b)
-        .unwrap_or(HISTOGRAM_BOUNDS.len())
+    BOUNDS_NS.partition_point(|&b| b < ns)
 }
 
 /// Status class index: 0..=4 for 1xx..5xx, 5 for anything else (no response).
@@ -406,10 +413,11 @@ mod tests {
     #[test]
     fn buckets_and_classes() {
         assert_eq!(bucket_index(0), 0);
-        assert_eq!(bucket_index(500_000), 0);
-        assert_eq!(bucket_index(500_001), 1);
-        assert_eq!(bucket_index(10_000_000_000), 13);
-        assert_eq!(bucket_index(u64::MAX), 14);
+        assert_eq!(bucket_index(100_000), 0);
+        assert_eq!(bucket_index(100_001), 1);
+        assert_eq!(bucket_index(500_000), 2);
+        assert_eq!(bucket_index(10_000_000_000), 15);
+        assert_eq!(bucket_index(u64::MAX), 16);
         for (code, class) in [(100, 0), (200, 1), (204, 1), (302, 2), (404, 3), (503, 4)] {
             assert_eq!(status_class(code), class);
         }

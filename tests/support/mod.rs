@@ -12,6 +12,7 @@
 
 mod http;
 mod process;
+pub mod tools;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -223,6 +224,11 @@ impl Cluster {
         if !master_args.contains(&"--shutdown-timeout") {
             cmd.args(["--shutdown-timeout", SHUTDOWN_TIMEOUT_SECS]);
         }
+        // A free port for the status server unless the test picks one; the bound address is
+        // published in the scoreboard (`Snapshot::status_addr`, see `Cluster::status_url`).
+        if !master_args.contains(&"--status-addr") {
+            cmd.args(["--status-addr", "127.0.0.1:0"]);
+        }
         cmd.arg("--")
             .args(program)
             .env("HOST", "127.0.0.1")
@@ -310,6 +316,14 @@ impl Cluster {
         let mut seen = self.seen_workers.lock().expect("seen lock");
         seen.extend(snap.slots.iter().map(|s| s.pid).filter(|p| *p != 0));
         snap
+    }
+
+    /// `http://ADDR` of the master's status server (waits until it is published).
+    pub fn status_url(&self) -> String {
+        let addr = wait_for(START_TIMEOUT, "status server address", || {
+            Some(self.snapshot().status_addr).filter(|a| !a.is_empty())
+        });
+        format!("http://{addr}")
     }
 
     /// Waits until slots `0..n` are all Ready with a live pid; returns those pids by slot.

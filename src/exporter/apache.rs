@@ -1,0 +1,171 @@
+//! Apache `mod_status` machine-readable output (`/server-status?auto`), with Apache's exact
+//! keys, so existing Apache tooling (Prometheus `apache_exporter`, Datadog, collectd) can read a
+//! flora-cluster.
+//!
+//! Mapping (Apache → flora-cluster):
+//!
+//! | key | value |
+//! |---|---|
+//! | `Total Accesses` | finished requests, all workers, all generations |
+//! | `Total kBytes` | bytes sent / 1024 |
+//! | `Total Duration` | sum of request durations, ms |
+//! | `Uptime`, `ServerUptimeSeconds` | seconds since the master started |
+//! | `ReqPerSec`, `BytesPerSec`, `BytesPerReq`, `DurationPerReq` | lifetime averages |
+//! | `CPUUser`, `CPUSystem`, `CPULoad` | CPU seconds of the master and workers (user+system reported as `CPUUser`), and their share of the uptime |
+//! | `BusyWorkers` | ready or draining workers with a request in flight |
+//! | `IdleWorkers` | ready workers without a request in flight |
+//! | `GracefulWorkers` | draining workers |
+//! | `Processes` | live worker processes |
+//! | `ConnsTotal` | connections open now |
+//! | `Scoreboard` | one character per slot: `W` busy, `_` idle, `S` starting, `G` draining, `.` dead or unused |
+//! | `ParentServerConfigGeneration` | flora generation |
+
+use std::fmt::Write;
+
+use super::model::StatusDoc;
+use crate::scoreboard::{SlotSnapshot, SlotState};
+
+/// Scoreboard character of a slot.
+pub fn slot_char(s: &SlotSnapshot) -> char {
+    match s.state {
+        SlotState::Ready if s.requests_active > 0 => 'W',
+        SlotState::Ready => '_',
+        SlotState::Starting => 'S',
+        SlotState::Draining => 'G',
+        _ => '.',
+    }
+}
+
+/// Apache prints fractions without a leading zero in places; plain decimals parse everywhere.
+fn num(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.6}")
+    } else {
+        "0".into()
+    }
+}
+
+/// Renders the `?auto` text.
+pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
+    let t = &doc.totals;
+    let uptime = doc.uptime_seconds.max(0.0).floor() as u64;
+    let busy = doc
+        .workers
+        .iter()
+        .filter(|d| {
+            matches!(d.slot.state, SlotState::Ready | SlotState::Draining)
+                && d.slot.requests_active > 0
+        })
+        .count();
+    let idle = doc
+        .workers
+        .iter()
+        .filter(|d| d.slot.state == SlotState::Ready && d.slot.requests_active == 0)
+        .count();
+    let graceful = doc
+        .workers
+        .iter()
+        .filter(|d| d.slot.state == SlotState::Draining)
+        .count();
+    let processes = doc.workers.iter().filter(|d| d.process.is_some()).count();
+    let cpu: f64 = doc
+        .workers
+        .iter()
+        .filter_map(|d| d.process)
+        .chain(doc.master_process)
+        .map(|p| p.cpu_seconds)
+        .sum();
+    let duration_ms = t.histogram.sum_seconds * 1000.0;
+    let per_req = |v: f64| {
+        if t.requests_total > 0 {
+            v / t.requests_total as f64
+        } else {
+            0.0
+        }
+    };
+    let scoreboard: String = all_slots.iter().map(slot_char).collect();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let mut out = String::with_capacity(1024 + scoreboard.len());
+    let mut line = |k: &str, v: &dyn std::fmt::Display| {
+        let _ = writeln!(out, "{k}: {v}");
+    };
+    line("ServerVersion", &doc.server_version);
+    line("ServerMPM", &"prefork");
+    line("ParentServerConfigGeneration", &doc.generation);
+    line("ParentServerMPMGeneration", &doc.generation);
+    line("ServerUptimeSeconds", &uptime);
+    line("Total Accesses", &t.requests_total);
+    line("Total kBytes", &(t.bytes_out / 1024));
+    line("Total Duration", &(duration_ms.max(0.0).round() as u64));
+    line("CPUUser", &num(cpu));
+    line("CPUSystem", &num(0.0));
+    line("CPUChildrenUser", &num(0.0));
+    line("CPUChildrenSystem", &num(0.0));
+    line(
+        "CPULoad",
+        &num(if uptime > 0 {
+            cpu / uptime as f64 * 100.0
+        } else {
+            0.0
+        }),
+    );
+    line("Uptime", &uptime);
+    line("ReqPerSec", &num(doc.rates.requests_per_second));
+    line("BytesPerSec", &num(doc.rates.bytes_sent_per_second));
+    line("BytesPerReq", &num(doc.rates.bytes_per_request));
+    line("DurationPerReq", &num(per_req(duration_ms)));
+    line("BusyWorkers", &busy);
+    line("GracefulWorkers", &graceful);
+    line("IdleWorkers", &idle);
+    line("Processes", &processes);
+    line("Stopping", &0);
+    line("ConnsTotal", &t.conns_open);
+    line("ConnsAsyncWriting", &0);
+    line("ConnsAsyncKeepAlive", &0);
+    line("ConnsAsyncClosing", &0);
+    line("Scoreboard", &scoreboard);
+    format!("{host}\n{out}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::StatusDoc;
+    use super::*;
+    use crate::scoreboard::Scoreboard;
+
+    #[test]
+    fn keys_and_scoreboard() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 4).unwrap();
+        let w0 = sb.writer(0).unwrap();
+        w0.set_state(SlotState::Ready);
+        sb.slot_spawned(0, 10, 1);
+        w0.set_state(SlotState::Ready);
+        let conn = w0.conn_open("127.0.0.1:1".parse().unwrap());
+        for _ in 0..3 {
+            conn.request_begin("GET", "/", 11).finish(200, 2048);
+        }
+        let _busy = conn.request_begin("GET", "/slow", 11);
+        sb.slot_spawned(1, 11, 1);
+        let snap = sb.snapshot();
+        let slots = snap.slots.clone();
+        let doc = StatusDoc::build_with(snap, |_| None);
+        let text = render(&doc, &slots);
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+                .unwrap_or_else(|| panic!("{k} missing in {text}"))
+                .to_string()
+        };
+        assert_eq!(get("Total Accesses"), "3");
+        assert_eq!(get("Total kBytes"), "0"); // only body bytes counted here: none on the socket
+        assert_eq!(get("Scoreboard"), "WS..");
+        assert_eq!(get("BusyWorkers"), "1");
+        assert_eq!(get("IdleWorkers"), "0");
+        assert_eq!(text.lines().count(), 29);
+    }
+}

@@ -1,0 +1,282 @@
+//! The master's management HTTP server: Prometheus metrics, the HTML status page, JSON and
+//! Apache-compatible `?auto`, all rendered from one scoreboard snapshot per request.
+//!
+//! | path | output |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text 0.0.4, or OpenMetrics 1.0 when `Accept` asks for it |
+//! | `GET /server-status` | HTML page; `?refresh=N` reloads it every N seconds |
+//! | `GET /server-status?auto` | Apache `mod_status` machine-readable text |
+//! | `GET /server-status.json`, `/server-status?json` | the [`StatusDoc`] as JSON (`schema_version` 1) |
+//!
+//! Only `GET` and `HEAD`; anything else is 405, unknown paths 404. Bounded: at most
+//! [`MAX_CONNECTIONS`] clients at once, [`HEADER_READ_TIMEOUT`] to send the headers,
+//! [`MAX_REQUEST_BYTES`] of request head. Rendering reads shared memory and `/proc` only: it
+//! never talks to a worker and never blocks the master.
+//!
+//! ```
+//! use flora_cluster::exporter::{self, Format, StatusDoc};
+//! use flora_cluster::scoreboard::Scoreboard;
+//! let dir = tempfile::tempdir().unwrap();
+//! let sb = Scoreboard::create(&dir.path().join("s"), "web", 2).unwrap();
+//! let doc = StatusDoc::build(sb.snapshot());
+//! let text = exporter::prometheus::render(&doc, Format::Text);
+//! assert!(text.contains("# TYPE flora_http_requests_total counter"));
+//! ```
+
+pub mod apache;
+pub mod html;
+pub mod model;
+pub mod procfs;
+pub mod prometheus;
+pub mod terminal;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use model::StatusDoc;
+pub use prometheus::Format;
+
+use crate::scoreboard::Scoreboard;
+
+/// Default address of the management server: loopback only.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9337";
+/// Clients served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head accepted (larger ones get 431 or a closed connection).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Idle keep-alive connections are closed after this long.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
+
+const HTML_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
+/// Serves the management endpoints on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, sb: Scoreboard) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, _) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!("status server accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let sb = sb.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_BYTES);
+            let svc = hyper::service::service_fn(move |req| {
+                let sb = sb.clone();
+                async move { Ok::<_, Infallible>(handle(&req, &sb)) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            // Bound the whole connection too: an idle keep-alive client cannot hold a permit forever.
+            let _ = tokio::time::timeout(KEEP_ALIVE_IDLE * 4, conn).await;
+            drop(permit);
+        });
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// Which view of `/server-status` a query string asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusView {
+    /// The HTML page, optionally refreshing.
+    Html {
+        /// `?refresh=N`.
+        refresh: Option<u32>,
+    },
+    /// `?auto`.
+    Auto,
+    /// `?json`.
+    Json,
+}
+
+/// Parses the query of `/server-status` (`auto`, `json`, `refresh=N`; unknown keys ignored).
+///
+/// # Errors
+/// A message for a `refresh` that is not a number in 1..=3600.
+pub fn parse_status_query(query: Option<&str>) -> Result<StatusView, String> {
+    let mut view = StatusView::Html { refresh: None };
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "auto" => view = StatusView::Auto,
+            "json" => view = StatusView::Json,
+            "refresh" => {
+                let n: u32 = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=3600).contains(n))
+                    .ok_or_else(|| format!("refresh must be seconds in 1..=3600, not {v:?}"))?;
+                if let StatusView::Html { refresh } = &mut view {
+                    *refresh = Some(n);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(view)
+}
+
+/// Answers one request (pure apart from reading the scoreboard and `/proc`).
+pub fn handle<B>(req: &Request<B>, sb: &Scoreboard) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET and HEAD are allowed here\n",
+        );
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let path = req.uri().path();
+    match path {
+        "/metrics" => {
+            let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok());
+            let format = Format::negotiate(accept);
+            let doc = StatusDoc::build(sb.snapshot());
+            respond(StatusCode::OK, format.content_type(), prometheus::render(&doc, format))
+        }
+        "/server-status.json" => json(sb),
+        "/server-status" => match parse_status_query(req.uri().query()) {
+            Ok(StatusView::Json) => json(sb),
+            Ok(StatusView::Auto) => {
+                let snap = sb.snapshot();
+                let slots = snap.slots.clone();
+                let doc = StatusDoc::build(snap);
+                respond(StatusCode::OK, "text/plain; charset=utf-8", apache::render(&doc, &slots))
+            }
+            Ok(StatusView::Html { refresh }) => {
+                let doc = StatusDoc::build(sb.snapshot());
+                let mut resp = respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    html::render(&doc, &html::HtmlOptions { refresh }),
+                );
+                resp.headers_mut()
+                    .insert("content-security-policy", HeaderValue::from_static(HTML_CSP));
+                resp
+            }
+            Err(msg) => respond(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", format!("{msg}\n")),
+        },
+        "/" => respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "flora-cluster management: /metrics /server-status /server-status?auto /server-status.json\n",
+        ),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n"),
+    }
+}
+
+fn json(sb: &Scoreboard) -> Response<Full<Bytes>> {
+    let doc = StatusDoc::build(sb.snapshot());
+    match serde_json::to_vec_pretty(&doc) {
+        Ok(body) => respond(StatusCode::OK, "application/json", body),
+        Err(e) => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("cannot encode the status: {e}\n"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(sb: &Scoreboard, uri: &str, method: Method) -> Response<Full<Bytes>> {
+        let req = Request::builder().method(method).uri(uri).body(()).unwrap();
+        handle(&req, sb)
+    }
+
+    #[test]
+    fn routes_methods_and_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 2).unwrap();
+        let ct =
+            |r: &Response<Full<Bytes>>| r.headers()[CONTENT_TYPE].to_str().unwrap().to_string();
+        let r = get(&sb, "/metrics?x=1", Method::GET);
+        assert_eq!(
+            (r.status(), ct(&r)),
+            (StatusCode::OK, prometheus::TEXT_CONTENT_TYPE.to_string())
+        );
+        assert_eq!(
+            get(&sb, "/server-status?auto", Method::GET).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            ct(&get(&sb, "/server-status?json", Method::GET)),
+            "application/json"
+        );
+        assert_eq!(
+            ct(&get(&sb, "/server-status.json", Method::HEAD)),
+            "application/json"
+        );
+        assert_eq!(
+            ct(&get(&sb, "/server-status?refresh=5", Method::GET)),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(
+            get(&sb, "/server-status?refresh=0", Method::GET).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            get(&sb, "/nope", Method::GET).status(),
+            StatusCode::NOT_FOUND
+        );
+        let r = get(&sb, "/metrics", Method::POST);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn status_queries() {
+        assert_eq!(
+            parse_status_query(None),
+            Ok(StatusView::Html { refresh: None })
+        );
+        assert_eq!(parse_status_query(Some("auto")), Ok(StatusView::Auto));
+        assert_eq!(parse_status_query(Some("json&x=1")), Ok(StatusView::Json));
+        assert_eq!(
+            parse_status_query(Some("refresh=10")),
+            Ok(StatusView::Html { refresh: Some(10) })
+        );
+        assert!(parse_status_query(Some("refresh=abc")).is_err());
+        assert!(parse_status_query(Some("refresh=99999")).is_err());
+    }
+}

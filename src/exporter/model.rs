@@ -1,0 +1,217 @@
+//! The document every output renders: one scoreboard snapshot plus process statistics and
+//! derived figures (uptime, rates, latency quantiles). Serialized as-is for JSON (versioned).
+
+use serde::Serialize;
+
+use super::procfs::{self, ProcStats};
+use crate::scoreboard::{
+    HistogramSnapshot, LastReloadSnapshot, SlotSnapshot, SlotState, Snapshot, Totals,
+};
+
+/// Version of the JSON schema; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Reload counters and the last outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reloads {
+    /// Reloads that succeeded.
+    pub success: u64,
+    /// Reloads rolled back.
+    pub rollback: u64,
+    /// The last one.
+    pub last: Option<LastReloadSnapshot>,
+}
+
+/// Lifetime rates (like Apache's `ReqPerSec`: totals divided by uptime).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Rates {
+    /// Requests per second.
+    pub requests_per_second: f64,
+    /// Bytes sent per second.
+    pub bytes_sent_per_second: f64,
+    /// Bytes sent per request.
+    pub bytes_per_request: f64,
+}
+
+/// Request latency estimated from the histogram (as PromQL's `histogram_quantile`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    /// Mean, seconds.
+    pub mean_seconds: f64,
+    /// Median, seconds.
+    pub p50_seconds: f64,
+    /// 90th percentile, seconds.
+    pub p90_seconds: f64,
+    /// 99th percentile, seconds.
+    pub p99_seconds: f64,
+}
+
+/// One slot that has been used, with its process statistics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerDoc {
+    /// The scoreboard slot.
+    #[serde(flatten)]
+    pub slot: SlotSnapshot,
+    /// Seconds since the current worker was spawned (none when dead).
+    pub uptime_seconds: Option<f64>,
+    /// CPU and memory of the current worker process.
+    pub process: Option<ProcStats>,
+}
+
+/// Everything the status outputs show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusDoc {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `flora-cluster/VERSION`.
+    pub server_version: String,
+    /// Instance name.
+    pub instance: String,
+    /// Master pid.
+    pub master_pid: u32,
+    /// Master process statistics.
+    pub master_process: Option<ProcStats>,
+    /// Generation serving.
+    pub generation: u64,
+    /// Workers wanted.
+    pub target_workers: u64,
+    /// When the master started (segment creation), ms since the epoch.
+    pub started_unix_ms: u64,
+    /// When this document was made, ms since the epoch.
+    pub now_unix_ms: u64,
+    /// Seconds since the master started.
+    pub uptime_seconds: f64,
+    /// Reloads.
+    pub reloads: Reloads,
+    /// Sums over all slots.
+    pub totals: Totals,
+    /// Lifetime rates.
+    pub rates: Rates,
+    /// Latency from the histogram, when any request finished.
+    pub latency: Option<Latency>,
+    /// Histogram bucket upper bounds, seconds (the counts are in `totals.histogram`).
+    pub histogram_bounds: Vec<f64>,
+    /// Slots that have been used, in index order.
+    pub workers: Vec<WorkerDoc>,
+}
+
+/// Estimates quantile `q` (0..=1) from per-bucket counts, interpolating linearly inside the
+/// bucket like PromQL's `histogram_quantile`; observations in +Inf report the highest bound.
+pub fn quantile(h: &HistogramSnapshot, q: f64) -> Option<f64> {
+    let bounds = HistogramSnapshot::bounds();
+    let total = h.count();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut seen = 0u64;
+    for (i, &count) in h.counts.iter().enumerate() {
+        if count > 0 && (seen + count) as f64 >= rank {
+            let Some(&upper) = bounds.get(i) else {
+                return bounds.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let within = (rank - seen as f64) / count as f64;
+            return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+        }
+        seen += count;
+    }
+    bounds.last().copied()
+}
+
+impl StatusDoc {
+    /// Builds the document from a snapshot, reading `/proc` for the live processes.
+    pub fn build(snap: Snapshot) -> Self {
+        Self::build_with(snap, procfs::read)
+    }
+
+    /// As [`StatusDoc::build`] with another source of process statistics (tests).
+    pub fn build_with(snap: Snapshot, proc_of: impl Fn(u32) -> Option<ProcStats>) -> Self {
+        let now = snap.taken_unix_ms;
+        let uptime = now.saturating_sub(snap.created_unix_ms) as f64 / 1000.0;
+        let t = &snap.totals;
+        let per_sec = |v: u64| if uptime > 0.0 { v as f64 / uptime } else { 0.0 };
+        let rates = Rates {
+            requests_per_second: per_sec(t.requests_total),
+            bytes_sent_per_second: per_sec(t.bytes_out),
+            bytes_per_request: if t.requests_total > 0 {
+                t.bytes_out as f64 / t.requests_total as f64
+            } else {
+                0.0
+            },
+        };
+        let latency = quantile(&t.histogram, 0.5).map(|p50| Latency {
+            mean_seconds: t.histogram.sum_seconds / t.histogram.count().max(1) as f64,
+            p50_seconds: p50,
+            p90_seconds: quantile(&t.histogram, 0.9).unwrap_or(p50),
+            p99_seconds: quantile(&t.histogram, 0.99).unwrap_or(p50),
+        });
+        let workers = snap
+            .slots
+            .iter()
+            .filter(|s| s.state != SlotState::Empty)
+            .map(|s| {
+                let live = s.pid != 0 && s.state != SlotState::Dead;
+                WorkerDoc {
+                    uptime_seconds: (live && s.started_unix_ms > 0)
+                        .then(|| now.saturating_sub(s.started_unix_ms) as f64 / 1000.0),
+                    process: if live { proc_of(s.pid) } else { None },
+                    slot: s.clone(),
+                }
+            })
+            .collect();
+        Self {
+            schema_version: SCHEMA_VERSION,
+            server_version: format!("flora-cluster/{}", env!("CARGO_PKG_VERSION")),
+            master_process: proc_of(snap.master_pid),
+            instance: snap.instance,
+            master_pid: snap.master_pid,
+            generation: snap.generation,
+            target_workers: snap.target_workers,
+            started_unix_ms: snap.created_unix_ms,
+            now_unix_ms: now,
+            uptime_seconds: uptime,
+            reloads: Reloads {
+                success: snap.reloads_success,
+                rollback: snap.reloads_rollback,
+                last: snap.last_reload,
+            },
+            totals: snap.totals,
+            rates,
+            latency,
+            histogram_bounds: HistogramSnapshot::bounds().to_vec(),
+            workers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(counts: &[(usize, u64)]) -> HistogramSnapshot {
+        let mut h = HistogramSnapshot {
+            counts: vec![0; HistogramSnapshot::bounds().len() + 1],
+            sum_seconds: 0.0,
+        };
+        for &(i, c) in counts {
+            h.counts[i] = c;
+        }
+        h
+    }
+
+    #[test]
+    fn quantiles_interpolate_like_promql() {
+        assert_eq!(quantile(&hist(&[]), 0.5), None);
+        // 10 observations in (0, 0.1 ms]: the median is half-way.
+        let q = quantile(&hist(&[(0, 10)]), 0.5).unwrap();
+        assert!((q - 0.00005).abs() < 1e-12, "{q}");
+        // 90 fast, 10 in (5 ms, 10 ms]: p99 inside the slow bucket.
+        let h = hist(&[(0, 90), (6, 10)]);
+        let p99 = quantile(&h, 0.99).unwrap();
+        assert!(p99 > 0.005 && p99 <= 0.01, "{p99}");
+        assert!(quantile(&h, 0.5).unwrap() <= 0.0001);
+        // Everything in +Inf: the highest finite bound.
+        assert_eq!(quantile(&hist(&[(16, 3)]), 0.5), Some(10.0));
+    }
+}

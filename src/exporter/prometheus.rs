@@ -1,0 +1,390 @@
+//! Prometheus exposition: text format 0.0.4 (what `promtool` and curl users read) and
+//! OpenMetrics 1.0 (what Prometheus asks for). A pure function of a [`StatusDoc`]; cost is
+//! O(slots + metrics), and it never talks to a worker.
+//!
+//! We render both formats ourselves instead of going through a client library's registry:
+//! the official `prometheus-client` crate writes only OpenMetrics and the `prometheus` crate
+//! has no OpenMetrics at all, while both would rebuild registry objects on every scrape just to
+//! print numbers we already hold in one snapshot. Both outputs are checked in the tests with
+//! the real parsers (`promtool check metrics`, Python `prometheus_client`'s OpenMetrics parser).
+
+use std::fmt::Write;
+
+use super::model::StatusDoc;
+use crate::scoreboard::{HistogramSnapshot, SlotState};
+
+/// `Content-Type` of the text format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// `Content-Type` of OpenMetrics.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Which format to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4.
+    Text,
+    /// OpenMetrics 1.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the format an `Accept` header asks for (OpenMetrics when it is listed with q > 0).
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let wants_om = accept.is_some_and(|a| {
+            a.split(',').any(|part| {
+                let mut params = part.split(';').map(str::trim);
+                params.next() == Some("application/openmetrics-text")
+                    && !params.any(|p| p.replace(' ', "") == "q=0")
+            })
+        });
+        if wants_om {
+            Self::OpenMetrics
+        } else {
+            Self::Text
+        }
+    }
+
+    /// The matching `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Text => TEXT_CONTENT_TYPE,
+            Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+}
+
+/// Writes one metric family at a time in the chosen format.
+struct Writer {
+    out: String,
+    format: Format,
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+pub fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Formats a float the way both formats accept (`+Inf`, `NaN`, shortest round-trip digits).
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+impl Writer {
+    /// Starts family `name` (for counters the name includes `_total`; for info metrics `_info`).
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let (family, ty) = match (self.format, kind) {
+            (Format::OpenMetrics, Kind::Counter) => (name.trim_end_matches("_total"), "counter"),
+            (Format::OpenMetrics, Kind::Info) => (name.trim_end_matches("_info"), "info"),
+            (_, Kind::Counter) => (name, "counter"),
+            (_, Kind::Gauge) | (Format::Text, Kind::Info) => (name, "gauge"),
+            (_, Kind::Histogram) => (name, "histogram"),
+        };
+        let _ = writeln!(self.out, "# HELP {family} {}", escape_help(help));
+        let _ = writeln!(self.out, "# TYPE {family} {ty}");
+    }
+
+    fn sample(&mut self, name: &str, pairs: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = writeln!(self.out, "{name}{} {value}", labels(pairs));
+    }
+
+    fn histogram(&mut self, name: &str, pairs: &[(&str, &str)], h: &HistogramSnapshot) {
+        let mut cumulative = 0u64;
+        let bounds = HistogramSnapshot::bounds();
+        for (i, count) in h.counts.iter().enumerate() {
+            cumulative = cumulative.wrapping_add(*count);
+            let le = bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| float(*b));
+            let mut with_le = pairs.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&format!("{name}_bucket"), &with_le, cumulative);
+        }
+        self.sample(&format!("{name}_sum"), pairs, float(h.sum_seconds));
+        self.sample(&format!("{name}_count"), pairs, cumulative);
+    }
+}
+
+/// Renders every metric of the contract (see the README's metric table).
+pub fn render(doc: &StatusDoc, format: Format) -> String {
+    let mut w = Writer {
+        out: String::with_capacity(4096 + doc.workers.len() * 2048),
+        format,
+    };
+    worker_metrics(&mut w, doc);
+    cluster_metrics(&mut w, doc);
+    process_metrics(&mut w, doc);
+    if format == Format::OpenMetrics {
+        w.out.push_str("# EOF\n");
+    }
+    w.out
+}
+
+/// A per-worker metric read straight from one slot field.
+type SimpleMetric = (
+    &'static str,
+    Kind,
+    &'static str,
+    fn(&crate::scoreboard::SlotSnapshot) -> u64,
+);
+
+const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+fn worker_metrics(w: &mut Writer, doc: &StatusDoc) {
+    let slots: Vec<(String, &crate::scoreboard::SlotSnapshot)> = doc
+        .workers
+        .iter()
+        .map(|d| (d.slot.index.to_string(), &d.slot))
+        .collect();
+    w.family(
+        "flora_http_requests_total",
+        Kind::Counter,
+        "HTTP requests finished, by status class.",
+    );
+    for (id, s) in &slots {
+        for (code, n) in CODES.iter().zip(s.status) {
+            w.sample(
+                "flora_http_requests_total",
+                &[("worker", id), ("code", code)],
+                n,
+            );
+        }
+    }
+    let simple: [SimpleMetric; 7] = [
+        (
+            "flora_http_requests_in_flight",
+            Kind::Gauge,
+            "HTTP requests being served now.",
+            |s| s.requests_active,
+        ),
+        (
+            "flora_http_received_bytes_total",
+            Kind::Counter,
+            "Bytes read from clients, headers included.",
+            |s| s.bytes_in,
+        ),
+        (
+            "flora_http_sent_bytes_total",
+            Kind::Counter,
+            "Bytes written to clients, headers included.",
+            |s| s.bytes_out,
+        ),
+        (
+            "flora_connections_open",
+            Kind::Gauge,
+            "Client connections open now.",
+            |s| s.conns_open,
+        ),
+        (
+            "flora_connections_total",
+            Kind::Counter,
+            "Client connections accepted.",
+            |s| s.conns_total,
+        ),
+        (
+            "flora_connections_untracked_total",
+            Kind::Counter,
+            "Connections not shown in the connection table because it was full.",
+            |s| s.conn_overflow,
+        ),
+        (
+            "flora_worker_restarts_total",
+            Kind::Counter,
+            "Respawns of the worker slot after unexpected exits.",
+            |s| s.restarts,
+        ),
+    ];
+    for (name, kind, help, get) in simple {
+        w.family(name, kind, help);
+        for (id, s) in &slots {
+            w.sample(name, &[("worker", id)], get(s));
+        }
+    }
+    w.family(
+        "flora_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time from request start until its response body was sent.",
+    );
+    for (id, s) in &slots {
+        w.histogram(
+            "flora_http_request_duration_seconds",
+            &[("worker", id)],
+            &s.histogram,
+        );
+    }
+    w.family(
+        "flora_worker_info",
+        Kind::Info,
+        "The process in each worker slot.",
+    );
+    for (id, s) in slots.iter().filter(|(_, s)| s.pid != 0) {
+        let (pid, generation) = (s.pid.to_string(), s.generation.to_string());
+        w.sample(
+            "flora_worker_info",
+            &[("worker", id), ("pid", &pid), ("generation", &generation)],
+            1,
+        );
+    }
+}
+
+fn cluster_metrics(w: &mut Writer, doc: &StatusDoc) {
+    w.family("flora_workers", Kind::Gauge, "Workers by state.");
+    for state in [SlotState::Starting, SlotState::Ready, SlotState::Draining] {
+        let n = doc.workers.iter().filter(|d| d.slot.state == state).count();
+        w.sample("flora_workers", &[("state", state.as_str())], n);
+    }
+    w.family(
+        "flora_target_workers",
+        Kind::Gauge,
+        "Workers the master keeps running.",
+    );
+    w.sample("flora_target_workers", &[], doc.target_workers);
+    w.family("flora_reloads_total", Kind::Counter, "Reloads by outcome.");
+    w.sample(
+        "flora_reloads_total",
+        &[("outcome", "success")],
+        doc.reloads.success,
+    );
+    w.sample(
+        "flora_reloads_total",
+        &[("outcome", "rollback")],
+        doc.reloads.rollback,
+    );
+    w.family(
+        "flora_generation",
+        Kind::Gauge,
+        "Worker generation serving now.",
+    );
+    w.sample("flora_generation", &[], doc.generation);
+    w.family(
+        "flora_start_time_seconds",
+        Kind::Gauge,
+        "Start time of the master, seconds since the epoch.",
+    );
+    w.sample(
+        "flora_start_time_seconds",
+        &[],
+        float(doc.started_unix_ms as f64 / 1000.0),
+    );
+}
+
+fn process_metrics(w: &mut Writer, doc: &StatusDoc) {
+    let procs: Vec<(String, super::procfs::ProcStats)> = doc
+        .master_process
+        .map(|p| ("master".to_string(), p))
+        .into_iter()
+        .chain(
+            doc.workers
+                .iter()
+                .filter_map(|d| d.process.map(|p| (d.slot.index.to_string(), p))),
+        )
+        .collect();
+    w.family(
+        "process_cpu_seconds_total",
+        Kind::Counter,
+        "User and system CPU time of the process (a replaced worker starts again from 0).",
+    );
+    for (id, p) in &procs {
+        w.sample(
+            "process_cpu_seconds_total",
+            &[("worker", id)],
+            float(p.cpu_seconds),
+        );
+    }
+    w.family(
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        "Resident memory of the process.",
+    );
+    for (id, p) in &procs {
+        w.sample(
+            "process_resident_memory_bytes",
+            &[("worker", id)],
+            p.rss_bytes,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn negotiation() {
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; q=0")),
+            Format::Text
+        );
+    }
+
+    #[test]
+    fn escaping_and_floats() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(float(0.0005), "0.0005");
+        assert_eq!(float(10.0), "10");
+        assert_eq!(float(f64::INFINITY), "+Inf");
+        assert_eq!(labels(&[]), "");
+        assert_eq!(labels(&[("a", "x"), ("b", "\"")]), "{a=\"x\",b=\"\\\"\"}");
+    }
+
+    proptest! {
+        #[test]
+        fn escaped_labels_never_break_the_line(v in ".*") {
+            let e = escape_label(&v);
+            prop_assert!(!e.contains('\n'));
+            // Every quote is escaped.
+            let bytes = e.as_bytes();
+            for (i, b) in bytes.iter().enumerate() {
+                if *b == b'"' {
+                    let backslashes = bytes[..i].iter().rev().take_while(|c| **c == b'\\').count();
+                    prop_assert!(backslashes % 2 == 1);
+                }
+            }
+        }
+    }
+}
