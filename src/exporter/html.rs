@@ -534,14 +534,14 @@ padding:10px 14px;min-width:300px;max-width:520px}\
 color:var(--muted);margin-bottom:2px}\
 .small{font-size:12.5px;margin-top:2px}\
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(175px,1fr));gap:12px}\
-.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 16px;\
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 14px;\
 box-shadow:0 1px 2px rgba(0,0,0,.04)}\
 .v{font-size:26px;font-weight:700;font-variant-numeric:tabular-nums;margin:2px 0}\
 .v small{font-size:15px;color:var(--muted);font-weight:500}\
 .s{color:var(--muted);font-size:12.5px}.s b{color:var(--ink);font-weight:600}\
 .bar{display:flex;height:10px;border-radius:5px;overflow:hidden;background:var(--line);\
 margin:10px 0 8px}.bar i{display:block}\
-.legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12.5px;color:var(--muted)}\
+.legend{display:flex;flex-wrap:wrap;gap:2px 10px;font-size:12px;color:var(--muted)}\
 .legend b{color:var(--ink);font-variant-numeric:tabular-nums}\
 .dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:5px}\
 .c1,.c6{background:#94a3b8}.c2{background:#10b981}.c3{background:#3b82f6}\

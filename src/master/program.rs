@@ -5,6 +5,11 @@
 //! including later respawns — runs the copy, with `argv[0]` still the original path. So a reload
 //! picks up a replaced binary or script, and a broken file on disk cannot poison the respawns of
 //! the generation that is serving. Copies of generations that are gone are removed.
+//!
+//! When the runtime directory is mounted `noexec` (a container's `/dev/shm` often is) or the copy
+//! fails (a small tmpfs), the generation runs the file in place and a warning says that its
+//! respawns are no longer protected from changes on disk; pick an exec-capable `--runtime-dir`
+//! to get the protection back.
 
 use std::path::{Path, PathBuf};
 
@@ -25,20 +30,70 @@ pub fn resolve(program: &str) -> std::io::Result<PathBuf> {
         })
 }
 
-/// Copies `program` to `<dir>/<name>.gen<generation>.<file name>` (mode 0700).
-pub fn snapshot(
+/// The file a generation executes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// Path to execute.
+    pub exe: PathBuf,
+    /// Whether it is our copy (removed when the generation is gone) or the user's file.
+    pub copied: bool,
+}
+
+fn is_noexec(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
+}
+
+/// Resolves `program` and copies it for `generation` when the runtime directory allows it.
+///
+/// # Errors
+/// When the program cannot be found: a generation cannot start without it.
+pub fn prepare(
     program: &str,
     dir: &Path,
     name: &str,
     generation: u64,
-) -> std::io::Result<PathBuf> {
+) -> std::io::Result<Prepared> {
     let src = resolve(program)?;
+    if !src.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is not a file", src.display()),
+        ));
+    }
+    let in_place = |why: String| {
+        tracing::warn!(
+            "generation {generation} runs {} in place ({why}): its respawns are not protected from changes on disk",
+            src.display()
+        );
+        Prepared {
+            exe: src.clone(),
+            copied: false,
+        }
+    };
+    if is_noexec(dir) {
+        return Ok(in_place(format!("{} is mounted noexec", dir.display())));
+    }
+    match snapshot(&src, dir, name, generation) {
+        Ok(exe) => Ok(Prepared { exe, copied: true }),
+        Err(e) => Ok(in_place(format!(
+            "cannot copy it into {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Copies `src` to `<dir>/<name>.gen<generation>.<file name>` (mode 0700).
+fn snapshot(src: &Path, dir: &Path, name: &str, generation: u64) -> std::io::Result<PathBuf> {
     let file = src
         .file_name()
         .map_or_else(|| "program".into(), |f| f.to_string_lossy().into_owned());
     let dst = dir.join(format!("{name}.gen{generation}.{file}"));
     let tmp = dir.join(format!(".{name}.gen{generation}.{file}.tmp"));
-    std::fs::copy(&src, &tmp)?;
+    if let Err(e) = std::fs::copy(src, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     std::fs::rename(&tmp, &dst)?;
     Ok(dst)

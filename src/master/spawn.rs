@@ -23,8 +23,10 @@ use crate::ipc;
 /// What the workers of one generation are started with.
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
-    /// The file to execute (the generation's copy of the program).
+    /// The file to execute (the generation's copy of the program, or the program itself).
     pub exe: std::path::PathBuf,
+    /// Whether `exe` is our copy (removed when the generation is gone).
+    pub copied: bool,
     /// `argv[0]`: the program as configured.
     pub argv0: String,
     /// Further arguments.

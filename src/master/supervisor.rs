@@ -199,11 +199,12 @@ impl Supervisor {
             .program
             .split_first()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no program"))?;
-        let exe = program::snapshot(argv0, &self.dir, &self.name, generation)?;
+        let prepared = program::prepare(argv0, &self.dir, &self.name, generation)?;
         self.specs.insert(
             generation,
             Arc::new(SpawnSpec {
-                exe,
+                exe: prepared.exe,
+                copied: prepared.copied,
                 argv0: argv0.clone(),
                 args: args.to_vec(),
                 instance: self.name.clone(),
@@ -224,7 +225,7 @@ impl Supervisor {
             .collect();
         self.specs.retain(|g, spec| {
             let keep = used.contains(g);
-            if !keep {
+            if !keep && spec.copied {
                 let _ = std::fs::remove_file(&spec.exe);
             }
             keep
@@ -232,7 +233,7 @@ impl Supervisor {
     }
 
     pub(super) fn remove_program_copies(&mut self) {
-        for spec in self.specs.values() {
+        for spec in self.specs.values().filter(|s| s.copied) {
             let _ = std::fs::remove_file(&spec.exe);
         }
         self.specs.clear();
