@@ -108,13 +108,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("w.sh");
         std::fs::write(&src, "#!/bin/sh\necho one\n").unwrap();
-        let copy = snapshot(src.to_str().unwrap(), dir.path(), "x", 3).unwrap();
+        let p = prepare(src.to_str().unwrap(), dir.path(), "x", 3).unwrap();
+        assert!(p.copied);
         std::fs::write(&src, "broken").unwrap();
         assert_eq!(
-            std::fs::read_to_string(&copy).unwrap(),
+            std::fs::read_to_string(&p.exe).unwrap(),
             "#!/bin/sh\necho one\n"
         );
-        assert!(copy.ends_with("x.gen3.w.sh"));
+        assert!(p.exe.ends_with("x.gen3.w.sh"));
+        assert!(prepare("/nonexistent/prog", dir.path(), "x", 4).is_err());
+        // An unusable runtime dir falls back to running the file in place.
+        let fallback = prepare(src.to_str().unwrap(), &dir.path().join("missing"), "x", 5).unwrap();
+        assert_eq!(
+            fallback,
+            Prepared {
+                exe: src.clone(),
+                copied: false
+            }
+        );
         assert!(resolve("sh").is_ok());
         assert!(resolve("surely-no-such-program-here").is_err());
     }
