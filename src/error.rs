@@ -15,6 +15,9 @@ pub enum Error {
     /// The worker API.
     #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
+    /// A custom metric registration.
+    #[error(transparent)]
+    Metric(#[from] crate::scoreboard::MetricError),
     /// Another master with this instance name is running.
     #[error(
         "instance {name:?} is already running (master pid {pid}); stop it or pick another --name"

@@ -41,6 +41,11 @@ pub enum ToMaster {
     },
     /// The worker is ready to serve.
     Ready,
+    /// Registers a custom metric series (answered with `Registered` or `RegisterFailed`).
+    Register {
+        /// What to register.
+        spec: crate::scoreboard::MetricSpec,
+    },
 }
 
 /// Messages the master sends to a worker.
@@ -63,6 +68,16 @@ pub enum ToWorker {
     },
     /// Stop accepting, finish in-flight requests and exit.
     Shutdown,
+    /// The series is registered at `at`.
+    Registered {
+        /// Where its cells are.
+        at: crate::scoreboard::Registered,
+    },
+    /// The registration was refused.
+    RegisterFailed {
+        /// Why.
+        error: crate::scoreboard::MetricError,
+    },
 }
 
 /// Creates a connected pair (both ends close-on-exec and non-blocking).

@@ -35,11 +35,12 @@ mod error;
 pub mod exporter;
 pub mod ipc;
 pub mod master;
+pub mod metrics;
 pub mod scoreboard;
 pub mod worker;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use master::{Hooks, Master, MasterBuilder, Phase};
+pub use master::{Hooks, Master, MasterBuilder, Phase, StatusReader};
 pub use scoreboard::{Scoreboard, Snapshot};
 pub use worker::Worker;

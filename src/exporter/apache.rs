@@ -128,6 +128,29 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
     line("ConnsAsyncKeepAlive", &0);
     line("ConnsAsyncClosing", &0);
     line("Scoreboard", &scoreboard);
+    // The app's own metrics as extra lines (Apache tooling ignores keys it does not know).
+    for m in &doc.custom {
+        let labels: Vec<String> = m
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", super::prometheus::escape_label(v)))
+            .collect();
+        let key = |suffix: &str| {
+            if labels.is_empty() {
+                format!("{}{suffix}", m.name)
+            } else {
+                format!("{}{suffix}{{{}}}", m.name, labels.join(","))
+            }
+        };
+        match (&m.histogram, m.value) {
+            (Some(h), Some(count)) => {
+                line(&key("_count"), &num(count));
+                line(&key("_sum"), &num(h.sum));
+            }
+            (None, Some(v)) => line(&key(""), &num(v)),
+            _ => {}
+        }
+    }
     format!("{host}\n{out}")
 }
 

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::procfs::{self, ProcStats};
 use crate::scoreboard::{
-    HistogramSnapshot, LastReloadSnapshot, SlotSnapshot, SlotState, Snapshot, Totals,
+    CustomMetricSnapshot, HistogramSnapshot, LastReloadSnapshot, SlotSnapshot, SlotState, Snapshot,
+    Totals,
 };
 
 /// Version of the JSON schema; bumped on any incompatible change.
@@ -93,6 +94,8 @@ pub struct StatusDoc {
     pub histogram_bounds: Vec<f64>,
     /// Slots that have been used, in index order.
     pub workers: Vec<WorkerDoc>,
+    /// Custom metrics, combined across workers, in registration order.
+    pub custom: Vec<CustomMetricSnapshot>,
 }
 
 /// Estimates quantile `q` (0..=1) from per-bucket counts, interpolating linearly inside the
@@ -181,6 +184,7 @@ impl StatusDoc {
             latency,
             histogram_bounds: HistogramSnapshot::bounds().to_vec(),
             workers,
+            custom: snap.custom,
         }
     }
 }

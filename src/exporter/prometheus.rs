@@ -152,6 +152,7 @@ pub fn render(doc: &StatusDoc, format: Format) -> String {
     worker_metrics(&mut w, doc);
     cluster_metrics(&mut w, doc);
     process_metrics(&mut w, doc);
+    custom_metrics(&mut w, doc);
     if format == Format::OpenMetrics {
         w.out.push_str("# EOF\n");
     }
@@ -341,6 +342,60 @@ fn process_metrics(w: &mut Writer, doc: &StatusDoc) {
             p.rss_bytes,
         );
     }
+}
+
+/// The app's own metrics, combined across workers, under the names they registered.
+fn custom_metrics(w: &mut Writer, doc: &StatusDoc) {
+    let mut names: Vec<&str> = Vec::new();
+    for m in &doc.custom {
+        if !names.contains(&m.name.as_str()) {
+            names.push(&m.name);
+        }
+    }
+    for name in names {
+        let series: Vec<&crate::scoreboard::CustomMetricSnapshot> =
+            doc.custom.iter().filter(|m| m.name == name).collect();
+        let first = series[0];
+        let kind = match first.kind {
+            "counter" => Kind::Counter,
+            "histogram" => Kind::Histogram,
+            _ => Kind::Gauge,
+        };
+        w.family(name, kind, &first.help);
+        for m in series {
+            let pairs: Vec<(&str, &str)> = m
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            match (&m.histogram, m.value) {
+                (Some(h), _) => custom_histogram(w, name, &pairs, h),
+                (None, Some(v)) => w.sample(name, &pairs, float(v)),
+                (None, None) => {}
+            }
+        }
+    }
+}
+
+fn custom_histogram(
+    w: &mut Writer,
+    name: &str,
+    pairs: &[(&str, &str)],
+    h: &crate::scoreboard::CustomHistogram,
+) {
+    let mut cumulative = 0u64;
+    for (i, count) in h.counts.iter().enumerate() {
+        cumulative = cumulative.wrapping_add(*count);
+        let le = h
+            .bounds
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |b| float(*b));
+        let mut with_le = pairs.to_vec();
+        with_le.push(("le", &le));
+        w.sample(&format!("{name}_bucket"), &with_le, cumulative);
+    }
+    w.sample(&format!("{name}_sum"), pairs, float(h.sum));
+    w.sample(&format!("{name}_count"), pairs, cumulative);
 }
 
 #[cfg(test)]

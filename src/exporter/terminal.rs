@@ -162,6 +162,23 @@ pub fn render(doc: &StatusDoc) -> String {
             sanitize(&current)
         );
     }
+    if !doc.custom.is_empty() {
+        let _ = writeln!(out, "\ncustom metrics");
+    }
+    for m in &doc.custom {
+        let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let value = m.value.map_or_else(|| "-".to_string(), |v| format!("{v}"));
+        let agg = m.aggregation.map(|a| format!(" ({a})")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} {{{}}} {}{} = {}",
+            sanitize(&m.name),
+            sanitize(&labels.join(", ")),
+            m.kind,
+            agg,
+            value
+        );
+    }
     out
 }
 

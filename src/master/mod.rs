@@ -48,7 +48,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::scoreboard::Scoreboard;
+use crate::scoreboard::{MetricSpec, Scoreboard};
 pub use instance::default_runtime_dir;
 use instance::{InstanceLock, InstancePaths};
 use signals::{SignalEvent, SignalSource, UnixSignals};
@@ -102,6 +102,7 @@ pub enum Phase {
 pub struct MasterBuilder {
     config: Config,
     hooks: Hooks,
+    metrics: Vec<MetricSpec>,
 }
 
 impl MasterBuilder {
@@ -186,17 +187,30 @@ impl MasterBuilder {
         self
     }
 
+    /// Registers a custom metric series before any worker starts, so it is exported (at 0,
+    /// or without a value for gauges) from the first scrape on. Workers registering the same
+    /// name, labels and shape get this series.
+    pub fn metric(mut self, spec: MetricSpec) -> Self {
+        self.metrics.push(spec);
+        self
+    }
+
     /// Validates and builds.
     ///
     /// # Errors
     /// [`Error::Config`] naming the invalid setting.
     pub fn build(self) -> Result<Master> {
         self.config.validate()?;
+        for spec in &self.metrics {
+            spec.validate()?;
+        }
         let (phase, _) = watch::channel(Phase::Starting);
         Ok(Master {
             config: self.config,
             hooks: self.hooks,
+            metrics: self.metrics,
             phase,
+            scoreboard: Arc::new(std::sync::OnceLock::new()),
         })
     }
 }
@@ -206,7 +220,22 @@ impl MasterBuilder {
 pub struct Master {
     config: Config,
     hooks: Hooks,
+    metrics: Vec<MetricSpec>,
     phase: watch::Sender<Phase>,
+    scoreboard: Arc<std::sync::OnceLock<Scoreboard>>,
+}
+
+/// Reads a running master's scoreboard from the process that runs it ([`Master::status_reader`]).
+#[derive(Debug, Clone)]
+pub struct StatusReader {
+    scoreboard: Arc<std::sync::OnceLock<Scoreboard>>,
+}
+
+impl StatusReader {
+    /// The cluster's snapshot, once the master has created its scoreboard.
+    pub fn snapshot(&self) -> Option<crate::Snapshot> {
+        self.scoreboard.get().map(Scoreboard::snapshot)
+    }
 }
 
 impl Master {
@@ -218,6 +247,13 @@ impl Master {
     /// Its configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A handle that reads the same snapshot as every output, from this process.
+    pub fn status_reader(&self) -> StatusReader {
+        StatusReader {
+            scoreboard: self.scoreboard.clone(),
+        }
     }
 
     /// A receiver of the master's [`Phase`].
@@ -261,6 +297,10 @@ impl Master {
         }
         let sb = Scoreboard::create(&paths.scoreboard, &cfg.name, cfg.slot_count())?;
         let _remove = RemoveOnDrop(paths.scoreboard.clone());
+        for spec in &self.metrics {
+            sb.register(spec)?;
+        }
+        let _ = self.scoreboard.set(sb.clone());
         let socket_path = cfg
             .control_socket
             .clone()

@@ -433,6 +433,19 @@ impl Supervisor {
                 self.check_started();
                 self.check_reload_ready();
             }
+            ToMaster::Register { spec } => {
+                let reply = match self.sb.register(&spec) {
+                    Ok(at) => ToWorker::Registered { at },
+                    Err(error) => {
+                        tracing::warn!(slot, "metric registration refused: {error}");
+                        ToWorker::RegisterFailed { error }
+                    }
+                };
+                let channel = w.channel.clone();
+                tokio::spawn(async move {
+                    let _ = channel.send(&reply, None).await;
+                });
+            }
             ToMaster::Listen { addr } => {
                 let channel = w.channel.clone();
                 let reply = match self.listeners.get_or_bind(&addr) {

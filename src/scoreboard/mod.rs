@@ -35,6 +35,7 @@
 //! ```
 
 pub(crate) mod raw;
+mod registry;
 mod snapshot;
 mod strings;
 mod writer;
@@ -48,12 +49,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub use raw::{
-    CONN_ENTRIES, HISTOGRAM_BOUNDS, INFO_COUNT, INFO_KEY_BYTES, INFO_VALUE_BYTES, METHOD_BYTES,
-    PATH_BYTES,
+    CONN_ENTRIES, CUSTOM_CELLS, HISTOGRAM_BOUNDS, INFO_COUNT, INFO_KEY_BYTES, INFO_VALUE_BYTES,
+    MAX_BUCKETS, MAX_SERIES, METHOD_BYTES, METRIC_HELP_BYTES, METRIC_LABELS_BYTES,
+    METRIC_NAME_BYTES, PATH_BYTES,
 };
+pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
 pub use snapshot::{
-    ConnSnapshot, HistogramSnapshot, LastReloadSnapshot, LastRequestSnapshot, RequestSnapshot,
-    SlotSnapshot, Snapshot, Totals,
+    ConnSnapshot, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot, LastReloadSnapshot,
+    LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, Totals, WorkerValue,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 
@@ -291,6 +294,10 @@ impl Scoreboard {
 
     pub(crate) fn slot(&self, index: usize) -> Option<&Slot> {
         self.inner.map.slot(index)
+    }
+
+    pub(crate) fn registry(&self) -> Option<&raw::Registry> {
+        self.inner.map.registry()
     }
 
     /// Sets the generation now serving (master).

@@ -241,12 +241,64 @@ pub struct Header {
     pub reserved: [AtomicU64; 4],
 }
 
+/// Series (metric name + label set) the registry holds.
+pub const MAX_SERIES: usize = 128;
+/// Bytes of a custom metric name.
+pub const METRIC_NAME_BYTES: usize = 64;
+/// Bytes of a custom metric's help text.
+pub const METRIC_HELP_BYTES: usize = 128;
+/// Bytes of a custom metric's encoded label set.
+pub const METRIC_LABELS_BYTES: usize = 128;
+/// Buckets of a custom histogram (besides +Inf).
+pub const MAX_BUCKETS: usize = 16;
+
+/// One registered series. Written once by the registry's single writer (the master, or a
+/// standalone worker) before `state` is set to 1 with Release; never changed afterwards.
+#[repr(C, align(64))]
+pub struct MetricEntry {
+    /// 0 = free, 1 = published (Release on write, Acquire on read).
+    pub state: AtomicU64,
+    /// 1 counter, 2 gauge, 3 histogram.
+    pub kind: AtomicU64,
+    /// Gauges: aggregation (0 sum, 1 max, 2 min, 3 latest) | (count dead workers << 8).
+    pub flags: AtomicU64,
+    /// First cell of the series in every slot's `custom` array.
+    pub cell: AtomicU64,
+    /// Cells used: counter 1; gauge 2 (value bits, set-at ns); histogram buckets + 2 (+Inf, sum).
+    pub cells: AtomicU64,
+    /// Histogram buckets used.
+    pub bucket_count: AtomicU64,
+    /// Histogram upper bounds, f64 bits.
+    pub buckets: [AtomicU64; MAX_BUCKETS],
+    /// Metric name.
+    pub name: AtomicStr<{ METRIC_NAME_BYTES / 8 }>,
+    /// Help text.
+    pub help: AtomicStr<{ METRIC_HELP_BYTES / 8 }>,
+    /// Label set, `name=value` pairs joined by `\u{1f}`.
+    pub labels: AtomicStr<{ METRIC_LABELS_BYTES / 8 }>,
+}
+
+/// The custom-metric registry at the end of the segment.
+#[repr(C, align(64))]
+pub struct Registry {
+    /// Entries published (a prefix of `entries`); Release after an entry's `state`.
+    pub count: AtomicU64,
+    /// Next free cell in the slots' `custom` arrays.
+    pub next_cell: AtomicU64,
+    /// Reserved.
+    pub reserved: [AtomicU64; 6],
+    /// The series.
+    pub entries: [MetricEntry; MAX_SERIES],
+}
+
 const _: () = assert!(std::mem::size_of::<Header>() == 512);
 const _: () = assert!(std::mem::size_of::<ConnEntry>() == 576);
 const _: () = assert!(std::mem::size_of::<LastRequest>() == 256);
 const _: () = assert!(std::mem::size_of::<SlotCounters>() == 256);
 const _: () = assert!(std::mem::size_of::<Slot>() % CACHE_LINE == 0);
 const _: () = assert!(CONN_ENTRIES <= 64, "conn_bitmap is one u64");
+const _: () = assert!(std::mem::size_of::<MetricEntry>() == 576);
+const _: () = assert!(std::mem::size_of::<Registry>() == 64 + MAX_SERIES * 576);
 
 /// Types that may live in the shared segment.
 ///
@@ -260,11 +312,13 @@ unsafe impl ShmSafe for AtomicU64 {}
 unsafe impl ShmSafe for Header {}
 // SAFETY: as above.
 unsafe impl ShmSafe for Slot {}
+// SAFETY: as above.
+unsafe impl ShmSafe for Registry {}
 
 /// FNV-1a over the numbers that define the layout; two builds agree only when they lay
 /// the segment out identically.
 pub const fn layout_hash() -> u64 {
-    let parts: [u64; 12] = [
+    let parts: [u64; 15] = [
         VERSION,
         std::mem::size_of::<Header>() as u64,
         std::mem::size_of::<Slot>() as u64,
@@ -277,6 +331,9 @@ pub const fn layout_hash() -> u64 {
         HISTOGRAM_BUCKETS as u64,
         STATUS_CLASSES as u64,
         CUSTOM_CELLS as u64,
+        std::mem::size_of::<MetricEntry>() as u64,
+        MAX_SERIES as u64,
+        MAX_BUCKETS as u64,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -292,8 +349,13 @@ pub const fn layout_hash() -> u64 {
     h
 }
 
-/// Size in bytes of a segment with `slots` slots.
+/// Size in bytes of a segment with `slots` slots: header, slots, registry.
 pub const fn segment_size(slots: usize) -> usize {
+    registry_offset(slots) + std::mem::size_of::<Registry>()
+}
+
+/// Offset of the custom-metric registry in a segment with `slots` slots.
+pub const fn registry_offset(slots: usize) -> usize {
     std::mem::size_of::<Header>() + slots * std::mem::size_of::<Slot>()
 }
 
@@ -340,7 +402,15 @@ impl Mapping {
     /// # Errors
     /// The `mmap` error, or `InvalidInput` when `len` is smaller than a header.
     pub fn map_header(file: &File, len: usize) -> std::io::Result<Self> {
-        Self::map(file, len, 0, true)
+        let header = std::mem::size_of::<Header>();
+        if len < header {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "segment smaller than its header",
+            ));
+        }
+        let map = MmapOptions::new().len(header).map_raw_read_only(file)?;
+        Ok(Self { map, slots: 0 })
     }
 
     /// The header.
@@ -368,6 +438,14 @@ impl Mapping {
         // ShmSafe (only atomics, any bit pattern valid, so shared & access from several
         // processes is sound); the reference is tied to &self and so cannot outlive the map.
         Some(unsafe { &*(self.map.as_ptr().add(offset) as *const T) })
+    }
+
+    /// The custom-metric registry (`None` for a header-only mapping).
+    pub fn registry(&self) -> Option<&Registry> {
+        if self.slots == 0 {
+            return None;
+        }
+        self.view(registry_offset(self.slots))
     }
 
     /// Number of slots mapped.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::raw::{
     ConnEntry, LastRequest, Slot, HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS, STATUS_CLASSES,
 };
-use super::{mono_ns, strings, unix_ms, Scoreboard, SlotState};
+use super::{mono_ns, strings, unix_ms, Aggregation, MetricKind, Scoreboard, SlotState};
 
 /// Tries a seqlocked read this many times before giving up on an entry (its writer keeps
 /// rewriting it, or died mid-write).
@@ -192,6 +192,47 @@ pub struct Totals {
     pub workers_draining: u64,
 }
 
+/// One worker's value of a custom counter or gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WorkerValue {
+    /// Slot.
+    pub slot: usize,
+    /// Value.
+    pub value: f64,
+}
+
+/// A custom histogram summed over workers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomHistogram {
+    /// Upper bounds (+Inf implied).
+    pub bounds: Vec<f64>,
+    /// Counts per bucket, the last one +Inf (not cumulative).
+    pub counts: Vec<u64>,
+    /// Sum of observed values.
+    pub sum: f64,
+}
+
+/// A custom metric series, combined across workers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomMetricSnapshot {
+    /// Name as registered.
+    pub name: String,
+    /// Help text.
+    pub help: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// Label set (sorted by name).
+    pub labels: Vec<(String, String)>,
+    /// Gauges: `sum`, `max`, `min` or `latest`.
+    pub aggregation: Option<&'static str>,
+    /// Counter: the sum; gauge: the combined value (none when no worker set it); histogram: the count.
+    pub value: Option<f64>,
+    /// Per-worker values (counters: every slot that counted; gauges: the workers that count).
+    pub per_worker: Vec<WorkerValue>,
+    /// Histogram buckets.
+    pub histogram: Option<CustomHistogram>,
+}
+
 /// The last reload the master recorded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastReloadSnapshot {
@@ -232,6 +273,8 @@ pub struct Snapshot {
     pub slots: Vec<SlotSnapshot>,
     /// Sums.
     pub totals: Totals,
+    /// Custom metrics, in registration order.
+    pub custom: Vec<CustomMetricSnapshot>,
 }
 
 pub(super) fn take(sb: &Scoreboard) -> Snapshot {
@@ -242,6 +285,7 @@ pub(super) fn take(sb: &Scoreboard) -> Snapshot {
         .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now, unix_now_ms)))
         .collect();
     let totals = sum(&slots);
+    let custom = read_custom(sb, &slots);
     Snapshot {
         instance: strings::read(&h.name).0,
         master_pid: h.master_pid.load(Relaxed) as u32,
@@ -268,7 +312,117 @@ pub(super) fn take(sb: &Scoreboard) -> Snapshot {
         status_addr: strings::read(&h.status_addr).0,
         slots,
         totals,
+        custom,
     }
+}
+
+fn live(state: SlotState) -> bool {
+    matches!(
+        state,
+        SlotState::Starting | SlotState::Ready | SlotState::Draining
+    )
+}
+
+fn read_custom(sb: &Scoreboard, slots: &[SlotSnapshot]) -> Vec<CustomMetricSnapshot> {
+    let cells = |slot: usize, cell: usize| {
+        sb.slot(slot)
+            .and_then(|s| s.custom.get(cell))
+            .map_or(0, |c| c.load(Relaxed))
+    };
+    sb.registered()
+        .into_iter()
+        .map(|e| {
+            let cell = e.at.cell;
+            let mut m = CustomMetricSnapshot {
+                name: e.spec.name,
+                help: e.spec.help,
+                kind: "counter",
+                labels: e.spec.labels,
+                aggregation: None,
+                value: None,
+                per_worker: Vec::new(),
+                histogram: None,
+            };
+            match e.spec.kind {
+                MetricKind::Counter => {
+                    m.per_worker = slots
+                        .iter()
+                        .map(|s| WorkerValue {
+                            slot: s.index,
+                            value: cells(s.index, cell) as f64,
+                        })
+                        .filter(|v| v.value != 0.0)
+                        .collect();
+                    m.value = Some(
+                        slots
+                            .iter()
+                            .fold(0u64, |a, s| a.wrapping_add(cells(s.index, cell)))
+                            as f64,
+                    );
+                }
+                MetricKind::Gauge {
+                    aggregation,
+                    count_dead,
+                } => {
+                    m.kind = "gauge";
+                    m.aggregation = Some(aggregation.as_str());
+                    let values: Vec<(usize, f64, u64)> = slots
+                        .iter()
+                        .filter(|s| count_dead || live(s.state))
+                        .map(|s| {
+                            (
+                                s.index,
+                                f64::from_bits(cells(s.index, cell)),
+                                cells(s.index, cell + 1),
+                            )
+                        })
+                        .filter(|(_, v, set_at)| *set_at != 0 && !v.is_nan())
+                        .collect();
+                    m.value = combine(aggregation, &values);
+                    m.per_worker = values
+                        .iter()
+                        .map(|&(slot, value, _)| WorkerValue { slot, value })
+                        .collect();
+                }
+                MetricKind::Histogram { buckets } => {
+                    m.kind = "histogram";
+                    let n = buckets.len() + 1;
+                    let counts: Vec<u64> = (0..n)
+                        .map(|b| {
+                            slots
+                                .iter()
+                                .fold(0u64, |a, s| a.wrapping_add(cells(s.index, cell + b)))
+                        })
+                        .collect();
+                    let sum = slots
+                        .iter()
+                        .map(|s| f64::from_bits(cells(s.index, cell + n)))
+                        .filter(|v| v.is_finite())
+                        .sum();
+                    m.value = Some(counts.iter().fold(0u64, |a, c| a.wrapping_add(*c)) as f64);
+                    m.histogram = Some(CustomHistogram {
+                        bounds: buckets,
+                        counts,
+                        sum,
+                    });
+                }
+            }
+            m
+        })
+        .collect()
+}
+
+fn combine(aggregation: Aggregation, values: &[(usize, f64, u64)]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let vs = values.iter().map(|v| v.1);
+    Some(match aggregation {
+        Aggregation::Sum => vs.sum(),
+        Aggregation::Max => vs.fold(f64::NEG_INFINITY, f64::max),
+        Aggregation::Min => vs.fold(f64::INFINITY, f64::min),
+        Aggregation::Latest => values.iter().max_by_key(|v| v.2).map_or(0.0, |v| v.1),
+    })
 }
 
 fn sum(slots: &[SlotSnapshot]) -> Totals {

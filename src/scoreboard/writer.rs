@@ -113,6 +113,12 @@ impl SlotWriter {
         self.slot().counters.bytes_out.fetch_add(n, Relaxed);
     }
 
+    /// Cell `i` of this slot's custom metric cells.
+    #[inline]
+    pub(crate) fn custom_cell(&self, i: usize) -> Option<&AtomicU64> {
+        self.slot().custom.get(i)
+    }
+
     /// Connections open in this slot now.
     pub fn conns_open(&self) -> u64 {
         self.slot().counters.conns_open.load(Relaxed)
@@ -166,6 +172,8 @@ impl SlotWriter {
                 writer: self.clone(),
                 entry,
                 peer,
+                has_pending: std::sync::atomic::AtomicBool::new(false),
+                pending: std::sync::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -197,6 +205,9 @@ struct ConnInner {
     writer: SlotWriter,
     entry: Option<usize>,
     peer: SocketAddr,
+    /// Custom counter increments deferred to the end of the current request.
+    has_pending: std::sync::atomic::AtomicBool,
+    pending: std::sync::Mutex<Vec<(usize, u64)>>,
 }
 
 impl ConnInner {
@@ -227,6 +238,15 @@ impl ConnGuard {
     /// The slot writer this connection belongs to.
     pub fn writer(&self) -> &SlotWriter {
         &self.inner.writer
+    }
+
+    /// Adds `n` to custom cell `cell` of this slot when the current request ends (used by
+    /// [`crate::worker::RequestInfo::add`]).
+    pub fn defer_add(&self, cell: usize, n: u64) {
+        if let Ok(mut p) = self.inner.pending.lock() {
+            p.push((cell, n));
+            self.inner.has_pending.store(true, Relaxed);
+        }
     }
 
     /// Starts tracking a request on this connection. `version` is 10, 11, 20 or 30.
@@ -325,6 +345,15 @@ impl RequestGuard {
         c.status[status_class(self.status)].fetch_add(1, Relaxed);
         c.histogram[bucket_index(dur)].fetch_add(1, Relaxed);
         c.duration_sum_ns.fetch_add(dur, Relaxed);
+        if inner.has_pending.swap(false, Relaxed) {
+            if let Ok(mut p) = inner.pending.lock() {
+                for (cell, n) in p.drain(..) {
+                    if let Some(c) = slot.custom.get(cell) {
+                        c.fetch_add(n, Relaxed);
+                    }
+                }
+            }
+        }
         let Some(e) = inner.entry() else { return };
         e.inflight.fetch_sub(1, Relaxed);
         try_write(&e.seq, || {
@@ -372,6 +401,7 @@ impl Scoreboard {
         s.generation.store(generation, Relaxed);
         s.started_unix_ms.store(unix_ms(), Relaxed);
         s.started_mono_ns.store(mono_ns(), Relaxed);
+        self.reset_gauges(index);
         s.state.store(SlotState::Starting.to_raw(), Release);
     }
 

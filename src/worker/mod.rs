@@ -44,7 +44,22 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::ipc::{self, Channel, ToMaster, ToWorker};
-use crate::scoreboard::{Scoreboard, SlotState, SlotWriter, Snapshot};
+use crate::metrics::{Counter, Gauge, Histogram};
+use crate::scoreboard::{
+    Aggregation, MetricError, MetricKind, MetricSpec, Registered, Scoreboard, SlotState,
+    SlotWriter, Snapshot,
+};
+
+fn expect_kind(spec: &MetricSpec, ok: bool, kind: &str) -> Result<(), crate::Error> {
+    if ok {
+        return Ok(());
+    }
+    Err(MetricError::Unavailable {
+        name: spec.name.clone(),
+        reason: format!("the spec is not a {kind}"),
+    }
+    .into())
+}
 
 pub use serve::Listener;
 pub use track::RequestInfo;
@@ -97,8 +112,8 @@ pub enum WorkerError {
 #[derive(Debug)]
 struct Managed {
     channel: Arc<Channel>,
-    /// Serializes listen requests so replies match requests.
-    listen_lock: Mutex<mpsc::Receiver<(ToWorker, Vec<OwnedFd>)>>,
+    /// Serializes requests to the master so replies match requests.
+    replies: Mutex<mpsc::Receiver<(ToWorker, Vec<OwnedFd>)>>,
 }
 
 #[derive(Debug)]
@@ -182,7 +197,7 @@ impl Worker {
                 generation,
                 managed: Some(Managed {
                     channel: channel.clone(),
-                    listen_lock: Mutex::new(reply_rx),
+                    replies: Mutex::new(reply_rx),
                 }),
                 ready_sent: AtomicBool::new(false),
                 shutdown_tx,
@@ -304,15 +319,10 @@ impl Worker {
             addr: addr.to_string(),
             reason,
         };
-        let mut replies = m.listen_lock.lock().await;
-        m.channel
-            .send(&ToMaster::Listen { addr: addr.into() }, None)
+        let reply = self
+            .ask(m, &ToMaster::Listen { addr: addr.into() })
             .await
-            .map_err(WorkerError::Channel)?;
-        let reply = tokio::time::timeout(LISTEN_REPLY_TIMEOUT, replies.recv())
-            .await
-            .map_err(|_| fail("the master did not answer".into()))?
-            .ok_or_else(|| fail("the master is gone".into()))?;
+            .map_err(|e| fail(e.to_string()))?;
         match reply {
             (ToWorker::Listening { .. }, mut fds) if fds.len() == 1 => {
                 Ok(Listener::from_fd(fds.remove(0)).map_err(|e| fail(e.to_string()))?)
@@ -320,6 +330,133 @@ impl Worker {
             (ToWorker::ListenFailed { error, .. }, _) => Err(fail(error).into()),
             (other, _) => Err(fail(format!("unexpected answer {other:?}")).into()),
         }
+    }
+
+    /// Sends `msg` to the master and waits for its answer (one request at a time).
+    async fn ask(
+        &self,
+        m: &Managed,
+        msg: &ToMaster,
+    ) -> Result<(ToWorker, Vec<OwnedFd>), WorkerError> {
+        let mut replies = m.replies.lock().await;
+        m.channel
+            .send(msg, None)
+            .await
+            .map_err(WorkerError::Channel)?;
+        let gone = || {
+            WorkerError::Channel(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the master is gone",
+            ))
+        };
+        tokio::time::timeout(LISTEN_REPLY_TIMEOUT, replies.recv())
+            .await
+            .map_err(|_| {
+                WorkerError::Channel(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the master did not answer",
+                ))
+            })?
+            .ok_or_else(gone)
+    }
+
+    /// Registers a custom metric series (through the master, which keeps one registry for the
+    /// whole cluster, so every worker registering the same name gets the same series).
+    ///
+    /// # Errors
+    /// [`crate::scoreboard::MetricError`] for an invalid spec, a name registered with another
+    /// shape, or a full registry.
+    pub async fn register(&self, spec: &MetricSpec) -> Result<Registered, crate::Error> {
+        spec.validate()?;
+        let Some(m) = &self.inner.managed else {
+            return Ok(self.inner.writer.scoreboard().register(spec)?);
+        };
+        let unavailable = |reason: String| MetricError::Unavailable {
+            name: spec.name.clone(),
+            reason,
+        };
+        match self
+            .ask(m, &ToMaster::Register { spec: spec.clone() })
+            .await
+        {
+            Ok((ToWorker::Registered { at }, _)) => Ok(at),
+            Ok((ToWorker::RegisterFailed { error }, _)) => Err(error.into()),
+            Ok((other, _)) => Err(unavailable(format!("unexpected answer {other:?}")).into()),
+            Err(e) => Err(unavailable(e.to_string()).into()),
+        }
+    }
+
+    /// Registers (or finds) a counter; see [`Worker::register`].
+    ///
+    /// # Errors
+    /// As [`Worker::register`], and for a spec that is not a counter.
+    pub async fn counter_with(&self, spec: MetricSpec) -> Result<Counter, crate::Error> {
+        expect_kind(&spec, matches!(spec.kind, MetricKind::Counter), "counter")?;
+        let at = self.register(&spec).await?;
+        Ok(Counter::new(self.inner.writer.clone(), at))
+    }
+
+    /// Registers (or finds) the counter `name` (ending in `_total`) without labels.
+    ///
+    /// # Errors
+    /// As [`Worker::register`].
+    pub async fn counter(&self, name: &str, help: &str) -> Result<Counter, crate::Error> {
+        self.counter_with(MetricSpec::counter(name, help)).await
+    }
+
+    /// Registers (or finds) a gauge; see [`Worker::register`].
+    ///
+    /// # Errors
+    /// As [`Worker::register`], and for a spec that is not a gauge.
+    pub async fn gauge_with(&self, spec: MetricSpec) -> Result<Gauge, crate::Error> {
+        expect_kind(
+            &spec,
+            matches!(spec.kind, MetricKind::Gauge { .. }),
+            "gauge",
+        )?;
+        let at = self.register(&spec).await?;
+        Ok(Gauge::new(self.inner.writer.clone(), at))
+    }
+
+    /// Registers (or finds) the gauge `name` without labels, combined by `aggregation`.
+    ///
+    /// # Errors
+    /// As [`Worker::register`].
+    pub async fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        aggregation: Aggregation,
+    ) -> Result<Gauge, crate::Error> {
+        self.gauge_with(MetricSpec::gauge(name, help, aggregation))
+            .await
+    }
+
+    /// Registers (or finds) a histogram; see [`Worker::register`].
+    ///
+    /// # Errors
+    /// As [`Worker::register`], and for a spec that is not a histogram.
+    pub async fn histogram_with(&self, spec: MetricSpec) -> Result<Histogram, crate::Error> {
+        let MetricKind::Histogram { buckets } = &spec.kind else {
+            return Err(expect_kind(&spec, false, "histogram").unwrap_err());
+        };
+        let buckets = buckets.clone();
+        let at = self.register(&spec).await?;
+        Ok(Histogram::new(self.inner.writer.clone(), at, &buckets))
+    }
+
+    /// Registers (or finds) the histogram `name` without labels.
+    ///
+    /// # Errors
+    /// As [`Worker::register`].
+    pub async fn histogram(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: &[f64],
+    ) -> Result<Histogram, crate::Error> {
+        self.histogram_with(MetricSpec::histogram(name, help, buckets))
+            .await
     }
 
     /// Marks this worker ready: the master counts it as serving. [`Worker::serve`] calls it when it

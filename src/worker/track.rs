@@ -114,6 +114,12 @@ impl RequestInfo {
     pub fn set(&self, key: &str, value: &str) -> bool {
         self.conn.set_info(key, value)
     }
+
+    /// Adds `n` to `counter` when this request ends (its response body is sent or dropped) —
+    /// the original's `req.flora.status.increment`.
+    pub fn add(&self, counter: &crate::metrics::Counter, n: u64) {
+        self.conn.defer_add(counter.cell_index(), n);
+    }
 }
 
 fn version_code(v: Version) -> u8 {
