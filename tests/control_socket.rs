@@ -55,9 +55,29 @@ fn garbage_gets_errors_and_the_master_carries_on() {
     let _ = BufReader::new(&big).read_line(&mut reply);
     assert!(reply.contains("too long"), "{reply:?}");
 
+    // `status` reads the scoreboard: a table, or the JSON document with --json.
     let out = dir.ctl(&["status"]);
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\"phase\": \"running\""));
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("instance {}", dir.name)) && table.contains("SLOT"),
+        "{table}"
+    );
+    let out = dir.ctl(&["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["workers"].as_array().unwrap().len(), 1);
+    // With only --control-socket it asks the master.
+    let out = std::process::Command::new(support::MASTER_BIN)
+        .arg("status")
+        .arg("--control-socket")
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"phase\": \"running\""),
+        "{out:?}"
+    );
     let out = std::process::Command::new(support::MASTER_BIN)
         .args(["reload", "--control-socket", "/nonexistent/flora.sock"])
         .output()

@@ -52,6 +52,13 @@ const CONNECTIONS: Table = Table {
     empty: "No open connections",
 };
 
+const CUSTOM: Table = Table {
+    id: "custom",
+    title: "Application metrics",
+    columns: "Metric|Labels|Kind|#Value|Per worker",
+    empty: "No custom metrics registered",
+};
+
 impl Table {
     /// Headings with whether each column is numeric.
     fn columns(&self) -> impl Iterator<Item = (&'static str, bool)> {
@@ -145,12 +152,13 @@ pub fn render(doc: &StatusDoc, opts: &HtmlOptions) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{meta}\
          <title>{} · server status</title><style>{STYLE}</style></head>\n<body><main>\n\
-         {}{}{}{}{}</main></body></html>\n",
+         {}{}{}{}{}{}</main></body></html>\n",
         esc(&doc.instance),
         header(doc),
         cards(doc),
         workers_table(doc),
         connections_table(doc),
+        custom_table(doc),
         footer(doc, refresh)
     )
 }
@@ -238,7 +246,7 @@ fn cards(doc: &StatusDoc) -> String {
         t.workers_ready, doc.target_workers
     );
     let (st, dr, re) = (t.workers_starting, t.workers_draining, t.restarts);
-    let others = format!("{st} starting · {dr} draining · {re} restarts");
+    let others = format!("{st} starting · {dr} draining<br>{re} restarts");
     let all = [
         card("Requests", &count(t.requests_total), &per_s),
         card("Bytes sent", &bytes(t.bytes_out as f64), &rates),
@@ -404,6 +412,49 @@ fn conn_request(r: &RequestSnapshot) -> String {
     format!("{line} <span class=\"muted\">{version}</span>{more}")
 }
 
+fn custom_table(doc: &StatusDoc) -> String {
+    let rows: String = doc.custom.iter().map(custom_row).collect();
+    CUSTOM.render(rows)
+}
+
+fn custom_row(m: &crate::scoreboard::CustomMetricSnapshot) -> String {
+    let kind = match m.aggregation {
+        Some(a) => format!("{} <span class=\"muted\">({a})</span>", m.kind),
+        None => m.kind.to_string(),
+    };
+    let value = match (&m.histogram, m.value) {
+        (Some(h), Some(n)) => {
+            let mean = if n > 0.0 { h.sum / n } else { 0.0 };
+            format!(
+                "{} obs · mean {}",
+                count(n as u64),
+                esc(&format!("{mean:.4}"))
+            )
+        }
+        (None, Some(v)) => esc(&format!("{v}")).into_owned(),
+        _ => DASH.to_string(),
+    };
+    let per_worker: String = m
+        .per_worker
+        .iter()
+        .map(|w| {
+            format!(
+                "<span class=\"chip\"><b>{}</b>={}</span>",
+                w.slot,
+                esc(&format!("{}", w.value))
+            )
+        })
+        .collect();
+    let cells = [
+        format!("<code>{}</code>", esc(&m.name)),
+        chips(&m.labels),
+        kind,
+        value,
+        per_worker,
+    ];
+    CUSTOM.row("", &cells)
+}
+
 fn chips(infos: &[(String, String)]) -> String {
     infos
         .iter()
@@ -506,235 +557,8 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 /// The only stylesheet: a light theme, system fonts, no external resources.
-const STYLE: &str = "\
-:root{--bg:#f5f6f8;--card:#fff;--ink:#111827;--muted:#6b7280;--line:#e5e7eb;--head:#f9fafb;\
---accent:#2563eb;--ok:#047857;--okbg:#d1fae5;--warn:#b45309;--warnbg:#fef3c7;--bad:#b91c1c;\
---badbg:#fee2e2;--info:#1d4ed8;--infobg:#dbeafe;--idle:#4b5563;--idlebg:#f3f4f6;\
---mono:ui-monospace,SFMono-Regular,Menlo,Consolas,'Liberation Mono',monospace}\
-*{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--ink);\
-font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif}\
-main{max-width:1400px;margin:0 auto;padding:20px 24px 28px}a{color:var(--accent);\
-text-decoration:none}a:hover{text-decoration:underline}.muted{color:var(--muted)}\
-.top{display:flex;flex-wrap:wrap;gap:16px;justify-content:space-between;align-items:flex-start;\
-margin-bottom:18px}h1{margin:0;font-size:24px;font-weight:700;letter-spacing:-.01em}\
-h1 small{font-size:15px;font-weight:500;color:var(--muted);margin-left:10px}\
-h2{font-size:16px;font-weight:650;margin:26px 0 10px}.meta{margin:6px 0 0;color:var(--muted)}\
-.meta b{color:var(--ink);font-weight:600}.small{font-size:12.5px;margin-top:2px}\
-.reload{background:var(--card);border:1px solid var(--line);border-radius:10px;\
-padding:10px 14px;min-width:300px;max-width:560px}\
-.reason{margin-top:4px;color:var(--bad);overflow-wrap:anywhere}\
-.label{font-size:11.5px;font-weight:600;text-transform:uppercase;letter-spacing:.05em;\
-color:var(--muted);margin-bottom:2px}\
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(175px,1fr));gap:12px}\
-.card,.tw{background:var(--card);border:1px solid var(--line);border-radius:10px;\
-box-shadow:0 1px 2px rgba(0,0,0,.04)}.card{padding:12px 14px}\
-.v{font-size:26px;font-weight:700;font-variant-numeric:tabular-nums;margin:2px 0}\
-.v small{font-size:15px;color:var(--muted);font-weight:500}\
-.s{color:var(--muted);font-size:12.5px}.s b{color:var(--ink);font-weight:600}\
-.q{display:grid;grid-template-columns:repeat(3,1fr);gap:6px;font-size:11.5px}\
-.q b{display:block;font-size:12.5px;white-space:nowrap}\
-.bar{display:flex;height:10px;border-radius:5px;overflow:hidden;background:var(--line);\
-margin:10px 0 8px}.bar i{display:block}\
-.legend{display:flex;flex-wrap:wrap;gap:2px 10px;font-size:12px;color:var(--muted)}\
-.legend b{color:var(--ink);font-variant-numeric:tabular-nums}\
-.dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:5px}\
-.c1,.c6{background:#94a3b8}.c2{background:#10b981}.c3{background:#3b82f6}\
-.c4{background:#f59e0b}.c5{background:#ef4444}.tw{overflow-x:auto}\
-table{width:100%;border-collapse:collapse}\
-th,td{padding:7px 12px;text-align:left;vertical-align:middle;border-bottom:1px solid var(--line)}\
-th{background:var(--head);font-size:11.5px;font-weight:600;color:var(--muted);\
-text-transform:uppercase;letter-spacing:.04em;white-space:nowrap}\
-tbody tr:last-child td{border-bottom:0}tbody tr:hover{background:#fafbfc}tr.dim td{opacity:.55}\
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
-.empty{text-align:center;color:var(--muted);padding:18px}\
-code{font:12.5px/1.4 var(--mono)}code.m{font-weight:700}.path{overflow-wrap:anywhere}\
-.badge{display:inline-block;padding:1px 9px;border-radius:999px;font-size:12px;font-weight:600;\
-line-height:18px;white-space:nowrap}.b-ready,.b-ok{background:var(--okbg);color:var(--ok)}\
-.b-starting,.b-live{background:var(--infobg);color:var(--info)}\
-.b-draining{background:var(--warnbg);color:var(--warn)}\
-.b-dead,.b-bad{background:var(--badbg);color:var(--bad)}\
-.b-empty,.b-idle{background:var(--idlebg);color:var(--idle)}\
-.st{font:600 12.5px var(--mono);background:none}.st.c1,.st.c6{color:var(--idle)}\
-.st.c2{color:var(--ok)}.st.c3{color:var(--info)}.st.c4{color:var(--warn)}.st.c5{color:var(--bad)}\
-.chip{display:inline-block;background:#eef2ff;color:#3730a3;border-radius:6px;padding:1px 7px;\
-margin:1px 4px 1px 0;font:12px var(--mono);overflow-wrap:anywhere}.chip b{font-weight:700}\
-.note{margin:8px 2px 0;color:var(--warn);font-size:13px}\
-footer{margin-top:26px;color:var(--muted);font-size:12.5px}\
-@media (max-width:700px){main{padding:14px}}";
+const STYLE: &str = include_str!("status-page.css");
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::exporter::procfs::ProcStats;
-    use crate::scoreboard::Scoreboard;
-    use proptest::prelude::*;
-
-    /// A document from a real scoreboard: two ready workers; slot 0 has a connection with an
-    /// in-flight request carrying an info, slot 1 finished a request and closed its connection.
-    fn sample_doc() -> StatusDoc {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sb = Scoreboard::create(&dir.path().join("s"), "web-1", 3).expect("create");
-        sb.set_generation(2);
-        sb.set_target_workers(2);
-        sb.record_reload(false, 2, Some("worker 1 not ready in 30s"));
-        for i in 0..2 {
-            sb.slot_spawned(i, 4100 + i as u32, 2);
-            sb.writer(i).expect("writer").set_state(SlotState::Ready);
-        }
-        let done = sb
-            .writer(1)
-            .expect("writer")
-            .conn_open(([127, 0, 0, 1], 50001).into());
-        done.request_begin("GET", "/done", 11).finish(404, 2048);
-        drop(done);
-        let conn = sb
-            .writer(0)
-            .expect("writer")
-            .conn_open(([127, 0, 0, 1], 50000).into());
-        conn.request_begin("GET", "/", 11).finish(200, 5);
-        let req = conn.request_begin("POST", "/upload/avatar", 11);
-        assert!(req.set_info("user", "42"));
-        let stats = ProcStats {
-            cpu_seconds: 1.25,
-            rss_bytes: 12 << 20,
-        };
-        StatusDoc::build_with(sb.snapshot(), |_pid| Some(stats))
-    }
-
-    #[test]
-    fn escape_html_table() {
-        let cases = [
-            ("", ""),
-            ("plain /path?x=1", "plain /path?x=1"),
-            ("<script>", "&lt;script&gt;"),
-            ("a&b", "a&amp;b"),
-            ("\"q\" 'a'", "&quot;q&quot; &#39;a&#39;"),
-            ("&amp;", "&amp;amp;"),
-            ("é<ü>", "é&lt;ü&gt;"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(escape_html(input), want, "{input:?}");
-        }
-        assert!(matches!(escape_html("safe"), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn human_formats() {
-        assert_eq!(
-            (count(0), count(1_234_567)),
-            ("0".into(), "1,234,567".into())
-        );
-        assert_eq!(
-            (bytes(512.0), bytes(1536.0)),
-            ("512 B".into(), "1.5 KiB".into())
-        );
-        assert_eq!(bytes(12.0 * 1024.0 * 1024.0), "12.0 MiB");
-        assert_eq!(
-            (duration(4.25), duration(65.0)),
-            ("4.2s".into(), "1m 5s".into())
-        );
-        assert_eq!(duration(183_845.0), "2d 3h 4m 5s");
-        assert_eq!(
-            (duration(f64::NAN), ms(0.00042)),
-            (DASH.into(), "0.42 ms".into())
-        );
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_709_210_096_000), "2024-02-29 12:34:56 UTC");
-    }
-
-    #[test]
-    fn refresh_meta_only_when_asked() {
-        let doc = sample_doc();
-        let page = |refresh| render(&doc, &HtmlOptions { refresh });
-        assert!(!page(None).contains("http-equiv=\"refresh\""));
-        assert!(page(Some(5)).contains("<meta http-equiv=\"refresh\" content=\"5\">"));
-        assert!(page(Some(0)).contains("content=\"1\""));
-        assert!(page(Some(99_999)).contains("content=\"3600\""));
-    }
-
-    #[test]
-    fn shows_workers_connections_and_reload() {
-        let page = render(&sample_doc(), &HtmlOptions::default());
-        assert!(page.starts_with("<!doctype html>"));
-        for want in [
-            "<td class=\"num\">4100</td>",
-            "<td class=\"num\">4101</td>",
-            "b-ready\">ready</span>",
-            "<code class=\"path\">/upload/avatar</code>",
-            "<span class=\"chip\"><b>user</b>=42</span>",
-            "<code>127.0.0.1:50000</code>",
-            "/done</code> <b class=\"st c4\">404</b>",
-            "b-bad\">rollback</span>",
-            "worker 1 not ready in 30s",
-            "12.0 MiB",
-            "1.25s",
-        ] {
-            assert!(page.contains(want), "{want}");
-        }
-        assert!(!page.to_ascii_lowercase().contains("<script"));
-        assert!(!page.contains("://"), "no external assets");
-    }
-
-    #[test]
-    fn empty_document_renders() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sb = Scoreboard::create(&dir.path().join("s"), "idle", 2).expect("create");
-        let page = render(
-            &StatusDoc::build_with(sb.snapshot(), |_| None),
-            &HtmlOptions::default(),
-        );
-        assert!(page.contains("No worker started yet") && page.contains("No open connections"));
-    }
-
-    /// Renders [`sample_doc`] with `[instance, path, key, value, reason]` put into every
-    /// string the page shows.
-    fn inject([instance, path, key, value, reason]: [&str; 5]) -> String {
-        let mut doc = sample_doc();
-        doc.instance = format!("<script>{instance}");
-        let conn = &mut doc.workers[0].slot.connections[0];
-        let req = conn.request.as_mut().expect("in flight");
-        (req.method, req.version) = (path.to_string(), value.to_string());
-        req.path = format!("/<script>alert(1)</script>{path}");
-        req.infos
-            .push((key.to_string(), format!("<script>{value}")));
-        let last = doc.workers[1].slot.last_request.as_mut().expect("last");
-        (last.method, last.path) = (key.to_string(), path.to_string());
-        let reload = doc.reloads.last.as_mut().expect("reload");
-        (reload.reason, reload.outcome) = (reason.to_string(), instance.to_string());
-        doc.server_version = reason.to_string();
-        render(&doc, &HtmlOptions::default())
-    }
-
-    fn hostile() -> impl Strategy<Value = String> {
-        prop_oneof![
-            any::<String>(),
-            "(<script>|</script>|<img src=x onerror=\"a\">|&|'|\"|<|>|[a-z /])*",
-        ]
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
-
-        #[test]
-        fn escaped_output_has_no_markup(s in hostile()) {
-            let out = escape_html(&s);
-            prop_assert!(!out.contains(['<', '>', '"', '\'']), "{out:?}");
-        }
-
-        #[test]
-        fn document_strings_cannot_inject(
-            instance in hostile(), path in hostile(), key in hostile(), value in hostile(),
-            reason in hostile(),
-        ) {
-            let strings = [instance.as_str(), &path, &key, &value, &reason];
-            let page = inject(strings);
-            let lower = page.to_ascii_lowercase();
-            prop_assert!(!lower.contains("<script") && !lower.contains("<img"));
-            // Same markup as with harmless strings: no tag or attribute came from the input.
-            let plain = inject(strings.map(|s| if s.is_empty() { "" } else { "x" }));
-            for c in ['<', '>', '"', '\''] {
-                prop_assert_eq!(page.matches(c).count(), plain.matches(c).count(), "{}", c);
-            }
-        }
-    }
-}
+#[path = "html_tests.rs"]
+mod tests;

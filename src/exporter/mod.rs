@@ -49,10 +49,11 @@ use crate::scoreboard::Scoreboard;
 
 /// Default address of the management server: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9337";
-/// Clients served at once; more wait in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 64;
-/// Time a client has to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients served at once; more wait in the listen backlog. Generous, so that stalled
+/// clients cannot starve Prometheus (whose default scrape timeout is 10 s).
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to send its request headers (half Prometheus' default scrape timeout).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head accepted (larger ones get 431 or a closed connection).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// Idle keep-alive connections are closed after this long.

@@ -596,7 +596,7 @@ mod tests {
                 "reserved",
             ),
             (
-                MetricSpec::gauge(&"g".repeat(65), "x", Aggregation::Sum),
+                MetricSpec::gauge("g".repeat(65), "x", Aggregation::Sum),
                 "longer",
             ),
             (

@@ -63,7 +63,16 @@ fn is_executable(p: &Path) -> bool {
 pub fn python_with_prometheus_client() -> PathBuf {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python");
     let py = match std::env::var_os(PYTHON_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            assert!(
+                is_executable(&p),
+                "{PYTHON_ENV}={} is not an executable: scripts/test.sh creates \
+                 target/test-venv with prometheus_client and exports its python",
+                p.display()
+            );
+            p
+        }
         _ if is_executable(&venv) => venv,
         _ => panic!(
             "{PYTHON_ENV} is not set and target/test-venv does not exist: scripts/test.sh \
