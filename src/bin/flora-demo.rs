@@ -1,16 +1,25 @@
-//! `flora-demo`: a hyper worker on the flora-cluster worker API, with flags to misbehave
-//! (used by the tests and the quick start).
+//! `flora-demo`: a hyper worker on the flora-cluster worker API, with flags to misbehave and
+//! routes that drive the custom-metric API (used by the tests and the quick start).
 //!
-//! Routes: `/` → `Hello World\n` (or `--body`), `/pid`, `/slot`, `/slow?ms=N`.
+//! Routes: `/` → `Hello World\n` (or `--body`), `/pid`, `/slot`, `/slow?ms=N`,
+//! `/info?ms=N&KEY=VALUE…` (sets request infos, then sleeps), `/status` (the in-app
+//! `status()` as JSON), and the custom-metric routes `/m/register?kind=counter|gauge|histogram
+//! &name=N[&help=H][&agg=sum|max|min|latest][&dead=1][&buckets=0.1,1][&label=K:V]`,
+//! `/m/add?name=N&n=K`, `/m/set?name=N&v=X`, `/m/observe?name=N&v=X`, `/m/defer?name=N&n=K`
+//! (counted when the request ends).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use flora_cluster::metrics::{Counter, Gauge, Histogram};
+use flora_cluster::scoreboard::{Aggregation, MetricKind, MetricSpec};
 use flora_cluster::worker::{RequestInfo, Worker};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 
 /// A demo worker.
 #[derive(Debug, Parser)]
@@ -32,31 +41,177 @@ struct Args {
     body: String,
 }
 
-async fn handle(
-    req: Request<Incoming>,
+#[derive(Clone)]
+enum Handle {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+}
+
+#[derive(Clone)]
+struct App {
+    worker: Worker,
     body: Bytes,
-    slot: usize,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let text = match req.uri().path() {
-        "/pid" => Bytes::from(std::process::id().to_string()),
-        "/slot" => Bytes::from(slot.to_string()),
-        "/slow" => {
-            let ms = req
-                .uri()
-                .query()
-                .and_then(|q| q.strip_prefix("ms="))
+    metrics: Arc<Mutex<HashMap<String, Handle>>>,
+}
+
+type Reply = (StatusCode, String);
+
+fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn param<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn spec_of(q: &[(String, String)]) -> Result<MetricSpec, String> {
+    let name = param(q, "name").ok_or("name missing")?;
+    let help = param(q, "help").unwrap_or("demo metric");
+    let mut spec = match param(q, "kind").unwrap_or("counter") {
+        "counter" => MetricSpec::counter(name, help),
+        "gauge" => {
+            let agg = match param(q, "agg").unwrap_or("sum") {
+                "max" => Aggregation::Max,
+                "min" => Aggregation::Min,
+                "latest" => Aggregation::Latest,
+                _ => Aggregation::Sum,
+            };
+            let g = MetricSpec::gauge(name, help, agg);
+            if param(q, "dead") == Some("1") {
+                g.count_dead()
+            } else {
+                g
+            }
+        }
+        "histogram" => {
+            let buckets: Result<Vec<f64>, _> = param(q, "buckets")
+                .unwrap_or("0.1,1")
+                .split(',')
+                .map(str::parse)
+                .collect();
+            MetricSpec::histogram(name, help, &buckets.map_err(|e| format!("buckets: {e}"))?)
+        }
+        other => return Err(format!("unknown kind {other}")),
+    };
+    for (_, v) in q.iter().filter(|(k, _)| k == "label") {
+        let (lk, lv) = v.split_once(':').unwrap_or((v, ""));
+        spec = spec.label(lk, lv);
+    }
+    Ok(spec)
+}
+
+async fn register(app: &App, q: &[(String, String)]) -> Reply {
+    let spec = match spec_of(q) {
+        Ok(s) => s,
+        Err(e) => return (StatusCode::BAD_REQUEST, e),
+    };
+    let handle = match &spec.kind {
+        MetricKind::Counter => app
+            .worker
+            .counter_with(spec.clone())
+            .await
+            .map(Handle::Counter),
+        MetricKind::Gauge { .. } => app.worker.gauge_with(spec.clone()).await.map(Handle::Gauge),
+        _ => app
+            .worker
+            .histogram_with(spec.clone())
+            .await
+            .map(Handle::Histogram),
+    };
+    match handle {
+        Ok(h) => {
+            if let Ok(mut m) = app.metrics.lock() {
+                m.insert(spec.name.clone(), h);
+            }
+            (StatusCode::OK, "registered\n".into())
+        }
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+    }
+}
+
+fn update(app: &App, op: &str, q: &[(String, String)], info: Option<&RequestInfo>) -> Reply {
+    let name = param(q, "name").unwrap_or("");
+    let Some(handle) = app.metrics.lock().ok().and_then(|m| m.get(name).cloned()) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("metric {name} is not registered here\n"),
+        );
+    };
+    let n: u64 = param(q, "n").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let v: f64 = param(q, "v").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    match (op, handle) {
+        ("add", Handle::Counter(c)) => c.add(n),
+        ("defer", Handle::Counter(c)) => match info {
+            Some(info) => info.add(&c, n),
+            None => {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no request info\n".into(),
+                )
+            }
+        },
+        ("set", Handle::Gauge(g)) => g.set(v),
+        ("observe", Handle::Histogram(h)) => h.observe(v),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{op} does not fit {name}\n"),
+            )
+        }
+    }
+    (StatusCode::OK, "ok\n".into())
+}
+
+async fn route(app: &App, req: &Request<Incoming>) -> Reply {
+    let q = query(req);
+    let info = RequestInfo::of(req);
+    match req.uri().path() {
+        "/pid" => (StatusCode::OK, std::process::id().to_string()),
+        "/slot" => (StatusCode::OK, app.worker.slot().to_string()),
+        "/slow" | "/info" => {
+            let ms = param(&q, "ms")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1000u64)
                 .min(60_000);
-            if let Some(info) = RequestInfo::of(&req) {
+            if let Some(info) = info {
                 info.set("sleep_ms", &ms.to_string());
+                for (k, v) in q.iter().filter(|(k, _)| k != "ms") {
+                    info.set(k, v);
+                }
             }
             tokio::time::sleep(Duration::from_millis(ms)).await;
-            Bytes::from("slow\n")
+            (StatusCode::OK, "slow\n".into())
         }
-        _ => body,
-    };
-    let mut resp = Response::new(Full::new(text));
+        "/status" => match serde_json::to_string(&app.worker.status()) {
+            Ok(json) => (StatusCode::OK, json),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        "/m/register" => register(app, &q).await,
+        "/m/add" => update(app, "add", &q, info),
+        "/m/defer" => update(app, "defer", &q, info),
+        "/m/set" => update(app, "set", &q, info),
+        "/m/observe" => update(app, "observe", &q, info),
+        _ => (
+            StatusCode::OK,
+            String::from_utf8_lossy(&app.body).into_owned(),
+        ),
+    }
+}
+
+async fn handle(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, text) = route(&app, &req).await;
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain"),
@@ -89,9 +244,12 @@ async fn run(args: Args) -> Result<(), flora_cluster::Error> {
             std::process::exit(3);
         });
     }
-    let body = Bytes::from(args.body);
-    let slot = worker.slot();
-    let service = hyper::service::service_fn(move |req| handle(req, body.clone(), slot));
+    let app = App {
+        worker: worker.clone(),
+        body: Bytes::from(args.body),
+        metrics: Arc::new(Mutex::new(HashMap::new())),
+    };
+    let service = hyper::service::service_fn(move |req| handle(app.clone(), req));
     worker.serve(listener, service).await
 }
 
