@@ -90,6 +90,29 @@ fn two_threads(c: &mut Criterion) {
     g.finish();
 }
 
+fn custom_metrics(c: &mut Criterion) {
+    // A standalone worker registers into its private one-slot segment.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _guard = rt.enter();
+    let worker = flora_cluster::Worker::from_env().expect("standalone worker");
+    let counter = rt.block_on(worker.counter("bench_jobs_total", "Jobs.")).expect("counter");
+    let gauge = rt
+        .block_on(worker.gauge("bench_depth", "Depth.", flora_cluster::scoreboard::Aggregation::Max))
+        .expect("gauge");
+    let hist = rt
+        .block_on(worker.histogram("bench_seconds", "Time.", &[0.001, 0.01, 0.1, 1.0]))
+        .expect("histogram");
+    let conn = worker.slot_writer().conn_open(peer());
+    let mut g = c.benchmark_group("custom");
+    g.bench_function("counter/inc", |b| b.iter(|| counter.inc()));
+    g.bench_function("gauge/set", |b| b.iter(|| gauge.set(black_box(3.0))));
+    g.bench_function("gauge/add", |b| b.iter(|| gauge.add(black_box(1.0))));
+    g.bench_function("histogram/observe", |b| b.iter(|| hist.observe(black_box(0.005))));
+    let req = conn.request_begin("GET", "/x", 11);
+    g.bench_function("request_info/set", |b| b.iter(|| req.set_info(black_box("user"), black_box("42"))));
+    g.finish();
+}
+
 fn snapshot(c: &mut Criterion) {
     let mut g = c.benchmark_group("snapshot");
     for slots in [8usize, 64] {
@@ -114,6 +137,6 @@ fn snapshot(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = single_thread, two_threads, snapshot
+    targets = single_thread, two_threads, custom_metrics, snapshot
 }
 criterion_main!(benches);
