@@ -83,6 +83,21 @@ pub struct RunArgs {
     /// Management HTTP address for /metrics and /server-status, or `off` [default: 127.0.0.1:9337].
     #[arg(long, value_name = "ADDR")]
     pub status_addr: Option<String>,
+    /// Push metrics over OTLP/HTTP to URL (e.g. http://127.0.0.1:4318/v1/metrics) [default: off].
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Seconds between OTLP pushes [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub otlp_interval: Option<f64>,
+    /// Extra HTTP header of every OTLP push, NAME=VALUE (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub otlp_header: Vec<String>,
+    /// Gzip OTLP request bodies.
+    #[arg(long)]
+    pub otlp_gzip: bool,
+    /// OTLP resource attribute KEY=VALUE (repeatable; service.name and host.name have defaults).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub otlp_resource: Vec<String>,
     /// Scoreboard slots [default: 2 × workers + 2].
     #[arg(long, value_name = "N")]
     pub slots: Option<usize>,

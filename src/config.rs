@@ -73,6 +73,18 @@ pub struct Config {
     /// Management HTTP address (`/metrics`, `/server-status`), `IP:PORT`, or `off`.
     /// Defaults to `127.0.0.1:9337` (loopback only).
     pub status_addr: String,
+    /// OTLP/HTTP metrics endpoint to push to, e.g. `http://127.0.0.1:4318/v1/metrics`.
+    /// Defaults to none (no push).
+    pub otlp_endpoint: Option<String>,
+    /// Seconds between OTLP pushes. Defaults to 10.
+    pub otlp_interval: f64,
+    /// Extra HTTP headers of every push, `name=value`.
+    pub otlp_headers: Vec<String>,
+    /// Gzip the OTLP request bodies. Defaults to false.
+    pub otlp_gzip: bool,
+    /// Resource attributes, `key=value` (defaults: `service.name` = the instance name,
+    /// `host.name` = the host name, `service.instance.id` = host:instance).
+    pub otlp_resource: Vec<String>,
     /// Addresses to bind before the workers start (they are handed out on `listen`).
     pub listen: Vec<String>,
     /// The worker program and its arguments.
@@ -89,6 +101,11 @@ impl Default for Config {
             runtime_dir: None,
             slots: None,
             control_socket: None,
+            otlp_endpoint: None,
+            otlp_interval: 10.0,
+            otlp_headers: Vec::new(),
+            otlp_gzip: false,
+            otlp_resource: Vec::new(),
             status_addr: crate::exporter::DEFAULT_ADDR.to_string(),
             listen: Vec::new(),
             program: Vec::new(),
@@ -221,6 +238,36 @@ impl Config {
                     self.status_addr
                 ),
             );
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            if !e.starts_with("http://") {
+                return invalid(
+                    "otlp_endpoint",
+                    format!("{e:?}: use http://HOST:PORT/v1/metrics (TLS: run a collector next to the master)"),
+                );
+            }
+        }
+        if !(self.otlp_interval.is_finite()
+            && (0.1..=MAX_TIMEOUT_SECS).contains(&self.otlp_interval))
+        {
+            return invalid(
+                "otlp_interval",
+                format!(
+                    "{}: must be seconds in [0.1, {MAX_TIMEOUT_SECS}]",
+                    self.otlp_interval
+                ),
+            );
+        }
+        for (key, pairs) in [
+            ("otlp_headers", &self.otlp_headers),
+            ("otlp_resource", &self.otlp_resource),
+        ] {
+            if let Some(bad) = pairs
+                .iter()
+                .find(|p| p.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()))
+            {
+                return invalid(key, format!("{bad:?}: use name=value"));
+            }
         }
         if self.program.first().is_some_and(String::is_empty) {
             return invalid("program", "the program name is empty".into());

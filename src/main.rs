@@ -39,6 +39,15 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     if let Some(v) = args.status_addr {
         cfg.status_addr = v;
     }
+    if let Some(v) = args.otlp_endpoint {
+        cfg.otlp_endpoint = Some(v);
+    }
+    if let Some(v) = args.otlp_interval {
+        cfg.otlp_interval = v;
+    }
+    cfg.otlp_headers.extend(args.otlp_header);
+    cfg.otlp_gzip |= args.otlp_gzip;
+    cfg.otlp_resource.extend(args.otlp_resource);
     if let Some(v) = args.slots {
         cfg.slots = Some(v);
     }

@@ -26,6 +26,7 @@
 pub mod apache;
 pub mod html;
 pub mod model;
+pub mod otlp;
 pub mod procfs;
 pub mod prometheus;
 pub mod terminal;

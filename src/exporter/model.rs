@@ -84,6 +84,8 @@ pub struct StatusDoc {
     pub uptime_seconds: f64,
     /// Reloads.
     pub reloads: Reloads,
+    /// OTLP pushes: `[succeeded, failed]`.
+    pub otlp_exports: [u64; 2],
     /// Sums over all slots.
     pub totals: Totals,
     /// Lifetime rates.
@@ -174,6 +176,7 @@ impl StatusDoc {
             started_unix_ms: snap.created_unix_ms,
             now_unix_ms: now,
             uptime_seconds: uptime,
+            otlp_exports: [snap.otlp_exports_ok, snap.otlp_exports_failed],
             reloads: Reloads {
                 success: snap.reloads_success,
                 rollback: snap.reloads_rollback,

@@ -329,6 +329,8 @@ impl Master {
             }
             None => None,
         };
+        let otlp_task = crate::exporter::otlp::OtlpConfig::from_config(cfg)
+            .map(|otlp| tokio::spawn(crate::exporter::otlp::run(otlp, sb.clone())));
         let (commands_tx, mut commands) = mpsc::unbounded_channel();
         let control_task = tokio::spawn(control_server::serve(control, commands_tx));
         let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -370,7 +372,7 @@ impl Master {
             }
         }
         control_task.abort();
-        if let Some(task) = status_task {
+        for task in [status_task, otlp_task].into_iter().flatten() {
             task.abort();
         }
         sup.remove_program_copies();

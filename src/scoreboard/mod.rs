@@ -333,6 +333,17 @@ impl Scoreboard {
         });
     }
 
+    /// Counts one OTLP push (master).
+    pub(crate) fn record_otlp_export(&self, ok: bool) {
+        let h = self.header();
+        let c = if ok {
+            &h.otlp_exports_ok
+        } else {
+            &h.otlp_exports_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Publishes the management HTTP address (master).
     pub(crate) fn set_status_addr(&self, addr: &str) {
         strings::write(&self.header().status_addr, addr);

@@ -237,8 +237,12 @@ pub struct Header {
     pub last_reload_reason: AtomicStr<{ REASON_BYTES / 8 }>,
     /// The master's management HTTP address (empty when off). Master-written at start.
     pub status_addr: AtomicStr<{ ADDR_BYTES / 8 }>,
+    /// Counter: OTLP pushes that succeeded. Master-written.
+    pub otlp_exports_ok: AtomicU64,
+    /// Counter: OTLP pushes that failed (collector down, slow, or refusing). Master-written.
+    pub otlp_exports_failed: AtomicU64,
     /// Reserved for later master-written fields.
-    pub reserved: [AtomicU64; 4],
+    pub reserved: [AtomicU64; 2],
 }
 
 /// Series (metric name + label set) the registry holds.

@@ -269,6 +269,10 @@ pub struct Snapshot {
     pub last_reload: Option<LastReloadSnapshot>,
     /// The master's management HTTP address (empty when off).
     pub status_addr: String,
+    /// OTLP pushes that succeeded.
+    pub otlp_exports_ok: u64,
+    /// OTLP pushes that failed.
+    pub otlp_exports_failed: u64,
     /// Every slot, in index order.
     pub slots: Vec<SlotSnapshot>,
     /// Sums.
@@ -310,6 +314,8 @@ pub(super) fn take(sb: &Scoreboard) -> Snapshot {
         })
         .flatten(),
         status_addr: strings::read(&h.status_addr).0,
+        otlp_exports_ok: h.otlp_exports_ok.load(Relaxed),
+        otlp_exports_failed: h.otlp_exports_failed.load(Relaxed),
         slots,
         totals,
         custom,
