@@ -26,8 +26,16 @@ impl Listeners {
     /// # Errors
     /// Resolution or bind errors.
     pub fn get_or_bind(&mut self, addr: &str) -> io::Result<(SocketAddr, BorrowedFd<'_>)> {
-        let resolved = match self.by_request.get(addr) {
-            Some(a) => *a,
+        let known = self
+            .by_request
+            .get(addr)
+            .copied()
+            .or_else(|| self.inherited_for(addr));
+        let resolved = match known {
+            Some(a) => {
+                self.by_request.insert(addr.to_string(), a);
+                a
+            }
             None => {
                 let first = addr.to_socket_addrs()?.next().ok_or_else(|| {
                     io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
@@ -46,6 +54,33 @@ impl Listeners {
             .get(&resolved)
             .ok_or_else(|| io::Error::other("listener table out of sync"))?;
         Ok((l.local_addr()?, l.as_fd()))
+    }
+}
+
+impl Listeners {
+    /// Takes a listening socket the master inherited (systemd socket activation).
+    ///
+    /// # Errors
+    /// When the descriptor is not a bound TCP socket.
+    pub fn adopt(&mut self, fd: std::os::fd::OwnedFd) -> io::Result<SocketAddr> {
+        let l = TcpListener::from(fd);
+        let addr = l.local_addr()?;
+        l.set_nonblocking(true)?;
+        tracing::info!("listening on {addr} (socket activation)");
+        self.bound.insert(addr, l);
+        Ok(addr)
+    }
+
+    /// An already-bound socket that serves `addr`: the same address, or the same port on the
+    /// unspecified address (a socket-activated `0.0.0.0:80` serves a worker asking for `:80`).
+    fn inherited_for(&self, addr: &str) -> Option<SocketAddr> {
+        let wanted: SocketAddr = addr.parse().ok()?;
+        self.bound.keys().copied().find(|b| {
+            *b == wanted
+                || (b.port() == wanted.port()
+                    && b.ip().is_unspecified()
+                    && b.is_ipv4() == wanted.is_ipv4())
+        })
     }
 }
 

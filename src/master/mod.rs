@@ -33,9 +33,11 @@ mod control_server;
 mod instance;
 mod listeners;
 mod program;
+mod reaper;
 pub mod signals;
 mod spawn;
 mod supervisor;
+mod systemd;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -81,6 +83,9 @@ where
 {
     Arc::new(move |g| Box::pin(f(g)))
 }
+
+/// How often the master refreshes systemd's STATUS line and, as PID 1, reaps orphans.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The master's phase, published on [`Master::phase`] once it is true.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,6 +347,13 @@ impl Master {
             self.phase.clone(),
             self.hooks.clone(),
         );
+        for (fd, name) in systemd::listen_fds() {
+            let addr = sup.listeners.adopt(fd).map_err(|source| Error::Io {
+                context: format!("socket-activated descriptor {name:?} is not a TCP listener"),
+                source,
+            })?;
+            tracing::debug!("inherited {addr} from systemd ({name:?})");
+        }
         for addr in &cfg.listen {
             sup.listeners
                 .get_or_bind(addr)
@@ -359,9 +371,12 @@ impl Master {
             socket_path.display()
         );
         sup.start_first_generation();
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !sup.finished() {
             let timer = sup.next_deadline();
             tokio::select! {
+                _ = housekeeping.tick() => sup.housekeeping(),
                 ev = signals.next() => match ev {
                     SignalEvent::Stop => sup.request_stop("stop signal"),
                     SignalEvent::Reload => sup.request_reload(None),
@@ -371,6 +386,7 @@ impl Master {
                 () = sleep_until_opt(timer) => sup.on_timer(),
             }
         }
+        systemd::notify("STOPPING=1\nSTATUS=stopped");
         control_task.abort();
         for task in [status_task, otlp_task].into_iter().flatten() {
             task.abort();

@@ -76,6 +76,10 @@ pub fn spawn(
         // workers in order.
         .process_group(0)
         .kill_on_drop(false);
+    // The master is the service's main process: workers do not talk to systemd.
+    for var in super::systemd::ENV_VARS {
+        cmd.env_remove(var);
+    }
     set_cloexec(control.as_fd(), false)?;
     set_cloexec(scoreboard, false)?;
     let child = cmd.spawn();

@@ -25,7 +25,7 @@ use super::backoff::Backoff;
 use super::control_server::Command;
 use super::listeners::Listeners;
 use super::spawn::{self, describe_exit, SpawnSpec};
-use super::{program, Hooks, Phase};
+use super::{program, reaper, systemd, Hooks, Phase};
 use crate::config::Config;
 use crate::control::{Outcome, ReloadOutcome, Reply, Request};
 use crate::ipc::{self, Channel, ToMaster, ToWorker};
@@ -177,6 +177,31 @@ impl Supervisor {
             stop_requested: false,
             failure: None,
         }
+    }
+
+    /// Periodic chores: systemd's STATUS line, and reaping orphans when running as PID 1.
+    pub(super) fn housekeeping(&mut self) {
+        if reaper::is_init() {
+            reaper::reap_orphans(|pid| self.workers.values().any(|w| w.pid == pid));
+        }
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            systemd::notify(&format!("STATUS={}", self.status_line()));
+        }
+    }
+
+    /// One line for systemd's status: workers, generation, requests.
+    fn status_line(&self) -> String {
+        let snap = self.sb.snapshot();
+        let t = &snap.totals;
+        format!(
+            "{}/{} workers ready, generation {}, {} requests, {} in flight, {} connections",
+            t.workers_ready,
+            self.target,
+            self.generation,
+            t.requests_total,
+            t.requests_active,
+            t.conns_open
+        )
     }
 
     pub(super) fn finished(&self) -> bool {
@@ -489,6 +514,7 @@ impl Supervisor {
             self.start_deadline = None;
             tracing::info!("cluster ready: {ready} workers serving");
             self.phase.send_replace(Phase::Running);
+            systemd::notify(&format!("READY=1\nSTATUS={}", self.status_line()));
             if let Some(q) = self.queued.take() {
                 self.begin_reload(q);
             }
@@ -740,6 +766,10 @@ impl Supervisor {
         let generation = self.next_generation;
         self.next_generation += 1;
         tracing::info!(generation, "reload: starting generation {generation}");
+        systemd::notify(&format!(
+            "{}\nSTATUS=reloading to generation {generation}",
+            systemd::reloading_message()
+        ));
         self.reload = Some(ReloadTx {
             generation,
             started: Instant::now(),
@@ -905,6 +935,7 @@ impl Supervisor {
             result.reason.as_deref(),
         );
         self.last_reload = Some(result.clone());
+        systemd::notify(&format!("READY=1\nSTATUS={}", self.status_line()));
         answer(
             tx.waiters,
             Reply {

@@ -1,0 +1,97 @@
+//! As PID 1 (a container's entry point) the master reaps orphaned processes that are
+//! reparented to it, and still stops cleanly on SIGTERM.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::tools::ChildGuard;
+use support::{get, wait_for, wait_until, TestDir, DEMO_BIN, MASTER_BIN};
+
+/// `(pid, ppid, state, comm)` of every process.
+fn processes() -> Vec<(u32, u32, char, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (text.find('('), text.rfind(')')) else {
+            continue;
+        };
+        let comm = text[open + 1..close].to_string();
+        let mut rest = text[close + 1..].split_whitespace();
+        let state = rest.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let pid = text
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        out.push((pid, ppid, state, comm));
+    }
+    out
+}
+
+#[test]
+fn master_as_pid1_reaps_orphans() {
+    let dir = TestDir::new("pid1");
+    let port = support::free_port();
+    // Each worker leaves an orphan behind: a subshell starts `sleep` and exits at once, so the
+    // sleep is reparented to PID 1 — the master — and becomes its zombie when it ends.
+    let script = dir.scratch("worker.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\n( sleep 1.5 & )\nexec {DEMO_BIN}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        MASTER_BIN,
+        "run",
+        "--workers",
+        "2",
+        "--name",
+        &dir.name,
+    ])
+    .args(["--status-addr", "off", "--shutdown-timeout", "5"])
+    .arg("--runtime-dir")
+    .arg(dir.runtime_dir())
+    .arg("--")
+    .arg(&script)
+    .env("HOST", "127.0.0.1")
+    .env("PORT", port.to_string());
+    let unshare = ChildGuard::spawn("unshare", &mut cmd, dir.scratch("unshare.log"));
+    let master = wait_for(
+        Duration::from_secs(20),
+        "the master inside the namespace",
+        || {
+            processes()
+                .into_iter()
+                .find(|p| p.1 == unshare.pid())
+                .map(|p| p.0)
+        },
+    );
+    wait_for(Duration::from_secs(20), "serving", || get(port, "/").ok());
+    // The orphaned sleeps now have the master as parent.
+    wait_until(
+        Duration::from_secs(10),
+        "orphans reparented to the master",
+        || processes().iter().any(|p| p.1 == master && p.3 == "sleep"),
+    );
+    // When they end, the master reaps them: no zombie child is left.
+    wait_until(Duration::from_secs(15), "orphans gone and reaped", || {
+        let children: Vec<_> = processes().into_iter().filter(|p| p.1 == master).collect();
+        !children.iter().any(|p| p.3 == "sleep" || p.2 == 'Z')
+    });
+    // SIGTERM to PID 1 stops everything; unshare then exits too.
+    support::send_signal(master, nix::sys::signal::Signal::SIGTERM);
+    wait_until(Duration::from_secs(20), "master gone", || {
+        !processes().iter().any(|p| p.0 == master)
+    });
+    drop(unshare);
+}
