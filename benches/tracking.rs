@@ -95,9 +95,15 @@ fn custom_metrics(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let _guard = rt.enter();
     let worker = flora_cluster::Worker::from_env().expect("standalone worker");
-    let counter = rt.block_on(worker.counter("bench_jobs_total", "Jobs.")).expect("counter");
+    let counter = rt
+        .block_on(worker.counter("bench_jobs_total", "Jobs."))
+        .expect("counter");
     let gauge = rt
-        .block_on(worker.gauge("bench_depth", "Depth.", flora_cluster::scoreboard::Aggregation::Max))
+        .block_on(worker.gauge(
+            "bench_depth",
+            "Depth.",
+            flora_cluster::scoreboard::Aggregation::Max,
+        ))
         .expect("gauge");
     let hist = rt
         .block_on(worker.histogram("bench_seconds", "Time.", &[0.001, 0.01, 0.1, 1.0]))
@@ -107,9 +113,13 @@ fn custom_metrics(c: &mut Criterion) {
     g.bench_function("counter/inc", |b| b.iter(|| counter.inc()));
     g.bench_function("gauge/set", |b| b.iter(|| gauge.set(black_box(3.0))));
     g.bench_function("gauge/add", |b| b.iter(|| gauge.add(black_box(1.0))));
-    g.bench_function("histogram/observe", |b| b.iter(|| hist.observe(black_box(0.005))));
+    g.bench_function("histogram/observe", |b| {
+        b.iter(|| hist.observe(black_box(0.005)))
+    });
     let req = conn.request_begin("GET", "/x", 11);
-    g.bench_function("request_info/set", |b| b.iter(|| req.set_info(black_box("user"), black_box("42"))));
+    g.bench_function("request_info/set", |b| {
+        b.iter(|| req.set_info(black_box("user"), black_box("42")))
+    });
     g.finish();
 }
 
