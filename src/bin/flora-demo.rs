@@ -39,6 +39,9 @@ struct Args {
     /// Body of `/`.
     #[arg(long, default_value = "Hello World\n")]
     body: String,
+    /// Serve without any tracking (the benchmarks' baseline).
+    #[arg(long)]
+    no_tracking: bool,
 }
 
 #[derive(Clone)]
@@ -238,6 +241,7 @@ async fn run(args: Args) -> Result<(), flora_cluster::Error> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "1337".into());
     let listener = worker.listen(&format!("{host}:{port}")).await?;
+    worker.set_tracking(!args.no_tracking);
     if let Some(ms) = args.crash_after_ms.filter(|_| misbehave) {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -124,6 +124,8 @@ struct Inner {
     ready_sent: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     shutdown_timeout: Duration,
+    /// Whether `serve` tracks connections and requests (off only for benchmark baselines).
+    tracking: AtomicBool,
 }
 
 /// A worker process's handle on its cluster. Cheap to clone.
@@ -202,6 +204,7 @@ impl Worker {
                 ready_sent: AtomicBool::new(false),
                 shutdown_tx,
                 shutdown_timeout,
+                tracking: AtomicBool::new(true),
             }),
         };
         worker.spawn_control_reader(channel, reply_tx);
@@ -227,6 +230,7 @@ impl Worker {
                 ready_sent: AtomicBool::new(false),
                 shutdown_tx,
                 shutdown_timeout,
+                tracking: AtomicBool::new(true),
             }),
         })
     }
@@ -513,6 +517,17 @@ impl Worker {
     /// This worker's slot writer (for custom tracking).
     pub fn slot_writer(&self) -> &SlotWriter {
         &self.inner.writer
+    }
+
+    /// Turns request tracking off (or on) for later `serve` calls: the benchmarks' untracked
+    /// baseline. Untracked connections appear nowhere in the scoreboard, load spreading has
+    /// nothing to go by, and drains close keep-alive connections without `Connection: close`.
+    pub fn set_tracking(&self, on: bool) {
+        self.inner.tracking.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tracking(&self) -> bool {
+        self.inner.tracking.load(Ordering::Relaxed)
     }
 
     pub(crate) fn shutdown_timeout(&self) -> Duration {

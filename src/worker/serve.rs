@@ -175,6 +175,18 @@ impl Worker {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            if !self.tracking() {
+                // Benchmark baseline only: no scoreboard writes at all.
+                let served = graceful.watch(
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+                        .into_owned(),
+                );
+                tokio::spawn(async move {
+                    let _ = served.await;
+                });
+                continue;
+            }
             let conn = writer.conn_open(peer);
             let io = TokioIo::new(CountingIo::new(stream, writer.clone()));
             let svc = TrackedService::new(service.clone(), conn.clone(), draining.clone());

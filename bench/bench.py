@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+"""flora-cluster load benchmarks: real processes on 127.0.0.1, a real load generator (wrk),
+side-by-side runs and ratios. Bounded in time; every process it starts is stopped by pid.
+
+    bench/run.sh [all|overhead|nginx|reload|scrape|respawn] [--secs N] [--runs N]
+
+Reports requests/s, p99 latency and server CPU time per request (workers' utime+stime from
+/proc over the run / requests served), which is much steadier than requests/s on a 2-core
+machine where wrk competes with the servers.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MASTER = os.path.join(ROOT, "target/release/flora-cluster")
+DEMO = os.path.join(ROOT, "target/release/flora-demo")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / TICKS
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            m = re.search(r"VmRSS:\s+(\d+)", f.read())
+        return int(m.group(1)) if m else 0
+    except OSError:
+        return 0
+
+
+def wait_http(url, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+class Cluster:
+    """A flora-cluster master with flora-demo workers."""
+
+    def __init__(self, workers, demo_args=(), name="bench"):
+        self.dir = tempfile.mkdtemp(prefix="flora-bench-")
+        self.port, self.status_port = free_port(), free_port()
+        self.name = name
+        env = dict(os.environ, HOST="127.0.0.1", PORT=str(self.port), RUST_LOG="warn")
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            [MASTER, "run", "--name", name, "--runtime-dir", self.dir, "--workers", str(workers),
+             "--status-addr", f"127.0.0.1:{self.status_port}", "--shutdown-timeout", "10", "--",
+             DEMO, *demo_args],
+            env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "master.log"), "w"))
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.workers = workers
+
+    def status(self):
+        out = subprocess.run([MASTER, "status", "--json", "--name", self.name, "--runtime-dir", self.dir],
+                             capture_output=True, text=True, timeout=10)
+        return json.loads(out.stdout)
+
+    def ready_pids(self):
+        return [w["pid"] for w in self.status()["workers"] if w["state"] == "ready"]
+
+    def wait_ready(self, n=None, timeout=30):
+        n = n or self.workers
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                pids = self.ready_pids()
+                if len(pids) >= n:
+                    return pids
+            except (json.JSONDecodeError, subprocess.SubprocessError):
+                pass
+            time.sleep(0.005)
+        raise RuntimeError("workers not ready")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Nginx:
+    """nginx with 2 workers answering the same hello response."""
+
+    def __init__(self, workers=2):
+        self.dir = tempfile.mkdtemp(prefix="flora-bench-nginx-")
+        self.port = free_port()
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""worker_processes {workers};
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir}/body; proxy_temp_path {self.dir}/proxy;
+  fastcgi_temp_path {self.dir}/fcgi; uwsgi_temp_path {self.dir}/uwsgi; scgi_temp_path {self.dir}/scgi;
+  server {{
+    listen 127.0.0.1:{self.port};
+    location / {{ default_type text/plain; return 200 "Hello World\\n"; }}
+  }}
+}}
+""")
+        subprocess.run(["nginx", "-c", conf, "-p", self.dir, "-e", f"{self.dir}/error.log"], check=True)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        wait_http(self.url)
+        with open(f"{self.dir}/nginx.pid") as f:
+            self.master = int(f.read().strip())
+
+    def worker_pids(self):
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.master)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self):
+        subprocess.run(["nginx", "-c", f"{self.dir}/nginx.conf", "-p", self.dir, "-s", "quit"],
+                       stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline and os.path.exists(f"/proc/{self.master}"):
+            time.sleep(0.05)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def parse_wrk(text):
+    def num(pattern, default=0.0):
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else default
+
+    def latency(v, unit):
+        return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[unit]
+
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return {
+        "rps": num(r"Requests/sec:\s+([\d.]+)"),
+        "requests": int(num(r"(\d+) requests in")),
+        "p99_ms": latency(*p99.groups()) if p99 else float("nan"),
+        "errors": sum(int(x) for x in errs.groups()) if errs else 0,
+        "non2xx": int(num(r"Non-2xx or 3xx responses:\s+(\d+)")),
+    }
+
+
+def wrk(url, secs, conns=50, threads=2):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", url],
+                         capture_output=True, text=True, timeout=secs + 60)
+    return parse_wrk(out.stdout)
+
+
+def measured(url, pids_of, secs):
+    """One wrk run with the servers' CPU time per request."""
+    pids = pids_of()
+    before = cpu_seconds(pids)
+    r = wrk(url, secs)
+    r["cpu_us_per_req"] = (cpu_seconds(pids) - before) / max(r["requests"], 1) * 1e6
+    return r
+
+
+def summary(runs, key):
+    vals = [r[key] for r in runs]
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def ratio(a_runs, b_runs, key):
+    """Median of per-pair ratios a/b, with min and max."""
+    rs = [a[key] / b[key] for a, b in zip(a_runs, b_runs) if b[key]]
+    return (statistics.median(rs), min(rs), max(rs)) if rs else (float("nan"),) * 3
+
+
+def fmt(t, digits=2):
+    return f"{t[0]:.{digits}f} ({t[1]:.{digits}f}–{t[2]:.{digits}f})"
+
+
+def table(title, rows, names):
+    print(f"\n### {title}\n")
+    print("| run | req/s median (min–max) | p99 ms | CPU µs/request | socket errors |")
+    print("|---|---|---|---|---|")
+    for name, runs in zip(names, rows):
+        print(f"| {name} | {fmt(summary(runs, 'rps'), 0)} | {fmt(summary(runs, 'p99_ms'))} | "
+              f"{fmt(summary(runs, 'cpu_us_per_req'))} | {sum(r['errors'] for r in runs)} |")
+
+
+def bench_overhead(args):
+    tracked, plain = Cluster(2, name="tracked"), Cluster(2, ["--no-tracking"], name="plain")
+    try:
+        tp, pp = tracked.wait_ready(), plain.wait_ready()
+        wrk(tracked.url, 1), wrk(plain.url, 1)
+        a, b = [], []
+        for _ in range(args.runs):  # alternate, so drift hits both alike
+            a.append(measured(tracked.url, lambda: tp, args.secs))
+            b.append(measured(plain.url, lambda: pp, args.secs))
+        table("Tracking overhead: 2 workers, wrk -t2 -c50", [a, b], ["tracked (scoreboard on)", "untracked (same hyper server)"])
+        print(f"\nthroughput ratio tracked/untracked: {fmt(ratio(a, b, 'rps'), 3)}; "
+              f"p99 ratio: {fmt(ratio(a, b, 'p99_ms'), 3)}; CPU/request ratio: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
+    finally:
+        tracked.stop(), plain.stop()
+
+
+def bench_nginx(args):
+    if not shutil.which("nginx"):
+        sys.exit("nginx missing: bench/run.sh installs it (apt-get install nginx-light)")
+    flora, nginx = Cluster(2), Nginx(2)
+    try:
+        fp = flora.wait_ready()
+        wrk(flora.url, 1), wrk(nginx.url, 1)
+        a, b = [], []
+        for _ in range(args.runs):
+            a.append(measured(flora.url, lambda: fp, args.secs))
+            b.append(measured(nginx.url, nginx.worker_pids, args.secs))
+        table("Peer comparison: hello world, 2 workers each, wrk -t2 -c50", [a, b], ["flora-cluster (tracked)", "nginx"])
+        print(f"\nthroughput ratio flora/nginx: {fmt(ratio(a, b, 'rps'), 3)}; "
+              f"CPU/request ratio flora/nginx: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
+    finally:
+        flora.stop(), nginx.stop()
+
+
+def bench_reload(args):
+    c = Cluster(2)
+    try:
+        pids = c.wait_ready()
+        wrk(c.url, 1)
+        plain, reloading, outcomes = [], [], []
+        for _ in range(args.runs):
+            plain.append(measured(c.url, c.ready_pids, args.secs))
+            stop = threading.Event()
+
+            def reloader():
+                while not stop.wait(1.0):
+                    r = subprocess.run([MASTER, "reload", "--name", c.name, "--runtime-dir", c.dir, "--timeout", "30"],
+                                       capture_output=True, text=True)
+                    outcomes.append(r.returncode)
+
+            t = threading.Thread(target=reloader)
+            t.start()
+            r = wrk(c.url, args.secs)
+            stop.set(), t.join()
+            r["cpu_us_per_req"] = float("nan")
+            reloading.append(r)
+        table("Reload under load: 2 workers, wrk -t2 -c50", [plain, reloading], ["no reload", "reload every 1 s"])
+        print(f"\nreloads: {outcomes.count(0)} succeeded, {len(outcomes) - outcomes.count(0)} rolled back; "
+              f"errors with reloads: {sum(r['errors'] for r in reloading)}, non-2xx: {sum(r['non2xx'] for r in reloading)}")
+        del pids
+    finally:
+        c.stop()
+
+
+def bench_scrape(args):
+    c = Cluster(2)
+    try:
+        pids = c.wait_ready()
+        metrics = f"http://127.0.0.1:{c.status_port}/metrics"
+        wrk(c.url, 1)
+        quiet, scraped, lat = [], [], []
+        for _ in range(args.runs):
+            quiet.append(measured(c.url, lambda: pids, args.secs))
+            stop = threading.Event()
+
+            def scraper():
+                while not stop.wait(0.1):
+                    t0 = time.perf_counter()
+                    urllib.request.urlopen(metrics, timeout=5).read()
+                    lat.append((time.perf_counter() - t0) * 1000)
+
+            t = threading.Thread(target=scraper)
+            t.start()
+            scraped.append(measured(c.url, lambda: pids, args.secs))
+            stop.set(), t.join()
+        table("Scrape under load: 2 workers saturated by wrk -t2 -c50", [quiet, scraped], ["no scraper", "10 Hz /metrics scraper"])
+        q = statistics.quantiles(lat, n=100)
+        print(f"\n/metrics latency while saturated: p50 {statistics.median(lat):.2f} ms, p99 {q[98]:.2f} ms "
+              f"({len(lat)} scrapes); throughput ratio scraped/quiet: {fmt(ratio(scraped, quiet, 'rps'), 3)}")
+    finally:
+        c.stop()
+
+
+def bench_respawn(args):
+    times = []
+    c = Cluster(2)
+    try:
+        c.wait_ready()
+        for _ in range(args.runs):
+            status = c.status()
+            victim = next(w for w in status["workers"] if w["state"] == "ready")
+            t0 = time.perf_counter()
+            os.kill(victim["pid"], signal.SIGKILL)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                w = next(w for w in c.status()["workers"] if w["index"] == victim["index"])
+                if w["state"] == "ready" and w["pid"] != victim["pid"]:
+                    break
+            # Serving again: a request answered by the new pid is the end of the outage.
+            times.append((time.perf_counter() - t0) * 1000)
+            time.sleep(11)  # past the backoff's stable period, so each kill is a "first" crash
+            if len(times) >= 3:
+                break
+    finally:
+        c.stop()
+    starts, master_rss, worker_rss = [], [], []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        c = Cluster(8, name="start8")
+        try:
+            pids = c.wait_ready(8)
+            starts.append((time.perf_counter() - t0) * 1000)
+            wrk(c.url, 2)
+            master_rss.append(rss_kib(c.proc.pid))
+            worker_rss.extend(rss_kib(p) for p in pids)
+        finally:
+            c.stop()
+    print("\n### Respawn and start-up\n")
+    print("| measure | median (min–max) |\n|---|---|")
+    print(f"| kill -9 of a worker → replacement ready (ms) | {fmt((statistics.median(times), min(times), max(times)), 1)} |")
+    print(f"| master start → all 8 workers ready (ms) | {fmt((statistics.median(starts), min(starts), max(starts)), 1)} |")
+    print(f"| master RSS (MiB) | {fmt((statistics.median(master_rss) / 1024, min(master_rss) / 1024, max(master_rss) / 1024), 1)} |")
+    print(f"| worker RSS (MiB) | {fmt((statistics.median(worker_rss) / 1024, min(worker_rss) / 1024, max(worker_rss) / 1024), 1)} |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", nargs="?", default="all", choices=["all", "overhead", "nginx", "reload", "scrape", "respawn"])
+    p.add_argument("--secs", type=int, default=5, help="seconds per wrk run")
+    p.add_argument("--runs", type=int, default=3, help="runs of each side")
+    args = p.parse_args()
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}; wrk -t2 -c50, {args.secs} s runs, {args.runs} runs each")
+    benches = {"overhead": bench_overhead, "nginx": bench_nginx, "reload": bench_reload,
+               "scrape": bench_scrape, "respawn": bench_respawn}
+    for name, fn in benches.items():
+        if args.which in (name, "all"):
+            fn(args)
+
+
+if __name__ == "__main__":
+    main()
