@@ -31,9 +31,10 @@ fi
 
 # The strict OpenMetrics reference parser (Python prometheus_client), in a private venv.
 PYVENV=target/test-venv
-if [ ! -x "$PYVENV/bin/python" ] || ! "$PYVENV/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+# Also the official OpenTelemetry protobuf messages, for the OTLP receiver of tests/otlp.rs.
+if [ ! -x "$PYVENV/bin/python" ] || ! "$PYVENV/bin/python" -c 'import prometheus_client, opentelemetry.proto.collector.metrics.v1.metrics_service_pb2' 2>/dev/null; then
   python3 -m venv "$PYVENV"
-  "$PYVENV/bin/pip" install --quiet --disable-pip-version-check prometheus_client
+  "$PYVENV/bin/pip" install --quiet --disable-pip-version-check prometheus_client 'opentelemetry-proto==1.45.2'
 fi
 export FLORA_TEST_PYTHON="$PWD/$PYVENV/bin/python"
 

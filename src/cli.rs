@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a master in the foreground: `flora-cluster run [OPTIONS] -- PROGRAM [ARGS...]`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Replace every worker with a new generation; exits 0 on success, 1 on rollback.
     Reload(Target),
     /// Stop a running master gracefully and wait until it is gone.

@@ -207,7 +207,7 @@ fn main() -> ExitCode {
         .init();
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Run(args) => run(args),
+        cli::Command::Run(args) => run(*args),
         cli::Command::Reload(t) => return client(&t, &Request::Reload),
         cli::Command::Stop(t) => return client(&t, &Request::Stop),
         cli::Command::Scale { workers, target } => {

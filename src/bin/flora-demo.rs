@@ -100,6 +100,7 @@ fn spec_of(q: &[(String, String)]) -> Result<MetricSpec, String> {
             let buckets: Result<Vec<f64>, _> = param(q, "buckets")
                 .unwrap_or("0.1,1")
                 .split(',')
+                .filter(|b| !b.is_empty())
                 .map(str::parse)
                 .collect();
             MetricSpec::histogram(name, help, &buckets.map_err(|e| format!("buckets: {e}"))?)

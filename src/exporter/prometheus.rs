@@ -290,6 +290,14 @@ fn cluster_metrics(w: &mut Writer, doc: &StatusDoc) {
         doc.reloads.rollback,
     );
     w.family(
+        "flora_otlp_exports_total",
+        Kind::Counter,
+        "OTLP metric pushes by result.",
+    );
+    let [ok, failed] = doc.otlp_exports;
+    w.sample("flora_otlp_exports_total", &[("result", "success")], ok);
+    w.sample("flora_otlp_exports_total", &[("result", "failure")], failed);
+    w.family(
         "flora_generation",
         Kind::Gauge,
         "Worker generation serving now.",

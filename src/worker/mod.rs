@@ -221,6 +221,8 @@ impl Worker {
         let sb = Scoreboard::create(&path, "standalone", 1)?;
         // The mapping stays valid after the name is gone; nothing else needs it.
         let _ = std::fs::remove_file(&path);
+        // No master: this process records its own slot's pid and start.
+        sb.slot_spawned(0, std::process::id(), 0);
         let (shutdown_tx, _) = watch::channel(false);
         Ok(Self {
             inner: Arc::new(Inner {

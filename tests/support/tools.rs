@@ -671,6 +671,11 @@ impl ChildGuard {
         }
     }
 
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the child logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -956,4 +961,248 @@ impl Drop for Traffic {
 /// Closes the write side of `s` (a half-close), ignoring errors.
 pub fn half_close(s: &TcpStream) {
     let _ = s.shutdown(Shutdown::Write);
+}
+
+// ---------------------------------------------------------------------------------------
+// Custom metrics through the demo worker's routes
+// ---------------------------------------------------------------------------------------
+
+/// Longest wait for one keep-alive connection to each wanted worker slot.
+pub const SPREAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections held open at most while looking for the wanted slots (each worker's table
+/// shows 64; the fairness rule makes a loaded worker yield long before that).
+const SPREAD_MAX_SPARE: usize = 120;
+
+/// Sends `GET target` on `c` and returns the response; panics on an I/O error.
+pub fn call(c: &mut Http, target: &str) -> Response {
+    c.get(target)
+        .unwrap_or_else(|e| panic!("GET {target} on a keep-alive connection: {e}"))
+}
+
+/// Sends `GET target` on `c`; panics unless it answers 200. Returns the body.
+pub fn call_ok(c: &mut Http, target: &str) -> String {
+    let r = call(c, target);
+    assert_eq!(r.status, 200, "GET {target}: {}", r.text());
+    r.text()
+}
+
+/// The worker slot `c` reached (`GET /slot`).
+pub fn slot_of(c: &mut Http) -> usize {
+    let body = call_ok(c, "/slot");
+    body.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("/slot answered {body:?}"))
+}
+
+/// Opens keep-alive connections to the workers on `port`, all held open at once so the
+/// workers' fairness rule spreads them, until it holds one to each slot of `slots`. Returns
+/// those connections by slot; the spare ones are closed. Panics after [`SPREAD_TIMEOUT`].
+pub fn conns_by_slot(port: u16, slots: &[usize]) -> BTreeMap<usize, Http> {
+    let deadline = std::time::Instant::now() + SPREAD_TIMEOUT;
+    let mut held: BTreeMap<usize, Http> = BTreeMap::new();
+    let mut spare: Vec<Http> = Vec::new();
+    let mut seen: BTreeMap<usize, usize> = BTreeMap::new();
+    while slots.iter().any(|s| !held.contains_key(s)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection reached slots {slots:?} in {SPREAD_TIMEOUT:?} (connections per \
+             slot: {seen:?})"
+        );
+        if spare.len() >= SPREAD_MAX_SPARE {
+            // Start over: the workers saw the burst end and compare afresh.
+            for c in spare.drain(..) {
+                c.close();
+            }
+            std::thread::sleep(super::POLL_INTERVAL);
+        }
+        let mut c = Http::connect(port).expect("connect to the workers");
+        let slot = slot_of(&mut c);
+        *seen.entry(slot).or_default() += 1;
+        if slots.contains(&slot) && !held.contains_key(&slot) {
+            held.insert(slot, c);
+        } else {
+            spare.push(c);
+        }
+    }
+    for c in spare {
+        c.close();
+    }
+    held
+}
+
+/// The entries of the `custom` array of a status document (master JSON, CLI `--json` or the
+/// in-app `/status`) named `name` whose label set is exactly `labels` (any order).
+pub fn custom_series<'a>(
+    doc: &'a serde_json::Value,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Vec<&'a serde_json::Value> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    want.sort();
+    doc["custom"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|m| m["name"] == name)
+                .filter(|m| {
+                    let mut got: Vec<(String, String)> = m["labels"]
+                        .as_array()
+                        .map(|ls| {
+                            ls.iter()
+                                .map(|p| {
+                                    (
+                                        p[0].as_str().unwrap_or_default().to_string(),
+                                        p[1].as_str().unwrap_or_default().to_string(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    got.sort();
+                    got == want
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `value` of the one custom series `name{labels}` in `doc`: `Some(None)` when the series
+/// exists without a value (an unset gauge), `None` when there is no such series. Panics when
+/// the series is listed more than once.
+pub fn custom_value(
+    doc: &serde_json::Value,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<Option<f64>> {
+    let found = custom_series(doc, name, labels);
+    assert!(
+        found.len() <= 1,
+        "custom series {name}{labels:?} listed {} times: {doc}",
+        found.len()
+    );
+    found.first().map(|m| m["value"].as_f64())
+}
+
+/// The per-worker values of the custom series `name{labels}` in `doc`, by slot.
+pub fn custom_per_worker(
+    doc: &serde_json::Value,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> BTreeMap<usize, f64> {
+    let found = custom_series(doc, name, labels);
+    let Some(m) = found.first() else {
+        panic!("no custom series {name}{labels:?} in {doc}");
+    };
+    m["per_worker"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|w| {
+                    let slot = w["slot"].as_u64().expect("per_worker slot") as usize;
+                    (slot, w["value"].as_f64().expect("per_worker value"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of line `key: value` of a `/server-status?auto` page.
+pub fn auto_value(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+        .and_then(|v| parse_value(v.trim()))
+}
+
+/// Waits until `slot` has a Ready worker other than `old_pid`; returns its pid.
+pub fn wait_respawn(cluster: &Cluster, slot: usize, old_pid: u32) -> u32 {
+    wait_for(
+        super::START_TIMEOUT,
+        &format!("slot {slot} respawned and ready"),
+        || {
+            let s = cluster.snapshot().slots[slot].clone();
+            let ok = s.pid != old_pid
+                && s.pid != 0
+                && s.state == flora_cluster::scoreboard::SlotState::Ready
+                && super::pid_alive(s.pid);
+            ok.then_some(s.pid)
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Prometheus with alerting rules, and its JSON API (tests/dashboards.rs)
+// ---------------------------------------------------------------------------------------
+
+impl PrometheusServer {
+    /// Like [`PrometheusServer::start`] (job `job` scraping `target` every second), with
+    /// `rule_files` loaded and evaluated every second.
+    pub fn start_with_rules(job: &str, target: &str, rule_files: &[&Path]) -> Self {
+        let bin = require_tool("prometheus", "prometheus");
+        let dir = tempfile::Builder::new()
+            .prefix("flora-prometheus-")
+            .tempdir()
+            .expect("tempdir");
+        let rules: String = rule_files
+            .iter()
+            .map(|p| format!("  - '{}'\n", p.display()))
+            .collect();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  \
+                 evaluation_interval: 1s\nrule_files:\n{rules}scrape_configs:\n  - job_name: \
+                 {job}\n    metrics_path: /metrics\n    static_configs:\n      - targets: \
+                 ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .current_dir(dir.path());
+        let mut guard = ChildGuard::spawn("prometheus", &mut cmd, dir.path().join("log"));
+        wait_http_ok(&mut guard, port, "/-/ready");
+        Self {
+            guard,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// `GET target` (an `/api/v1/…` path with its query string, already encoded); returns the
+    /// answer's `data` (panics unless the API answered `status: success`).
+    pub fn api(&self, target: &str) -> serde_json::Value {
+        let v = get_json(self.port, target);
+        assert_eq!(v["status"], "success", "GET {target}: {v}");
+        v["data"].clone()
+    }
+
+    /// The label sets of the series matching `selector` (`/api/v1/series`, all stored time).
+    pub fn series(&self, selector: &str) -> Vec<BTreeMap<String, String>> {
+        let data = self.api(&format!(
+            "/api/v1/series?match%5B%5D={}",
+            url_encode(selector)
+        ));
+        data.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_object())
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
