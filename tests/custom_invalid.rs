@@ -1,6 +1,6 @@
 //! Invalid custom-metric registrations are refused with 422 and a message naming the problem;
 //! the worker and the cluster keep serving and nothing partial shows in `/metrics`. Filling
-//! the registry (128 series) ends in a clear "full" error, and the scrape stays valid.
+//! the registry (`MAX_SERIES` series) ends in a clear "full" error, and the scrape stays valid.
 
 mod support;
 
@@ -8,7 +8,7 @@ use support::tools;
 use support::TestDir;
 
 /// Series the registry holds (`scoreboard::raw::MAX_SERIES`).
-const MAX_SERIES: usize = 128;
+const MAX_SERIES: usize = flora_cluster::scoreboard::MAX_SERIES;
 
 /// A registration that must fail: its query, the words its message must contain, and the
 /// names that must not appear anywhere in the outputs afterwards.
@@ -228,7 +228,8 @@ fn invalid_registrations_are_refused_and_leave_nothing_behind() {
     assert_eq!(registered, MAX_SERIES, "series accepted before full");
     assert_eq!(full.0, 422, "{}", full.1);
     assert!(
-        full.1.contains("the custom metric registry is full") && full.1.contains("128 series"),
+        full.1.contains("the custom metric registry is full")
+            && full.1.contains(&format!("{MAX_SERIES} series")),
         "{}",
         full.1
     );
@@ -241,7 +242,7 @@ fn invalid_registrations_are_refused_and_leave_nothing_behind() {
         tools::call_ok(c1, "/m/add?name=fill_2_total&n=4").trim(),
         "ok"
     );
-    // Every worker and the cluster keep serving; the scrape is valid with 128 series.
+    // Every worker and the cluster keep serving; the scrape is valid with a full registry.
     for (slot, c) in conns.iter_mut() {
         assert_eq!(tools::call_ok(c, "/pid").trim(), pids[*slot].to_string());
     }

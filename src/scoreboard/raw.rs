@@ -9,7 +9,7 @@
 //! The segment is:
 //!
 //! ```text
-//! [ Header (512 B) | Slot 0 | Slot 1 | ... | Slot S-1 ]
+//! [ Header (512 B) | Slot 0 | Slot 1 | ... | Slot S-1 | Registry ]
 //! ```
 #![allow(
     unsafe_code,
@@ -56,7 +56,7 @@ pub const HISTOGRAM_BUCKETS: usize = HISTOGRAM_BOUNDS.len() + 1;
 /// Status classes counted: 1xx, 2xx, 3xx, 4xx, 5xx, other.
 pub const STATUS_CLASSES: usize = 6;
 /// Custom metric cells reserved in every slot.
-pub const CUSTOM_CELLS: usize = 512;
+pub const CUSTOM_CELLS: usize = 1024;
 
 /// A string stored as atomic words: `len` (bit 63 = truncated) plus the bytes.
 #[repr(C)]
@@ -246,7 +246,7 @@ pub struct Header {
 }
 
 /// Series (metric name + label set) the registry holds.
-pub const MAX_SERIES: usize = 128;
+pub const MAX_SERIES: usize = 256;
 /// Bytes of a custom metric name.
 pub const METRIC_NAME_BYTES: usize = 64;
 /// Bytes of a custom metric's help text.
@@ -529,7 +529,7 @@ mod tests {
         assert_eq!(offset_of!(Slot, last), 320);
         assert_eq!(offset_of!(Slot, conns), 576);
         assert_eq!(offset_of!(Slot, custom), 576 + 64 * 576);
-        assert_eq!(size_of::<Slot>(), 576 + 64 * 576 + 512 * 8);
+        assert_eq!(size_of::<Slot>(), 576 + 64 * 576 + 1024 * 8);
         assert_eq!(offset_of!(SlotCounters, status), 56);
         assert_eq!(offset_of!(SlotCounters, histogram), 104);
     }

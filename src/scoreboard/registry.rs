@@ -468,12 +468,15 @@ pub(crate) fn entries(reg: &Registry) -> Vec<EntryView> {
 }
 
 impl Scoreboard {
-    /// Registers a series (single writer: the master, or a standalone worker). The same name,
-    /// labels and shape again returns the same series.
+    /// Registers a series. The same name, labels and shape again returns the same series.
+    ///
+    /// The registry has a single writer: call this only from the process that owns the segment
+    /// (the master; a standalone worker for its private segment; a benchmark or test for its
+    /// own). Workers register through [`crate::Worker::register`], which asks the master.
     ///
     /// # Errors
     /// Validation errors, [`MetricError::ShapeMismatch`], [`MetricError::Full`].
-    pub(crate) fn register(&self, spec: &MetricSpec) -> Result<Registered, MetricError> {
+    pub fn register(&self, spec: &MetricSpec) -> Result<Registered, MetricError> {
         spec.validate()?;
         let reg = self
             .registry()
@@ -680,7 +683,7 @@ mod tests {
             cell: 0,
             cells: 0,
         });
-        for i in 0..200 {
+        for i in 0..=MAX_SERIES {
             last = sb.register(&MetricSpec::histogram(format!("h{i}"), "", &[1.0; 1]));
             if last.is_err() {
                 break;
