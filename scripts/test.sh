@@ -9,6 +9,8 @@ TOOLS=(
   "promtool:prometheus"                                    # exposition lint, real Prometheus server
   "prometheus-apache-exporter:prometheus-apache-exporter"  # reads /server-status?auto
   "chromium:chromium"                                      # renders the status page headless
+  "node:nodejs"                                            # dashboards/schema/validate.mjs
+  "npm:npm"                                                # dashboards/schema/generate.sh
 )
 need_pkgs=()
 for tool_pkg in "${TOOLS[@]}"; do
@@ -37,6 +39,10 @@ if [ ! -x "$PYVENV/bin/python" ] || ! "$PYVENV/bin/python" -c 'import prometheus
   "$PYVENV/bin/pip" install --quiet --disable-pip-version-check prometheus_client 'opentelemetry-proto==1.45.2'
 fi
 export FLORA_TEST_PYTHON="$PWD/$PYVENV/bin/python"
+
+# Grafana's dashboard types as a JSON schema for tests/dashboards.rs (npm packages go into
+# target/grafana-schema/, never into the repo; does nothing when already generated).
+dashboards/schema/generate.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
