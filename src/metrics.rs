@@ -77,19 +77,24 @@ impl Counter {
 pub struct Gauge {
     writer: SlotWriter,
     cell: usize,
+    /// `latest` needs the time of each set; the others only whether it was set.
+    timed: bool,
 }
 
 impl Gauge {
-    pub(crate) fn new(writer: SlotWriter, at: Registered) -> Self {
+    pub(crate) fn new(writer: SlotWriter, at: Registered, aggregation: Aggregation) -> Self {
         Self {
             writer,
             cell: at.cell,
+            timed: aggregation == Aggregation::Latest,
         }
     }
 
     fn mark_set(&self) {
         if let Some(c) = self.writer.custom_cell(self.cell + 1) {
-            c.store(mono_ns().max(1), Relaxed);
+            // A clock read only where the aggregation needs it: it costs more than the rest.
+            let stamp = if self.timed { mono_ns().max(1) } else { 1 };
+            c.store(stamp, Relaxed);
         }
     }
 

@@ -50,15 +50,12 @@ use crate::scoreboard::{
     SlotWriter, Snapshot,
 };
 
-fn expect_kind(spec: &MetricSpec, ok: bool, kind: &str) -> Result<(), crate::Error> {
-    if ok {
-        return Ok(());
-    }
-    Err(MetricError::Unavailable {
+fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
+    MetricError::Unavailable {
         name: spec.name.clone(),
         reason: format!("the spec is not a {kind}"),
     }
-    .into())
+    .into()
 }
 
 pub use serve::Listener;
@@ -397,7 +394,9 @@ impl Worker {
     /// # Errors
     /// As [`Worker::register`], and for a spec that is not a counter.
     pub async fn counter_with(&self, spec: MetricSpec) -> Result<Counter, crate::Error> {
-        expect_kind(&spec, matches!(spec.kind, MetricKind::Counter), "counter")?;
+        if spec.kind != MetricKind::Counter {
+            return Err(wrong_kind(&spec, "counter"));
+        }
         let at = self.register(&spec).await?;
         Ok(Counter::new(self.inner.writer.clone(), at))
     }
@@ -415,13 +414,11 @@ impl Worker {
     /// # Errors
     /// As [`Worker::register`], and for a spec that is not a gauge.
     pub async fn gauge_with(&self, spec: MetricSpec) -> Result<Gauge, crate::Error> {
-        expect_kind(
-            &spec,
-            matches!(spec.kind, MetricKind::Gauge { .. }),
-            "gauge",
-        )?;
+        let MetricKind::Gauge { aggregation, .. } = spec.kind else {
+            return Err(wrong_kind(&spec, "gauge"));
+        };
         let at = self.register(&spec).await?;
-        Ok(Gauge::new(self.inner.writer.clone(), at))
+        Ok(Gauge::new(self.inner.writer.clone(), at, aggregation))
     }
 
     /// Registers (or finds) the gauge `name` without labels, combined by `aggregation`.
@@ -444,7 +441,7 @@ impl Worker {
     /// As [`Worker::register`], and for a spec that is not a histogram.
     pub async fn histogram_with(&self, spec: MetricSpec) -> Result<Histogram, crate::Error> {
         let MetricKind::Histogram { buckets } = &spec.kind else {
-            return Err(expect_kind(&spec, false, "histogram").unwrap_err());
+            return Err(wrong_kind(&spec, "histogram"));
         };
         let buckets = buckets.clone();
         let at = self.register(&spec).await?;

@@ -36,7 +36,7 @@ fn sample() -> StatusDoc {
     let h = CustomHistogram::new(w(0), sb.register(&spec).expect("hist"), &[0.1, 1.0]);
     [0.05, 0.5, 2.0].into_iter().for_each(|v| h.observe(v));
     let spec = MetricSpec::gauge("queue_depth", "Depth.", Aggregation::Sum);
-    CustomGauge::new(w(0), sb.register(&spec).expect("gauge")).set(2.5);
+    CustomGauge::new(w(0), sb.register(&spec).expect("gauge"), Aggregation::Sum).set(2.5);
     for ok in [true, false, false] {
         sb.record_otlp_export(ok);
     }
