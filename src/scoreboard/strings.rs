@@ -38,6 +38,20 @@ pub(crate) fn write<const W: usize>(dst: &AtomicStr<W>, s: &str) {
     dst.len.store(kept.len() as u64 | flag, Relaxed);
 }
 
+/// Whether `cell` holds exactly `s` (not truncated), without allocating.
+pub(crate) fn equals<const W: usize>(cell: &AtomicStr<W>, s: &str) -> bool {
+    let bytes = s.as_bytes();
+    if cell.len.load(Relaxed) != bytes.len() as u64 || bytes.len() > W * 8 {
+        return false;
+    }
+    bytes.chunks(8).zip(&cell.words).all(|(chunk, word)| {
+        let mut buf = [0u8; 8];
+        buf[..chunk.len()].copy_from_slice(chunk);
+        let stored = word.load(Relaxed).to_le_bytes();
+        stored[..chunk.len()] == buf[..chunk.len()]
+    })
+}
+
 /// Reads a string back: `(text, truncated)`. Lengths are clamped and invalid UTF-8 replaced.
 pub(crate) fn read<const W: usize>(src: &AtomicStr<W>) -> (String, bool) {
     let raw_len = src.len.load(Relaxed);
@@ -81,6 +95,18 @@ mod tests {
             write(&c, input);
             assert_eq!(read(&c), (want.to_string(), trunc), "input {input:?}");
         }
+    }
+
+    #[test]
+    fn equality_without_allocation() {
+        let c = cell::<2>();
+        write(&c, "user");
+        assert!(equals(&c, "user"));
+        assert!(!equals(&c, "use"));
+        assert!(!equals(&c, "users"));
+        write(&c, "0123456789abcdefXYZ"); // truncated: equal to nothing of its own length
+        assert!(!equals(&c, "0123456789abcdefXYZ"));
+        assert!(!equals(&c, "0123456789abcdef"));
     }
 
     #[test]

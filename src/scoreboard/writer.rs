@@ -288,7 +288,7 @@ impl ConnGuard {
         try_write(&e.seq, || {
             let found = e.infos.iter().find(|c| {
                 let len = c.key.len.load(Relaxed);
-                len == 0 || (len as usize == key.len() && strings::read(&c.key).0 == key)
+                len == 0 || strings::equals(&c.key, key)
             });
             if let Some(cell) = found {
                 strings::write(&cell.value, value);
