@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), flora_cluster::Error> {
     let worker = Worker::from_env()?;
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());

@@ -42,6 +42,10 @@ struct Args {
     /// Serve without any tracking (the benchmarks' baseline).
     #[arg(long)]
     no_tracking: bool,
+    /// Runtime threads of this worker process (preforked workers scale by process count; one
+    /// thread each avoids cross-thread wake-ups).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Clone)]
@@ -260,10 +264,17 @@ async fn run(args: Args) -> Result<(), flora_cluster::Error> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("flora-demo: {e}");

@@ -147,7 +147,7 @@ pub struct SlotCounters {
     pub conn_overflow: AtomicU64,
     /// Gauge: requests in flight now.
     pub requests_active: AtomicU64,
-    /// Counter: requests finished.
+    /// Unused: finished requests are the sum of `status` (one atomic add fewer per request).
     pub requests_total: AtomicU64,
     /// Counter: bytes read from clients (whole connection, headers included).
     pub bytes_in: AtomicU64,

@@ -484,7 +484,11 @@ fn read_slot(index: usize, s: &Slot, now: u64, unix_now_ms: u64) -> SlotSnapshot
         conns_total: c.conns_total.load(Relaxed),
         conn_overflow: c.conn_overflow.load(Relaxed),
         requests_active: c.requests_active.load(Relaxed),
-        requests_total: c.requests_total.load(Relaxed),
+        // Finished requests = the sum of the status classes (the writer keeps no separate total).
+        requests_total: c
+            .status
+            .iter()
+            .fold(0u64, |a, n| a.wrapping_add(n.load(Relaxed))),
         bytes_in: c.bytes_in.load(Relaxed),
         bytes_out: c.bytes_out.load(Relaxed),
         status: std::array::from_fn(|i| c.status[i].load(Relaxed)),

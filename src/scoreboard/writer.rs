@@ -160,6 +160,9 @@ impl SlotWriter {
                     e.requests.store(0, Relaxed);
                     e.req_start_ns.store(0, Relaxed);
                     e.inflight.store(0, Relaxed);
+                    for info in &e.infos {
+                        info.key.len.store(0, Relaxed);
+                    }
                     e.in_use.store(1, Relaxed);
                 });
             }
@@ -174,6 +177,7 @@ impl SlotWriter {
                 peer,
                 has_pending: std::sync::atomic::AtomicBool::new(false),
                 pending: std::sync::Mutex::new(Vec::new()),
+                had_infos: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -208,6 +212,8 @@ struct ConnInner {
     /// Custom counter increments deferred to the end of the current request.
     has_pending: std::sync::atomic::AtomicBool,
     pending: std::sync::Mutex<Vec<(usize, u64)>>,
+    /// Whether an info was set since the last request began (so there is something to clear).
+    had_infos: std::sync::atomic::AtomicBool,
 }
 
 impl ConnInner {
@@ -261,8 +267,11 @@ impl ConnGuard {
                 e.req_version.store(u64::from(version), Relaxed);
                 strings::write(&e.method, method);
                 strings::write(&e.path, path);
-                for info in &e.infos {
-                    info.key.len.store(0, Relaxed);
+                // The previous request's infos, if it had any, do not belong to this one.
+                if self.inner.had_infos.swap(false, Relaxed) {
+                    for info in &e.infos {
+                        info.key.len.store(0, Relaxed);
+                    }
                 }
             });
         }
@@ -284,6 +293,7 @@ impl ConnGuard {
             return false;
         };
         let key = strings::truncate_at_char(key, super::INFO_KEY_BYTES);
+        self.inner.had_infos.store(true, Relaxed);
         let mut stored = false;
         try_write(&e.seq, || {
             let found = e.infos.iter().find(|c| {
@@ -341,11 +351,11 @@ impl RequestGuard {
         let dur = now.saturating_sub(self.start_ns);
         let c = &slot.counters;
         c.requests_active.fetch_sub(1, Relaxed);
-        c.requests_total.fetch_add(1, Relaxed);
+        // requests_total is the sum of the status classes: one atomic add fewer per request.
         c.status[status_class(self.status)].fetch_add(1, Relaxed);
         c.histogram[bucket_index(dur)].fetch_add(1, Relaxed);
         c.duration_sum_ns.fetch_add(dur, Relaxed);
-        if inner.has_pending.swap(false, Relaxed) {
+        if inner.has_pending.load(Relaxed) && inner.has_pending.swap(false, Relaxed) {
             if let Ok(mut p) = inner.pending.lock() {
                 for (cell, n) in p.drain(..) {
                     if let Some(c) = slot.custom.get(cell) {
@@ -357,7 +367,8 @@ impl RequestGuard {
         let Some(e) = inner.entry() else { return };
         e.inflight.fetch_sub(1, Relaxed);
         try_write(&e.seq, || {
-            e.requests.fetch_add(1, Relaxed);
+            // Single writer under the seqlock: a plain load and store, no atomic add.
+            e.requests.store(e.requests.load(Relaxed) + 1, Relaxed);
             e.idle_since_ns.store(now, Relaxed);
         });
         let last = &slot.last;
@@ -379,11 +390,14 @@ impl RequestGuard {
     }
 }
 
+/// Copies a stored string: only the words its length uses.
 fn copy_words(src: &[AtomicU64], dst: &[AtomicU64], src_len: &AtomicU64, dst_len: &AtomicU64) {
-    for (s, d) in src.iter().zip(dst) {
+    let len = src_len.load(Relaxed);
+    let words = (((len & !(1 << 63)) as usize).div_ceil(8)).min(src.len());
+    for (s, d) in src[..words].iter().zip(dst) {
         d.store(s.load(Relaxed), Relaxed);
     }
-    dst_len.store(src_len.load(Relaxed), Relaxed);
+    dst_len.store(len, Relaxed);
 }
 
 impl Drop for RequestGuard {
