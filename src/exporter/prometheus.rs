@@ -126,10 +126,17 @@ impl Writer {
         let _ = writeln!(self.out, "{name}{} {value}", labels(pairs));
     }
 
-    fn histogram(&mut self, name: &str, pairs: &[(&str, &str)], h: &HistogramSnapshot) {
+    /// A histogram from per-bucket counts (not cumulative, +Inf last) and `bounds`.
+    fn histogram(
+        &mut self,
+        name: &str,
+        pairs: &[(&str, &str)],
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+    ) {
         let mut cumulative = 0u64;
-        let bounds = HistogramSnapshot::bounds();
-        for (i, count) in h.counts.iter().enumerate() {
+        for (i, count) in counts.iter().enumerate() {
             cumulative = cumulative.wrapping_add(*count);
             let le = bounds
                 .get(i)
@@ -138,7 +145,7 @@ impl Writer {
             with_le.push(("le", &le));
             self.sample(&format!("{name}_bucket"), &with_le, cumulative);
         }
-        self.sample(&format!("{name}_sum"), pairs, float(h.sum_seconds));
+        self.sample(&format!("{name}_sum"), pairs, float(sum));
         self.sample(&format!("{name}_count"), pairs, cumulative);
     }
 }
@@ -248,7 +255,9 @@ fn worker_metrics(w: &mut Writer, doc: &StatusDoc) {
         w.histogram(
             "flora_http_request_duration_seconds",
             &[("worker", id)],
-            &s.histogram,
+            HistogramSnapshot::bounds(),
+            &s.histogram.counts,
+            s.histogram.sum_seconds,
         );
     }
     w.family(
@@ -377,33 +386,12 @@ fn custom_metrics(w: &mut Writer, doc: &StatusDoc) {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             match (&m.histogram, m.value) {
-                (Some(h), _) => custom_histogram(w, name, &pairs, h),
+                (Some(h), _) => w.histogram(name, &pairs, &h.bounds, &h.counts, h.sum),
                 (None, Some(v)) => w.sample(name, &pairs, float(v)),
                 (None, None) => {}
             }
         }
     }
-}
-
-fn custom_histogram(
-    w: &mut Writer,
-    name: &str,
-    pairs: &[(&str, &str)],
-    h: &crate::scoreboard::CustomHistogram,
-) {
-    let mut cumulative = 0u64;
-    for (i, count) in h.counts.iter().enumerate() {
-        cumulative = cumulative.wrapping_add(*count);
-        let le = h
-            .bounds
-            .get(i)
-            .map_or_else(|| "+Inf".to_string(), |b| float(*b));
-        let mut with_le = pairs.to_vec();
-        with_le.push(("le", &le));
-        w.sample(&format!("{name}_bucket"), &with_le, cumulative);
-    }
-    w.sample(&format!("{name}_sum"), pairs, float(h.sum));
-    w.sample(&format!("{name}_count"), pairs, cumulative);
 }
 
 #[cfg(test)]
