@@ -71,15 +71,24 @@ struct Writer {
 /// Escapes a label value (backslash, double quote, newline).
 pub fn escape_label(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
+    push_escaped(&mut s, v);
+    s
+}
+
+/// Appends `v` escaped as a label value (no allocation when nothing needs escaping).
+fn push_escaped(out: &mut String, v: &str) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
         }
     }
-    s
 }
 
 fn escape_help(v: &str) -> String {
@@ -97,6 +106,7 @@ fn float(v: f64) -> String {
     }
 }
 
+#[cfg(test)]
 fn labels(pairs: &[(&str, &str)]) -> String {
     if pairs.is_empty() {
         return String::new();
@@ -123,7 +133,34 @@ impl Writer {
     }
 
     fn sample(&mut self, name: &str, pairs: &[(&str, &str)], value: impl std::fmt::Display) {
-        let _ = writeln!(self.out, "{name}{} {value}", labels(pairs));
+        self.sample_with(name, "", pairs, None, value);
+    }
+
+    /// Writes `name` + `suffix`, the labels (plus `le` when given) and the value straight into
+    /// the output: no allocation per sample.
+    fn sample_with(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        pairs: &[(&str, &str)],
+        le: Option<&str>,
+        value: impl std::fmt::Display,
+    ) {
+        let out = &mut self.out;
+        out.push_str(name);
+        out.push_str(suffix);
+        let all = pairs.iter().copied().chain(le.map(|l| ("le", l)));
+        for (i, (k, v)) in all.enumerate() {
+            out.push(if i == 0 { '{' } else { ',' });
+            out.push_str(k);
+            out.push_str("=\"");
+            push_escaped(out, v);
+            out.push('"');
+        }
+        if !pairs.is_empty() || le.is_some() {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
     }
 
     /// A histogram from per-bucket counts (not cumulative, +Inf last) and `bounds`.
@@ -136,17 +173,20 @@ impl Writer {
         sum: f64,
     ) {
         let mut cumulative = 0u64;
+        let mut le = String::new();
         for (i, count) in counts.iter().enumerate() {
             cumulative = cumulative.wrapping_add(*count);
-            let le = bounds
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |b| float(*b));
-            let mut with_le = pairs.to_vec();
-            with_le.push(("le", &le));
-            self.sample(&format!("{name}_bucket"), &with_le, cumulative);
+            le.clear();
+            match bounds.get(i) {
+                Some(b) => {
+                    let _ = write!(le, "{b}");
+                }
+                None => le.push_str("+Inf"),
+            }
+            self.sample_with(name, "_bucket", pairs, Some(&le), cumulative);
         }
-        self.sample(&format!("{name}_sum"), pairs, float(sum));
-        self.sample(&format!("{name}_count"), pairs, cumulative);
+        self.sample_with(name, "_sum", pairs, None, float(sum));
+        self.sample_with(name, "_count", pairs, None, cumulative);
     }
 }
 
