@@ -278,7 +278,8 @@ fn latency_card(doc: &StatusDoc) -> String {
 /// (`c6` = other).
 fn status_card(status: &[u64]) -> String {
     const NAMES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-    let total = status.iter().sum::<u64>().max(1) as f64;
+    // Counts come from shared memory and may be anything: sum as floats, never overflow.
+    let total = status.iter().map(|&n| n as f64).sum::<f64>().max(1.0);
     let (mut bar, mut legend) = (String::new(), String::new());
     for (i, (name, &n)) in (1..).zip(NAMES.iter().zip(status)) {
         if n == 0 && *name == "other" {

@@ -109,17 +109,18 @@ pub fn quantile(h: &HistogramSnapshot, q: f64) -> Option<f64> {
         return None;
     }
     let rank = q.clamp(0.0, 1.0) * total as f64;
-    let mut seen = 0u64;
+    // Counts come from shared memory and may be anything: accumulate as floats (no overflow).
+    let mut seen = 0.0f64;
     for (i, &count) in h.counts.iter().enumerate() {
-        if count > 0 && (seen + count) as f64 >= rank {
+        if count > 0 && seen + count as f64 >= rank {
             let Some(&upper) = bounds.get(i) else {
                 return bounds.last().copied();
             };
             let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
-            let within = (rank - seen as f64) / count as f64;
+            let within = (rank - seen) / count as f64;
             return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
         }
-        seen += count;
+        seen += count as f64;
     }
     bounds.last().copied()
 }

@@ -442,13 +442,17 @@ fn read_entry(e: &MetricEntry, index: usize) -> Option<EntryView> {
     if cell.checked_add(cells).is_none_or(|end| end > CUSTOM_CELLS) || cells != kind.cells() {
         return None;
     }
+    let spec = MetricSpec {
+        name: strings::read(&e.name).0,
+        help: strings::read(&e.help).0,
+        kind,
+        labels: decode_labels(&strings::read(&e.labels).0),
+    };
+    // An entry that would not pass registration (a corrupt segment) is never shown: every
+    // output stays valid exposition.
+    spec.validate().ok()?;
     Some(EntryView {
-        spec: MetricSpec {
-            name: strings::read(&e.name).0,
-            help: strings::read(&e.help).0,
-            kind,
-            labels: decode_labels(&strings::read(&e.labels).0),
-        },
+        spec,
         at: Registered {
             entry: index,
             cell,
