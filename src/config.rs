@@ -73,6 +73,10 @@ pub struct Config {
     /// Management HTTP address (`/metrics`, `/server-status`), `IP:PORT`, or `off`.
     /// Defaults to `127.0.0.1:9337` (loopback only).
     pub status_addr: String,
+    /// File holding the bearer token that enables `POST /-/reload`, `/-/stop` and
+    /// `/-/scale` on the status server (mode 0600, at least 16 characters). Defaults to none:
+    /// those endpoints are off and only the control socket changes state.
+    pub status_token_file: Option<PathBuf>,
     /// OTLP/HTTP metrics endpoint to push to, e.g. `http://127.0.0.1:4318/v1/metrics`.
     /// Defaults to none (no push).
     pub otlp_endpoint: Option<String>,
@@ -101,6 +105,7 @@ impl Default for Config {
             runtime_dir: None,
             slots: None,
             control_socket: None,
+            status_token_file: None,
             otlp_endpoint: None,
             otlp_interval: 10.0,
             otlp_headers: Vec::new(),

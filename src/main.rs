@@ -39,6 +39,9 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     if let Some(v) = args.status_addr {
         cfg.status_addr = v;
     }
+    if let Some(v) = args.status_token_file {
+        cfg.status_token_file = Some(v);
+    }
     if let Some(v) = args.otlp_endpoint {
         cfg.otlp_endpoint = Some(v);
     }

@@ -23,6 +23,7 @@
 //! assert!(text.contains("# TYPE flora_http_requests_total counter"));
 //! ```
 
+pub mod actions;
 pub mod apache;
 pub mod html;
 pub mod model;
@@ -63,7 +64,7 @@ const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
 const HTML_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
 /// Serves the management endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, sb: Scoreboard) {
+pub async fn serve(listener: TcpListener, sb: Scoreboard, control: Option<actions::HttpControl>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -78,6 +79,7 @@ pub async fn serve(listener: TcpListener, sb: Scoreboard) {
             }
         };
         let sb = sb.clone();
+        let control = control.clone();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -85,8 +87,15 @@ pub async fn serve(listener: TcpListener, sb: Scoreboard) {
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_REQUEST_BYTES);
             let svc = hyper::service::service_fn(move |req| {
-                let sb = sb.clone();
-                async move { Ok::<_, Infallible>(handle(&req, &sb)) }
+                let (sb, control) = (sb.clone(), control.clone());
+                async move {
+                    let resp = if req.uri().path().starts_with("/-/") {
+                        actions::handle(&req, control.as_ref()).await
+                    } else {
+                        handle(&req, &sb)
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             // Bound the whole connection too: an idle keep-alive client cannot hold a permit forever.

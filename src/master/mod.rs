@@ -29,7 +29,7 @@
 //! tmpfs for the scoreboard.
 
 pub mod backoff;
-mod control_server;
+pub(crate) mod control_server;
 mod instance;
 mod listeners;
 mod program;
@@ -315,6 +315,14 @@ impl Master {
             source,
         })?;
         let _remove_socket = RemoveOnDrop(socket_path.clone());
+        let (commands_tx, mut commands) = mpsc::unbounded_channel();
+        let http_control = match &cfg.status_token_file {
+            Some(path) => Some(crate::exporter::actions::HttpControl::new(
+                read_token(path)?,
+                commands_tx.clone(),
+            )),
+            None => None,
+        };
         let status_task = match cfg.status_socket_addr() {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -330,13 +338,16 @@ impl Master {
                     .map_or_else(|_| addr.to_string(), |a| a.to_string());
                 sb.set_status_addr(&local);
                 tracing::info!("status server on http://{local}/ (/metrics, /server-status)");
-                Some(tokio::spawn(crate::exporter::serve(listener, sb.clone())))
+                Some(tokio::spawn(crate::exporter::serve(
+                    listener,
+                    sb.clone(),
+                    http_control,
+                )))
             }
             None => None,
         };
         let otlp_task = crate::exporter::otlp::OtlpConfig::from_config(cfg)
             .map(|otlp| tokio::spawn(crate::exporter::otlp::run(otlp, sb.clone())));
-        let (commands_tx, mut commands) = mpsc::unbounded_channel();
         let control_task = tokio::spawn(control_server::serve(control, commands_tx));
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut sup = Supervisor::new(
@@ -401,6 +412,37 @@ impl Master {
             }
         }
     }
+}
+
+/// Reads the HTTP action token: the file must be private to its owner and not empty.
+fn read_token(path: &std::path::Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let invalid = |reason: String| {
+        Error::Config(crate::config::ConfigError::Invalid {
+            key: "status_token_file",
+            line: None,
+            reason,
+        })
+    };
+    let meta = std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(invalid(format!(
+            "{} is readable by others (mode {:o}): chmod 600 it",
+            path.display(),
+            meta.mode() & 0o777
+        )));
+    }
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| invalid(format!("{}: {e}", path.display())))?
+        .trim()
+        .to_string();
+    if token.len() < 16 {
+        return Err(invalid(format!(
+            "{}: the token must have at least 16 characters",
+            path.display()
+        )));
+    }
+    Ok(token)
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
