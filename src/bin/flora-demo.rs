@@ -42,6 +42,10 @@ struct Args {
     /// Serve without any tracking (the benchmarks' baseline).
     #[arg(long)]
     no_tracking: bool,
+    /// After a shutdown request, hang forever instead of exiting (a stuck worker; the master
+    /// must kill it after its shutdown timeout).
+    #[arg(long)]
+    hang_on_shutdown: bool,
     /// Runtime threads of this worker process (preforked workers scale by process count; one
     /// thread each avoids cross-thread wake-ups).
     #[arg(long, default_value_t = 1)]
@@ -259,7 +263,15 @@ async fn run(args: Args) -> Result<(), flora_cluster::Error> {
         metrics: Arc::new(Mutex::new(HashMap::new())),
     };
     let service = hyper::service::service_fn(move |req| handle(app.clone(), req));
-    worker.serve(listener, service).await
+    worker.serve(listener, service).await?;
+    if args.hang_on_shutdown && misbehave {
+        eprintln!(
+            "flora-demo: hanging instead of exiting (slot {})",
+            worker.slot()
+        );
+        std::future::pending::<()>().await;
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
