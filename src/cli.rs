@@ -83,6 +83,9 @@ pub struct RunArgs {
     /// Management HTTP address for /metrics and /server-status, or `off` [default: 127.0.0.1:9337].
     #[arg(long, value_name = "ADDR")]
     pub status_addr: Option<String>,
+    /// Show query strings on the status page and in the JSON (they often carry secrets).
+    #[arg(long)]
+    pub show_query_strings: bool,
     /// File with a bearer token (mode 0600) that enables POST /-/reload, /-/stop, /-/scale on the status server.
     #[arg(long, value_name = "FILE")]
     pub status_token_file: Option<PathBuf>,

@@ -73,6 +73,9 @@ pub struct Config {
     /// Management HTTP address (`/metrics`, `/server-status`), `IP:PORT`, or `off`.
     /// Defaults to `127.0.0.1:9337` (loopback only).
     pub status_addr: String,
+    /// Record query strings with request paths (status page, JSON). Defaults to false: query
+    /// strings often carry secrets, so only paths are kept.
+    pub show_query_strings: bool,
     /// File holding the bearer token that enables `POST /-/reload`, `/-/stop` and
     /// `/-/scale` on the status server (mode 0600, at least 16 characters). Defaults to none:
     /// those endpoints are off and only the control socket changes state.
@@ -106,6 +109,7 @@ impl Default for Config {
             slots: None,
             control_socket: None,
             status_token_file: None,
+            show_query_strings: false,
             otlp_endpoint: None,
             otlp_interval: 10.0,
             otlp_headers: Vec::new(),

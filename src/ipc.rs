@@ -26,6 +26,8 @@ pub const ENV_MASTER_PID: &str = "FLORA_MASTER_PID";
 pub const ENV_INSTANCE: &str = "FLORA_INSTANCE";
 /// Environment variable with the shutdown timeout in ms (how long a drain may take).
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "FLORA_SHUTDOWN_TIMEOUT_MS";
+/// Environment variable set to `1` when the status may show query strings.
+pub const ENV_SHOW_QUERY: &str = "FLORA_SHOW_QUERY";
 
 /// Largest control message; a bigger one is a protocol error.
 pub const MAX_MESSAGE: usize = 64 * 1024;

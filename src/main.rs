@@ -39,6 +39,7 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     if let Some(v) = args.status_addr {
         cfg.status_addr = v;
     }
+    cfg.show_query_strings |= args.show_query_strings;
     if let Some(v) = args.status_token_file {
         cfg.status_token_file = Some(v);
     }

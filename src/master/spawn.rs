@@ -35,6 +35,8 @@ pub struct SpawnSpec {
     pub instance: String,
     /// Drain time the worker is told about.
     pub shutdown_timeout: Duration,
+    /// Whether workers record query strings.
+    pub show_query: bool,
 }
 
 fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
@@ -71,6 +73,7 @@ pub fn spawn(
             ipc::ENV_SHUTDOWN_TIMEOUT_MS,
             spec.shutdown_timeout.as_millis().to_string(),
         )
+        .env(ipc::ENV_SHOW_QUERY, if spec.show_query { "1" } else { "0" })
         .stdin(Stdio::null())
         // Own process group: a terminal's Ctrl-C reaches only the master, which stops the
         // workers in order.

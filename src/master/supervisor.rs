@@ -123,6 +123,7 @@ pub(super) struct Supervisor {
     next_generation: u64,
     ready_timeout: Duration,
     shutdown_timeout: Duration,
+    show_query: bool,
     specs: HashMap<u64, Arc<SpawnSpec>>,
     workers: HashMap<usize, WorkerProc>,
     owner: Vec<Option<u64>>,
@@ -166,6 +167,7 @@ impl Supervisor {
             next_generation: 1,
             ready_timeout: cfg.ready_timeout(),
             shutdown_timeout: cfg.shutdown_timeout(),
+            show_query: cfg.show_query_strings,
             specs: HashMap::new(),
             workers: HashMap::new(),
             respawn_at: HashMap::new(),
@@ -234,6 +236,7 @@ impl Supervisor {
                 args: args.to_vec(),
                 instance: self.name.clone(),
                 shutdown_timeout: self.shutdown_timeout,
+                show_query: self.show_query,
             }),
         );
         Ok(())

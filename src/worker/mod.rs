@@ -123,6 +123,8 @@ struct Inner {
     shutdown_timeout: Duration,
     /// Whether `serve` tracks connections and requests (off only for benchmark baselines).
     tracking: AtomicBool,
+    /// Whether request targets keep their query strings (the master's `--show-query-strings`).
+    show_query: bool,
 }
 
 /// A worker process's handle on its cluster. Cheap to clone.
@@ -202,6 +204,7 @@ impl Worker {
                 shutdown_tx,
                 shutdown_timeout,
                 tracking: AtomicBool::new(true),
+                show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
             }),
         };
         worker.spawn_control_reader(channel, reply_tx);
@@ -230,6 +233,7 @@ impl Worker {
                 shutdown_tx,
                 shutdown_timeout,
                 tracking: AtomicBool::new(true),
+                show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
             }),
         })
     }
@@ -523,6 +527,10 @@ impl Worker {
     /// nothing to go by, and drains close keep-alive connections without `Connection: close`.
     pub fn set_tracking(&self, on: bool) {
         self.inner.tracking.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn show_query(&self) -> bool {
+        self.inner.show_query
     }
 
     pub(crate) fn tracking(&self) -> bool {

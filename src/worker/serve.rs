@@ -189,7 +189,12 @@ impl Worker {
             }
             let conn = writer.conn_open(peer);
             let io = TokioIo::new(CountingIo::new(stream, writer.clone()));
-            let svc = TrackedService::new(service.clone(), conn.clone(), draining.clone());
+            let svc = TrackedService::new(
+                service.clone(),
+                conn.clone(),
+                draining.clone(),
+                self.show_query(),
+            );
             let served =
                 graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
             tokio::spawn(async move {

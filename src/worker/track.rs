@@ -140,14 +140,22 @@ pub(crate) struct TrackedService<S> {
     conn: ConnGuard,
     /// Set when the worker drains: HTTP/1 responses then carry `Connection: close`.
     draining: Arc<AtomicBool>,
+    /// Record the query string with the path.
+    show_query: bool,
 }
 
 impl<S> TrackedService<S> {
-    pub(crate) fn new(inner: S, conn: ConnGuard, draining: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        conn: ConnGuard,
+        draining: Arc<AtomicBool>,
+        show_query: bool,
+    ) -> Self {
         Self {
             inner,
             conn,
             draining,
+            show_query,
         }
     }
 }
@@ -161,11 +169,14 @@ where
     type Future = TrackedFuture<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let guard = self.conn.request_begin(
-            req.method().as_str(),
-            req.uri().path(),
-            version_code(req.version()),
-        );
+        let uri = req.uri();
+        let target = match (self.show_query, uri.path_and_query()) {
+            (true, Some(pq)) => pq.as_str(),
+            _ => uri.path(),
+        };
+        let guard =
+            self.conn
+                .request_begin(req.method().as_str(), target, version_code(req.version()));
         req.extensions_mut().insert(RequestInfo {
             conn: self.conn.clone(),
         });
