@@ -83,6 +83,12 @@ pub struct RunArgs {
     /// Management HTTP address for /metrics and /server-status, or `off` [default: 127.0.0.1:9337].
     #[arg(long, value_name = "ADDR")]
     pub status_addr: Option<String>,
+    /// Run the workers as USER (the master runs as root, binds privileged ports, and hands them over).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Run the workers with GROUP [default: USER's primary group].
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
     /// Show query strings on the status page and in the JSON (they often carry secrets).
     #[arg(long)]
     pub show_query_strings: bool,

@@ -73,6 +73,11 @@ pub struct Config {
     /// Management HTTP address (`/metrics`, `/server-status`), `IP:PORT`, or `off`.
     /// Defaults to `127.0.0.1:9337` (loopback only).
     pub status_addr: String,
+    /// Run the workers as this user (the master must be root; it keeps binding privileged
+    /// ports). Defaults to the master's own user.
+    pub user: Option<String>,
+    /// Run the workers with this group (defaults to the user's primary group when `user` is set).
+    pub group: Option<String>,
     /// Record query strings with request paths (status page, JSON). Defaults to false: query
     /// strings often carry secrets, so only paths are kept.
     pub show_query_strings: bool,
@@ -110,6 +115,8 @@ impl Default for Config {
             control_socket: None,
             status_token_file: None,
             show_query_strings: false,
+            user: None,
+            group: None,
             otlp_endpoint: None,
             otlp_interval: 10.0,
             otlp_headers: Vec::new(),
@@ -347,6 +354,9 @@ mod tests {
         assert_eq!(c.shutdown_timeout(), Duration::from_millis(2500));
         assert!(c.validate().is_ok());
         assert!(Config::default().validate().is_err());
+        // Management endpoints bind to loopback unless told otherwise.
+        let addr = Config::default().status_socket_addr().unwrap();
+        assert!(addr.ip().is_loopback());
         assert!(Config::default().worker_count() >= 1);
     }
 }

@@ -40,6 +40,12 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
         cfg.status_addr = v;
     }
     cfg.show_query_strings |= args.show_query_strings;
+    if let Some(v) = args.user {
+        cfg.user = Some(v);
+    }
+    if let Some(v) = args.group {
+        cfg.group = Some(v);
+    }
     if let Some(v) = args.status_token_file {
         cfg.status_token_file = Some(v);
     }

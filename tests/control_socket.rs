@@ -18,6 +18,20 @@ fn garbage_gets_errors_and_the_master_carries_on() {
     let sock = dir.runtime_dir().join(format!("{}.sock", dir.name));
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // The lock file and the segment are private too, and owned by the running user.
+    for path in [dir.lock_path(), dir.segment_path()] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            nix::unistd::geteuid().as_raw()
+        );
+    }
 
     let stream = UnixStream::connect(&sock).unwrap();
     stream

@@ -288,6 +288,15 @@ impl Master {
         let cfg = &self.config;
         let dir = cfg.runtime_dir.clone().unwrap_or_else(default_runtime_dir);
         instance::prepare_dir(&dir)?;
+        let credentials = resolve_credentials(cfg)?;
+        if credentials.is_some() {
+            // Unprivileged workers must reach their program copy: traverse, not list.
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+                .map_err(|source| Error::Io {
+                    context: format!("chmod 0711 {}", dir.display()),
+                    source,
+                })?;
+        }
         let paths = InstancePaths::new(&dir, &cfg.name);
         let _lock = InstanceLock::acquire(&paths.lock, &cfg.name)?;
         if paths.scoreboard.exists() {
@@ -358,6 +367,7 @@ impl Master {
             self.phase.clone(),
             self.hooks.clone(),
         );
+        sup.credentials = credentials;
         for (fd, name) in systemd::listen_fds() {
             let addr = sup.listeners.adopt(fd).map_err(|source| Error::Io {
                 context: format!("socket-activated descriptor {name:?} is not a TCP listener"),
@@ -412,6 +422,45 @@ impl Master {
             }
         }
     }
+}
+
+/// The uid and gid the workers run as, from `--user`/`--group` (only root may switch).
+fn resolve_credentials(cfg: &Config) -> Result<Option<(u32, u32)>> {
+    use nix::unistd::{Group, User};
+    let invalid = |key: &'static str, reason: String| {
+        Error::Config(crate::config::ConfigError::Invalid {
+            key,
+            line: None,
+            reason,
+        })
+    };
+    let Some(name) = &cfg.user else {
+        return match &cfg.group {
+            Some(_) => Err(invalid("group", "--group needs --user".into())),
+            None => Ok(None),
+        };
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Err(invalid(
+            "user",
+            format!("switching workers to {name:?} needs a master running as root"),
+        ));
+    }
+    let user = User::from_name(name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| invalid("user", format!("no such user {name:?}")))?;
+    let gid = match &cfg.group {
+        Some(g) => {
+            Group::from_name(g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| invalid("group", format!("no such group {g:?}")))?
+                .gid
+        }
+        None => user.gid,
+    };
+    Ok(Some((user.uid.as_raw(), gid.as_raw())))
 }
 
 /// Reads the HTTP action token: the file must be private to its owner and not empty.

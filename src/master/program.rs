@@ -44,7 +44,8 @@ fn is_noexec(dir: &Path) -> bool {
         .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC))
 }
 
-/// Resolves `program` and copies it for `generation` when the runtime directory allows it.
+/// Resolves `program` and copies it for `generation` when the runtime directory allows it;
+/// with `owner` (unprivileged workers) the copy belongs to that user, mode 0500.
 ///
 /// # Errors
 /// When the program cannot be found: a generation cannot start without it.
@@ -53,6 +54,7 @@ pub fn prepare(
     dir: &Path,
     name: &str,
     generation: u64,
+    owner: Option<(u32, u32)>,
 ) -> std::io::Result<Prepared> {
     let src = resolve(program)?;
     if !src.is_file() {
@@ -74,7 +76,14 @@ pub fn prepare(
     if is_noexec(dir) {
         return Ok(in_place(format!("{} is mounted noexec", dir.display())));
     }
-    match snapshot(&src, dir, name, generation) {
+    let copied = snapshot(&src, dir, name, generation).and_then(|exe| {
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&exe, Some(uid), Some(gid))?;
+            std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o500))?;
+        }
+        Ok(exe)
+    });
+    match copied {
         Ok(exe) => Ok(Prepared { exe, copied: true }),
         Err(e) => Ok(in_place(format!(
             "cannot copy it into {}: {e}",
@@ -108,7 +117,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("w.sh");
         std::fs::write(&src, "#!/bin/sh\necho one\n").unwrap();
-        let p = prepare(src.to_str().unwrap(), dir.path(), "x", 3).unwrap();
+        let p = prepare(src.to_str().unwrap(), dir.path(), "x", 3, None).unwrap();
         assert!(p.copied);
         std::fs::write(&src, "broken").unwrap();
         assert_eq!(
@@ -116,9 +125,16 @@ mod tests {
             "#!/bin/sh\necho one\n"
         );
         assert!(p.exe.ends_with("x.gen3.w.sh"));
-        assert!(prepare("/nonexistent/prog", dir.path(), "x", 4).is_err());
+        assert!(prepare("/nonexistent/prog", dir.path(), "x", 4, None).is_err());
         // An unusable runtime dir falls back to running the file in place.
-        let fallback = prepare(src.to_str().unwrap(), &dir.path().join("missing"), "x", 5).unwrap();
+        let fallback = prepare(
+            src.to_str().unwrap(),
+            &dir.path().join("missing"),
+            "x",
+            5,
+            None,
+        )
+        .unwrap();
         assert_eq!(
             fallback,
             Prepared {

@@ -37,6 +37,8 @@ pub struct SpawnSpec {
     pub shutdown_timeout: Duration,
     /// Whether workers record query strings.
     pub show_query: bool,
+    /// User and group the workers run as (none: the master's).
+    pub credentials: Option<(u32, u32)>,
 }
 
 fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
@@ -79,6 +81,10 @@ pub fn spawn(
         // workers in order.
         .process_group(0)
         .kill_on_drop(false);
+    if let Some((uid, gid)) = spec.credentials {
+        // std drops the supplementary groups too when it changes the user.
+        cmd.uid(uid).gid(gid);
+    }
     // The master is the service's main process: workers do not talk to systemd.
     for var in super::systemd::ENV_VARS {
         cmd.env_remove(var);

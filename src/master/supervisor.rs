@@ -124,6 +124,8 @@ pub(super) struct Supervisor {
     ready_timeout: Duration,
     shutdown_timeout: Duration,
     show_query: bool,
+    /// uid and gid of the workers (`--user`/`--group`).
+    pub(super) credentials: Option<(u32, u32)>,
     specs: HashMap<u64, Arc<SpawnSpec>>,
     workers: HashMap<usize, WorkerProc>,
     owner: Vec<Option<u64>>,
@@ -168,6 +170,7 @@ impl Supervisor {
             ready_timeout: cfg.ready_timeout(),
             shutdown_timeout: cfg.shutdown_timeout(),
             show_query: cfg.show_query_strings,
+            credentials: None,
             specs: HashMap::new(),
             workers: HashMap::new(),
             respawn_at: HashMap::new(),
@@ -226,7 +229,8 @@ impl Supervisor {
             .program
             .split_first()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no program"))?;
-        let prepared = program::prepare(argv0, &self.dir, &self.name, generation)?;
+        let prepared =
+            program::prepare(argv0, &self.dir, &self.name, generation, self.credentials)?;
         self.specs.insert(
             generation,
             Arc::new(SpawnSpec {
@@ -237,6 +241,7 @@ impl Supervisor {
                 instance: self.name.clone(),
                 shutdown_timeout: self.shutdown_timeout,
                 show_query: self.show_query,
+                credentials: self.credentials,
             }),
         );
         Ok(())
