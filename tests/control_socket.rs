@@ -70,6 +70,17 @@ fn garbage_gets_errors_and_the_master_carries_on() {
     assert!(reply.contains("too long"), "{reply:?}");
 
     // `status` reads the scoreboard: a table, or the JSON document with --json.
+    // A partial frame (the client stops mid-line and closes its side) gets an error, not a hang.
+    let partial = UnixStream::connect(&sock).unwrap();
+    partial
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    (&partial).write_all(b"{\"cmd\":\"sta").unwrap();
+    partial.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    let _ = BufReader::new(&partial).read_line(&mut reply);
+    assert!(reply.contains("unterminated"), "{reply:?}");
+
     let out = dir.ctl(&["status"]);
     assert!(out.status.success(), "{out:?}");
     let table = String::from_utf8_lossy(&out.stdout);
