@@ -16,8 +16,9 @@ use support::{wait_until, Http, TestDir, START_TIMEOUT};
 
 /// Client threads, each with one keep-alive connection at a time.
 const CLIENTS: usize = 4;
-/// How long the chaos lasts.
-const CHAOS: Duration = Duration::from_secs(8);
+/// How long the chaos lasts in CI; `FLORA_CHAOS_SECS=300 cargo test --test chaos -- --nocapture`
+/// runs the long variant.
+const CHAOS_SECS: u64 = 8;
 /// Time between two SIGKILLs.
 const KILL_EVERY: Duration = Duration::from_millis(400);
 /// Requests per client at most, whatever happens.
@@ -125,10 +126,17 @@ fn kills_and_reloads_under_load_lose_only_in_flight_requests() {
         answered.load(Ordering::Relaxed) > 500
     });
     let (rss_before, fds_before) = (proc_field(cluster.pid, "VmRSS:"), fd_count(cluster.pid));
+    let chaos = Duration::from_secs(
+        std::env::var("FLORA_CHAOS_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(CHAOS_SECS)
+            .min(3600),
+    );
     let started = Instant::now();
     let (mut kills, mut reloads, mut next_reload) = (0u64, 0u64, Duration::from_secs(2));
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    while started.elapsed() < CHAOS {
+    while started.elapsed() < chaos {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -157,7 +165,9 @@ fn kills_and_reloads_under_load_lose_only_in_flight_requests() {
     }
     // Let the cluster settle and the load confirm it serves, then stop the clients.
     let before = answered.load(Ordering::Relaxed);
-    wait_until(START_TIMEOUT, "serving after the chaos", || {
+    // Killed workers look like a crash loop to the master, so their respawns may be backed off
+    // up to the 30 s cap: give the cluster that long to come back.
+    wait_until(Duration::from_secs(45), "serving after the chaos", || {
         answered.load(Ordering::Relaxed) > before + 500
     });
     stop.store(true, Ordering::Relaxed);
@@ -167,7 +177,8 @@ fn kills_and_reloads_under_load_lose_only_in_flight_requests() {
     let total = answered.load(Ordering::Relaxed);
     let failures = failures.lock().unwrap().clone();
     eprintln!(
-        "{kills} kills, {reloads} reloads, {total} answered, {} failed in flight",
+        "chaos {chaos:?}: {} requests sent, {total} answered, {} failed in flight, {kills} workers killed, {reloads} reloads",
+        total + failures.len() as u64,
         failures.len()
     );
 
@@ -197,15 +208,23 @@ fn kills_and_reloads_under_load_lose_only_in_flight_requests() {
         fds_after <= fds_before + 4,
         "master fds {fds_before} → {fds_after}"
     );
-    wait_until(
-        START_TIMEOUT,
-        "scoreboard total equals the answered requests",
-        || cluster.snapshot().totals.requests_total == total,
+    // Every answered request is counted. A request is counted when its body is complete, a
+    // moment before the bytes leave the worker: one killed in that moment is counted but
+    // failed, so the total may exceed the answers by at most the failures.
+    let failed = failures.len() as u64;
+    let counted = support::wait_for(START_TIMEOUT, "scoreboard total settles", || {
+        let t = cluster.snapshot().totals.requests_total;
+        (t >= total).then_some(t)
+    });
+    eprintln!("scoreboard total {counted}, answered {total}, failed {failed}");
+    assert!(
+        counted <= total + failed,
+        "counted {counted} > answered {total} + failed {failed}"
     );
     // Prometheus saw the counters only grow.
     wait_until(Duration::from_secs(10), "a scrape after the chaos", || {
         prom.query_scalar("sum(flora_http_requests_total)")
-            .is_some_and(|v| v as u64 == total)
+            .is_some_and(|v| v as u64 == counted)
     });
     let resets = prom.query_scalar(
         "sum(resets(flora_http_requests_total[2m])) + sum(resets(flora_connections_total[2m]))",
