@@ -10,6 +10,7 @@ cargo build --quiet --bin flora-cluster --example hello
 cat <<MSG
 flora-cluster demo: $WORKERS hello workers
   open   http://$HOST:$PORT/
+  status http://127.0.0.1:9337/server-status   (metrics: /metrics, terminal: target/debug/flora-cluster status --name demo)
   stop   Ctrl-C (or kill -TERM <master pid>)
 MSG
 exec target/debug/flora-cluster run --name demo --workers "$WORKERS" -- target/debug/examples/hello
