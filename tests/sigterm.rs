@@ -76,19 +76,7 @@ fn sigterm_lets_in_flight_request_finish() {
     let dir = TestDir::new("sigterm-drain");
     let mut cluster = dir.start(support::free_port(), 2, &[]);
     let pids = cluster.wait_ready(2);
-    let mut slow = Http::connect(cluster.port).expect("connect");
-    slow.send_get("/slow?ms=1500").expect("send /slow");
-    wait_until(
-        Duration::from_secs(10),
-        "the slow request to be in flight",
-        || {
-            cluster
-                .snapshot()
-                .slots
-                .iter()
-                .any(|s| s.requests_active > 0)
-        },
-    );
+    let mut slow = slow_request_in_flight(&cluster, 1500);
 
     cluster.signal(Signal::SIGTERM);
     let r = slow
@@ -110,19 +98,7 @@ fn second_sigterm_forces_the_stop() {
         &[],
     );
     let pids = cluster.wait_ready(2);
-    let mut slow = Http::connect(cluster.port).expect("connect");
-    slow.send_get("/slow?ms=50000").expect("send /slow");
-    wait_until(
-        Duration::from_secs(10),
-        "the slow request to be in flight",
-        || {
-            cluster
-                .snapshot()
-                .slots
-                .iter()
-                .any(|s| s.requests_active > 0)
-        },
-    );
+    let slow = slow_request_in_flight(&cluster, 50000);
 
     cluster.signal(Signal::SIGTERM);
     // The stop is under way once a worker drains or the idle one has exited.
@@ -146,4 +122,23 @@ fn second_sigterm_forces_the_stop() {
     eprintln!("forced stop exit status: {status:?}");
     Cluster::wait_pids_gone(&pids, WORKERS_GONE_TIMEOUT);
     drop(slow);
+}
+
+/// Sends `/slow?ms=MS` on a new connection and waits until the scoreboard shows it in flight.
+fn slow_request_in_flight(cluster: &Cluster, ms: u64) -> Http {
+    let mut slow = Http::connect(cluster.port).expect("connect");
+    slow.send_get(&format!("/slow?ms={ms}"))
+        .expect("send /slow");
+    wait_until(
+        Duration::from_secs(10),
+        "the slow request to be in flight",
+        || {
+            cluster
+                .snapshot()
+                .slots
+                .iter()
+                .any(|s| s.requests_active > 0)
+        },
+    );
+    slow
 }

@@ -759,37 +759,7 @@ impl PrometheusServer {
     /// Starts `prometheus` scraping `target` (`HOST:PORT`, path `/metrics`) as job `job`;
     /// returns once its API is ready (the first scrape comes ~5 s later).
     pub fn start(job: &str, target: &str) -> Self {
-        let bin = require_tool("prometheus", "prometheus");
-        let dir = tempfile::Builder::new()
-            .prefix("flora-prometheus-")
-            .tempdir()
-            .expect("tempdir");
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  \
-                 evaluation_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    \
-                 metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let port = free_port();
-        let mut cmd = Command::new(bin);
-        cmd.arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .current_dir(dir.path());
-        let mut guard = ChildGuard::spawn("prometheus", &mut cmd, dir.path().join("log"));
-        wait_http_ok(&mut guard, port, "/-/ready");
-        Self {
-            guard,
-            port,
-            _dir: dir,
-        }
+        Self::start_with_rules(job, target, &[])
     }
 
     /// Runs an instant query; returns `data.result` (panics on an API error).
@@ -1149,12 +1119,17 @@ impl PrometheusServer {
             .iter()
             .map(|p| format!("  - '{}'\n", p.display()))
             .collect();
+        let rules = if rules.is_empty() {
+            String::new()
+        } else {
+            format!("rule_files:\n{rules}")
+        };
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  \
-                 evaluation_interval: 1s\nrule_files:\n{rules}scrape_configs:\n  - job_name: \
+                 evaluation_interval: 1s\n{rules}scrape_configs:\n  - job_name: \
                  {job}\n    metrics_path: /metrics\n    static_configs:\n      - targets: \
                  ['{target}']\n"
             ),
