@@ -207,13 +207,7 @@ fn custom_counter_is_exact_across_kill_respawn_and_reload() {
     assert_counted(status, &want);
 
     // Reload: generation 2 registers again (same series) and adds; nothing old is lost.
-    let out = dir.ctl(&["reload"]);
-    assert!(
-        out.status.success(),
-        "reload failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dir.reload_ok();
     Cluster::wait_pids_gone(&[pids[0], respawned, pids[2]], START_TIMEOUT);
     let new_slots = support::wait_for(START_TIMEOUT, "3 ready workers of generation 2", || {
         let slots = ready_slots_of(&cluster, 2);

@@ -196,13 +196,7 @@ fn gauges_aggregate_live_workers_and_dead_ones_only_when_asked() {
 
     // Reload: the new generation runs in other slots and sets nothing; the retired slots'
     // values no longer count (no sample at all), except for the count-dead gauge.
-    let out = dir.ctl(&["reload"]);
-    assert!(
-        out.status.success(),
-        "reload failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dir.reload_ok();
     Cluster::wait_pids_gone(&[pids[0], respawned], START_TIMEOUT);
     for (agg, _) in AGGS {
         want.insert(gauge(agg), None);

@@ -144,13 +144,7 @@ fn metrics_count_each_request_once_across_kill_and_reload() {
         s.text
     );
 
-    let out = dir.ctl(&["reload"]);
-    assert!(
-        out.status.success(),
-        "reload failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dir.reload_ok();
     tools::send_requests(cluster.port, K3);
     let s = wait_total(status, K1 + K2 + K3, &mut mono);
     let success = s

@@ -60,7 +60,7 @@ fn workers_run_unprivileged_on_a_privileged_port() {
     assert_eq!(mode(&dir.runtime_dir()), 0o711);
     assert_eq!(mode(&dir.segment_path()), 0o600);
     // A reload starts the new generation unprivileged too.
-    assert!(dir.ctl(&["reload"]).status.success());
+    dir.reload_ok();
     let snap = cluster.snapshot();
     for s in snap
         .slots

@@ -166,6 +166,18 @@ impl TestDir {
         path
     }
 
+    /// `flora-cluster reload` for this instance; panics with its output unless it succeeded.
+    pub fn reload_ok(&self) -> std::process::Output {
+        let out = self.ctl(&["reload"]);
+        assert!(
+            out.status.success(),
+            "reload failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// Runs `flora-cluster ARGS --name N --runtime-dir D` (a control command) to completion.
     pub fn ctl(&self, args: &[&str]) -> std::process::Output {
         let mut child = Command::new(MASTER_BIN)
