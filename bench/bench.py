@@ -2,11 +2,15 @@
 """flora-cluster load benchmarks: real processes on 127.0.0.1, a real load generator (wrk),
 side-by-side runs and ratios. Bounded in time; every process it starts is stopped by pid.
 
-    bench/run.sh [all|overhead|nginx|reload|scrape|respawn] [--secs N] [--runs N]
+    bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss] [--secs N] [--runs N]
+                 [--pin]
 
 Reports requests/s, p99 latency and server CPU time per request (workers' utime+stime from
 /proc over the run / requests served), which is much steadier than requests/s on a 2-core
-machine where wrk competes with the servers.
+machine where wrk competes with the servers. The worker is examples/hello.rs (tracked, or
+untracked with HELLO_UNTRACKED=1: the same hyper server without any scoreboard write).
+--pin runs one worker per server on CPU 1 and wrk on CPU 0, so the two never share a core:
+the steadiest CPU-per-request figures this machine gives.
 """
 import argparse
 import json
@@ -26,6 +30,15 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MASTER = os.path.join(ROOT, "target/release/flora-cluster")
 DEMO = os.path.join(ROOT, "target/release/flora-demo")
+HELLO = os.path.join(ROOT, "target/release/examples/hello")
+NODE_HELLO = os.path.join(ROOT, "bench/node-hello.js")
+# Set by --pin: CPU of the servers and CPU of the load generator.
+PIN = {"server": None, "load": None}
+
+
+def pinned(cmd, role):
+    cpu = PIN[role]
+    return ["taskset", "-c", str(cpu), *cmd] if cpu is not None else cmd
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -68,18 +81,18 @@ def wait_http(url, timeout=20):
 
 
 class Cluster:
-    """A flora-cluster master with flora-demo workers."""
+    """A flora-cluster master with hello (or other) workers."""
 
-    def __init__(self, workers, demo_args=(), name="bench"):
+    def __init__(self, workers, worker_cmd=(HELLO,), name="bench", env=None):
         self.dir = tempfile.mkdtemp(prefix="flora-bench-")
         self.port, self.status_port = free_port(), free_port()
         self.name = name
-        env = dict(os.environ, HOST="127.0.0.1", PORT=str(self.port), RUST_LOG="warn")
+        env = dict(os.environ, HOST="127.0.0.1", PORT=str(self.port), RUST_LOG="warn", **(env or {}))
         self.started = time.time()
         self.proc = subprocess.Popen(
-            [MASTER, "run", "--name", name, "--runtime-dir", self.dir, "--workers", str(workers),
-             "--status-addr", f"127.0.0.1:{self.status_port}", "--shutdown-timeout", "10", "--",
-             DEMO, *demo_args],
+            pinned([MASTER, "run", "--name", name, "--runtime-dir", self.dir, "--workers", str(workers),
+                    "--status-addr", f"127.0.0.1:{self.status_port}", "--shutdown-timeout", "10", "--",
+                    *worker_cmd], "server"),
             env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "master.log"), "w"))
         self.url = f"http://127.0.0.1:{self.port}/"
         self.workers = workers
@@ -91,6 +104,9 @@ class Cluster:
 
     def ready_pids(self):
         return [w["pid"] for w in self.status()["workers"] if w["state"] == "ready"]
+
+    def requests_by_slot(self):
+        return {w["index"]: w["requests_total"] for w in self.status()["workers"]}
 
     def wait_ready(self, n=None, timeout=30):
         n = n or self.workers
@@ -117,14 +133,15 @@ class Cluster:
 
 
 class Nginx:
-    """nginx with 2 workers answering the same hello response."""
+    """nginx with N workers answering the same hello response."""
 
     def __init__(self, workers=2):
+        affinity = f"worker_cpu_affinity {1 << PIN['server']:b};" if PIN["server"] is not None else ""
         self.dir = tempfile.mkdtemp(prefix="flora-bench-nginx-")
         self.port = free_port()
         conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(f"""worker_processes {workers};
+            f.write(f"""worker_processes {workers}; {affinity}
 pid {self.dir}/nginx.pid;
 error_log {self.dir}/error.log warn;
 events {{ worker_connections 1024; }}
@@ -157,6 +174,30 @@ http {{
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class NodeCluster:
+    """Node.js `cluster` preforking N workers with the same hello response."""
+
+    def __init__(self, workers=2):
+        self.port = free_port()
+        env = dict(os.environ, PORT=str(self.port), WORKERS=str(workers))
+        self.proc = subprocess.Popen(pinned(["node", NODE_HELLO], "server"), env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        wait_http(self.url)
+
+    def worker_pids(self):
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def parse_wrk(text):
     def num(pattern, default=0.0):
         m = re.search(pattern, text)
@@ -177,18 +218,37 @@ def parse_wrk(text):
 
 
 def wrk(url, secs, conns=50, threads=2):
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", url],
+    if PIN["load"] is not None:
+        threads = 1
+    out = subprocess.run(pinned(["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency", url], "load"),
                          capture_output=True, text=True, timeout=secs + 60)
     return parse_wrk(out.stdout)
 
 
-def measured(url, pids_of, secs):
-    """One wrk run with the servers' CPU time per request."""
+def measured(url, pids_of, secs, cluster=None):
+    """One wrk run with the servers' CPU time per request, and with a cluster each worker's
+    share of the requests (from the scoreboard)."""
     pids = pids_of()
     before = cpu_seconds(pids)
+    counts = cluster.requests_by_slot() if cluster else None
     r = wrk(url, secs)
     r["cpu_us_per_req"] = (cpu_seconds(pids) - before) / max(r["requests"], 1) * 1e6
+    if cluster:
+        after = cluster.requests_by_slot()
+        served = {i: after[i] - counts.get(i, 0) for i in after}
+        total = sum(served.values()) or 1
+        r["shares"] = sorted(100.0 * n / total for n in served.values() if n)
     return r
+
+
+def shares(runs):
+    """Lowest and highest per-worker share of requests over the runs, in %."""
+    s = [x for r in runs for x in r.get("shares", [])]
+    return f"{min(s):.1f}–{max(s):.1f} %" if s else "—"
+
+
+def workers_of(args):
+    return 1 if PIN["server"] is not None else args.workers
 
 
 def summary(runs, key):
@@ -208,23 +268,31 @@ def fmt(t, digits=2):
 
 def table(title, rows, names):
     print(f"\n### {title}\n")
-    print("| run | req/s median (min–max) | p99 ms | CPU µs/request | socket errors |")
-    print("|---|---|---|---|---|")
+    print("| run | req/s median (min–max) | p99 ms | CPU µs/request | socket errors | worker shares |")
+    print("|---|---|---|---|---|---|")
     for name, runs in zip(names, rows):
         print(f"| {name} | {fmt(summary(runs, 'rps'), 0)} | {fmt(summary(runs, 'p99_ms'))} | "
-              f"{fmt(summary(runs, 'cpu_us_per_req'))} | {sum(r['errors'] for r in runs)} |")
+              f"{fmt(summary(runs, 'cpu_us_per_req'))} | {sum(r['errors'] for r in runs)} | {shares(runs)} |")
+
+
+def setup(args):
+    n = workers_of(args)
+    where = "1 worker on CPU 1, wrk -t1 on CPU 0" if PIN["server"] is not None else f"{n} workers, wrk -t2"
+    return n, f"{where} -c50, {args.secs} s runs"
 
 
 def bench_overhead(args):
-    tracked, plain = Cluster(2, name="tracked"), Cluster(2, ["--no-tracking"], name="plain")
+    n, where = setup(args)
+    tracked = Cluster(n, name="tracked")
+    plain = Cluster(n, name="plain", env={"HELLO_UNTRACKED": "1"})
     try:
         tp, pp = tracked.wait_ready(), plain.wait_ready()
         wrk(tracked.url, 1), wrk(plain.url, 1)
         a, b = [], []
         for _ in range(args.runs):  # alternate, so drift hits both alike
-            a.append(measured(tracked.url, lambda: tp, args.secs))
+            a.append(measured(tracked.url, lambda: tp, args.secs, tracked))
             b.append(measured(plain.url, lambda: pp, args.secs))
-        table("Tracking overhead: 2 workers, wrk -t2 -c50", [a, b], ["tracked (scoreboard on)", "untracked (same hyper server)"])
+        table(f"Tracking overhead: hello, {where}", [a, b], ["tracked (scoreboard on)", "untracked (same hyper server)"])
         print(f"\nthroughput ratio tracked/untracked: {fmt(ratio(a, b, 'rps'), 3)}; "
               f"p99 ratio: {fmt(ratio(a, b, 'p99_ms'), 3)}; CPU/request ratio: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
     finally:
@@ -234,19 +302,39 @@ def bench_overhead(args):
 def bench_nginx(args):
     if not shutil.which("nginx"):
         sys.exit("nginx missing: bench/run.sh installs it (apt-get install nginx-light)")
-    flora, nginx = Cluster(2), Nginx(2)
+    n, where = setup(args)
+    flora, nginx = Cluster(n), Nginx(n)
     try:
         fp = flora.wait_ready()
         wrk(flora.url, 1), wrk(nginx.url, 1)
         a, b = [], []
         for _ in range(args.runs):
-            a.append(measured(flora.url, lambda: fp, args.secs))
+            a.append(measured(flora.url, lambda: fp, args.secs, flora))
             b.append(measured(nginx.url, nginx.worker_pids, args.secs))
-        table("Peer comparison: hello world, 2 workers each, wrk -t2 -c50", [a, b], ["flora-cluster (tracked)", "nginx"])
+        table(f"Peer comparison: hello world, {where}", [a, b], ["flora-cluster (tracked)", "nginx"])
         print(f"\nthroughput ratio flora/nginx: {fmt(ratio(a, b, 'rps'), 3)}; "
               f"CPU/request ratio flora/nginx: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
     finally:
         flora.stop(), nginx.stop()
+
+
+def bench_node(args):
+    if not shutil.which("node"):
+        sys.exit("node missing: bench/run.sh installs it (apt-get install nodejs)")
+    n, where = setup(args)
+    flora, node = Cluster(n), NodeCluster(n)
+    try:
+        fp = flora.wait_ready()
+        wrk(flora.url, 1), wrk(node.url, 1)
+        a, b = [], []
+        for _ in range(args.runs):
+            a.append(measured(flora.url, lambda: fp, args.secs, flora))
+            b.append(measured(node.url, node.worker_pids, args.secs))
+        table(f"Node.js cluster comparison: hello world, {where}", [a, b], ["flora-cluster (tracked)", "Node.js cluster"])
+        print(f"\nthroughput ratio flora/node: {fmt(ratio(a, b, 'rps'), 3)}; "
+              f"CPU/request ratio flora/node: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
+    finally:
+        flora.stop(), node.stop()
 
 
 def bench_reload(args):
@@ -256,7 +344,7 @@ def bench_reload(args):
         wrk(c.url, 1)
         plain, reloading, outcomes = [], [], []
         for _ in range(args.runs):
-            plain.append(measured(c.url, c.ready_pids, args.secs))
+            plain.append(measured(c.url, c.ready_pids, args.secs, c))
             stop = threading.Event()
 
             def reloader():
@@ -287,7 +375,7 @@ def bench_scrape(args):
         wrk(c.url, 1)
         quiet, scraped, lat = [], [], []
         for _ in range(args.runs):
-            quiet.append(measured(c.url, lambda: pids, args.secs))
+            quiet.append(measured(c.url, lambda: pids, args.secs, c))
             stop = threading.Event()
 
             def scraper():
@@ -298,7 +386,7 @@ def bench_scrape(args):
 
             t = threading.Thread(target=scraper)
             t.start()
-            scraped.append(measured(c.url, lambda: pids, args.secs))
+            scraped.append(measured(c.url, lambda: pids, args.secs, c))
             stop.set(), t.join()
         table("Scrape under load: 2 workers saturated by wrk -t2 -c50", [quiet, scraped], ["no scraper", "10 Hz /metrics scraper"])
         q = statistics.quantiles(lat, n=100)
@@ -350,15 +438,49 @@ def bench_respawn(args):
     print(f"| worker RSS (MiB) | {fmt((statistics.median(worker_rss) / 1024, min(worker_rss) / 1024, max(worker_rss) / 1024), 1)} |")
 
 
+def bench_rss(args):
+    """Master and worker memory with 64 hello workers, after load and /metrics scrapes (the
+    master renders every scrape from the whole segment)."""
+    c = Cluster(64, name="rss64")
+    try:
+        t0 = time.perf_counter()
+        pids = c.wait_ready(64, timeout=60)
+        ready_ms = (time.perf_counter() - t0) * 1000
+        wrk(c.url, 2)
+        metrics = f"http://127.0.0.1:{c.status_port}/metrics"
+        for _ in range(20):
+            urllib.request.urlopen(metrics, timeout=5).read()
+        html = urllib.request.urlopen(f"http://127.0.0.1:{c.status_port}/server-status", timeout=5).read()
+        master, workers = rss_kib(c.proc.pid), [rss_kib(p) for p in pids]
+        print("\n### Memory with 64 workers\n")
+        print("| measure | value |\n|---|---|")
+        print(f"| master start → all 64 workers ready (ms) | {ready_ms:.0f} |")
+        print(f"| master RSS after load, 20 scrapes and the status page (MiB) | {master / 1024:.1f} |")
+        print(f"| worker RSS median (min–max) (MiB) | {fmt((statistics.median(workers) / 1024, min(workers) / 1024, max(workers) / 1024), 1)} |")
+        segs = [os.path.join(d, f) for d, _, fs in os.walk(c.dir) for f in fs if f.endswith(".scoreboard")]
+        if segs:
+            print(f"| scoreboard segment (MiB) | {os.path.getsize(segs[0]) / 2**20:.1f} |")
+        del html
+    finally:
+        c.stop()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", nargs="?", default="all", choices=["all", "overhead", "nginx", "reload", "scrape", "respawn"])
+    p.add_argument("which", nargs="?", default="all",
+                   choices=["all", "overhead", "nginx", "node", "reload", "scrape", "respawn", "rss"])
     p.add_argument("--secs", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--runs", type=int, default=3, help="runs of each side")
+    p.add_argument("--workers", type=int, default=2, help="workers per server (overhead, nginx, node)")
+    p.add_argument("--pin", action="store_true",
+                   help="one worker per server on CPU 1, wrk on CPU 0 (overhead, nginx, node)")
     args = p.parse_args()
-    print(f"machine: {os.cpu_count()} cores, {os.uname().release}; wrk -t2 -c50, {args.secs} s runs, {args.runs} runs each")
-    benches = {"overhead": bench_overhead, "nginx": bench_nginx, "reload": bench_reload,
-               "scrape": bench_scrape, "respawn": bench_respawn}
+    if args.pin:
+        PIN.update(server=1, load=0)
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}; {args.secs} s runs, {args.runs} runs each"
+          + (", pinned" if args.pin else ""))
+    benches = {"overhead": bench_overhead, "nginx": bench_nginx, "node": bench_node, "reload": bench_reload,
+               "scrape": bench_scrape, "respawn": bench_respawn, "rss": bench_rss}
     for name, fn in benches.items():
         if args.which in (name, "all"):
             fn(args)

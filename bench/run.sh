@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Load benchmarks with real processes and a real load generator, side by side, on 127.0.0.1.
-#   bench/run.sh [all|overhead|nginx|reload|scrape|respawn] [--secs N] [--runs N]
-# Installs wrk and nginx from Debian's packages when missing (as root), builds in release
-# mode, and prints Markdown tables (see BENCHMARKS.md). Everything stops by itself.
+#   bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss] [--secs N] [--runs N]
+# Installs wrk, nginx and Node.js from Debian's packages when missing (as root), builds in
+# release mode, and prints Markdown tables (see BENCHMARKS.md). Everything stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Never let a package start a service on a public port.
@@ -23,5 +24,5 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-cargo build --release --quiet --bin flora-cluster --bin flora-demo
+cargo build --release --quiet --bin flora-cluster --bin flora-demo --example hello
 exec python3 bench/bench.py "$@"

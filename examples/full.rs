@@ -46,7 +46,7 @@ fn text(
 }
 
 async fn handle(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let info = RequestInfo::of(&req).cloned();
+    let info = RequestInfo::current();
     let query = req.uri().query().unwrap_or("").to_string();
     let resp = match req.uri().path() {
         "/stats" => {

@@ -14,6 +14,10 @@ use hyper::Response;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), flora_cluster::Error> {
     let worker = Worker::from_env()?;
+    // The benchmarks' untracked baseline: the same server with no scoreboard writes.
+    if std::env::var_os("HELLO_UNTRACKED").is_some() {
+        worker.set_tracking(false);
+    }
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "1337".into());
     let listener = worker.listen(&format!("{host}:{port}")).await?;

@@ -186,7 +186,7 @@ fn update(app: &App, op: &str, q: &[(String, String)], info: Option<&RequestInfo
 
 async fn route(app: &App, req: &Request<Incoming>) -> Reply {
     let q = query(req);
-    let info = RequestInfo::of(req);
+    let info = RequestInfo::current();
     match req.uri().path() {
         "/pid" => (StatusCode::OK, std::process::id().to_string()),
         "/slot" => (StatusCode::OK, app.worker.slot().to_string()),
@@ -209,10 +209,10 @@ async fn route(app: &App, req: &Request<Incoming>) -> Reply {
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
         "/m/register" => register(app, &q).await,
-        "/m/add" => update(app, "add", &q, info),
-        "/m/defer" => update(app, "defer", &q, info),
-        "/m/set" => update(app, "set", &q, info),
-        "/m/observe" => update(app, "observe", &q, info),
+        "/m/add" => update(app, "add", &q, info.as_ref()),
+        "/m/defer" => update(app, "defer", &q, info.as_ref()),
+        "/m/set" => update(app, "set", &q, info.as_ref()),
+        "/m/observe" => update(app, "observe", &q, info.as_ref()),
         _ => (
             StatusCode::OK,
             String::from_utf8_lossy(&app.body).into_owned(),

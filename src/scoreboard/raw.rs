@@ -25,7 +25,7 @@ use memmap2::{MmapOptions, MmapRaw};
 /// `b"FLORASB\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLORASB\0");
 /// Bumped whenever the layout below changes in any way.
-pub const VERSION: u64 = 1;
+pub const VERSION: u64 = 2;
 /// Cache line size the slots are aligned to.
 pub const CACHE_LINE: usize = 64;
 /// Entries in each slot's table of open connections.
@@ -81,7 +81,9 @@ pub struct InfoCell {
 #[repr(C, align(64))]
 pub struct ConnEntry {
     /// Seqlock sequence: even = stable, odd = being written. Writers claim it with a CAS
-    /// even→odd (Acquire) and publish with a store of the next even value (Release).
+    /// even→odd and publish with a store of the next even value (Release). The task serving
+    /// an HTTP/1 connection, the one writer of its entry while its requests come one at a
+    /// time, takes it with a plain store instead of the CAS.
     pub seq: AtomicU64,
     /// 1 while the entry describes an open connection.
     pub in_use: AtomicU64,
@@ -95,7 +97,8 @@ pub struct ConnEntry {
     pub idle_since_ns: AtomicU64,
     /// Requests finished on this connection.
     pub requests: AtomicU64,
-    /// Requests in flight on this connection; updated with `fetch_add`, outside the seqlock.
+    /// Requests in flight on this connection, outside the seqlock: stored (HTTP/1, one at a
+    /// time) or updated with `fetch_add` (HTTP/2 streams).
     pub inflight: AtomicU64,
     /// Monotonic ns when the shown in-flight request started.
     pub req_start_ns: AtomicU64,
@@ -134,9 +137,21 @@ pub struct LastRequest {
     pub path: AtomicStr<{ PATH_BYTES / 8 }>,
 }
 
-/// Counters and gauges a worker writes into its slot. Counters only grow for the slot's
-/// lifetime (a respawned worker continues them); gauges are reset by the master when the
-/// worker is gone. All Relaxed: they are statistics, no other data is published through them.
+/// Writer lanes per slot: see [`SlotCounters`].
+pub const LANES: usize = 2;
+/// The lane of the slot's owner thread: written with plain loads and stores, no
+/// read-modify-write (only that thread ever writes it).
+pub const LANE_OWN: usize = 0;
+/// The lane every other thread of the worker writes, with atomic read-modify-writes.
+pub const LANE_SHARED: usize = 1;
+
+/// Counters and gauges a worker writes into its slot, one copy per lane ([`LANES`]): the
+/// first thread of the worker that writes the slot owns [`LANE_OWN`] and updates it with a
+/// plain load and store (no locked instruction); any other thread uses [`LANE_SHARED`] with
+/// `fetch_add`. Readers add the lanes up (wrapping: a gauge raised on one lane and lowered on
+/// the other still sums right). Counters only grow for the slot's lifetime (a respawned
+/// worker continues them); gauges are reset by the master when the worker is gone. All
+/// Relaxed: they are statistics, no other data is published through them.
 #[repr(C, align(64))]
 pub struct SlotCounters {
     /// Gauge: connections open now.
@@ -159,9 +174,10 @@ pub struct SlotCounters {
     pub histogram: [AtomicU64; HISTOGRAM_BUCKETS],
     /// Counter: sum of request durations in ns.
     pub duration_sum_ns: AtomicU64,
-    /// Bitmap of claimed [`ConnEntry`]s (bit i = entry i). Claimed with CAS (AcqRel) by the
-    /// worker, cleared with `fetch_and` (Release) after the entry's `in_use` went to 0.
-    pub conn_bitmap: AtomicU64,
+    /// In [`LANE_OWN`] only: the token of the thread that owns the lane (pid << 32 | thread
+    /// number in that process; 0 = not claimed yet). Claimed with a CAS by the worker, reset
+    /// by the master whenever a worker starts or is gone.
+    pub owner: AtomicU64,
 }
 
 /// One worker's slot.
@@ -182,12 +198,13 @@ pub struct Slot {
     pub restarts: AtomicU64,
     /// Raw wait status of the last worker that exited from this slot (+1; 0 = none). Master-written.
     pub last_exit: AtomicU64,
-    /// Reserved.
-    pub reserved: [AtomicU64; 1],
-    /// Worker-written counters and gauges.
-    pub counters: SlotCounters,
-    /// Last finished request.
-    pub last: LastRequest,
+    /// Bitmap of claimed [`ConnEntry`]s (bit i = entry i). Claimed with CAS (AcqRel) by the
+    /// worker, cleared with `fetch_and` (Release) after the entry's `in_use` went to 0.
+    pub conn_bitmap: AtomicU64,
+    /// Worker-written counters and gauges, per writer lane (see [`SlotCounters`]).
+    pub counters: [SlotCounters; LANES],
+    /// Last finished request per writer lane (the newer one is the slot's last request).
+    pub last: [LastRequest; LANES],
     /// Open connections.
     pub conns: [ConnEntry; CONN_ENTRIES],
     /// Cells of custom metrics, indexed by the registry.
@@ -525,11 +542,12 @@ mod tests {
         assert_eq!(offset_of!(ConnEntry, method), 88);
         assert_eq!(offset_of!(ConnEntry, path), 112);
         assert_eq!(offset_of!(ConnEntry, infos), 248);
+        assert_eq!(offset_of!(Slot, conn_bitmap), 56);
         assert_eq!(offset_of!(Slot, counters), 64);
-        assert_eq!(offset_of!(Slot, last), 320);
-        assert_eq!(offset_of!(Slot, conns), 576);
-        assert_eq!(offset_of!(Slot, custom), 576 + 64 * 576);
-        assert_eq!(size_of::<Slot>(), 576 + 64 * 576 + 1024 * 8);
+        assert_eq!(offset_of!(Slot, last), 64 + 2 * 256);
+        assert_eq!(offset_of!(Slot, conns), 64 + 2 * 256 + 2 * 256);
+        assert_eq!(offset_of!(Slot, custom), 1088 + 64 * 576);
+        assert_eq!(size_of::<Slot>(), 1088 + 64 * 576 + 1024 * 8);
         assert_eq!(offset_of!(SlotCounters, status), 56);
         assert_eq!(offset_of!(SlotCounters, histogram), 104);
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 use serde::Serialize;
 
 use super::raw::{
-    ConnEntry, LastRequest, Slot, HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS, STATUS_CLASSES,
+    ConnEntry, LastRequest, Slot, SlotCounters, HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS, STATUS_CLASSES,
 };
 use super::{mono_ns, strings, unix_ms, Aggregation, MetricKind, Scoreboard, SlotState};
 
@@ -459,13 +459,33 @@ fn sum(slots: &[SlotSnapshot]) -> Totals {
     t
 }
 
+/// A counter summed over the slot's writer lanes (wrapping, like the writers).
+fn lanes(s: &Slot, field: impl Fn(&SlotCounters) -> &AtomicU64) -> u64 {
+    s.counters
+        .iter()
+        .fold(0u64, |a, c| a.wrapping_add(field(c).load(Relaxed)))
+}
+
+/// A gauge summed over the lanes: one lane may be below zero (raised on the other), and a
+/// transient negative sum reads as 0.
+fn gauge(s: &Slot, field: impl Fn(&SlotCounters) -> &AtomicU64) -> u64 {
+    let sum = lanes(s, field);
+    if sum > i64::MAX as u64 {
+        0
+    } else {
+        sum
+    }
+}
+
 fn read_slot(index: usize, s: &Slot, now: u64, unix_now_ms: u64) -> SlotSnapshot {
-    let c = &s.counters;
+    let status: [u64; STATUS_CLASSES] = std::array::from_fn(|i| lanes(s, |c| &c.status[i]));
     let histogram = HistogramSnapshot {
-        counts: c.histogram.iter().map(|b| b.load(Relaxed)).collect(),
-        sum_seconds: c.duration_sum_ns.load(Relaxed) as f64 / 1e9,
+        counts: (0..HISTOGRAM_BUCKETS)
+            .map(|i| lanes(s, |c| &c.histogram[i]))
+            .collect(),
+        sum_seconds: lanes(s, |c| &c.duration_sum_ns) as f64 / 1e9,
     };
-    let bitmap = c.conn_bitmap.load(Acquire);
+    let bitmap = s.conn_bitmap.load(Acquire);
     let connections = s
         .conns
         .iter()
@@ -480,21 +500,24 @@ fn read_slot(index: usize, s: &Slot, now: u64, unix_now_ms: u64) -> SlotSnapshot
         generation: s.generation.load(Relaxed),
         started_unix_ms: s.started_unix_ms.load(Relaxed),
         restarts: s.restarts.load(Relaxed),
-        conns_open: c.conns_open.load(Relaxed),
-        conns_total: c.conns_total.load(Relaxed),
-        conn_overflow: c.conn_overflow.load(Relaxed),
-        requests_active: c.requests_active.load(Relaxed),
+        conns_open: gauge(s, |c| &c.conns_open),
+        conns_total: lanes(s, |c| &c.conns_total),
+        conn_overflow: lanes(s, |c| &c.conn_overflow),
+        requests_active: gauge(s, |c| &c.requests_active),
         // Finished requests = the sum of the status classes (the writer keeps no separate total).
-        requests_total: c
-            .status
-            .iter()
-            .fold(0u64, |a, n| a.wrapping_add(n.load(Relaxed))),
-        bytes_in: c.bytes_in.load(Relaxed),
-        bytes_out: c.bytes_out.load(Relaxed),
-        status: std::array::from_fn(|i| c.status[i].load(Relaxed)),
+        requests_total: status.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
+        bytes_in: lanes(s, |c| &c.bytes_in),
+        bytes_out: lanes(s, |c| &c.bytes_out),
+        status,
         histogram,
         connections,
-        last_request: read_last(&s.last, now, unix_now_ms),
+        // Each lane keeps its own last request: the slot's is the one that finished last.
+        last_request: s
+            .last
+            .iter()
+            .filter_map(|l| read_last(l, now, unix_now_ms))
+            .max_by_key(|(finished, _)| *finished)
+            .map(|(_, last)| last),
     }
 }
 
@@ -570,10 +593,14 @@ fn read_entry(index: usize, e: &ConnEntry, now: u64) -> Option<ConnSnapshot> {
     })
 }
 
-fn read_last(l: &LastRequest, now: u64, unix_now_ms: u64) -> Option<LastRequestSnapshot> {
+/// A lane's last request with its monotonic finish time.
+fn read_last(l: &LastRequest, now: u64, unix_now_ms: u64) -> Option<(u64, LastRequestSnapshot)> {
     read_consistent(&l.seq, || {
         let finished = l.finished_mono_ns.load(Relaxed);
-        (finished != 0).then(|| LastRequestSnapshot {
+        (finished != 0).then(|| {
+            (
+                finished,
+                LastRequestSnapshot {
             method: strings::read(&l.method).0,
             path: strings::read(&l.path).0,
             status: l.status.load(Relaxed).min(u64::from(u16::MAX)) as u16,
@@ -581,6 +608,8 @@ fn read_last(l: &LastRequest, now: u64, unix_now_ms: u64) -> Option<LastRequestS
             finished_unix_ms: unix_now_ms.saturating_sub(now.saturating_sub(finished) / 1_000_000),
             bytes_sent: l.bytes_sent.load(Relaxed),
             client: load_addr(&l.client_ip, &l.client_port),
+                },
+            )
         })
     })
     .flatten()

@@ -23,16 +23,19 @@ pub(crate) fn truncate_at_char(s: &str, max: usize) -> &str {
 /// before the magic.
 pub(crate) fn write<const W: usize>(dst: &AtomicStr<W>, s: &str) {
     let kept = truncate_at_char(s, W * 8);
-    let bytes = kept.as_bytes();
-    for (i, word) in dst.words.iter().enumerate() {
-        let start = i * 8;
-        if start >= bytes.len() {
-            break;
-        }
-        let end = (start + 8).min(bytes.len());
-        let mut buf = [0u8; 8];
-        buf[..end - start].copy_from_slice(&bytes[start..end]);
-        word.store(u64::from_le_bytes(buf), Relaxed);
+    let mut chunks = kept.as_bytes().chunks_exact(8);
+    let mut words = dst.words.iter();
+    for (chunk, word) in (&mut chunks).zip(&mut words) {
+        word.store(u64::from_le_bytes(chunk.try_into().unwrap_or_default()), Relaxed);
+    }
+    // The tail (most methods and many paths are shorter than a word): shifts, no copy call.
+    let tail = chunks.remainder();
+    if let (false, Some(word)) = (tail.is_empty(), words.next()) {
+        let packed = tail
+            .iter()
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+        word.store(packed, Relaxed);
     }
     let flag = if kept.len() < s.len() { TRUNCATED } else { 0 };
     dst.len.store(kept.len() as u64 | flag, Relaxed);

@@ -6,12 +6,24 @@
 //! `Release` fence, `Relaxed` data stores, then `Release`-store the next even value. A writer
 //! that finds the seqlock held (two HTTP/2 streams of one connection at once) skips the
 //! display update instead of waiting; counters are never skipped.
+//!
+//! # No locked instruction on the common path
+//! A slot has two writer lanes ([`LANES`]): the first thread of the worker that writes it
+//! owns [`LANE_OWN`] and updates its counters and its last-request record with plain loads
+//! and stores; other threads use [`LANE_SHARED`] with read-modify-writes. An HTTP/1
+//! connection's requests come one at a time from the task serving it, so its entry's seqlock
+//! is taken with a plain store too ([`write_owned`]). A one-thread worker (the usual
+//! preforked set-up) therefore records a request without any atomic read-modify-write on
+//! the segment.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 use std::sync::Arc;
 
-use super::raw::{ConnEntry, Slot, CONN_ENTRIES, HISTOGRAM_BOUNDS, STATUS_CLASSES};
+use super::raw::{
+    ConnEntry, LastRequest, Slot, SlotCounters, CONN_ENTRIES, HISTOGRAM_BOUNDS, LANE_OWN,
+    LANE_SHARED, STATUS_CLASSES,
+};
 use super::{mono_ns, strings, unix_ms, Scoreboard, SlotState};
 
 /// Runs `f` under the seqlock `seq` if no other writer holds it. Returns whether it ran.
@@ -25,6 +37,87 @@ pub(crate) fn try_write(seq: &AtomicU64, f: impl FnOnce()) -> bool {
     seq.store(s.wrapping_add(2), Release);
     true
 }
+
+/// Runs `f` under the seqlock `seq` for its one writer: plain stores, no CAS. Skips (returns
+/// false) when the seqlock is held, which only a rare second writer can do (an app setting
+/// infos from another task while the request ends): the pair can then tear the shown
+/// strings for one read, never the counters.
+pub(crate) fn write_owned(seq: &AtomicU64, f: impl FnOnce()) -> bool {
+    let s = seq.load(Relaxed);
+    if s & 1 == 1 {
+        return false;
+    }
+    seq.store(s.wrapping_add(1), Relaxed);
+    fence(Release);
+    f();
+    seq.store(s.wrapping_add(2), Release);
+    true
+}
+
+/// Next thread number of this process (tokens are `pid << 32 | number`, never 0).
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static THREAD_TOKEN: u64 =
+        (u64::from(std::process::id()) << 32) | (NEXT_THREAD.fetch_add(1, Relaxed) & 0xffff_ffff);
+}
+
+/// The calling thread's token; 0 while its thread-locals are being torn down.
+fn thread_token() -> u64 {
+    THREAD_TOKEN.try_with(|t| *t).unwrap_or(0)
+}
+
+/// The counters lane the calling thread writes, and whether it writes it alone.
+#[derive(Clone, Copy)]
+struct Lane<'a> {
+    counters: &'a SlotCounters,
+    index: usize,
+    exclusive: bool,
+}
+
+impl<'a> Lane<'a> {
+    /// The lane of the calling thread in `slot`: the owner's lane if this thread owns it
+    /// (or claims it now), the shared one otherwise.
+    #[inline]
+    fn of(slot: &'a Slot) -> Self {
+        let owner = &slot.counters[LANE_OWN].owner;
+        let me = thread_token();
+        let current = owner.load(Relaxed);
+        let exclusive = me != 0
+            && (current == me
+                || (current == 0 && owner.compare_exchange(0, me, Relaxed, Relaxed).is_ok()));
+        let index = if exclusive { LANE_OWN } else { LANE_SHARED };
+        Self {
+            counters: &slot.counters[index],
+            index,
+            exclusive,
+        }
+    }
+
+    /// Adds `n` (wrapping: `u64::MAX` subtracts one) to a counter of this lane.
+    #[inline]
+    fn add(self, counter: &AtomicU64, n: u64) {
+        if self.exclusive {
+            counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+        } else {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Writes the lane's last-request record under its seqlock.
+    #[inline]
+    fn write_last(self, slot: &Slot, f: impl FnOnce(&LastRequest)) {
+        let last = &slot.last[self.index];
+        if self.exclusive {
+            write_owned(&last.seq, || f(last));
+        } else {
+            try_write(&last.seq, || f(last));
+        }
+    }
+}
+
+/// Subtracts one from a gauge, as a wrapping add.
+const MINUS_ONE: u64 = u64::MAX;
 
 /// Histogram bounds in ns (bucket `i` holds durations `<= BOUNDS_NS[i]`).
 const BOUNDS_NS: [u64; HISTOGRAM_BOUNDS.len()] = {
@@ -96,6 +189,11 @@ impl SlotWriter {
         &self.sb
     }
 
+    /// Whether this slot's worker is draining (it set [`SlotState::Draining`]).
+    pub fn is_draining(&self) -> bool {
+        SlotState::from_raw(self.slot().state.load(Relaxed)) == SlotState::Draining
+    }
+
     /// Sets the slot's state (the worker sets Ready and Draining).
     pub fn set_state(&self, state: SlotState) {
         self.slot().state.store(state.to_raw(), Release);
@@ -104,13 +202,15 @@ impl SlotWriter {
     /// Adds to the bytes-received counter.
     #[inline]
     pub fn add_bytes_in(&self, n: u64) {
-        self.slot().counters.bytes_in.fetch_add(n, Relaxed);
+        let lane = Lane::of(self.slot());
+        lane.add(&lane.counters.bytes_in, n);
     }
 
     /// Adds to the bytes-sent counter.
     #[inline]
     pub fn add_bytes_out(&self, n: u64) {
-        self.slot().counters.bytes_out.fetch_add(n, Relaxed);
+        let lane = Lane::of(self.slot());
+        lane.add(&lane.counters.bytes_out, n);
     }
 
     /// Cell `i` of this slot's custom metric cells.
@@ -121,7 +221,7 @@ impl SlotWriter {
 
     /// Connections open in this slot now.
     pub fn conns_open(&self) -> u64 {
-        self.slot().counters.conns_open.load(Relaxed)
+        conns_open(self.slot())
     }
 
     /// Whether this worker holds more than its share of open connections among the ready
@@ -129,14 +229,14 @@ impl SlotWriter {
     pub(crate) fn conn_share(&self) -> Option<(u64, u64)> {
         let me = self.slot();
         let generation = me.generation.load(Relaxed);
-        let mine = me.counters.conns_open.load(Relaxed);
+        let mine = conns_open(me);
         let mut fewest: Option<u64> = None;
         for i in (0..self.sb.slot_count()).filter(|&i| i != self.index) {
             let Some(s) = self.sb.slot(i) else { break };
             if SlotState::from_raw(s.state.load(Relaxed)) == SlotState::Ready
                 && s.generation.load(Relaxed) == generation
             {
-                let open = s.counters.conns_open.load(Relaxed);
+                let open = conns_open(s);
                 fewest = Some(fewest.map_or(open, |f| f.min(open)));
             }
         }
@@ -145,9 +245,9 @@ impl SlotWriter {
 
     /// Records an accepted connection from `peer` and claims a table entry for it.
     pub fn conn_open(&self, peer: SocketAddr) -> ConnGuard {
-        let c = &self.slot().counters;
-        c.conns_open.fetch_add(1, Relaxed);
-        c.conns_total.fetch_add(1, Relaxed);
+        let lane = Lane::of(self.slot());
+        lane.add(&lane.counters.conns_open, 1);
+        lane.add(&lane.counters.conns_total, 1);
         let entry = self.claim_entry();
         match entry {
             Some(i) => {
@@ -166,9 +266,7 @@ impl SlotWriter {
                     e.in_use.store(1, Relaxed);
                 });
             }
-            None => {
-                c.conn_overflow.fetch_add(1, Relaxed);
-            }
+            None => lane.add(&lane.counters.conn_overflow, 1),
         }
         ConnGuard {
             inner: Arc::new(ConnInner {
@@ -183,7 +281,7 @@ impl SlotWriter {
     }
 
     fn claim_entry(&self) -> Option<usize> {
-        let bitmap = &self.slot().counters.conn_bitmap;
+        let bitmap = &self.slot().conn_bitmap;
         let all: u64 = if CONN_ENTRIES == 64 {
             u64::MAX
         } else {
@@ -225,11 +323,12 @@ impl ConnInner {
 impl Drop for ConnInner {
     fn drop(&mut self) {
         let slot = self.writer.slot();
-        slot.counters.conns_open.fetch_sub(1, Relaxed);
+        let lane = Lane::of(slot);
+        lane.add(&lane.counters.conns_open, MINUS_ONE);
         if let (Some(i), Some(e)) = (self.entry, self.entry()) {
             // The last handle is gone: nobody else writes this entry any more.
             try_write(&e.seq, || e.in_use.store(0, Relaxed));
-            slot.counters.conn_bitmap.fetch_and(!(1u64 << i), Release);
+            slot.conn_bitmap.fetch_and(!(1u64 << i), Release);
         }
     }
 }
@@ -255,30 +354,45 @@ impl ConnGuard {
         }
     }
 
-    /// Starts tracking a request on this connection. `version` is 10, 11, 20 or 30.
+    /// Starts tracking a request on this connection. `version` is 9, 10, 11, 20 or 30.
+    ///
+    /// HTTP/1 (a `version` below 20) requests of one connection must come one at a time, as
+    /// HTTP/1 itself orders them (each begins after the previous one ended): their entry
+    /// updates then take no atomic read-modify-write. Requests that can overlap on one
+    /// connection (HTTP/2 streams) must pass 20 or 30.
     pub fn request_begin(&self, method: &str, path: &str, version: u8) -> RequestGuard {
         let slot = self.inner.writer.slot();
-        slot.counters.requests_active.fetch_add(1, Relaxed);
+        let lane = Lane::of(slot);
+        lane.add(&lane.counters.requests_active, 1);
         let start = mono_ns();
+        let sequential = version < 20;
         if let Some(e) = self.inner.entry() {
-            e.inflight.fetch_add(1, Relaxed);
-            try_write(&e.seq, || {
+            let show = || {
                 e.req_start_ns.store(start, Relaxed);
                 e.req_version.store(u64::from(version), Relaxed);
                 strings::write(&e.method, method);
                 strings::write(&e.path, path);
                 // The previous request's infos, if it had any, do not belong to this one.
-                if self.inner.had_infos.swap(false, Relaxed) {
+                if self.inner.had_infos.load(Relaxed) {
+                    self.inner.had_infos.store(false, Relaxed);
                     for info in &e.infos {
                         info.key.len.store(0, Relaxed);
                     }
                 }
-            });
+            };
+            if sequential {
+                e.inflight.store(1, Relaxed);
+                write_owned(&e.seq, show);
+            } else {
+                e.inflight.fetch_add(1, Relaxed);
+                try_write(&e.seq, show);
+            }
         }
         RequestGuard {
             conn: self.clone(),
             start_ns: start,
             status: 0,
+            sequential,
             done: false,
         }
     }
@@ -316,6 +430,8 @@ pub struct RequestGuard {
     conn: ConnGuard,
     start_ns: u64,
     status: u16,
+    /// An HTTP/1 request: the only writer of its connection's entry.
+    sequential: bool,
     done: bool,
 }
 
@@ -323,6 +439,11 @@ impl RequestGuard {
     /// Remembers the response status (recorded when the guard finishes or drops).
     pub fn set_status(&mut self, status: u16) {
         self.status = status;
+    }
+
+    /// The connection this request belongs to.
+    pub fn conn(&self) -> &ConnGuard {
+        &self.conn
     }
 
     /// Sets an app info on the request; see [`ConnGuard::set_info`].
@@ -349,12 +470,13 @@ impl RequestGuard {
         let slot = inner.writer.slot();
         let now = mono_ns();
         let dur = now.saturating_sub(self.start_ns);
-        let c = &slot.counters;
-        c.requests_active.fetch_sub(1, Relaxed);
-        // requests_total is the sum of the status classes: one atomic add fewer per request.
-        c.status[status_class(self.status)].fetch_add(1, Relaxed);
-        c.histogram[bucket_index(dur)].fetch_add(1, Relaxed);
-        c.duration_sum_ns.fetch_add(dur, Relaxed);
+        let lane = Lane::of(slot);
+        let c = lane.counters;
+        lane.add(&c.requests_active, MINUS_ONE);
+        // requests_total is the sum of the status classes: one add fewer per request.
+        lane.add(&c.status[status_class(self.status)], 1);
+        lane.add(&c.histogram[bucket_index(dur)], 1);
+        lane.add(&c.duration_sum_ns, dur);
         if inner.has_pending.load(Relaxed) && inner.has_pending.swap(false, Relaxed) {
             if let Ok(mut p) = inner.pending.lock() {
                 for (cell, n) in p.drain(..) {
@@ -365,14 +487,19 @@ impl RequestGuard {
             }
         }
         let Some(e) = inner.entry() else { return };
-        e.inflight.fetch_sub(1, Relaxed);
-        try_write(&e.seq, || {
+        let finished = || {
             // Single writer under the seqlock: a plain load and store, no atomic add.
             e.requests.store(e.requests.load(Relaxed) + 1, Relaxed);
             e.idle_since_ns.store(now, Relaxed);
-        });
-        let last = &slot.last;
-        try_write(&last.seq, || {
+        };
+        if self.sequential {
+            e.inflight.store(0, Relaxed);
+            write_owned(&e.seq, finished);
+        } else {
+            e.inflight.fetch_sub(1, Relaxed);
+            try_write(&e.seq, finished);
+        }
+        lane.write_last(slot, |last| {
             last.status.store(u64::from(self.status), Relaxed);
             last.duration_ns.store(dur, Relaxed);
             last.finished_mono_ns.store(now, Relaxed);
@@ -387,6 +514,18 @@ impl RequestGuard {
             );
             copy_words(&e.path.words, &last.path.words, &e.path.len, &last.path.len);
         });
+    }
+}
+
+/// Connections open in `slot` now (both lanes).
+fn conns_open(slot: &Slot) -> u64 {
+    let sum = (slot.counters[LANE_OWN].conns_open.load(Relaxed))
+        .wrapping_add(slot.counters[LANE_SHARED].conns_open.load(Relaxed));
+    // A close counted before its open became visible can leave the sum below zero briefly.
+    if sum > i64::MAX as u64 {
+        0
+    } else {
+        sum
     }
 }
 
@@ -415,6 +554,8 @@ impl Scoreboard {
         s.generation.store(generation, Relaxed);
         s.started_unix_ms.store(unix_ms(), Relaxed);
         s.started_mono_ns.store(mono_ns(), Relaxed);
+        // The new worker's first writing thread claims the owner's lane afresh.
+        s.counters[LANE_OWN].owner.store(0, Relaxed);
         self.reset_gauges(index);
         s.state.store(SlotState::Starting.to_raw(), Release);
     }
@@ -426,8 +567,11 @@ impl Scoreboard {
         s.pid.store(0, Relaxed);
         s.last_exit
             .store(u64::from(wait_status as u32) + 1, Relaxed);
-        s.counters.conns_open.store(0, Relaxed);
-        s.counters.requests_active.store(0, Relaxed);
+        for lane in &s.counters {
+            lane.conns_open.store(0, Relaxed);
+            lane.requests_active.store(0, Relaxed);
+        }
+        s.counters[LANE_OWN].owner.store(0, Relaxed);
         for e in &s.conns {
             // A worker killed mid-write leaves the seqlock odd: make it even again.
             let seq = e.seq.load(Relaxed);
@@ -435,11 +579,13 @@ impl Scoreboard {
             e.in_use.store(0, Relaxed);
             e.inflight.store(0, Relaxed);
         }
-        let seq = s.last.seq.load(Relaxed);
-        if seq & 1 == 1 {
-            s.last.seq.store(seq.wrapping_add(1), Relaxed);
+        for last in &s.last {
+            let seq = last.seq.load(Relaxed);
+            if seq & 1 == 1 {
+                last.seq.store(seq.wrapping_add(1), Relaxed);
+            }
         }
-        s.counters.conn_bitmap.store(0, Release);
+        s.conn_bitmap.store(0, Release);
     }
 
     /// Counts a respawn of `index`.
@@ -476,5 +622,102 @@ mod tests {
             assert!(!try_write(&seq, || ()));
         }));
         assert_eq!(seq.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn owned_seqlock_writes_and_skips_when_held() {
+        let seq = AtomicU64::new(4);
+        assert!(write_owned(&seq, || assert_eq!(seq.load(Relaxed), 5)));
+        assert_eq!(seq.load(Relaxed), 6);
+        seq.store(7, Relaxed);
+        assert!(!write_owned(&seq, || panic!("ran under a held seqlock")));
+        assert_eq!(seq.load(Relaxed), 7);
+    }
+
+    fn segment(slots: usize) -> (tempfile::TempDir, Scoreboard) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", slots).expect("segment");
+        (dir, sb)
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:4000".parse().expect("addr")
+    }
+
+    #[test]
+    fn first_writing_thread_owns_the_plain_lane_others_share_the_atomic_one() {
+        let (_dir, sb) = segment(1);
+        let w = sb.writer(0).expect("writer");
+        let conn = w.conn_open(peer());
+        conn.request_begin("GET", "/", 11).finish(200, 1);
+        let slot = sb.slot(0).expect("slot");
+        assert_eq!(slot.counters[LANE_OWN].owner.load(Relaxed), thread_token());
+        assert_eq!(slot.counters[LANE_OWN].status[1].load(Relaxed), 1);
+        let w2 = w.clone();
+        std::thread::spawn(move || {
+            w2.conn_open(peer()).request_begin("GET", "/b", 11).finish(404, 0);
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(slot.counters[LANE_SHARED].status[3].load(Relaxed), 1);
+        assert_eq!(slot.counters[LANE_OWN].status[3].load(Relaxed), 0);
+        // The other thread's request finished last: it is the slot's last request.
+        let snap = sb.snapshot();
+        let last = snap.slots[0].last_request.as_ref().expect("last request");
+        assert_eq!((last.path.as_str(), last.status), ("/b", 404));
+        assert_eq!(snap.slots[0].requests_total, 2);
+        drop(conn);
+        assert_eq!(sb.snapshot().slots[0].conns_open, 0);
+    }
+
+    #[test]
+    fn threads_on_one_slot_lose_no_count() {
+        let (_dir, sb) = segment(1);
+        let w = sb.writer(0).expect("writer");
+        const THREADS: u64 = 4;
+        const EACH: u64 = 5_000;
+        // Connections opened on one thread and closed on another: the gauge is raised on one
+        // lane and lowered on the other, and still sums to zero.
+        let conns: Vec<ConnGuard> = (0..THREADS).map(|_| w.conn_open(peer())).collect();
+        let handles: Vec<_> = conns
+            .into_iter()
+            .map(|conn| {
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let mut r = conn.request_begin("GET", "/x", if i % 2 == 0 { 11 } else { 20 });
+                        r.set_status(200);
+                        r.finish_with_bytes(3);
+                        conn.writer().add_bytes_out(10);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let s = &sb.snapshot().slots[0];
+        assert_eq!(s.requests_total, THREADS * EACH);
+        assert_eq!(s.status[1], THREADS * EACH);
+        assert_eq!(s.histogram.counts.iter().sum::<u64>(), THREADS * EACH);
+        assert_eq!(s.bytes_out, THREADS * EACH * 10);
+        assert_eq!((s.requests_active, s.conns_open, s.conns_total), (0, 0, THREADS));
+    }
+
+    #[test]
+    fn a_new_worker_claims_the_owner_lane_afresh() {
+        let (_dir, sb) = segment(1);
+        let w = sb.writer(0).expect("writer");
+        w.conn_open(peer()).request_begin("GET", "/", 11).finish(200, 0);
+        let owner = &sb.slot(0).expect("slot").counters[LANE_OWN].owner;
+        assert_ne!(owner.load(Relaxed), 0);
+        sb.slot_exited(0, 0);
+        assert_eq!(owner.load(Relaxed), 0);
+        owner.store(12345, Relaxed); // a foreign token: this thread must use the shared lane
+        w.conn_open(peer()).request_begin("GET", "/", 11).finish(200, 0);
+        let slot = sb.slot(0).expect("slot");
+        assert_eq!(slot.counters[LANE_SHARED].status[1].load(Relaxed), 1);
+        sb.slot_spawned(0, 1, 2);
+        assert_eq!(owner.load(Relaxed), 0);
+        assert_eq!(sb.snapshot().slots[0].requests_total, 2);
     }
 }

@@ -12,8 +12,6 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::{Body, Incoming};
@@ -147,7 +145,6 @@ impl Worker {
             .header_read_timeout(HEADER_READ_TIMEOUT);
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
-        let draining = Arc::new(AtomicBool::new(false));
         self.ready().await?;
         let mut shutdown = std::pin::pin!(self.shutdown_requested());
         loop {
@@ -189,12 +186,7 @@ impl Worker {
             }
             let conn = writer.conn_open(peer);
             let io = TokioIo::new(CountingIo::new(stream, writer.clone()));
-            let svc = TrackedService::new(
-                service.clone(),
-                conn.clone(),
-                draining.clone(),
-                self.show_query(),
-            );
+            let svc = TrackedService::new(service.clone(), conn.clone(), self.show_query());
             let served =
                 graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
             tokio::spawn(async move {
@@ -205,8 +197,8 @@ impl Worker {
             });
         }
         drop(listener);
+        // From now on HTTP/1 responses carry `Connection: close` (see `TrackedFuture`).
         writer.set_state(SlotState::Draining);
-        draining.store(true, Ordering::Relaxed);
         let timeout = self.shutdown_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         let grace_end = tokio::time::Instant::now() + DRAIN_GRACE.min(timeout);

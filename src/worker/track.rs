@@ -1,10 +1,9 @@
 //! Automatic tracking: byte counting on the socket, a service wrapper that records each
 //! request, and a body wrapper that ends the request when its body is fully sent or dropped.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -86,13 +85,47 @@ impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
     }
 }
 
-/// Handle in each request's extensions: lets a handler attach key/value infos to its
-/// in-flight request, shown on the status page beside it.
+thread_local! {
+    /// The request whose handler is running on this thread: set by [`TrackedFuture::poll`]
+    /// around the app's response future (like a tokio task-local), so a handler finds its
+    /// request without anything allocated per request.
+    static CURRENT: Cell<Option<RequestGuard>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with `guard` as this thread's current request, then takes it back (also when
+/// `f` panics), restoring whatever was current before.
+fn with_current<R>(guard: &mut Option<RequestGuard>, f: impl FnOnce() -> R) -> R {
+    struct Restore<'a> {
+        slot: &'a mut Option<RequestGuard>,
+        outer: Option<RequestGuard>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let outer = self.outer.take();
+            if let Ok(mine) = CURRENT.try_with(|c| c.replace(outer)) {
+                *self.slot = mine;
+            }
+        }
+    }
+    match CURRENT.try_with(|c| c.replace(guard.take())) {
+        Ok(outer) => {
+            let _restore = Restore { slot: guard, outer };
+            f()
+        }
+        // Thread-locals torn down (thread exit): run untracked-as-current.
+        Err(_) => f(),
+    }
+}
+
+/// Handle on the in-flight request of a handler: lets it attach key/value infos, shown on the
+/// status page beside the request, and counters added when the request ends.
 ///
 /// ```
 /// # use flora_cluster::worker::RequestInfo;
-/// # fn handler(req: hyper::Request<()>) {
-/// if let Some(info) = RequestInfo::of(&req) {
+/// # async fn handler(_req: hyper::Request<()>) {
+/// // In the handler (its future, or the service's `call`) of a request served by
+/// // `Worker::serve`; `None` elsewhere.
+/// if let Some(info) = RequestInfo::current() {
 ///     info.set("user", "42");
 /// }
 /// # }
@@ -103,9 +136,23 @@ pub struct RequestInfo {
 }
 
 impl RequestInfo {
-    /// The handle of a request served by [`super::Worker::serve`].
-    pub fn of<B>(req: &Request<B>) -> Option<&Self> {
-        req.extensions().get::<Self>()
+    /// The request whose handler is running now: call it in the response future of a
+    /// request served by [`super::Worker::serve`] (the `async` block of a `service_fn`, while
+    /// it is polled — like a tokio task-local; not in a task the handler spawned, nor in the
+    /// synchronous part of `Service::call`). The returned handle can be kept and moved
+    /// anywhere, e.g. into such a task. `None` outside a handler and when tracking is off.
+    pub fn current() -> Option<Self> {
+        CURRENT
+            .try_with(|c| {
+                let guard = c.take();
+                let info = guard.as_ref().map(|g| Self {
+                    conn: g.conn().clone(),
+                });
+                c.set(guard);
+                info
+            })
+            .ok()
+            .flatten()
     }
 
     /// Sets `key` to `value` on the request (truncated to the documented limits; a repeated
@@ -138,23 +185,15 @@ fn version_code(v: Version) -> u8 {
 pub(crate) struct TrackedService<S> {
     inner: S,
     conn: ConnGuard,
-    /// Set when the worker drains: HTTP/1 responses then carry `Connection: close`.
-    draining: Arc<AtomicBool>,
     /// Record the query string with the path.
     show_query: bool,
 }
 
 impl<S> TrackedService<S> {
-    pub(crate) fn new(
-        inner: S,
-        conn: ConnGuard,
-        draining: Arc<AtomicBool>,
-        show_query: bool,
-    ) -> Self {
+    pub(crate) fn new(inner: S, conn: ConnGuard, show_query: bool) -> Self {
         Self {
             inner,
             conn,
-            draining,
             show_query,
         }
     }
@@ -168,23 +207,22 @@ where
     type Error = S::Error;
     type Future = TrackedFuture<S::Future>;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         let uri = req.uri();
         let target = match (self.show_query, uri.path_and_query()) {
             (true, Some(pq)) => pq.as_str(),
             _ => uri.path(),
         };
-        let guard =
-            self.conn
-                .request_begin(req.method().as_str(), target, version_code(req.version()));
-        req.extensions_mut().insert(RequestInfo {
-            conn: self.conn.clone(),
-        });
+        let guard = self.conn.request_begin(
+            req.method().as_str(),
+            target,
+            version_code(req.version()),
+        );
         let http1 = req.version() < Version::HTTP_2;
         TrackedFuture {
             inner: self.inner.call(req),
             guard: Some(guard),
-            close: http1.then(|| self.draining.clone()),
+            http1,
         }
     }
 }
@@ -195,7 +233,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         guard: Option<RequestGuard>,
-        close: Option<Arc<AtomicBool>>,
+        // Answered with `Connection: close` when the worker drains.
+        http1: bool,
     }
 }
 
@@ -207,13 +246,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let res = ready!(this.inner.poll(cx));
+        let inner = this.inner;
+        let res = ready!(with_current(this.guard, || inner.poll(cx)));
         // An error drops the guard: recorded as a request without response.
         let mut guard = this.guard.take();
-        let close = this
-            .close
-            .as_ref()
-            .is_some_and(|d| d.load(Ordering::Relaxed));
+        let close = *this.http1
+            && guard
+                .as_ref()
+                .is_some_and(|g| g.conn().writer().is_draining());
         Poll::Ready(res.map(|mut resp| {
             if close {
                 resp.headers_mut().insert(
