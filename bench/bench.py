@@ -2,7 +2,7 @@
 """flora-cluster load benchmarks: real processes on 127.0.0.1, a real load generator (wrk),
 side-by-side runs and ratios. Bounded in time; every process it starts is stopped by pid.
 
-    bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss] [--secs N] [--runs N]
+    bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss|instructions] [--secs N] [--runs N]
                  [--pin]
 
 Reports requests/s, p99 latency and server CPU time per request (workers' utime+stime from
@@ -465,10 +465,67 @@ def bench_rss(args):
         c.stop()
 
 
+def callgrind_instructions(cmd, env, port, secs):
+    """Instructions (user space, callgrind) the server executed, and the requests wrk got
+    answered, for one wrk run of `secs` seconds against `cmd` on `port`."""
+    out_file = tempfile.mktemp(prefix="flora-bench-cg-")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--vgdb=no", f"--callgrind-out-file={out_file}", *cmd],
+                            env=dict(os.environ, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", timeout=60)
+        r = subprocess.run(["wrk", "-t1", "-c10", f"-d{secs}s", f"http://127.0.0.1:{port}/"],
+                           capture_output=True, text=True, timeout=secs + 60)
+        requests = parse_wrk(r.stdout)["requests"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with open(out_file) as f:
+        total = next(int(line.split()[1]) for line in f if line.startswith("summary:") or line.startswith("totals:"))
+    os.unlink(out_file)
+    return total, requests
+
+
+def bench_instructions(args):
+    """User-space instructions per request under callgrind: deterministic, unlike time on this
+    machine. Two runs of different length per server; the difference cancels start-up."""
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind missing: apt-get install valgrind")
+    rows = []
+    port = free_port()
+    servers = [("hello, tracked", [HELLO], {"HOST": "127.0.0.1", "PORT": str(port)}),
+               ("hello, untracked", [HELLO], {"HOST": "127.0.0.1", "PORT": str(port), "HELLO_UNTRACKED": "1"})]
+    if shutil.which("nginx"):
+        ng = tempfile.mkdtemp(prefix="flora-bench-nginx-cg-")
+        with open(f"{ng}/nginx.conf", "w") as f:
+            f.write(f"""daemon off; master_process off; worker_processes 1; pid {ng}/nginx.pid;
+error_log {ng}/error.log warn; events {{ worker_connections 1024; }}
+http {{ access_log off; client_body_temp_path {ng}/body; proxy_temp_path {ng}/proxy;
+  fastcgi_temp_path {ng}/fcgi; uwsgi_temp_path {ng}/uwsgi; scgi_temp_path {ng}/scgi;
+  server {{ listen 127.0.0.1:{port}; location / {{ default_type text/plain; return 200 "Hello World\\n"; }} }} }}
+""")
+        servers.append(("nginx", ["nginx", "-c", f"{ng}/nginx.conf", "-p", ng, "-e", f"{ng}/error.log"], {}))
+    for name, cmd, env in servers:
+        short = callgrind_instructions(cmd, env, port, 1)
+        long = callgrind_instructions(cmd, env, port, 4)
+        rows.append((name, (long[0] - short[0]) / max(long[1] - short[1], 1)))
+    print("\n### User-space instructions per request (callgrind, wrk -t1 -c10)\n")
+    print("| server | instructions/request |\n|---|---|")
+    for name, ir in rows:
+        print(f"| {name} | {ir:.0f} |")
+    print(f"\ntracked/untracked: {rows[0][1] / rows[1][1]:.3f}; extra per request: {rows[0][1] - rows[1][1]:.0f} instructions")
+    if len(rows) > 2:
+        print(f"hello tracked/nginx: {rows[0][1] / rows[2][1]:.3f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", nargs="?", default="all",
-                   choices=["all", "overhead", "nginx", "node", "reload", "scrape", "respawn", "rss"])
+                   choices=["all", "overhead", "nginx", "node", "reload", "scrape", "respawn", "rss",
+                            "instructions"])
     p.add_argument("--secs", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--runs", type=int, default=3, help="runs of each side")
     p.add_argument("--workers", type=int, default=2, help="workers per server (overhead, nginx, node)")
@@ -480,7 +537,8 @@ def main():
     print(f"machine: {os.cpu_count()} cores, {os.uname().release}; {args.secs} s runs, {args.runs} runs each"
           + (", pinned" if args.pin else ""))
     benches = {"overhead": bench_overhead, "nginx": bench_nginx, "node": bench_node, "reload": bench_reload,
-               "scrape": bench_scrape, "respawn": bench_respawn, "rss": bench_rss}
+               "scrape": bench_scrape, "respawn": bench_respawn, "rss": bench_rss,
+               "instructions": bench_instructions}
     for name, fn in benches.items():
         if args.which in (name, "all"):
             fn(args)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmarks with real processes and a real load generator, side by side, on 127.0.0.1.
-#   bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss] [--secs N] [--runs N]
-# Installs wrk, nginx and Node.js from Debian's packages when missing (as root), builds in
+#   bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss|instructions] [--secs N] [--runs N] [--pin]
+# Installs wrk, nginx, Node.js and valgrind from Debian's packages when missing (as root), builds in
 # release mode, and prints Markdown tables (see BENCHMARKS.md). Everything stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v nginx >/dev/null 2>&1 || need+=(nginx)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Never let a package start a service on a public port.

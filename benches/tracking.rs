@@ -121,6 +121,34 @@ fn custom_metrics(c: &mut Criterion) {
         b.iter(|| req.set_info(black_box("user"), black_box("42")))
     });
     g.finish();
+    // The same updates from 2 threads at once on the one slot (cells shared by both threads).
+    let mut g = c.benchmark_group("custom_2_threads_one_slot");
+    g.bench_function("counter/inc", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || counter.inc()))
+    });
+    g.bench_function("gauge/add", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || gauge.add(black_box(1.0))))
+    });
+    g.bench_function("histogram/observe", |b| {
+        b.iter_custom(|iters| on_two_threads(iters, || hist.observe(black_box(0.005))))
+    });
+    g.finish();
+}
+
+/// Runs `op` `iters` times split over 2 threads; the time per operation across both threads.
+fn on_two_threads(iters: u64, op: impl Fn() + Sync) -> std::time::Duration {
+    let per = iters.div_ceil(2);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..per {
+                    op();
+                }
+            });
+        }
+    });
+    start.elapsed().mul_f64(iters as f64 / (2 * per) as f64)
 }
 
 fn snapshot(c: &mut Criterion) {

@@ -601,13 +601,14 @@ fn read_last(l: &LastRequest, now: u64, unix_now_ms: u64) -> Option<(u64, LastRe
             (
                 finished,
                 LastRequestSnapshot {
-            method: strings::read(&l.method).0,
-            path: strings::read(&l.path).0,
-            status: l.status.load(Relaxed).min(u64::from(u16::MAX)) as u16,
-            duration_seconds: l.duration_ns.load(Relaxed) as f64 / 1e9,
-            finished_unix_ms: unix_now_ms.saturating_sub(now.saturating_sub(finished) / 1_000_000),
-            bytes_sent: l.bytes_sent.load(Relaxed),
-            client: load_addr(&l.client_ip, &l.client_port),
+                    method: strings::read(&l.method).0,
+                    path: strings::read(&l.path).0,
+                    status: l.status.load(Relaxed).min(u64::from(u16::MAX)) as u16,
+                    duration_seconds: l.duration_ns.load(Relaxed) as f64 / 1e9,
+                    finished_unix_ms: unix_now_ms
+                        .saturating_sub(now.saturating_sub(finished) / 1_000_000),
+                    bytes_sent: l.bytes_sent.load(Relaxed),
+                    client: load_addr(&l.client_ip, &l.client_port),
                 },
             )
         })

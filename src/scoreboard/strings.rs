@@ -26,7 +26,10 @@ pub(crate) fn write<const W: usize>(dst: &AtomicStr<W>, s: &str) {
     let mut chunks = kept.as_bytes().chunks_exact(8);
     let mut words = dst.words.iter();
     for (chunk, word) in (&mut chunks).zip(&mut words) {
-        word.store(u64::from_le_bytes(chunk.try_into().unwrap_or_default()), Relaxed);
+        word.store(
+            u64::from_le_bytes(chunk.try_into().unwrap_or_default()),
+            Relaxed,
+        );
     }
     // The tail (most methods and many paths are shorter than a word): shifts, no copy call.
     let tail = chunks.remainder();

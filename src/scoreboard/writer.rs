@@ -58,13 +58,23 @@ pub(crate) fn write_owned(seq: &AtomicU64, f: impl FnOnce()) -> bool {
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static THREAD_TOKEN: u64 =
-        (u64::from(std::process::id()) << 32) | (NEXT_THREAD.fetch_add(1, Relaxed) & 0xffff_ffff);
+    /// This thread's token once assigned (0 = not yet). A `const` `Cell` of a plain integer:
+    /// reading it is one load, with no lazy-initialisation or destructor state to check.
+    static THREAD_TOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// The calling thread's token; 0 while its thread-locals are being torn down.
+/// The calling thread's token (never 0).
+#[inline]
 fn thread_token() -> u64 {
-    THREAD_TOKEN.try_with(|t| *t).unwrap_or(0)
+    THREAD_TOKEN.with(|t| match t.get() {
+        0 => {
+            let token = (u64::from(std::process::id()) << 32)
+                | (NEXT_THREAD.fetch_add(1, Relaxed) & 0xffff_ffff).max(1);
+            t.set(token);
+            token
+        }
+        token => token,
+    })
 }
 
 /// The counters lane the calling thread writes, and whether it writes it alone.
@@ -132,6 +142,10 @@ const BOUNDS_NS: [u64; HISTOGRAM_BOUNDS.len()] = {
 
 /// Index of the histogram bucket for a duration in ns.
 pub(crate) fn bucket_index(ns: u64) -> usize {
+    // Most requests of a fast service land in the first bucket: skip the search for them.
+    if ns <= BOUNDS_NS[0] {
+        return 0;
+    }
     BOUNDS_NS.partition_point(|&b| b < ns)
 }
 
@@ -655,7 +669,9 @@ mod tests {
         assert_eq!(slot.counters[LANE_OWN].status[1].load(Relaxed), 1);
         let w2 = w.clone();
         std::thread::spawn(move || {
-            w2.conn_open(peer()).request_begin("GET", "/b", 11).finish(404, 0);
+            w2.conn_open(peer())
+                .request_begin("GET", "/b", 11)
+                .finish(404, 0);
         })
         .join()
         .expect("thread");
@@ -684,7 +700,8 @@ mod tests {
             .map(|conn| {
                 std::thread::spawn(move || {
                     for i in 0..EACH {
-                        let mut r = conn.request_begin("GET", "/x", if i % 2 == 0 { 11 } else { 20 });
+                        let mut r =
+                            conn.request_begin("GET", "/x", if i % 2 == 0 { 11 } else { 20 });
                         r.set_status(200);
                         r.finish_with_bytes(3);
                         conn.writer().add_bytes_out(10);
@@ -700,20 +717,27 @@ mod tests {
         assert_eq!(s.status[1], THREADS * EACH);
         assert_eq!(s.histogram.counts.iter().sum::<u64>(), THREADS * EACH);
         assert_eq!(s.bytes_out, THREADS * EACH * 10);
-        assert_eq!((s.requests_active, s.conns_open, s.conns_total), (0, 0, THREADS));
+        assert_eq!(
+            (s.requests_active, s.conns_open, s.conns_total),
+            (0, 0, THREADS)
+        );
     }
 
     #[test]
     fn a_new_worker_claims_the_owner_lane_afresh() {
         let (_dir, sb) = segment(1);
         let w = sb.writer(0).expect("writer");
-        w.conn_open(peer()).request_begin("GET", "/", 11).finish(200, 0);
+        w.conn_open(peer())
+            .request_begin("GET", "/", 11)
+            .finish(200, 0);
         let owner = &sb.slot(0).expect("slot").counters[LANE_OWN].owner;
         assert_ne!(owner.load(Relaxed), 0);
         sb.slot_exited(0, 0);
         assert_eq!(owner.load(Relaxed), 0);
         owner.store(12345, Relaxed); // a foreign token: this thread must use the shared lane
-        w.conn_open(peer()).request_begin("GET", "/", 11).finish(200, 0);
+        w.conn_open(peer())
+            .request_begin("GET", "/", 11)
+            .finish(200, 0);
         let slot = sb.slot(0).expect("slot");
         assert_eq!(slot.counters[LANE_SHARED].status[1].load(Relaxed), 1);
         sb.slot_spawned(0, 1, 2);

@@ -213,11 +213,9 @@ where
             (true, Some(pq)) => pq.as_str(),
             _ => uri.path(),
         };
-        let guard = self.conn.request_begin(
-            req.method().as_str(),
-            target,
-            version_code(req.version()),
-        );
+        let guard =
+            self.conn
+                .request_begin(req.method().as_str(), target, version_code(req.version()));
         let http1 = req.version() < Version::HTTP_2;
         TrackedFuture {
             inner: self.inner.call(req),
