@@ -32,6 +32,14 @@ fn single_thread(c: &mut Criterion) {
             black_box(t.elapsed())
         })
     });
+    g.bench_function("baseline/two_scoreboard_clock_reads", |b| {
+        // The clock the tracking uses (TSC-based once calibrated): what a request pays for time.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        b.iter(|| {
+            let t = flora_cluster::scoreboard::now_ns();
+            black_box(flora_cluster::scoreboard::now_ns() - t)
+        })
+    });
     g.bench_function("conn/open_close", |b| {
         b.iter(|| drop(black_box(w.conn_open(peer()))))
     });

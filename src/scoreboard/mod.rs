@@ -34,6 +34,7 @@
 //! assert_eq!(snap.slots[0].state, SlotState::Ready);
 //! ```
 
+mod clock;
 pub(crate) mod raw;
 mod registry;
 mod snapshot;
@@ -429,6 +430,20 @@ pub(crate) fn mono_ns() -> u64 {
             .saturating_add(ts.tv_nsec() as u64),
         Err(_) => 0,
     }
+}
+
+/// The clock of the tracking hot path: `CLOCK_MONOTONIC` nanoseconds, read from the CPU's
+/// time-stamp counter once a background thread has calibrated it (where the kernel uses the
+/// TSC as its clocksource; `clock_gettime` otherwise, or with `FLORA_CLOCK=monotonic`). Request
+/// start and end times and connection times in the segment are on this clock.
+///
+/// ```
+/// let t0 = flora_cluster::scoreboard::now_ns();
+/// let t1 = flora_cluster::scoreboard::now_ns();
+/// assert!(t1 + 1_000_000 >= t0);
+/// ```
+pub fn now_ns() -> u64 {
+    clock::fast_ns()
 }
 
 /// Wall clock in ms since the Unix epoch.

@@ -526,6 +526,23 @@ pub fn register_async<T: OwnsFd>(inner: T) -> std::io::Result<tokio::io::unix::A
     unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(std::io::Error::from)
 }
 
+/// The CPU's time-stamp counter, where the architecture has one the kernel trusts as a clock
+/// (see `super::clock`); `None` elsewhere.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn tsc() -> Option<u64> {
+    // SAFETY: RDTSC reads a counter register: no memory access, no side effect, and the
+    // instruction exists on every x86_64 CPU (`_rdtsc` is unsafe only as all intrinsics are).
+    Some(unsafe { std::arch::x86_64::_rdtsc() })
+}
+
+/// The CPU's time-stamp counter: not read on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn tsc() -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

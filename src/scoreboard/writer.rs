@@ -20,6 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 use std::sync::Arc;
 
+use super::clock::fast_ns;
 use super::raw::{
     ConnEntry, LastRequest, Slot, SlotCounters, CONN_ENTRIES, HISTOGRAM_BOUNDS, LANE_OWN,
     LANE_SHARED, STATUS_CLASSES,
@@ -157,21 +158,25 @@ pub(crate) fn status_class(status: u16) -> usize {
     }
 }
 
-fn store_addr(ip: &[AtomicU64; 2], port: &AtomicU64, addr: SocketAddr) {
+/// A client address as the segment stores it: IP (IPv4 mapped into IPv6) in two words, then
+/// port and family (bit 16 = IPv6).
+fn addr_words(addr: SocketAddr) -> [u64; 3] {
     let (bytes, v6) = match addr.ip() {
         IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 0),
         IpAddr::V6(v6) => (v6.octets(), 1 << 16),
     };
     let (hi, lo) = bytes.split_at(8);
-    ip[0].store(
+    [
         u64::from_be_bytes(hi.try_into().unwrap_or_default()),
-        Relaxed,
-    );
-    ip[1].store(
         u64::from_be_bytes(lo.try_into().unwrap_or_default()),
-        Relaxed,
-    );
-    port.store(u64::from(addr.port()) | v6, Relaxed);
+        u64::from(addr.port()) | v6,
+    ]
+}
+
+fn store_addr(ip: &[AtomicU64; 2], port: &AtomicU64, words: [u64; 3]) {
+    ip[0].store(words[0], Relaxed);
+    ip[1].store(words[1], Relaxed);
+    port.store(words[2], Relaxed);
 }
 
 /// Writer of one slot, held by the worker that owns it. Cheap to clone.
@@ -263,10 +268,11 @@ impl SlotWriter {
         lane.add(&lane.counters.conns_open, 1);
         lane.add(&lane.counters.conns_total, 1);
         let entry = self.claim_entry();
+        let peer = addr_words(peer);
         match entry {
             Some(i) => {
                 let e = &self.slot().conns[i];
-                let now = mono_ns();
+                let now = fast_ns();
                 try_write(&e.seq, || {
                     store_addr(&e.client_ip, &e.client_port, peer);
                     e.opened_ns.store(now, Relaxed);
@@ -320,7 +326,8 @@ impl SlotWriter {
 struct ConnInner {
     writer: SlotWriter,
     entry: Option<usize>,
-    peer: SocketAddr,
+    /// The client's address as stored in the segment (see [`addr_words`]).
+    peer: [u64; 3],
     /// Custom counter increments deferred to the end of the current request.
     has_pending: std::sync::atomic::AtomicBool,
     pending: std::sync::Mutex<Vec<(usize, u64)>>,
@@ -378,9 +385,9 @@ impl ConnGuard {
         let slot = self.inner.writer.slot();
         let lane = Lane::of(slot);
         lane.add(&lane.counters.requests_active, 1);
-        let start = mono_ns();
+        let start = fast_ns();
         let sequential = version < 20;
-        if let Some(e) = self.inner.entry() {
+        if let Some(e) = self.inner.entry.and_then(|i| slot.conns.get(i)) {
             let show = || {
                 e.req_start_ns.store(start, Relaxed);
                 e.req_version.store(u64::from(version), Relaxed);
@@ -482,7 +489,7 @@ impl RequestGuard {
         }
         let inner = &self.conn.inner;
         let slot = inner.writer.slot();
-        let now = mono_ns();
+        let now = fast_ns();
         let dur = now.saturating_sub(self.start_ns);
         let lane = Lane::of(slot);
         let c = lane.counters;
@@ -500,7 +507,9 @@ impl RequestGuard {
                 }
             }
         }
-        let Some(e) = inner.entry() else { return };
+        let Some(e) = inner.entry.and_then(|i| slot.conns.get(i)) else {
+            return;
+        };
         let finished = || {
             // Single writer under the seqlock: a plain load and store, no atomic add.
             e.requests.store(e.requests.load(Relaxed) + 1, Relaxed);
