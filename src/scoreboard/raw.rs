@@ -445,7 +445,13 @@ impl Mapping {
         if i >= self.slots {
             return None;
         }
-        self.view(std::mem::size_of::<Header>() + i * std::mem::size_of::<Slot>())
+        let offset = std::mem::size_of::<Header>() + i * std::mem::size_of::<Slot>();
+        // SAFETY: `Mapping::map` refused mappings shorter than `segment_size(slots)`, so for
+        // i < slots the slot [offset, offset + size_of::<Slot>()) lies inside the mapping (this
+        // is the tracking hot path: no second bounds check); the base is page aligned and the
+        // header and slot sizes are multiples of the slot's 64-byte alignment; Slot is
+        // ShmSafe; the reference is tied to &self.
+        Some(unsafe { &*(self.map.as_ptr().add(offset) as *const Slot) })
     }
 
     /// A `T` at `offset`, when it lies inside the mapping and is aligned.

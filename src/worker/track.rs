@@ -247,28 +247,39 @@ where
         let inner = this.inner;
         let res = ready!(with_current(this.guard, || inner.poll(cx)));
         // An error drops the guard: recorded as a request without response.
-        let mut guard = this.guard.take();
-        let close = *this.http1
-            && guard
-                .as_ref()
-                .is_some_and(|g| g.conn().writer().is_draining());
-        Poll::Ready(res.map(|mut resp| {
-            if close {
-                resp.headers_mut().insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("close"),
-                );
-            }
-            if let Some(g) = guard.as_mut() {
-                g.set_status(resp.status().as_u16());
-            }
-            resp.map(|body| TrackedBody {
-                inner: body,
-                guard,
-                sent: 0,
-            })
-        }))
+        let guard = this.guard.take();
+        Poll::Ready(match res {
+            Ok(resp) => Ok(track_response(resp, guard, *this.http1)),
+            Err(e) => Err(e),
+        })
     }
+}
+
+/// Hands the request guard to the response body; marks HTTP/1 answers of a draining worker
+/// `Connection: close`. Takes the response apart once (one move of its head).
+fn track_response<B>(
+    resp: Response<B>,
+    mut guard: Option<RequestGuard>,
+    http1: bool,
+) -> Response<TrackedBody<B>> {
+    let (mut parts, body) = resp.into_parts();
+    if let Some(g) = guard.as_mut() {
+        g.set_status(parts.status.as_u16());
+        if http1 && g.conn().writer().is_draining() {
+            parts.headers.insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
+    }
+    Response::from_parts(
+        parts,
+        TrackedBody {
+            inner: body,
+            guard,
+            sent: 0,
+        },
+    )
 }
 
 pin_project_lite::pin_project! {
