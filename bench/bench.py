@@ -484,9 +484,11 @@ def callgrind_instructions(cmd, env, port, secs):
             proc.kill()
             proc.wait()
     with open(out_file) as f:
-        total = next(int(line.split()[1]) for line in f if line.startswith("summary:") or line.startswith("totals:"))
+        totals = [int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:"))]
     os.unlink(out_file)
-    return total, requests
+    if not totals:
+        raise RuntimeError(f"{cmd[0]} left no callgrind totals (killed before its exit?)")
+    return totals[0], requests
 
 
 def bench_instructions(args):
@@ -509,8 +511,15 @@ http {{ access_log off; client_body_temp_path {ng}/body; proxy_temp_path {ng}/pr
 """)
         servers.append(("nginx", ["nginx", "-c", f"{ng}/nginx.conf", "-p", ng, "-e", f"{ng}/error.log"], {}))
     for name, cmd, env in servers:
-        short = callgrind_instructions(cmd, env, port, 1)
-        long = callgrind_instructions(cmd, env, port, 4)
+        for attempt in range(2):  # one retry: a run is lost when the server is killed before its exit
+            try:
+                short = callgrind_instructions(cmd, env, port, 1)
+                long = callgrind_instructions(cmd, env, port, 4)
+                break
+            except RuntimeError as e:
+                if attempt:
+                    raise
+                print(f"retrying {name}: {e}", file=sys.stderr)
         rows.append((name, (long[0] - short[0]) / max(long[1] - short[1], 1)))
     print("\n### User-space instructions per request (callgrind, wrk -t1 -c10)\n")
     print("| server | instructions/request |\n|---|---|")
