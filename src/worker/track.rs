@@ -330,3 +330,70 @@ impl<B: Body> Body for TrackedBody<B> {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scoreboard::Scoreboard;
+
+    fn snapshot_infos(sb: &Scoreboard) -> Vec<(String, String)> {
+        sb.snapshot().slots[0]
+            .connections
+            .iter()
+            .filter_map(|c| c.request.as_ref())
+            .flat_map(|r| r.infos.clone())
+            .collect()
+    }
+
+    #[test]
+    fn current_request_only_while_its_future_runs_and_restored_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 1).expect("segment");
+        let w = sb.writer(0).expect("writer");
+        let outer_conn = w.conn_open("127.0.0.1:1".parse().expect("addr"));
+        let inner_conn = w.conn_open("127.0.0.1:2".parse().expect("addr"));
+        assert!(RequestInfo::current().is_none(), "no handler running");
+        let mut outer = Some(outer_conn.request_begin("GET", "/outer", 11));
+        let mut inner = Some(inner_conn.request_begin("GET", "/inner", 11));
+        with_current(&mut outer, || {
+            RequestInfo::current().expect("outer").set("who", "outer");
+            with_current(&mut inner, || {
+                RequestInfo::current().expect("inner").set("who", "inner");
+            });
+            // The nested one is back in its own slot, the outer one current again.
+            assert!(inner.is_some());
+            RequestInfo::current()
+                .expect("outer again")
+                .set("again", "yes");
+        });
+        assert!(outer.is_some() && inner.is_some(), "guards handed back");
+        assert!(
+            RequestInfo::current().is_none(),
+            "nothing current after the poll"
+        );
+        let mut infos = snapshot_infos(&sb);
+        infos.sort();
+        let want = [("again", "yes"), ("who", "inner"), ("who", "outer")];
+        assert_eq!(
+            infos,
+            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
+    }
+
+    #[test]
+    fn a_panicking_handler_still_hands_its_request_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 1).expect("segment");
+        let conn = sb
+            .writer(0)
+            .expect("writer")
+            .conn_open("127.0.0.1:1".parse().expect("addr"));
+        let mut guard = Some(conn.request_begin("GET", "/", 11));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            with_current(&mut guard, || panic!("handler panicked"));
+        }));
+        assert!(caught.is_err());
+        assert!(guard.is_some(), "the guard is back with its future");
+        assert!(RequestInfo::current().is_none());
+    }
+}
