@@ -12,8 +12,11 @@
 //! the base by the calibration's age (at most [`REANCHOR`]) one read takes a fresh pair,
 //! refines the rate over the whole time since the first pair and moves the base there. Pairs
 //! are the tightest of three `rdtsc`–`clock_gettime`–`rdtsc` tries (a vCPU preempted in
-//! between would skew one). The result stays within microseconds of `CLOCK_MONOTONIC` and is
-//! comparable with other processes' readings of it. On other
+//! between would skew one). The result stays within microseconds of `CLOCK_MONOTONIC` (within
+//! the kernel's NTP slew over one second at worst: 0.5 ms at the maximum 500 ppm) and is
+//! comparable with other processes' readings of it. A prediction that misses a fresh pair by
+//! more than 1 ms, or a counter far behind the base (counters of different CPUs not in step),
+//! puts the process back on `clock_gettime` for good. On other
 //! clocksources and architectures, and with `FLORA_CLOCK=monotonic`, [`fast_ns`] is
 //! `clock_gettime` itself.
 
@@ -55,8 +58,14 @@ static MODE: AtomicU8 = AtomicU8::new(0);
 const FIRST_RATE_NS: u64 = 10_000_000;
 /// Longest time between re-anchoring reads, in ns.
 pub(crate) const REANCHOR: u64 = 1_000_000_000;
-/// Widest tsc–clock–tsc window a calibration pair may have (~40 µs at 2.5 GHz).
-const MAX_PAIR_TICKS: u64 = 100_000;
+/// Widest tsc–clock–tsc window a calibration pair may have (~8 µs at 2.5 GHz; an unhurried
+/// pair takes a few hundred ticks).
+const MAX_PAIR_TICKS: u64 = 20_000;
+/// How far a counter read may lag the base (CPUs' counters a little apart) and still count.
+const MAX_SKEW_TICKS: u64 = 100_000;
+/// How far a calibrated prediction may miss a fresh pair before the counter is given up
+/// (counters not in step across CPUs, or the kernel changed the clock under us).
+const MAX_MISS_NS: u64 = 1_000_000;
 /// Plausible TSC rates: 100 MHz to 10 GHz (10 ns to 0.1 ns per tick, 32.32 fixed point).
 const MULT_RANGE: std::ops::RangeInclusive<u64> = (1 << 32) / 10..=10 << 32;
 
@@ -90,7 +99,11 @@ fn convert(t: u64) -> Option<u64> {
     if s & 1 == 1 || mult == 0 || PARAMS.seq.load(Relaxed) != s {
         return None;
     }
-    // A counter read just behind the base (another CPU's tiny skew) counts as the base.
+    // A counter read just behind the base (another CPU's tiny skew) counts as the base; one
+    // far behind goes to `calibrating_read`, which gives the counter up.
+    if base_tsc.saturating_sub(t) > MAX_SKEW_TICKS {
+        return None;
+    }
     let ticks = t.saturating_sub(base_tsc);
     if ticks > reanchor {
         return None;
@@ -131,7 +144,20 @@ fn calibrating_read() -> u64 {
     fence(Release);
     let first_tsc = PARAMS.first_tsc.load(Relaxed);
     let first_ns = PARAMS.first_ns.load(Relaxed);
-    let now = match pair() {
+    let fresh = pair();
+    if let (Some((t, ns)), true) = (fresh, PARAMS.mult.load(Relaxed) != 0) {
+        let (base_tsc, base_ns) = (PARAMS.base_tsc.load(Relaxed), PARAMS.base_ns.load(Relaxed));
+        let ticks = i128::from(t) - i128::from(base_tsc);
+        let predicted =
+            i128::from(base_ns) + ((ticks * i128::from(PARAMS.mult.load(Relaxed))) >> 32);
+        if (predicted - i128::from(ns)).unsigned_abs() > u128::from(MAX_MISS_NS) {
+            // The counter does not follow the system clock: stay on the system clock.
+            MODE.store(2, Relaxed);
+            PARAMS.seq.store(s + 2, Release);
+            return ns;
+        }
+    }
+    let now = match fresh {
         None => super::mono_ns(),
         Some((t, ns)) if first_ns == 0 => {
             PARAMS.first_tsc.store(t, Relaxed);

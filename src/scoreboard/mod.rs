@@ -433,9 +433,9 @@ pub(crate) fn mono_ns() -> u64 {
 }
 
 /// The clock of the tracking hot path: `CLOCK_MONOTONIC` nanoseconds, read from the CPU's
-/// time-stamp counter once a background thread has calibrated it (where the kernel uses the
-/// TSC as its clocksource; `clock_gettime` otherwise, or with `FLORA_CLOCK=monotonic`). Request
-/// start and end times and connection times in the segment are on this clock.
+/// time-stamp counter once the reads have calibrated it (where the kernel uses the TSC as its
+/// clocksource; `clock_gettime` otherwise, or with `FLORA_CLOCK=monotonic`). Request start and
+/// end times and connection times in the segment are on this clock.
 ///
 /// ```
 /// let t0 = flora_cluster::scoreboard::now_ns();

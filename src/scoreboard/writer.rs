@@ -577,8 +577,9 @@ impl Scoreboard {
         s.generation.store(generation, Relaxed);
         s.started_unix_ms.store(unix_ms(), Relaxed);
         s.started_mono_ns.store(mono_ns(), Relaxed);
-        // The new worker's first writing thread claims the owner's lane afresh.
-        s.counters[LANE_OWN].owner.store(0, Relaxed);
+        // The owner's lane was released when the slot's last worker was gone (`slot_exited`;
+        // a new segment starts released): resetting it here could race with the new worker,
+        // already running, claiming it.
         self.reset_gauges(index);
         s.state.store(SlotState::Starting.to_raw(), Release);
     }
@@ -750,7 +751,11 @@ mod tests {
         let slot = sb.slot(0).expect("slot");
         assert_eq!(slot.counters[LANE_SHARED].status[1].load(Relaxed), 1);
         sb.slot_spawned(0, 1, 2);
-        assert_eq!(owner.load(Relaxed), 0);
+        assert_eq!(
+            owner.load(Relaxed),
+            12345,
+            "a spawn leaves the lane to the running worker"
+        );
         assert_eq!(sb.snapshot().slots[0].requests_total, 2);
     }
 }

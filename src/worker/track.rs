@@ -123,8 +123,8 @@ fn with_current<R>(guard: &mut Option<RequestGuard>, f: impl FnOnce() -> R) -> R
 /// ```
 /// # use flora_cluster::worker::RequestInfo;
 /// # async fn handler(_req: hyper::Request<()>) {
-/// // In the handler (its future, or the service's `call`) of a request served by
-/// // `Worker::serve`; `None` elsewhere.
+/// // In the response future of a request served by `Worker::serve` (the `async` block of a
+/// // `service_fn`); `None` elsewhere.
 /// if let Some(info) = RequestInfo::current() {
 ///     info.set("user", "42");
 /// }
