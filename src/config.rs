@@ -291,7 +291,7 @@ impl Config {
         Ok(())
     }
 
-    /// Full validation before a master starts: [`Config::check`] plus a program to run.
+    /// Full validation before a master starts: `Config::check` plus a program to run.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.

@@ -267,7 +267,7 @@ impl Master {
     }
 
     /// Runs the cluster until it is stopped by a signal. Spawns from the calling task: run it
-    /// on a thread that lives as long as the master (see [`spawn`]).
+    /// on a thread that lives as long as the master (see `spawn`).
     ///
     /// # Errors
     /// [`Error::AlreadyRunning`], runtime directory and scoreboard errors at start,

@@ -5,7 +5,7 @@
 //!
 //! # What is sent
 //! Every `interval`, [`run`] takes one snapshot, turns it into one `ExportMetricsServiceRequest`
-//! ([`encode`], a pure function) and POSTs it to the endpoint as `application/x-protobuf`. One
+//! (`encode`, a pure function) and POSTs it to the endpoint as `application/x-protobuf`. One
 //! resource (the configured attributes plus `service.name`, `host.name`,
 //! `service.instance.id`), one scope (`flora-cluster`, the crate version), and the metrics of
 //! the Prometheus output under the same names, labels becoming attributes:
