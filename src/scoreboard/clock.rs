@@ -15,8 +15,9 @@
 //! between would skew one). The result stays within microseconds of `CLOCK_MONOTONIC` (within
 //! the kernel's NTP slew over one second at worst: 0.5 ms at the maximum 500 ppm) and is
 //! comparable with other processes' readings of it. A prediction that misses a fresh pair by
-//! more than 1 ms, or a counter far behind the base (counters of different CPUs not in step),
-//! puts the process back on `clock_gettime` for good. On other
+//! more than 1 ms (plus 1000 ppm of the time since the base, for NTP's slew over an idle
+//! stretch), or a counter far behind the base (counters of different CPUs not in step), puts
+//! the process back on `clock_gettime` for good. On other
 //! clocksources and architectures, and with `FLORA_CLOCK=monotonic`, [`fast_ns`] is
 //! `clock_gettime` itself.
 
@@ -63,8 +64,9 @@ pub(crate) const REANCHOR: u64 = 1_000_000_000;
 const MAX_PAIR_TICKS: u64 = 20_000;
 /// How far a counter read may lag the base (CPUs' counters a little apart) and still count.
 const MAX_SKEW_TICKS: u64 = 100_000;
-/// How far a calibrated prediction may miss a fresh pair before the counter is given up
-/// (counters not in step across CPUs, or the kernel changed the clock under us).
+/// How far a calibrated prediction may miss a fresh pair (plus 1000 ppm of the time since
+/// the base) before the counter is given up (counters not in step across CPUs, or the kernel
+/// changed the clock under us).
 const MAX_MISS_NS: u64 = 1_000_000;
 /// Plausible TSC rates: 100 MHz to 10 GHz (10 ns to 0.1 ns per tick, 32.32 fixed point).
 const MULT_RANGE: std::ops::RangeInclusive<u64> = (1 << 32) / 10..=10 << 32;
@@ -150,7 +152,10 @@ fn calibrating_read() -> u64 {
         let ticks = i128::from(t) - i128::from(base_tsc);
         let predicted =
             i128::from(base_ns) + ((ticks * i128::from(PARAMS.mult.load(Relaxed))) >> 32);
-        if (predicted - i128::from(ns)).unsigned_abs() > u128::from(MAX_MISS_NS) {
+        // NTP may slew CLOCK_MONOTONIC by up to 500 ppm: over a long idle stretch the miss
+        // may grow by that much without anything being wrong.
+        let allowed = u128::from(MAX_MISS_NS) + u128::from(ns.saturating_sub(base_ns) / 1000);
+        if (predicted - i128::from(ns)).unsigned_abs() > allowed {
             // The counter does not follow the system clock: stay on the system clock.
             MODE.store(2, Relaxed);
             PARAMS.seq.store(s + 2, Release);
