@@ -569,16 +569,22 @@ fn read_entry(index: usize, e: &ConnEntry, now: u64) -> Option<ConnSnapshot> {
                 .map(|c| (strings::read(&c.key).0, strings::read(&c.value).0))
                 .collect(),
         };
-        Some(ConnSnapshot {
-            entry: index,
-            client: load_addr(&e.client_ip, &e.client_port),
-            age_seconds: secs_between(now, e.opened_ns.load(Relaxed)),
-            idle_seconds: secs_between(now, e.idle_since_ns.load(Relaxed)),
-            requests: e.requests.load(Relaxed),
-            request: Some(request),
-        })
+        // Read with the data: an HTTP/1 writer stores it under the seqlock, so a request is
+        // never shown with the previous one's (or no) method and path.
+        let in_flight = e.inflight.load(Relaxed);
+        Some((
+            ConnSnapshot {
+                entry: index,
+                client: load_addr(&e.client_ip, &e.client_port),
+                age_seconds: secs_between(now, e.opened_ns.load(Relaxed)),
+                idle_seconds: secs_between(now, e.idle_since_ns.load(Relaxed)),
+                requests: e.requests.load(Relaxed),
+                request: Some(request),
+            },
+            in_flight,
+        ))
     })??;
-    let in_flight = e.inflight.load(Relaxed);
+    let (conn, in_flight) = conn;
     Some(ConnSnapshot {
         idle_seconds: if in_flight > 0 {
             0.0

@@ -402,11 +402,19 @@ impl ConnGuard {
                 }
             };
             if sequential {
-                e.inflight.store(1, Relaxed);
-                write_owned(&e.seq, show);
+                // Under the seqlock with the method and path, so readers see them together;
+                // stored anyway if the seqlock was held (the count matters more than the view).
+                if !write_owned(&e.seq, || {
+                    show();
+                    e.inflight.store(1, Relaxed);
+                }) {
+                    e.inflight.store(1, Relaxed);
+                }
             } else {
-                e.inflight.fetch_add(1, Relaxed);
+                // Shown first, counted after: a reader may miss the new stream for a moment
+                // but never pairs the count with the previous request's method and path.
                 try_write(&e.seq, show);
+                e.inflight.fetch_add(1, Relaxed);
             }
         }
         RequestGuard {
@@ -516,8 +524,12 @@ impl RequestGuard {
             e.idle_since_ns.store(now, Relaxed);
         };
         if self.sequential {
-            e.inflight.store(0, Relaxed);
-            write_owned(&e.seq, finished);
+            if !write_owned(&e.seq, || {
+                finished();
+                e.inflight.store(0, Relaxed);
+            }) {
+                e.inflight.store(0, Relaxed);
+            }
         } else {
             e.inflight.fetch_sub(1, Relaxed);
             try_write(&e.seq, finished);
