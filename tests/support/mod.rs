@@ -82,10 +82,33 @@ pub fn hold_for(window: Duration, mut check: impl FnMut()) {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range:
+/// a port the kernel handed out for `:0` could be handed out again — to another test's
+/// `:0` bind or to an outgoing connection — before the master binds it ("address in use").
+/// Ports below the range are never handed out; a per-process counter keeps this process's
+/// tests apart, the bind check skips ports anything else holds.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(32768);
+    const FIRST: usize = 10_000;
+    if low <= FIRST + 1000 {
+        // An unusual range: fall back to the kernel's choice.
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        return l.local_addr().expect("local_addr").port();
+    }
+    let span = low - FIRST;
+    let start = (std::process::id() as usize).wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + n) % span).expect("port below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{FIRST}..{low}");
 }
 
 /// A fresh private directory for one test: `run/` is the master's runtime dir, `logs/` holds
