@@ -299,42 +299,37 @@ def bench_overhead(args):
         tracked.stop(), plain.stop()
 
 
-def bench_nginx(args):
-    if not shutil.which("nginx"):
-        sys.exit("nginx missing: bench/run.sh installs it (apt-get install nginx-light)")
+def compare_with_peer(args, start_peer, title, label, short):
+    """flora-cluster against a peer server with the same hello response, runs alternated."""
     n, where = setup(args)
-    flora, nginx = Cluster(n), Nginx(n)
+    flora, peer = Cluster(n), None
     try:
+        peer = start_peer(n)
         fp = flora.wait_ready()
-        wrk(flora.url, 1), wrk(nginx.url, 1)
+        wrk(flora.url, 1), wrk(peer.url, 1)
         a, b = [], []
         for _ in range(args.runs):
             a.append(measured(flora.url, lambda: fp, args.secs, flora))
-            b.append(measured(nginx.url, nginx.worker_pids, args.secs))
-        table(f"Peer comparison: hello world, {where}", [a, b], ["flora-cluster (tracked)", "nginx"])
-        print(f"\nthroughput ratio flora/nginx: {fmt(ratio(a, b, 'rps'), 3)}; "
-              f"CPU/request ratio flora/nginx: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
+            b.append(measured(peer.url, peer.worker_pids, args.secs))
+        table(f"{title}: hello world, {where}", [a, b], ["flora-cluster (tracked)", label])
+        print(f"\nthroughput ratio flora/{short}: {fmt(ratio(a, b, 'rps'), 3)}; "
+              f"CPU/request ratio flora/{short}: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
     finally:
-        flora.stop(), nginx.stop()
+        flora.stop()
+        if peer:
+            peer.stop()
+
+
+def bench_nginx(args):
+    if not shutil.which("nginx"):
+        sys.exit("nginx missing: bench/run.sh installs it (apt-get install nginx-light)")
+    compare_with_peer(args, Nginx, "Peer comparison", "nginx", "nginx")
 
 
 def bench_node(args):
     if not shutil.which("node"):
         sys.exit("node missing: bench/run.sh installs it (apt-get install nodejs)")
-    n, where = setup(args)
-    flora, node = Cluster(n), NodeCluster(n)
-    try:
-        fp = flora.wait_ready()
-        wrk(flora.url, 1), wrk(node.url, 1)
-        a, b = [], []
-        for _ in range(args.runs):
-            a.append(measured(flora.url, lambda: fp, args.secs, flora))
-            b.append(measured(node.url, node.worker_pids, args.secs))
-        table(f"Node.js cluster comparison: hello world, {where}", [a, b], ["flora-cluster (tracked)", "Node.js cluster"])
-        print(f"\nthroughput ratio flora/node: {fmt(ratio(a, b, 'rps'), 3)}; "
-              f"CPU/request ratio flora/node: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
-    finally:
-        flora.stop(), node.stop()
+    compare_with_peer(args, NodeCluster, "Node.js cluster comparison", "Node.js cluster", "node")
 
 
 def bench_reload(args):
