@@ -460,7 +460,7 @@ fn sum(slots: &[SlotSnapshot]) -> Totals {
 }
 
 /// A counter summed over the slot's writer lanes (wrapping, like the writers).
-fn lanes(s: &Slot, field: impl Fn(&SlotCounters) -> &AtomicU64) -> u64 {
+pub(super) fn lanes(s: &Slot, field: impl Fn(&SlotCounters) -> &AtomicU64) -> u64 {
     s.counters
         .iter()
         .fold(0u64, |a, c| a.wrapping_add(field(c).load(Relaxed)))
@@ -468,7 +468,7 @@ fn lanes(s: &Slot, field: impl Fn(&SlotCounters) -> &AtomicU64) -> u64 {
 
 /// A gauge summed over the lanes: one lane may be below zero (raised on the other), and a
 /// transient negative sum reads as 0.
-fn gauge(s: &Slot, field: impl Fn(&SlotCounters) -> &AtomicU64) -> u64 {
+pub(super) fn gauge(s: &Slot, field: impl Fn(&SlotCounters) -> &AtomicU64) -> u64 {
     let sum = lanes(s, field);
     if sum > i64::MAX as u64 {
         0

@@ -336,8 +336,9 @@ struct ConnInner {
 }
 
 impl ConnInner {
-    fn entry(&self) -> Option<&ConnEntry> {
-        self.entry.map(|i| &self.writer.slot().conns[i])
+    /// This connection's table entry in `slot` (its writer's slot), if it got one.
+    fn entry<'a>(&self, slot: &'a Slot) -> Option<&'a ConnEntry> {
+        self.entry.and_then(|i| slot.conns.get(i))
     }
 }
 
@@ -346,7 +347,7 @@ impl Drop for ConnInner {
         let slot = self.writer.slot();
         let lane = Lane::of(slot);
         lane.add(&lane.counters.conns_open, MINUS_ONE);
-        if let (Some(i), Some(e)) = (self.entry, self.entry()) {
+        if let (Some(i), Some(e)) = (self.entry, self.entry(slot)) {
             // The last handle is gone: nobody else writes this entry any more.
             try_write(&e.seq, || e.in_use.store(0, Relaxed));
             slot.conn_bitmap.fetch_and(!(1u64 << i), Release);
@@ -387,7 +388,7 @@ impl ConnGuard {
         lane.add(&lane.counters.requests_active, 1);
         let start = fast_ns();
         let sequential = version < 20;
-        if let Some(e) = self.inner.entry.and_then(|i| slot.conns.get(i)) {
+        if let Some(e) = self.inner.entry(slot) {
             let show = || {
                 e.req_start_ns.store(start, Relaxed);
                 e.req_version.store(u64::from(version), Relaxed);
@@ -432,7 +433,7 @@ impl ConnGuard {
     /// most [`super::INFO_COUNT`] infos are kept (a repeated key replaces its value).
     /// Returns false when the info could not be stored (table full, or untracked connection).
     pub fn set_info(&self, key: &str, value: &str) -> bool {
-        let Some(e) = self.inner.entry() else {
+        let Some(e) = self.inner.entry(self.inner.writer.slot()) else {
             return false;
         };
         let key = strings::truncate_at_char(key, super::INFO_KEY_BYTES);
@@ -515,9 +516,7 @@ impl RequestGuard {
                 }
             }
         }
-        let Some(e) = inner.entry.and_then(|i| slot.conns.get(i)) else {
-            return;
-        };
+        let Some(e) = inner.entry(slot) else { return };
         let finished = || {
             // Single writer under the seqlock: a plain load and store, no atomic add.
             e.requests.store(e.requests.load(Relaxed) + 1, Relaxed);
@@ -554,14 +553,7 @@ impl RequestGuard {
 
 /// Connections open in `slot` now (both lanes).
 fn conns_open(slot: &Slot) -> u64 {
-    let sum = (slot.counters[LANE_OWN].conns_open.load(Relaxed))
-        .wrapping_add(slot.counters[LANE_SHARED].conns_open.load(Relaxed));
-    // A close counted before its open became visible can leave the sum below zero briefly.
-    if sum > i64::MAX as u64 {
-        0
-    } else {
-        sum
-    }
+    super::snapshot::gauge(slot, |c| &c.conns_open)
 }
 
 /// Copies a stored string: only the words its length uses.
