@@ -132,6 +132,28 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def write_nginx_conf(directory, port, head):
+    """An nginx.conf in `directory` answering the hello response on 127.0.0.1:`port`;
+    `head` holds the process directives. Returns its path."""
+    conf = os.path.join(directory, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""{head}
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {directory}/body; proxy_temp_path {directory}/proxy;
+  fastcgi_temp_path {directory}/fcgi; uwsgi_temp_path {directory}/uwsgi; scgi_temp_path {directory}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type text/plain; return 200 "Hello World\\n"; }}
+  }}
+}}
+""")
+    return conf
+
+
 class Nginx:
     """nginx with N workers answering the same hello response."""
 
@@ -139,22 +161,7 @@ class Nginx:
         affinity = f"worker_cpu_affinity {1 << PIN['server']:b};" if PIN["server"] is not None else ""
         self.dir = tempfile.mkdtemp(prefix="flora-bench-nginx-")
         self.port = free_port()
-        conf = os.path.join(self.dir, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""worker_processes {workers}; {affinity}
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {self.dir}/body; proxy_temp_path {self.dir}/proxy;
-  fastcgi_temp_path {self.dir}/fcgi; uwsgi_temp_path {self.dir}/uwsgi; scgi_temp_path {self.dir}/scgi;
-  server {{
-    listen 127.0.0.1:{self.port};
-    location / {{ default_type text/plain; return 200 "Hello World\\n"; }}
-  }}
-}}
-""")
+        conf = write_nginx_conf(self.dir, self.port, f"worker_processes {workers}; {affinity}")
         subprocess.run(["nginx", "-c", conf, "-p", self.dir, "-e", f"{self.dir}/error.log"], check=True)
         self.url = f"http://127.0.0.1:{self.port}/"
         wait_http(self.url)
@@ -497,13 +504,7 @@ def bench_instructions(args):
                ("hello, untracked", [HELLO], {"HOST": "127.0.0.1", "PORT": str(port), "HELLO_UNTRACKED": "1"})]
     if shutil.which("nginx"):
         ng = tempfile.mkdtemp(prefix="flora-bench-nginx-cg-")
-        with open(f"{ng}/nginx.conf", "w") as f:
-            f.write(f"""daemon off; master_process off; worker_processes 1; pid {ng}/nginx.pid;
-error_log {ng}/error.log warn; events {{ worker_connections 1024; }}
-http {{ access_log off; client_body_temp_path {ng}/body; proxy_temp_path {ng}/proxy;
-  fastcgi_temp_path {ng}/fcgi; uwsgi_temp_path {ng}/uwsgi; scgi_temp_path {ng}/scgi;
-  server {{ listen 127.0.0.1:{port}; location / {{ default_type text/plain; return 200 "Hello World\\n"; }} }} }}
-""")
+        write_nginx_conf(ng, port, "daemon off; master_process off; worker_processes 1;")
         servers.append(("nginx", ["nginx", "-c", f"{ng}/nginx.conf", "-p", ng, "-e", f"{ng}/error.log"], {}))
     for name, cmd, env in servers:
         for attempt in range(2):  # one retry: a run is lost when the server is killed before its exit
@@ -516,6 +517,8 @@ http {{ access_log off; client_body_temp_path {ng}/body; proxy_temp_path {ng}/pr
                     raise
                 print(f"retrying {name}: {e}", file=sys.stderr)
         rows.append((name, (long[0] - short[0]) / max(long[1] - short[1], 1)))
+    if shutil.which("nginx"):
+        shutil.rmtree(ng, ignore_errors=True)
     print("\n### User-space instructions per request (callgrind, wrk -t1 -c10)\n")
     print("| server | instructions/request |\n|---|---|")
     for name, ir in rows:
