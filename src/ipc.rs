@@ -16,6 +16,9 @@ use tokio::io::unix::AsyncFd;
 pub const ENV_CONTROL_FD: &str = "FLORA_CONTROL_FD";
 /// Environment variable naming the inherited scoreboard segment fd.
 pub const ENV_SCOREBOARD_FD: &str = "FLORA_SCOREBOARD_FD";
+/// Environment variable with the segment's layout (`slots:layout hash`): workers attach by it,
+/// not by the header in shared memory ([`crate::scoreboard::SegmentLayout`]).
+pub const ENV_SCOREBOARD_LAYOUT: &str = "FLORA_SCOREBOARD_LAYOUT";
 /// Environment variable with the worker's slot index.
 pub const ENV_SLOT: &str = "FLORA_SLOT";
 /// Environment variable with the worker's generation.

@@ -42,5 +42,5 @@ pub mod worker;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use master::{Hooks, Master, MasterBuilder, Phase, StatusReader};
-pub use scoreboard::{Scoreboard, Snapshot};
+pub use scoreboard::{Scoreboard, ScoreboardReader, Snapshot};
 pub use worker::Worker;

@@ -21,37 +21,57 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// The socket for `addr`, bound now if this is the first time it is asked for.
+    /// The socket for `addr`, bound now if this is the first time it is asked for. Resolves a
+    /// host name in place: for start-up only (`--listen`); the running master resolves off
+    /// its loop and calls [`Listeners::bind_resolved`].
     ///
     /// # Errors
     /// Resolution or bind errors.
     pub fn get_or_bind(&mut self, addr: &str) -> io::Result<(SocketAddr, BorrowedFd<'_>)> {
-        let known = self
-            .by_request
+        let resolved = match self.known(addr) {
+            Some(a) => a,
+            None => addr.to_socket_addrs()?.next().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
+            })?,
+        };
+        self.bind_resolved(addr, resolved)
+    }
+
+    /// The bound address serving `addr` without resolving anything: one asked for before, an
+    /// inherited socket, or an IP literal (`None`: a host name to resolve).
+    pub fn known(&self, addr: &str) -> Option<SocketAddr> {
+        self.by_request
             .get(addr)
             .copied()
-            .or_else(|| self.inherited_for(addr));
-        let resolved = match known {
-            Some(a) => {
-                self.by_request.insert(addr.to_string(), a);
-                a
-            }
-            None => {
-                let first = addr.to_socket_addrs()?.next().ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
-                })?;
-                if let std::collections::hash_map::Entry::Vacant(slot) = self.bound.entry(first) {
-                    let l = bind(first)?;
-                    tracing::info!("listening on {}", l.local_addr()?);
-                    slot.insert(l);
-                }
-                self.by_request.insert(addr.to_string(), first);
-                first
-            }
-        };
+            .or_else(|| self.inherited_for(addr))
+            .or_else(|| addr.parse().ok())
+    }
+
+    /// Whether `addr` was declared by the operator (`--listen`, socket activation): the only
+    /// addresses unprivileged workers get.
+    pub fn declared(&self, addr: &str) -> bool {
+        self.by_request.contains_key(addr) || self.inherited_for(addr).is_some()
+    }
+
+    /// The socket for `addr`, which resolved to `resolved`, bound now if new.
+    ///
+    /// # Errors
+    /// Bind errors.
+    pub fn bind_resolved(
+        &mut self,
+        addr: &str,
+        resolved: SocketAddr,
+    ) -> io::Result<(SocketAddr, BorrowedFd<'_>)> {
+        let key = self.inherited_for(addr).unwrap_or(resolved);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.bound.entry(key) {
+            let l = bind(key)?;
+            tracing::info!("listening on {}", l.local_addr()?);
+            slot.insert(l);
+        }
+        self.by_request.insert(addr.to_string(), key);
         let l = self
             .bound
-            .get(&resolved)
+            .get(&key)
             .ok_or_else(|| io::Error::other("listener table out of sync"))?;
         Ok((l.local_addr()?, l.as_fd()))
     }
@@ -118,5 +138,13 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(l.bound.len(), 1);
         assert!(l.get_or_bind("256.0.0.1:80").is_err());
+        assert!(l.declared("127.0.0.1:0"));
+        assert!(!l.declared("127.0.0.1:1"));
+        assert!(l.known("127.0.0.1:0").is_some());
+        assert_eq!(
+            l.known("localhost:80"),
+            None,
+            "a name is never resolved here"
+        );
     }
 }

@@ -299,17 +299,8 @@ impl Master {
         }
         let paths = InstancePaths::new(&dir, &cfg.name);
         let _lock = InstanceLock::acquire(&paths.lock, &cfg.name)?;
-        if paths.scoreboard.exists() {
-            tracing::info!(
-                "replacing the stale scoreboard {} of a dead master",
-                paths.scoreboard.display()
-            );
-            std::fs::remove_file(&paths.scoreboard).map_err(|source| Error::Io {
-                context: format!("remove stale {}", paths.scoreboard.display()),
-                source,
-            })?;
-        }
-        let sb = Scoreboard::create(&paths.scoreboard, &cfg.name, cfg.slot_count())?;
+        let sb = Scoreboard::create_sealed(&cfg.name, cfg.slot_count())?;
+        publish_segment(&paths.scoreboard, &sb)?;
         let _remove = RemoveOnDrop(paths.scoreboard.clone());
         for spec in &self.metrics {
             sb.register(spec)?;
@@ -422,6 +413,26 @@ impl Master {
             }
         }
     }
+}
+
+/// Publishes the sealed segment at `path` for readers in other processes (CLI `status`,
+/// tools): a symlink to `/proc/<master pid>/fd/<n>`, replacing what a dead master left.
+fn publish_segment(path: &std::path::Path, sb: &Scoreboard) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let io = |context: &str, source| Error::Io {
+        context: format!("{context} {}", path.display()),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(
+            "replaced the stale scoreboard {} of a dead master",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("remove stale", e)),
+    }
+    let target = format!("/proc/{}/fd/{}", std::process::id(), sb.fd().as_raw_fd());
+    std::os::unix::fs::symlink(target, path).map_err(|e| io("publish the scoreboard at", e))
 }
 
 /// The uid and gid the workers run as, from `--user`/`--group` (only root may switch).

@@ -94,11 +94,9 @@ impl Supervisor {
             self.rollback(msg);
             return;
         }
-        if let Err(e) = self.prepare_generation(generation) {
-            self.rollback(format!(
-                "cannot prepare program {:?}: {e}",
-                self.program.first()
-            ));
+        if !self.specs.contains_key(&generation) {
+            // Copied off the loop; `on_prepared` comes back here.
+            self.prepare_generation(generation);
             return;
         }
         let slots = free[..self.target].to_vec();
@@ -159,8 +157,12 @@ impl Supervisor {
             if self.owner[slot] == Some(tx.generation) {
                 self.owner[slot] = None;
                 self.respawn_at.remove(&slot);
-                if let Some(w) = self.workers.get_mut(&slot) {
-                    w.drain(kill_at);
+                match self.workers.get_mut(&slot) {
+                    // Ready ones may be serving: drained like any old worker.
+                    Some(w) if w.ready => w.drain(kill_at),
+                    // Never ready: SIGTERM now, SIGKILL after the shutdown timeout.
+                    Some(w) => w.terminate(kill_at),
+                    None => {}
                 }
             }
         }

@@ -1,21 +1,19 @@
 //! Building and starting one worker process.
 //!
 //! The worker inherits two descriptors: its end of the control channel and the scoreboard
-//! segment. Their numbers travel in environment variables ([`crate::ipc`]). Both are
-//! close-on-exec in the master; `FD_CLOEXEC` is cleared just for the spawn and set again
-//! right after.
+//! segment. Their numbers travel in environment variables ([`crate::ipc`]). Both stay
+//! close-on-exec in the master; the flag is cleared in the child only, between fork and exec
+//! ([`crate::scoreboard::raw::inherit_in_child`]), so a process that any other thread of the
+//! master (or of an app embedding it) forks never inherits them.
 //!
-//! **Invariant:** this is only correct while spawns are serialized and no other thread of the
-//! master forks at the same time — the master spawns every worker from its single event-loop
-//! task, and nothing else in the master spawns processes. The parent-death signal a worker
-//! arms is tied to the thread that forked it, so that thread must live as long as the master:
-//! `flora-cluster` runs the loop on the main thread (a current-thread runtime).
+//! The parent-death signal a worker arms is tied to the thread that forked it, so that thread
+//! must live as long as the master: `flora-cluster` runs the loop on the main thread (a
+//! current-thread runtime).
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use tokio::process::{Child, Command};
 
 use crate::ipc;
@@ -41,16 +39,6 @@ pub struct SpawnSpec {
     pub credentials: Option<(u32, u32)>,
 }
 
-fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
-    let flags = if on {
-        FdFlag::FD_CLOEXEC
-    } else {
-        FdFlag::empty()
-    };
-    fcntl(fd, FcntlArg::F_SETFD(flags))?;
-    Ok(())
-}
-
 /// Starts one worker for `slot` of `generation`, handing it `control` and `scoreboard`.
 ///
 /// # Errors
@@ -61,12 +49,14 @@ pub fn spawn(
     generation: u64,
     control: OwnedFd,
     scoreboard: BorrowedFd<'_>,
+    layout: crate::scoreboard::SegmentLayout,
 ) -> std::io::Result<Child> {
     let mut cmd = Command::new(&spec.exe);
     cmd.arg0(&spec.argv0)
         .args(&spec.args)
         .env(ipc::ENV_CONTROL_FD, control.as_raw_fd().to_string())
         .env(ipc::ENV_SCOREBOARD_FD, scoreboard.as_raw_fd().to_string())
+        .env(ipc::ENV_SCOREBOARD_LAYOUT, layout.encode())
         .env(ipc::ENV_SLOT, slot.to_string())
         .env(ipc::ENV_GENERATION, generation.to_string())
         .env(ipc::ENV_MASTER_PID, std::process::id().to_string())
@@ -89,14 +79,13 @@ pub fn spawn(
     for var in super::systemd::ENV_VARS {
         cmd.env_remove(var);
     }
-    set_cloexec(control.as_fd(), false)?;
-    set_cloexec(scoreboard, false)?;
+    crate::scoreboard::raw::inherit_in_child(
+        &mut cmd,
+        vec![control.as_raw_fd(), scoreboard.as_raw_fd()],
+    );
     let child = cmd.spawn();
-    let restored = set_cloexec(scoreboard, true);
     drop(control); // the worker has its copy
-    let child = child?;
-    restored?;
-    Ok(child)
+    child
 }
 
 /// A short human description of an exit status.

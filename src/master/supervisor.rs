@@ -10,7 +10,8 @@
 //! Requests during a reload are coalesced into one more reload after it; every waiter gets the
 //! outcome of the reload it ended up in.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -59,7 +60,22 @@ pub(super) enum Event {
     ShutdownHookDone {
         result: Result<(), String>,
     },
+    /// A generation's program copy is made (off the loop).
+    Prepared {
+        generation: u64,
+        result: Result<SpawnSpec, String>,
+    },
+    /// A worker's listen address resolved (off the loop).
+    Resolved {
+        slot: usize,
+        pid: u32,
+        addr: String,
+        result: Result<SocketAddr, String>,
+    },
 }
+
+/// How long a host name in a worker's `listen()` may take to resolve; the loop never waits.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Waiter = Option<oneshot::Sender<Reply>>;
 
@@ -78,6 +94,17 @@ struct WorkerProc {
 impl WorkerProc {
     fn kill(&self, sig: Signal) {
         let _ = self.signals.send(sig);
+    }
+
+    /// SIGTERM now (a worker that never became ready may not read its control channel);
+    /// SIGKILL at `kill_at`.
+    fn terminate(&mut self, kill_at: Instant) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        self.kill_at = Some(kill_at);
+        self.kill(Signal::SIGTERM);
     }
 
     /// Asks for a drain over the control channel (SIGTERM if that fails); SIGKILL at `kill_at`.
@@ -130,6 +157,8 @@ pub(super) struct Supervisor {
     /// uid and gid of the workers (`--user`/`--group`).
     pub(super) credentials: Option<(u32, u32)>,
     specs: HashMap<u64, Arc<SpawnSpec>>,
+    /// Generations whose program copy is being made.
+    preparing: HashSet<u64>,
     workers: HashMap<usize, WorkerProc>,
     owner: Vec<Option<u64>>,
     backoff: Vec<Backoff>,
@@ -175,6 +204,7 @@ impl Supervisor {
             show_query: cfg.show_query_strings,
             credentials: None,
             specs: HashMap::new(),
+            preparing: HashSet::new(),
             workers: HashMap::new(),
             respawn_at: HashMap::new(),
             start_deadline: None,
@@ -189,6 +219,8 @@ impl Supervisor {
 
     /// Periodic chores: systemd's STATUS line, and reaping orphans when running as PID 1.
     pub(super) fn housekeeping(&mut self) {
+        // Heals a header a worker scribbled, for readers in other processes.
+        self.sb.restamp();
         if reaper::is_init() {
             reaper::reap_orphans(|pid| self.workers.values().any(|w| w.pid == pid));
         }
@@ -213,7 +245,7 @@ impl Supervisor {
     }
 
     pub(super) fn finished(&self) -> bool {
-        self.stopping && self.workers.is_empty()
+        self.stopping && self.workers.is_empty() && self.preparing.is_empty()
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
@@ -226,28 +258,80 @@ impl Supervisor {
             .min()
     }
 
-    /// Copies the program for `generation` and records its spawn spec.
-    fn prepare_generation(&mut self, generation: u64) -> std::io::Result<()> {
-        let (argv0, args) = self
-            .program
-            .split_first()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no program"))?;
-        let prepared =
-            program::prepare(argv0, &self.dir, &self.name, generation, self.credentials)?;
-        self.specs.insert(
-            generation,
-            Arc::new(SpawnSpec {
-                exe: prepared.exe,
-                copied: prepared.copied,
-                argv0: argv0.clone(),
-                args: args.to_vec(),
-                instance: self.name.clone(),
-                shutdown_timeout: self.shutdown_timeout,
-                show_query: self.show_query,
-                credentials: self.credentials,
-            }),
-        );
-        Ok(())
+    /// Starts copying the program for `generation` off the loop; [`Event::Prepared`] reports
+    /// back. Returns false when it is already prepared (or being prepared).
+    fn prepare_generation(&mut self, generation: u64) -> bool {
+        if self.specs.contains_key(&generation) || !self.preparing.insert(generation) {
+            return false;
+        }
+        let program = self.program.clone();
+        let (dir, name) = (self.dir.clone(), self.name.clone());
+        let base = SpawnSpec {
+            exe: PathBuf::new(),
+            copied: false,
+            argv0: String::new(),
+            args: Vec::new(),
+            instance: self.name.clone(),
+            shutdown_timeout: self.shutdown_timeout,
+            show_query: self.show_query,
+            credentials: self.credentials,
+        };
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let job = tokio::task::spawn_blocking(move || {
+                let (argv0, args) = program.split_first().ok_or("no program")?;
+                let prepared = program::prepare(argv0, &dir, &name, generation, base.credentials)
+                    .map_err(|e| format!("cannot prepare program {argv0:?}: {e}"))?;
+                Ok(SpawnSpec {
+                    exe: prepared.exe,
+                    copied: prepared.copied,
+                    argv0: argv0.clone(),
+                    args: args.to_vec(),
+                    ..base
+                })
+            });
+            let result = job
+                .await
+                .unwrap_or_else(|e| Err(format!("program copy failed: {e}")));
+            let _ = events.send(Event::Prepared { generation, result });
+        });
+        true
+    }
+
+    fn on_prepared(&mut self, generation: u64, result: Result<SpawnSpec, String>) {
+        self.preparing.remove(&generation);
+        let spec = match result {
+            Ok(spec) => spec,
+            Err(e) => {
+                if self.start_deadline.is_some() && generation == self.generation {
+                    self.fail_start(e);
+                } else if self
+                    .reload
+                    .as_ref()
+                    .is_some_and(|r| r.generation == generation)
+                {
+                    self.rollback(e);
+                }
+                return;
+            }
+        };
+        let wanted = generation == self.generation
+            || self
+                .reload
+                .as_ref()
+                .is_some_and(|r| r.generation == generation);
+        if self.stopping || !wanted {
+            if spec.copied {
+                let _ = std::fs::remove_file(&spec.exe);
+            }
+            return;
+        }
+        self.specs.insert(generation, Arc::new(spec));
+        if generation == self.generation && self.start_deadline.is_some() {
+            self.spawn_first_generation();
+        } else {
+            self.spawn_reload_generation();
+        }
     }
 
     /// Drops program copies of generations that have no worker and no slot any more.
@@ -282,13 +366,11 @@ impl Supervisor {
         self.sb.set_generation(generation);
         self.sb.set_target_workers(self.target);
         self.start_deadline = Some(Instant::now() + self.ready_timeout);
-        if let Err(e) = self.prepare_generation(generation) {
-            self.fail_start(format!(
-                "cannot prepare program {:?}: {e}",
-                self.program.first()
-            ));
-            return;
-        }
+        self.prepare_generation(generation);
+    }
+
+    fn spawn_first_generation(&mut self) {
+        let generation = self.generation;
         for slot in 0..self.target {
             self.owner[slot] = Some(generation);
             if let Err(e) = self.spawn_into(slot, generation) {
@@ -303,7 +385,16 @@ impl Supervisor {
             std::io::Error::other(format!("generation {generation} has no program"))
         })?;
         let (master_end, worker_end) = ipc::pair()?;
-        let mut child = spawn::spawn(&spec, slot, generation, worker_end, self.sb.fd())?;
+        // The header a new worker's readers see is the master's, whatever was scribbled on it.
+        self.sb.restamp();
+        let mut child = spawn::spawn(
+            &spec,
+            slot,
+            generation,
+            worker_end,
+            self.sb.fd(),
+            self.sb.layout(),
+        )?;
         let pid = child.id().unwrap_or(0);
         self.sb.slot_spawned(slot, pid, generation);
         let channel = Arc::new(Channel::new(master_end)?);
@@ -336,6 +427,8 @@ impl Supervisor {
                         }
                     }
                     Ok(None) => return,
+                    // The worker is gone (killed with unread messages): its exit event follows.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
                     Err(e) => {
                         let _ = events.send(Event::ControlBroken {
                             slot,
@@ -436,7 +529,12 @@ impl Supervisor {
         match ev {
             Event::Control { slot, pid, msg } => self.on_control(slot, pid, msg),
             Event::ControlBroken { slot, pid, error } => {
-                if let Some(w) = self.workers.get(&slot).filter(|w| w.pid == pid) {
+                // A worker the master is stopping may break its channel on the way out.
+                if let Some(w) = self
+                    .workers
+                    .get(&slot)
+                    .filter(|w| w.pid == pid && !w.draining)
+                {
                     tracing::error!(
                         slot,
                         pid,
@@ -453,6 +551,13 @@ impl Supervisor {
                 }
                 self.begin_stop("stop requested");
             }
+            Event::Prepared { generation, result } => self.on_prepared(generation, result),
+            Event::Resolved {
+                slot,
+                pid,
+                addr,
+                result,
+            } => self.on_resolved(slot, pid, &addr, result),
         }
     }
 
@@ -482,33 +587,93 @@ impl Supervisor {
                     let _ = channel.send(&reply, None).await;
                 });
             }
-            ToMaster::Listen { addr } => {
-                let channel = w.channel.clone();
-                let reply = match self.listeners.get_or_bind(&addr) {
-                    Ok((local, fd)) => fd.try_clone_to_owned().map(|fd| {
-                        let msg = ToWorker::Listening {
-                            addr: addr.clone(),
-                            local: local.to_string(),
-                        };
-                        (msg, Some(fd))
-                    }),
-                    Err(e) => Err(e),
-                };
-                let (msg, fd): (ToWorker, Option<OwnedFd>) = reply.unwrap_or_else(|e| {
-                    tracing::error!(slot, "cannot listen on {addr}: {e}");
-                    (
-                        ToWorker::ListenFailed {
-                            addr,
-                            error: e.to_string(),
-                        },
-                        None,
-                    )
-                });
-                tokio::spawn(async move {
-                    let _ = channel.send(&msg, fd.as_ref().map(AsFd::as_fd)).await;
-                });
-            }
+            ToMaster::Listen { addr } => self.on_listen(slot, pid, addr),
         }
+    }
+
+    /// A worker asks for a listener: answered at once when the address is known or an IP
+    /// literal; a host name is resolved off the loop with a timeout ([`Event::Resolved`]).
+    fn on_listen(&mut self, slot: usize, pid: u32, addr: String) {
+        if self.credentials.is_some() && !self.listeners.declared(&addr) {
+            let error = format!(
+                "workers running as another user get only the addresses the master was given \
+                 (--listen or socket activation); {addr} is not one of them"
+            );
+            return self.reply_listen(slot, pid, addr, Err(error));
+        }
+        if let Some(resolved) = self.listeners.known(&addr) {
+            return self.on_resolved(slot, pid, &addr, Ok(resolved));
+        }
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let lookup = addr.clone();
+            let job = tokio::task::spawn_blocking(move || {
+                std::net::ToSocketAddrs::to_socket_addrs(&lookup)
+                    .map_err(|e| e.to_string())?
+                    .next()
+                    .ok_or_else(|| "address resolves to nothing".to_string())
+            });
+            let result = match tokio::time::timeout(RESOLVE_TIMEOUT, job).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(format!("resolver failed: {e}")),
+                Err(_) => Err(format!(
+                    "name resolution took longer than {RESOLVE_TIMEOUT:?}"
+                )),
+            };
+            let _ = events.send(Event::Resolved {
+                slot,
+                pid,
+                addr,
+                result,
+            });
+        });
+    }
+
+    fn on_resolved(
+        &mut self,
+        slot: usize,
+        pid: u32,
+        addr: &str,
+        result: Result<SocketAddr, String>,
+    ) {
+        let bound = result.and_then(|resolved| {
+            let (local, fd) = self
+                .listeners
+                .bind_resolved(addr, resolved)
+                .map_err(|e| e.to_string())?;
+            let fd = fd.try_clone_to_owned().map_err(|e| e.to_string())?;
+            Ok((local, fd))
+        });
+        self.reply_listen(slot, pid, addr.to_string(), bound);
+    }
+
+    fn reply_listen(
+        &self,
+        slot: usize,
+        pid: u32,
+        addr: String,
+        bound: Result<(SocketAddr, OwnedFd), String>,
+    ) {
+        let Some(w) = self.workers.get(&slot).filter(|w| w.pid == pid) else {
+            return;
+        };
+        let channel = w.channel.clone();
+        let (msg, fd) = match bound {
+            Ok((local, fd)) => (
+                ToWorker::Listening {
+                    addr,
+                    local: local.to_string(),
+                },
+                Some(fd),
+            ),
+            Err(error) => {
+                tracing::error!(slot, "cannot listen on {addr}: {error}");
+                (ToWorker::ListenFailed { addr, error }, None)
+            }
+        };
+        tokio::spawn(async move {
+            let _ = channel.send(&msg, fd.as_ref().map(AsFd::as_fd)).await;
+        });
     }
 
     fn check_started(&mut self) {

@@ -37,16 +37,15 @@
 mod clock;
 pub(crate) mod raw;
 mod registry;
+mod segment;
 mod snapshot;
 mod strings;
 mod writer;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub use raw::{
@@ -55,13 +54,15 @@ pub use raw::{
     METRIC_NAME_BYTES, PATH_BYTES,
 };
 pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
+pub use segment::SegmentLayout;
 pub use snapshot::{
     ConnSnapshot, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot, LastReloadSnapshot,
     LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, Totals, WorkerValue,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 
-use raw::{Header, Mapping, Slot};
+use raw::{Header, Slot};
+pub(crate) use segment::{load_acquire, Segment};
 
 /// Most slots a segment may have (keeps a corrupt header from asking for a huge mapping).
 pub const MAX_SLOTS: usize = 4096;
@@ -154,6 +155,17 @@ pub enum ScoreboardError {
     /// Version matches but sizes or layout hash do not: a corrupt header or a foreign build.
     #[error("scoreboard header is corrupt or from another build: {0}")]
     Layout(String),
+    /// The file system or memory cannot hold the whole segment.
+    #[error("not enough space for the scoreboard in {place}: {need} bytes needed ({source}); give it a larger tmpfs or fewer --slots")]
+    NoSpace {
+        /// The directory (or `<memfd>` for the master's anonymous segment).
+        place: PathBuf,
+        /// Bytes the segment needs.
+        need: u64,
+        /// The cause (`ENOSPC`, `ENOMEM`).
+        #[source]
+        source: io::Error,
+    },
     /// Slot count out of range.
     #[error("invalid slot count {0} (1..={MAX_SLOTS})")]
     SlotCount(usize),
@@ -169,95 +181,116 @@ pub enum ScoreboardError {
 
 type Result<T, E = ScoreboardError> = std::result::Result<T, E>;
 
-#[derive(Debug)]
-struct Inner {
-    map: Mapping,
-    file: File,
-}
-
-/// A mapped scoreboard segment. Cheap to clone (shared mapping).
+/// A mapped scoreboard segment, read-write. Cheap to clone (shared mapping).
+///
+/// The process that created it (the master, or a standalone worker) keeps the truth of the
+/// header, the registry and the master-written slot fields in its own memory and never
+/// reads them back from the segment; its [`Scoreboard::snapshot`] shows that truth.
 #[derive(Debug, Clone)]
 pub struct Scoreboard {
-    inner: Arc<Inner>,
+    inner: Arc<Segment>,
+}
+
+/// A mapped scoreboard segment, read-only: it can take snapshots and nothing else (no writer,
+/// no registration). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ScoreboardReader {
+    inner: Arc<Segment>,
+}
+
+impl ScoreboardReader {
+    /// Number of slots.
+    pub fn slot_count(&self) -> usize {
+        self.inner.slot_count()
+    }
+
+    /// Instance name stored in the header.
+    pub fn name(&self) -> String {
+        strings::read(&self.inner.header().name).0
+    }
+
+    /// Reads every slot into an owned, consistent-per-entry [`Snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        snapshot::take(&self.inner)
+    }
 }
 
 impl Scoreboard {
-    /// Creates a new segment file at `path` (mode 0600, must not exist) with `slots` slots.
+    /// Creates a new segment file at `path` (mode 0600, must not exist, not followed through a
+    /// symlink) with `slots` slots, every page allocated now.
     ///
     /// # Errors
-    /// [`ScoreboardError::SlotCount`] for 0 or more than [`MAX_SLOTS`] slots, [`ScoreboardError::Io`]
+    /// [`ScoreboardError::SlotCount`] for 0 or more than [`MAX_SLOTS`] slots,
+    /// [`ScoreboardError::NoSpace`] when the file system cannot hold it, [`ScoreboardError::Io`]
     /// when the file exists or cannot be created and mapped.
     pub fn create(path: &Path, name: &str, slots: usize) -> Result<Self> {
-        if slots == 0 || slots > MAX_SLOTS {
-            return Err(ScoreboardError::SlotCount(slots));
-        }
-        let io_err = |source| ScoreboardError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io_err)?;
-        let size = raw::segment_size(slots);
-        file.set_len(size as u64).map_err(io_err)?;
-        let map = Mapping::map(&file, size, slots, false).map_err(io_err)?;
-        init_header(map.header(), name, slots);
-        Ok(Self {
-            inner: Arc::new(Inner { map, file }),
-        })
+        Ok(Self::wrap(Segment::create_file(path, name, slots)?))
     }
 
-    /// Attaches read-write to a segment whose descriptor this process inherited (workers).
+    /// Creates an anonymous segment (a `memfd`) with `slots` slots, every page allocated now
+    /// and its size sealed: whoever holds its descriptor can write into it but never shrink or
+    /// grow it. The master's segment; readers reach it through `/proc/<pid>/fd/<n>`.
+    ///
+    /// ```
+    /// use flora_cluster::scoreboard::Scoreboard;
+    /// let sb = Scoreboard::create_sealed("web", 2).unwrap();
+    /// assert_eq!(sb.snapshot().slots.len(), 2);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Scoreboard::create`].
+    pub fn create_sealed(name: &str, slots: usize) -> Result<Self> {
+        Ok(Self::wrap(Segment::create_sealed(name, slots)?))
+    }
+
+    fn wrap(seg: Segment) -> Self {
+        Self {
+            inner: Arc::new(seg),
+        }
+    }
+
+    /// Attaches read-write to a segment whose descriptor this process inherited, validating
+    /// its header.
     ///
     /// # Errors
     /// Any [`ScoreboardError`] of validation: the descriptor must be a valid segment.
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
-        Self::attach(File::from(fd), Path::new("<inherited fd>"), false)
+        Segment::attach_by_header(File::from(fd), Path::new("<inherited fd>"), false)
+            .map(Self::wrap)
     }
 
-    /// Opens an existing segment read-only by path (CLI tools, tests, other readers).
+    /// Attaches read-write to an inherited segment by the layout its master announced
+    /// (workers): the header, which any worker could scribble, is not consulted.
     ///
     /// # Errors
-    /// [`ScoreboardError::Io`] when the file cannot be opened; validation errors when it is
-    /// not a valid segment of this layout.
-    pub fn open_read_only(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|source| ScoreboardError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::attach(file, path, true)
+    /// [`ScoreboardError::Layout`] when the master was built with another layout,
+    /// [`ScoreboardError::TooSmall`] or [`ScoreboardError::Io`] for a descriptor that is not it.
+    pub fn from_fd_with_layout(fd: OwnedFd, layout: SegmentLayout) -> Result<Self> {
+        Segment::attach_by_layout(File::from(fd), layout).map(Self::wrap)
     }
 
-    fn attach(file: File, path: &Path, read_only: bool) -> Result<Self> {
-        let io_err = |source| ScoreboardError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let len = file.metadata().map_err(io_err)?.len();
-        let header_size = std::mem::size_of::<Header>() as u64;
-        if len < header_size {
-            return Err(ScoreboardError::TooSmall {
-                len,
-                need: header_size,
-            });
-        }
-        let slots = {
-            let head = Mapping::map_header(&file, len as usize).map_err(io_err)?;
-            validate_header(head.header(), len)?
-        };
-        let map = Mapping::map(&file, len as usize, slots, read_only).map_err(io_err)?;
-        Ok(Self {
-            inner: Arc::new(Inner { map, file }),
+    /// Opens an existing segment read-only by path (CLI tools, tests, other readers). Never
+    /// blocks: a FIFO or another special file is an error.
+    ///
+    /// # Errors
+    /// [`ScoreboardError::Io`] when the file cannot be opened or is not a regular file;
+    /// validation errors when it is not a valid segment of this layout.
+    pub fn open_read_only(path: &Path) -> Result<ScoreboardReader> {
+        Ok(ScoreboardReader {
+            inner: Arc::new(Segment::open_read_only(path)?),
         })
+    }
+
+    /// A read-only handle on the same mapping.
+    pub fn reader(&self) -> ScoreboardReader {
+        ScoreboardReader {
+            inner: self.inner.clone(),
+        }
     }
 
     /// Number of slots.
     pub fn slot_count(&self) -> usize {
-        self.inner.map.slot_count()
+        self.inner.slot_count()
     }
 
     /// The segment's file descriptor (the master hands it to workers).
@@ -265,9 +298,17 @@ impl Scoreboard {
         self.inner.file.as_fd()
     }
 
-    /// Instance name stored in the header.
+    /// The layout workers attach by ([`Scoreboard::from_fd_with_layout`]).
+    pub fn layout(&self) -> SegmentLayout {
+        self.inner.layout()
+    }
+
+    /// Instance name: the creator's, or the one stored in the header.
     pub fn name(&self) -> String {
-        strings::read(&self.header().name).0
+        match &self.inner.truth {
+            Some(t) => t.header().name.clone(),
+            None => strings::read(&self.header().name).0,
+        }
     }
 
     /// A writer for slot `index` (a worker writes only its own slot).
@@ -286,139 +327,77 @@ impl Scoreboard {
 
     /// Reads every slot into an owned, consistent-per-entry [`Snapshot`].
     pub fn snapshot(&self) -> Snapshot {
-        snapshot::take(self)
+        snapshot::take(&self.inner)
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.inner
     }
 
     pub(crate) fn header(&self) -> &Header {
-        self.inner.map.header()
+        self.inner.header()
     }
 
     pub(crate) fn slot(&self, index: usize) -> Option<&Slot> {
-        self.inner.map.slot(index)
+        self.inner.slot(index)
     }
 
     pub(crate) fn registry(&self) -> Option<&raw::Registry> {
         self.inner.map.registry()
     }
 
+    /// Rewrites the header from the creator's truth (master; see [`Segment::restamp`]).
+    pub(crate) fn restamp(&self) {
+        self.inner.restamp();
+    }
+
+    /// Changes the creator's header truth and rewrites the header.
+    fn update_header(&self, f: impl FnOnce(&mut segment::HeaderTruth)) {
+        if let Some(t) = &self.inner.truth {
+            f(&mut t.header());
+            self.inner.restamp();
+        }
+    }
+
     /// Sets the generation now serving (master).
     pub(crate) fn set_generation(&self, generation: u64) {
-        self.header()
-            .generation
-            .store(generation, Ordering::Release);
+        self.update_header(|t| t.generation = generation);
     }
 
     /// Sets the number of workers the master wants (master).
     pub(crate) fn set_target_workers(&self, n: usize) {
-        self.header()
-            .target_workers
-            .store(n as u64, Ordering::Relaxed);
+        self.update_header(|t| t.target_workers = n as u64);
     }
 
     /// Records a reload's outcome (master).
     pub(crate) fn record_reload(&self, success: bool, generation: u64, reason: Option<&str>) {
-        let h = self.header();
-        let counter = if success {
-            &h.reloads_success
-        } else {
-            &h.reloads_rollback
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        writer::try_write(&h.last_reload_seq, || {
-            h.last_reload_outcome
-                .store(if success { 1 } else { 2 }, Ordering::Relaxed);
-            h.last_reload_generation
-                .store(generation, Ordering::Relaxed);
-            h.last_reload_unix_ms.store(unix_ms(), Ordering::Relaxed);
-            strings::write(&h.last_reload_reason, reason.unwrap_or(""));
+        self.update_header(|t| {
+            if success {
+                t.reloads_success += 1;
+            } else {
+                t.reloads_rollback += 1;
+            }
+            let outcome = if success { 1 } else { 2 };
+            let reason = reason.unwrap_or("").to_string();
+            t.last_reload = Some((outcome, generation, unix_ms(), reason));
         });
     }
 
     /// Counts one OTLP push (master).
     pub(crate) fn record_otlp_export(&self, ok: bool) {
-        let h = self.header();
-        let c = if ok {
-            &h.otlp_exports_ok
-        } else {
-            &h.otlp_exports_failed
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        self.update_header(|t| {
+            if ok {
+                t.otlp_ok += 1;
+            } else {
+                t.otlp_failed += 1;
+            }
+        });
     }
 
     /// Publishes the management HTTP address (master).
     pub(crate) fn set_status_addr(&self, addr: &str) {
-        strings::write(&self.header().status_addr, addr);
+        self.update_header(|t| t.status_addr = addr.to_string());
     }
-}
-
-fn init_header(h: &Header, name: &str, slots: usize) {
-    h.version.store(raw::VERSION, Ordering::Relaxed);
-    h.layout_hash.store(raw::layout_hash(), Ordering::Relaxed);
-    h.header_size
-        .store(std::mem::size_of::<Header>() as u64, Ordering::Relaxed);
-    h.slot_size
-        .store(std::mem::size_of::<Slot>() as u64, Ordering::Relaxed);
-    h.slot_count.store(slots as u64, Ordering::Relaxed);
-    h.total_size
-        .store(raw::segment_size(slots) as u64, Ordering::Relaxed);
-    h.master_pid
-        .store(u64::from(std::process::id()), Ordering::Relaxed);
-    h.created_unix_ms.store(unix_ms(), Ordering::Relaxed);
-    strings::write(&h.name, name);
-    // Publish: readers check the magic (Acquire) before anything else.
-    h.magic.store(raw::MAGIC, Ordering::Release);
-}
-
-/// Checks a header against this build's layout; returns the slot count.
-fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
-    let magic = h.magic.load(Ordering::Acquire);
-    if magic != raw::MAGIC {
-        return Err(ScoreboardError::BadMagic(magic));
-    }
-    let version = h.version.load(Ordering::Relaxed);
-    if version != raw::VERSION {
-        return Err(ScoreboardError::Version {
-            found: version,
-            expected: raw::VERSION,
-        });
-    }
-    let expect = |what: &str, found: u64, want: u64| {
-        if found == want {
-            Ok(())
-        } else {
-            Err(ScoreboardError::Layout(format!(
-                "{what} is {found}, expected {want}"
-            )))
-        }
-    };
-    expect(
-        "header size",
-        h.header_size.load(Ordering::Relaxed),
-        std::mem::size_of::<Header>() as u64,
-    )?;
-    expect(
-        "slot size",
-        h.slot_size.load(Ordering::Relaxed),
-        std::mem::size_of::<Slot>() as u64,
-    )?;
-    expect(
-        "layout hash",
-        h.layout_hash.load(Ordering::Relaxed),
-        raw::layout_hash(),
-    )?;
-    let slots = h.slot_count.load(Ordering::Relaxed);
-    if slots == 0 || slots > MAX_SLOTS as u64 {
-        return Err(ScoreboardError::Layout(format!("slot count {slots}")));
-    }
-    let need = raw::segment_size(slots as usize) as u64;
-    expect("total size", h.total_size.load(Ordering::Relaxed), need)?;
-    if file_len < need {
-        return Err(ScoreboardError::TooSmall {
-            len: file_len,
-            need,
-        });
-    }
-    Ok(slots as usize)
 }
 
 /// Monotonic clock in ns (CLOCK_MONOTONIC: system-wide, so comparable across processes).

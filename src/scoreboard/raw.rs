@@ -511,6 +511,27 @@ pub fn adopt_received_fds(fds: &[RawFd]) -> Vec<OwnedFd> {
         .collect()
 }
 
+/// Makes `fds` survive the `exec` of the child that `cmd` starts: their close-on-exec flag is
+/// cleared in the child after `fork`, never in the parent, where a `fork` by any other thread
+/// would inherit them.
+pub fn inherit_in_child(cmd: &mut tokio::process::Command, fds: Vec<RawFd>) {
+    // SAFETY: the closure runs in the forked child between fork and exec. It only calls
+    // fcntl(2), which is async-signal-safe, and neither allocates nor takes a lock (the Vec was
+    // built before the fork and is only iterated). The descriptors are open in the parent for
+    // the whole spawn (the caller borrows them across `spawn`), so the child's copies are
+    // open too; clearing FD_CLOEXEC on them touches only the child's descriptor table.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Descriptor owners whose `as_raw_fd` returns the same open descriptor for their whole life.
 pub trait OwnsFd: std::os::fd::AsRawFd + private::Sealed {}
 impl OwnsFd for OwnedFd {}

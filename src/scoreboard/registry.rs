@@ -5,7 +5,7 @@
 //! two workers registering the same name at once get the same series. Entries are written once
 //! and published with a Release store of their `state`; readers Acquire it.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,17 @@ use super::raw::{
     MetricEntry, Registry, CUSTOM_CELLS, MAX_BUCKETS, MAX_SERIES, METRIC_HELP_BYTES,
     METRIC_LABELS_BYTES, METRIC_NAME_BYTES,
 };
-use super::{strings, Scoreboard};
+use super::{load_acquire, strings, Scoreboard, Segment};
+
+impl Segment {
+    /// Registered series (see [`Scoreboard::registered`]).
+    pub(crate) fn registered(&self) -> Vec<EntryView> {
+        match &self.truth {
+            Some(t) => t.registry().entries.clone(),
+            None => self.map.registry().map(entries).unwrap_or_default(),
+        }
+    }
+}
 
 /// Labels a series may have.
 pub const MAX_LABELS: usize = 4;
@@ -415,7 +425,7 @@ pub(crate) struct EntryView {
 }
 
 fn read_entry(e: &MetricEntry, index: usize) -> Option<EntryView> {
-    if e.state.load(Acquire) != 1 {
+    if load_acquire(&e.state) != 1 {
         return None;
     }
     let flags = e.flags.load(Relaxed);
@@ -463,7 +473,7 @@ fn read_entry(e: &MetricEntry, index: usize) -> Option<EntryView> {
 
 /// Every published entry, in registration order.
 pub(crate) fn entries(reg: &Registry) -> Vec<EntryView> {
-    let n = (reg.count.load(Acquire) as usize).min(MAX_SERIES);
+    let n = (load_acquire(&reg.count) as usize).min(MAX_SERIES);
     reg.entries[..n]
         .iter()
         .enumerate()
@@ -482,11 +492,19 @@ impl Scoreboard {
     /// Validation errors, [`MetricError::ShapeMismatch`], [`MetricError::Full`].
     pub fn register(&self, spec: &MetricSpec) -> Result<Registered, MetricError> {
         spec.validate()?;
-        let reg = self
-            .registry()
-            .ok_or_else(|| MetricError::Full("this segment has no registry".into()))?;
+        let (Some(truth), Some(reg)) = (&self.segment().truth, self.registry()) else {
+            return Err(MetricError::Unavailable {
+                name: spec.name.clone(),
+                reason: "only the process that created the scoreboard registers metrics \
+                         (workers register through Worker::register)"
+                    .into(),
+            });
+        };
+        // Counts, offsets and existing series come from this process's own record, never from
+        // the segment, which every worker can write.
+        let mut local = truth.registry();
         let labels = spec.sorted_labels();
-        for existing in entries(reg) {
+        for existing in &local.entries {
             let e = &existing.spec;
             if e.name != spec.name {
                 continue;
@@ -498,30 +516,41 @@ impl Scoreboard {
                 return Ok(existing.at);
             }
         }
-        let index = reg.count.load(Relaxed) as usize;
+        let index = local.entries.len();
         if index >= MAX_SERIES {
             return Err(MetricError::Full(format!("{MAX_SERIES} series")));
         }
         let cells = spec.kind.cells();
-        let cell = reg.next_cell.load(Relaxed) as usize;
-        if cell + cells > CUSTOM_CELLS {
+        let cell = local.next_cell;
+        if cell.saturating_add(cells) > CUSTOM_CELLS {
             return Err(MetricError::Full(format!(
                 "{CUSTOM_CELLS} cells per worker"
             )));
         }
-        write_entry(&reg.entries[index], spec, &labels, cell, cells);
-        reg.next_cell.store((cell + cells) as u64, Relaxed);
-        reg.count.store(index as u64 + 1, Release);
-        Ok(Registered {
+        let at = Registered {
             entry: index,
             cell,
             cells,
-        })
+        };
+        local.entries.push(EntryView {
+            spec: MetricSpec {
+                labels: labels.clone(),
+                ..spec.clone()
+            },
+            at,
+        });
+        local.next_cell = cell + cells;
+        // The segment's copy, for readers in other processes (workers' in-app status, CLI).
+        write_entry(&reg.entries[index], spec, &labels, cell, cells);
+        reg.next_cell.store(local.next_cell as u64, Relaxed);
+        reg.count.store(local.entries.len() as u64, Release);
+        Ok(at)
     }
 
-    /// Registered series, in registration order.
+    /// Registered series, in registration order: the creator's own record, or (other
+    /// processes) the segment's copy, each entry validated.
     pub(crate) fn registered(&self) -> Vec<EntryView> {
-        self.registry().map(entries).unwrap_or_default()
+        self.segment().registered()
     }
 
     /// A new worker starts in `slot`: its gauges start unset (unless they count dead workers).

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::raw::{
     ConnEntry, LastRequest, Slot, SlotCounters, HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS, STATUS_CLASSES,
 };
-use super::{mono_ns, strings, unix_ms, Aggregation, MetricKind, Scoreboard, SlotState};
+use super::segment::{load_acquire, HeaderTruth, SlotTruth};
+use super::{mono_ns, strings, unix_ms, Aggregation, MetricKind, Segment, SlotState};
 
 /// Tries a seqlocked read this many times before giving up on an entry (its writer keeps
 /// rewriting it, or died mid-write).
@@ -18,7 +19,7 @@ const SEQLOCK_READ_TRIES: usize = 64;
 /// Runs `f` until it ran without a concurrent write under `seq`.
 pub(crate) fn read_consistent<T>(seq: &AtomicU64, f: impl Fn() -> T) -> Option<T> {
     for _ in 0..SEQLOCK_READ_TRIES {
-        let s1 = seq.load(Acquire);
+        let s1 = load_acquire(seq);
         if s1 & 1 == 1 {
             std::hint::spin_loop();
             continue;
@@ -281,44 +282,93 @@ pub struct Snapshot {
     pub custom: Vec<CustomMetricSnapshot>,
 }
 
-pub(super) fn take(sb: &Scoreboard) -> Snapshot {
-    let h = sb.header();
+pub(super) fn take(sb: &Segment) -> Snapshot {
     let now = mono_ns();
     let unix_now_ms = unix_ms();
-    let slots: Vec<SlotSnapshot> = (0..sb.slot_count())
+    let mut slots: Vec<SlotSnapshot> = (0..sb.slot_count())
         .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now, unix_now_ms)))
         .collect();
+    let header = match &sb.truth {
+        // The creator shows what it knows, whatever a worker wrote over the header.
+        Some(t) => {
+            overlay_slots(&mut slots, &t.slots());
+            t.header().clone()
+        }
+        None => read_header(sb),
+    };
     let totals = sum(&slots);
     let custom = read_custom(sb, &slots);
     Snapshot {
-        instance: strings::read(&h.name).0,
-        master_pid: h.master_pid.load(Relaxed) as u32,
-        created_unix_ms: h.created_unix_ms.load(Relaxed),
+        instance: header.name,
+        master_pid: header.master_pid as u32,
+        created_unix_ms: header.created_unix_ms,
         taken_unix_ms: unix_now_ms,
-        generation: h.generation.load(Acquire),
+        generation: header.generation,
+        target_workers: header.target_workers,
+        reloads_success: header.reloads_success,
+        reloads_rollback: header.reloads_rollback,
+        last_reload: header.last_reload.and_then(
+            |(outcome, generation, finished_unix_ms, reason)| {
+                let outcome = match outcome {
+                    1 => "success",
+                    2 => "rollback",
+                    _ => return None,
+                };
+                Some(LastReloadSnapshot {
+                    outcome: outcome.to_string(),
+                    generation,
+                    finished_unix_ms,
+                    reason,
+                })
+            },
+        ),
+        status_addr: header.status_addr,
+        otlp_exports_ok: header.otlp_ok,
+        otlp_exports_failed: header.otlp_failed,
+        slots,
+        totals,
+        custom,
+    }
+}
+
+/// The header as the segment has it (readers other than the creator).
+fn read_header(sb: &Segment) -> HeaderTruth {
+    let h = sb.header();
+    HeaderTruth {
+        name: strings::read(&h.name).0,
+        master_pid: h.master_pid.load(Relaxed),
+        created_unix_ms: h.created_unix_ms.load(Relaxed),
+        generation: load_acquire(&h.generation),
         target_workers: h.target_workers.load(Relaxed),
         reloads_success: h.reloads_success.load(Relaxed),
         reloads_rollback: h.reloads_rollback.load(Relaxed),
         last_reload: read_consistent(&h.last_reload_seq, || {
-            let outcome = match h.last_reload_outcome.load(Relaxed) {
-                1 => "success",
-                2 => "rollback",
-                _ => return None,
-            };
-            Some(LastReloadSnapshot {
-                outcome: outcome.to_string(),
-                generation: h.last_reload_generation.load(Relaxed),
-                finished_unix_ms: h.last_reload_unix_ms.load(Relaxed),
-                reason: strings::read(&h.last_reload_reason).0,
-            })
-        })
-        .flatten(),
+            (
+                h.last_reload_outcome.load(Relaxed),
+                h.last_reload_generation.load(Relaxed),
+                h.last_reload_unix_ms.load(Relaxed),
+                strings::read(&h.last_reload_reason).0,
+            )
+        }),
         status_addr: strings::read(&h.status_addr).0,
-        otlp_exports_ok: h.otlp_exports_ok.load(Relaxed),
-        otlp_exports_failed: h.otlp_exports_failed.load(Relaxed),
-        slots,
-        totals,
-        custom,
+        otlp_ok: h.otlp_exports_ok.load(Relaxed),
+        otlp_failed: h.otlp_exports_failed.load(Relaxed),
+    }
+}
+
+/// Replaces the master-written slot fields with the master's own record of them: a worker
+/// can spoil its slot's numbers, not who runs in it or how often it restarted.
+fn overlay_slots(slots: &mut [SlotSnapshot], truth: &[SlotTruth]) {
+    for (s, t) in slots.iter_mut().zip(truth) {
+        s.pid = t.pid;
+        s.generation = t.generation;
+        s.started_unix_ms = t.started_unix_ms;
+        s.restarts = t.restarts;
+        s.state = match (t.state, s.state) {
+            // Alive: the worker reports readiness and draining itself.
+            (SlotState::Starting, w @ (SlotState::Ready | SlotState::Draining)) => w,
+            (master, _) => master,
+        };
     }
 }
 
@@ -329,7 +379,7 @@ fn live(state: SlotState) -> bool {
     )
 }
 
-fn read_custom(sb: &Scoreboard, slots: &[SlotSnapshot]) -> Vec<CustomMetricSnapshot> {
+fn read_custom(sb: &Segment, slots: &[SlotSnapshot]) -> Vec<CustomMetricSnapshot> {
     let cells = |slot: usize, cell: usize| {
         sb.slot(slot)
             .and_then(|s| s.custom.get(cell))
@@ -485,7 +535,7 @@ fn read_slot(index: usize, s: &Slot, now: u64, unix_now_ms: u64) -> SlotSnapshot
             .collect(),
         sum_seconds: lanes(s, |c| &c.duration_sum_ns) as f64 / 1e9,
     };
-    let bitmap = s.conn_bitmap.load(Acquire);
+    let bitmap = load_acquire(&s.conn_bitmap);
     let connections = s
         .conns
         .iter()
@@ -496,7 +546,7 @@ fn read_slot(index: usize, s: &Slot, now: u64, unix_now_ms: u64) -> SlotSnapshot
     SlotSnapshot {
         index,
         pid: s.pid.load(Relaxed) as u32,
-        state: SlotState::from_raw(s.state.load(Acquire)),
+        state: SlotState::from_raw(load_acquire(&s.state)),
         generation: s.generation.load(Relaxed),
         started_unix_ms: s.started_unix_ms.load(Relaxed),
         restarts: s.restarts.load(Relaxed),

@@ -39,6 +39,16 @@ pub(crate) fn try_write(seq: &AtomicU64, f: impl FnOnce()) -> bool {
     true
 }
 
+/// Runs `f` under the seqlock `seq` whatever state another writer left it in (the master
+/// rewriting a header that a worker may have scribbled): readers retry while it is odd.
+pub(crate) fn force_write(seq: &AtomicU64, f: impl FnOnce()) {
+    let s = seq.load(Relaxed) | 1;
+    seq.store(s, Relaxed);
+    fence(Release);
+    f();
+    seq.store(s.wrapping_add(1), Release);
+}
+
 /// Runs `f` under the seqlock `seq` for its one writer: plain stores, no CAS. Skips (returns
 /// false) when the seqlock is held, which only a rare second writer can do (an app setting
 /// infos from another task while the request ends): the pair can then tear the shown
@@ -577,9 +587,16 @@ impl Scoreboard {
     /// A worker was spawned into `index`.
     pub(crate) fn slot_spawned(&self, index: usize, pid: u32, generation: u64) {
         let Some(s) = self.slot(index) else { return };
+        let started = unix_ms();
+        self.with_slot_truth(index, |t| {
+            t.pid = pid;
+            t.generation = generation;
+            t.started_unix_ms = started;
+            t.state = SlotState::Starting;
+        });
         s.pid.store(u64::from(pid), Relaxed);
         s.generation.store(generation, Relaxed);
-        s.started_unix_ms.store(unix_ms(), Relaxed);
+        s.started_unix_ms.store(started, Relaxed);
         s.started_mono_ns.store(mono_ns(), Relaxed);
         // The owner's lane was released when the slot's last worker was gone (`slot_exited`;
         // a new segment starts released): resetting it here could race with the new worker,
@@ -591,6 +608,10 @@ impl Scoreboard {
     /// The worker of `index` is gone: reset its gauges and connection table, keep counters.
     pub(crate) fn slot_exited(&self, index: usize, wait_status: i32) {
         let Some(s) = self.slot(index) else { return };
+        self.with_slot_truth(index, |t| {
+            t.pid = 0;
+            t.state = SlotState::Dead;
+        });
         s.state.store(SlotState::Dead.to_raw(), Release);
         s.pid.store(0, Relaxed);
         s.last_exit
@@ -618,9 +639,27 @@ impl Scoreboard {
 
     /// Counts a respawn of `index`.
     pub(crate) fn slot_restarted(&self, index: usize) {
-        if let Some(s) = self.slot(index) {
-            s.restarts.fetch_add(1, Relaxed);
+        let Some(s) = self.slot(index) else { return };
+        match self.with_slot_truth(index, |t| {
+            t.restarts += 1;
+            t.restarts
+        }) {
+            Some(n) => s.restarts.store(n, Relaxed),
+            None => {
+                s.restarts.fetch_add(1, Relaxed);
+            }
         }
+    }
+
+    /// Updates the creator's record of slot `index` (none in other processes).
+    fn with_slot_truth<T>(
+        &self,
+        index: usize,
+        f: impl FnOnce(&mut super::segment::SlotTruth) -> T,
+    ) -> Option<T> {
+        let truth = self.segment().truth.as_ref()?;
+        let mut slots = truth.slots();
+        slots.get_mut(index).map(f)
     }
 }
 

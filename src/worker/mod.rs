@@ -36,7 +36,6 @@ mod serve;
 mod track;
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,8 +45,8 @@ use tokio::sync::{mpsc, watch, Mutex};
 use crate::ipc::{self, Channel, ToMaster, ToWorker};
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::scoreboard::{
-    Aggregation, MetricError, MetricKind, MetricSpec, Registered, Scoreboard, SlotState,
-    SlotWriter, Snapshot,
+    Aggregation, MetricError, MetricKind, MetricSpec, Registered, Scoreboard, SegmentLayout,
+    SlotState, SlotWriter, Snapshot,
 };
 
 fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
@@ -187,7 +186,17 @@ impl Worker {
             })
         };
         let control = adopt(ipc::ENV_CONTROL_FD, control_fd)?;
-        let sb = Scoreboard::from_fd(adopt(ipc::ENV_SCOREBOARD_FD, sb_fd)?)?;
+        let sb_fd = adopt(ipc::ENV_SCOREBOARD_FD, sb_fd)?;
+        let sb = match std::env::var(ipc::ENV_SCOREBOARD_LAYOUT) {
+            Ok(v) => {
+                let layout = SegmentLayout::decode(&v).ok_or_else(|| WorkerError::Env {
+                    name: ipc::ENV_SCOREBOARD_LAYOUT,
+                    reason: format!("{v:?} is not `slots:hash`"),
+                })?;
+                Scoreboard::from_fd_with_layout(sb_fd, layout)?
+            }
+            Err(_) => Scoreboard::from_fd(sb_fd)?,
+        };
         let writer = sb.writer(slot)?;
         let channel = Arc::new(Channel::new(control).map_err(WorkerError::Channel)?);
         let (reply_tx, reply_rx) = mpsc::channel(4);
@@ -213,14 +222,7 @@ impl Worker {
     }
 
     fn standalone(shutdown_timeout: Duration) -> Result<Self, WorkerError> {
-        let path: PathBuf = std::env::temp_dir().join(format!(
-            "flora-standalone-{}-{}.scoreboard",
-            std::process::id(),
-            crate::scoreboard::mono_ns()
-        ));
-        let sb = Scoreboard::create(&path, "standalone", 1)?;
-        // The mapping stays valid after the name is gone; nothing else needs it.
-        let _ = std::fs::remove_file(&path);
+        let sb = Scoreboard::create_sealed("standalone", 1)?;
         // No master: this process records its own slot's pid and start.
         sb.slot_spawned(0, std::process::id(), 0);
         let (shutdown_tx, _) = watch::channel(false);

@@ -29,7 +29,7 @@ pub use process::{
     term, wait_child,
 };
 
-use flora_cluster::scoreboard::{Scoreboard, SlotState, Snapshot};
+use flora_cluster::scoreboard::{Scoreboard, ScoreboardReader, SlotState, Snapshot};
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
@@ -235,7 +235,7 @@ pub struct Cluster {
     stderr_path: PathBuf,
     exit: Option<ExitStatus>,
     seen_workers: Mutex<BTreeSet<u32>>,
-    scoreboard: Mutex<Option<Scoreboard>>,
+    scoreboard: Mutex<Option<ScoreboardReader>>,
 }
 
 impl Cluster {
@@ -331,7 +331,7 @@ impl Cluster {
 
     /// The segment, opened read-only (polls until this master has created it: a stale
     /// segment of a dead master may sit at the same path until this one replaces it).
-    pub fn scoreboard(&self) -> Scoreboard {
+    pub fn scoreboard(&self) -> ScoreboardReader {
         let mut cached = self.scoreboard.lock().expect("scoreboard lock");
         if let Some(sb) = cached.as_ref() {
             return sb.clone();

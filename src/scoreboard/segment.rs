@@ -1,0 +1,473 @@
+//! The segment behind a [`super::Scoreboard`]: creating it fully backed, attaching to it,
+//! the header, and the creator's own copy of everything a worker must not be trusted with.
+//!
+//! The master's segment is a sealed `memfd`: its size is fixed (`F_SEAL_SHRINK|F_SEAL_GROW`)
+//! and every page is allocated at creation (`fallocate`), so no worker can truncate it under
+//! the master (a SIGBUS) and no full tmpfs can fail a first write later. What the master
+//! decides from — the slot count, header values, the registry and cell allocation — lives
+//! in [`Truth`], in the creator's own memory; the header in the segment is a copy for other
+//! readers that the master rewrites ([`Segment::restamp`]) and never reads back.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag};
+
+use super::raw::{self, Header, Mapping, Slot};
+use super::registry::EntryView;
+use super::{strings, unix_ms, Result, ScoreboardError, SlotState, MAX_SLOTS};
+
+/// A load that publishes like `Acquire`, done as a `Relaxed` load and an `Acquire` fence: the
+/// form readers use on every mapping, including read-only ones.
+pub(crate) fn load_acquire(a: &AtomicU64) -> u64 {
+    let v = a.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
+    v
+}
+
+/// Header values as the master last set them (the segment's header is a copy of these).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HeaderTruth {
+    pub name: String,
+    pub master_pid: u64,
+    pub created_unix_ms: u64,
+    pub generation: u64,
+    pub target_workers: u64,
+    pub reloads_success: u64,
+    pub reloads_rollback: u64,
+    /// (outcome 1 success / 2 rollback, generation, unix ms, reason)
+    pub last_reload: Option<(u64, u64, u64, String)>,
+    pub status_addr: String,
+    pub otlp_ok: u64,
+    pub otlp_failed: u64,
+}
+
+/// The creator's registry: series and the next free cell.
+#[derive(Debug, Default)]
+pub(crate) struct LocalRegistry {
+    pub entries: Vec<EntryView>,
+    pub next_cell: usize,
+}
+
+/// The master-written fields of one slot.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotTruth {
+    pub pid: u32,
+    pub generation: u64,
+    pub started_unix_ms: u64,
+    pub restarts: u64,
+    /// Empty, Starting (alive: the worker reports Ready/Draining itself) or Dead.
+    pub state: SlotState,
+}
+
+impl Default for SlotTruth {
+    fn default() -> Self {
+        Self {
+            pid: 0,
+            generation: 0,
+            started_unix_ms: 0,
+            restarts: 0,
+            state: SlotState::Empty,
+        }
+    }
+}
+
+/// What the segment's creator knows without reading the segment.
+#[derive(Debug, Default)]
+pub(crate) struct Truth {
+    header: Mutex<HeaderTruth>,
+    registry: Mutex<LocalRegistry>,
+    slots: Mutex<Vec<SlotTruth>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Truth {
+    pub(crate) fn slots(&self) -> MutexGuard<'_, Vec<SlotTruth>> {
+        lock(&self.slots)
+    }
+
+    pub(crate) fn header(&self) -> MutexGuard<'_, HeaderTruth> {
+        lock(&self.header)
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, LocalRegistry> {
+        lock(&self.registry)
+    }
+}
+
+/// A mapped segment; `truth` only in the process that created it.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub map: Mapping,
+    pub file: File,
+    pub truth: Option<Truth>,
+}
+
+/// What a worker is told about the segment it inherits (env [`crate::ipc::ENV_SCOREBOARD_LAYOUT`]):
+/// it attaches by these, never by the header another worker could have scribbled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentLayout {
+    /// Slots in the segment.
+    pub slots: usize,
+    /// [`raw::layout_hash`] of the master's build.
+    pub hash: u64,
+}
+
+impl SegmentLayout {
+    /// `slots:hash` (hash in hex).
+    pub fn encode(&self) -> String {
+        format!("{}:{:x}", self.slots, self.hash)
+    }
+
+    /// Parses [`SegmentLayout::encode`]'s form.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (slots, hash) = s.split_once(':')?;
+        Some(Self {
+            slots: slots.parse().ok()?,
+            hash: u64::from_str_radix(hash, 16).ok()?,
+        })
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> ScoreboardError + '_ {
+    move |source| ScoreboardError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn check_slots(slots: usize) -> Result<()> {
+    if slots == 0 || slots > MAX_SLOTS {
+        return Err(ScoreboardError::SlotCount(slots));
+    }
+    Ok(())
+}
+
+/// Allocates every page of the file now: a tmpfs or memory limit that is too small is an
+/// error here, never a SIGBUS at a first write later.
+fn back_fully(file: &File, size: usize, place: &Path) -> Result<()> {
+    match nix::fcntl::fallocate(file.as_fd(), FallocateFlags::empty(), 0, size as i64) {
+        Ok(()) => Ok(()),
+        Err(e @ (nix::errno::Errno::ENOSPC | nix::errno::Errno::ENOMEM)) => {
+            Err(ScoreboardError::NoSpace {
+                place: place.to_owned(),
+                need: size as u64,
+                source: e.into(),
+            })
+        }
+        Err(e) => Err(io_err(place)(e.into())),
+    }
+}
+
+impl Segment {
+    /// A sealed, fully backed anonymous segment (the master's).
+    pub(crate) fn create_sealed(name: &str, slots: usize) -> Result<Self> {
+        check_slots(slots)?;
+        let place = Path::new("<memfd>");
+        let flags =
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING;
+        let fd: OwnedFd = nix::sys::memfd::memfd_create(c"flora-scoreboard", flags)
+            .map_err(|e| io_err(place)(e.into()))?;
+        let file = File::from(fd);
+        // A memfd starts at 0777; readers reach it through /proc: owner only, like a file.
+        nix::sys::stat::fchmod(&file, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| io_err(place)(e.into()))?;
+        let size = raw::segment_size(slots);
+        back_fully(&file, size, place)?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        nix::fcntl::fcntl(&file, FcntlArg::F_ADD_SEALS(seals))
+            .map_err(|e| io_err(place)(e.into()))?;
+        Self::init(file, name, slots, place)
+    }
+
+    /// A fully backed segment file at `path` (mode 0600, must not exist).
+    pub(crate) fn create_file(path: &Path, name: &str, slots: usize) -> Result<Self> {
+        check_slots(slots)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(io_err(path))?;
+        let size = raw::segment_size(slots);
+        if let Err(e) = back_fully(&file, size, path.parent().unwrap_or(path)) {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        Self::init(file, name, slots, path)
+    }
+
+    fn init(file: File, name: &str, slots: usize, place: &Path) -> Result<Self> {
+        let map =
+            Mapping::map(&file, raw::segment_size(slots), slots, false).map_err(io_err(place))?;
+        let truth = Truth::default();
+        *truth.header() = HeaderTruth {
+            name: name.to_string(),
+            master_pid: u64::from(std::process::id()),
+            created_unix_ms: unix_ms(),
+            ..HeaderTruth::default()
+        };
+        *truth.slots() = vec![SlotTruth::default(); slots];
+        let seg = Self {
+            map,
+            file,
+            truth: Some(truth),
+        };
+        seg.restamp();
+        Ok(seg)
+    }
+
+    /// Opens a segment by path for reading: never blocks (a FIFO is refused, not opened for
+    /// good), and the file must be a regular file (a memfd reached through `/proc` is one).
+    pub(crate) fn open_read_only(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err(path))?;
+        let kind = file.metadata().map_err(io_err(path))?.file_type();
+        if !kind.is_file() {
+            let what = if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_dir() {
+                "a directory"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            return Err(ScoreboardError::Io {
+                path: path.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{what}, not a scoreboard segment"),
+                ),
+            });
+        }
+        Self::attach_by_header(file, path, true)
+    }
+
+    /// Attaches to `file`, trusting its header for the slot count (after validation).
+    pub(crate) fn attach_by_header(file: File, path: &Path, read_only: bool) -> Result<Self> {
+        let len = file.metadata().map_err(io_err(path))?.len();
+        let header_size = std::mem::size_of::<Header>() as u64;
+        if len < header_size {
+            return Err(ScoreboardError::TooSmall {
+                len,
+                need: header_size,
+            });
+        }
+        let slots = {
+            let head = Mapping::map_header(&file, len as usize).map_err(io_err(path))?;
+            validate_header(head.header(), len)?
+        };
+        let map = Mapping::map(&file, len as usize, slots, read_only).map_err(io_err(path))?;
+        Ok(Self {
+            map,
+            file,
+            truth: None,
+        })
+    }
+
+    /// Attaches read-write by the layout the master announced (workers): the header is not
+    /// consulted, so a header scribbled by another worker cannot keep this one from starting.
+    pub(crate) fn attach_by_layout(file: File, layout: SegmentLayout) -> Result<Self> {
+        let path = Path::new("<inherited fd>");
+        check_slots(layout.slots)?;
+        if layout.hash != raw::layout_hash() {
+            return Err(ScoreboardError::Layout(format!(
+                "the master's layout hash is {:x}, this build's {:x}: worker and master are different flora-cluster versions",
+                layout.hash,
+                raw::layout_hash()
+            )));
+        }
+        let len = file.metadata().map_err(io_err(path))?.len();
+        let need = raw::segment_size(layout.slots) as u64;
+        if len < need {
+            return Err(ScoreboardError::TooSmall { len, need });
+        }
+        let map = Mapping::map(&file, len as usize, layout.slots, false).map_err(io_err(path))?;
+        Ok(Self {
+            map,
+            file,
+            truth: None,
+        })
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        self.map.header()
+    }
+
+    pub(crate) fn slot(&self, index: usize) -> Option<&Slot> {
+        self.map.slot(index)
+    }
+
+    pub(crate) fn slot_count(&self) -> usize {
+        self.map.slot_count()
+    }
+
+    /// The layout workers attach by.
+    pub(crate) fn layout(&self) -> SegmentLayout {
+        SegmentLayout {
+            slots: self.slot_count(),
+            hash: raw::layout_hash(),
+        }
+    }
+
+    /// Rewrites the whole header from the creator's truth (a no-op for others). The master
+    /// calls it before every spawn and periodically, so a header a worker scribbled heals.
+    pub(crate) fn restamp(&self) {
+        let Some(truth) = &self.truth else { return };
+        let t = truth.header().clone();
+        let h = self.header();
+        let slots = self.slot_count();
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&h.version, raw::VERSION);
+        set(&h.layout_hash, raw::layout_hash());
+        set(&h.header_size, std::mem::size_of::<Header>() as u64);
+        set(&h.slot_size, std::mem::size_of::<Slot>() as u64);
+        set(&h.slot_count, slots as u64);
+        set(&h.total_size, raw::segment_size(slots) as u64);
+        set(&h.master_pid, t.master_pid);
+        set(&h.created_unix_ms, t.created_unix_ms);
+        strings::write(&h.name, &t.name);
+        set(&h.target_workers, t.target_workers);
+        set(&h.reloads_success, t.reloads_success);
+        set(&h.reloads_rollback, t.reloads_rollback);
+        set(&h.otlp_exports_ok, t.otlp_ok);
+        set(&h.otlp_exports_failed, t.otlp_failed);
+        strings::write(&h.status_addr, &t.status_addr);
+        if let Some((outcome, generation, ms, reason)) = &t.last_reload {
+            super::writer::force_write(&h.last_reload_seq, || {
+                set(&h.last_reload_outcome, *outcome);
+                set(&h.last_reload_generation, *generation);
+                set(&h.last_reload_unix_ms, *ms);
+                strings::write(&h.last_reload_reason, reason);
+            });
+        }
+        h.generation.store(t.generation, Ordering::Release);
+        // Publish: readers check the magic first.
+        h.magic.store(raw::MAGIC, Ordering::Release);
+    }
+}
+
+/// Checks a header against this build's layout; returns the slot count.
+pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
+    let magic = load_acquire(&h.magic);
+    if magic != raw::MAGIC {
+        return Err(ScoreboardError::BadMagic(magic));
+    }
+    let version = h.version.load(Ordering::Relaxed);
+    if version != raw::VERSION {
+        return Err(ScoreboardError::Version {
+            found: version,
+            expected: raw::VERSION,
+        });
+    }
+    let expect = |what: &str, found: u64, want: u64| {
+        if found == want {
+            Ok(())
+        } else {
+            Err(ScoreboardError::Layout(format!(
+                "{what} is {found}, expected {want}"
+            )))
+        }
+    };
+    expect(
+        "header size",
+        h.header_size.load(Ordering::Relaxed),
+        std::mem::size_of::<Header>() as u64,
+    )?;
+    expect(
+        "slot size",
+        h.slot_size.load(Ordering::Relaxed),
+        std::mem::size_of::<Slot>() as u64,
+    )?;
+    expect(
+        "layout hash",
+        h.layout_hash.load(Ordering::Relaxed),
+        raw::layout_hash(),
+    )?;
+    let slots = h.slot_count.load(Ordering::Relaxed);
+    if slots == 0 || slots > MAX_SLOTS as u64 {
+        return Err(ScoreboardError::Layout(format!("slot count {slots}")));
+    }
+    let need = raw::segment_size(slots as usize) as u64;
+    expect("total size", h.total_size.load(Ordering::Relaxed), need)?;
+    if file_len < need {
+        return Err(ScoreboardError::TooSmall {
+            len: file_len,
+            need,
+        });
+    }
+    Ok(slots as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_segment_cannot_be_resized() {
+        let seg = Segment::create_sealed("t", 2).unwrap();
+        let len = seg.file.metadata().unwrap().len();
+        assert_eq!(len, raw::segment_size(2) as u64);
+        assert!(seg.file.set_len(0).is_err(), "shrink must be refused");
+        assert!(seg.file.set_len(len * 2).is_err(), "grow must be refused");
+        assert_eq!(seg.file.metadata().unwrap().len(), len);
+        let seals = nix::fcntl::fcntl(&seg.file, FcntlArg::F_GET_SEALS).unwrap();
+        let want = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        assert_eq!(seals & want.bits(), want.bits());
+    }
+
+    #[test]
+    fn scribbled_header_is_restamped() {
+        let seg = Segment::create_sealed("t", 3).unwrap();
+        let h = seg.header();
+        h.magic.store(0, Ordering::Relaxed);
+        h.slot_count.store(1_000_000, Ordering::Relaxed);
+        assert!(validate_header(h, raw::segment_size(3) as u64).is_err());
+        seg.restamp();
+        assert_eq!(
+            validate_header(seg.header(), raw::segment_size(3) as u64).unwrap(),
+            3
+        );
+        assert_eq!(strings::read(&seg.header().name).0, "t");
+    }
+
+    #[test]
+    fn worker_attaches_by_layout_not_header() {
+        let seg = Segment::create_sealed("t", 2).unwrap();
+        seg.header().magic.store(7, Ordering::Relaxed);
+        let dup = File::from(seg.file.as_fd().try_clone_to_owned().unwrap());
+        let layout = seg.layout();
+        assert_eq!(SegmentLayout::decode(&layout.encode()), Some(layout));
+        let w = Segment::attach_by_layout(dup, layout).unwrap();
+        assert_eq!(w.slot_count(), 2);
+        let dup = File::from(seg.file.as_fd().try_clone_to_owned().unwrap());
+        let other = SegmentLayout { hash: 1, ..layout };
+        assert!(matches!(
+            Segment::attach_by_layout(dup, other),
+            Err(ScoreboardError::Layout(_))
+        ));
+    }
+
+    #[test]
+    fn fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = Segment::open_read_only(&p).unwrap_err().to_string();
+        assert!(err.contains("FIFO"), "{err}");
+    }
+}
