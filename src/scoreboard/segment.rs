@@ -358,6 +358,32 @@ impl Segment {
         h.generation.store(t.generation, Ordering::Release);
         // Publish: readers check the magic first.
         h.magic.store(raw::MAGIC, Ordering::Release);
+        self.restamp_slots(truth);
+    }
+
+    /// Rewrites the master-written fields of every slot from the truth; a live worker's own
+    /// state (Starting/Ready/Draining) is kept unless it is not one of those.
+    fn restamp_slots(&self, truth: &Truth) {
+        for (i, t) in truth.slots().iter().enumerate() {
+            let Some(s) = self.slot(i) else { break };
+            let set = |a: &AtomicU64, v: u64| {
+                if a.load(Ordering::Relaxed) != v {
+                    a.store(v, Ordering::Relaxed);
+                }
+            };
+            set(&s.pid, u64::from(t.pid));
+            set(&s.generation, t.generation);
+            set(&s.started_unix_ms, t.started_unix_ms);
+            set(&s.restarts, t.restarts);
+            let shown = SlotState::from_raw(s.state.load(Ordering::Relaxed));
+            let alive = matches!(
+                shown,
+                SlotState::Starting | SlotState::Ready | SlotState::Draining
+            );
+            if t.state != SlotState::Starting || !alive {
+                s.state.store(t.state.to_raw(), Ordering::Release);
+            }
+        }
     }
 }
 
