@@ -53,9 +53,7 @@ fn scribbling_worker_cannot_hurt_the_master() {
     let dir = TestDir::new("hostile");
     let port = support::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let prelude = format!(
-        "if [ \"$FLORA_SLOT\" = 0 ]; then python3 - <<'PY'\n{HOSTILE}\nPY\nfi"
-    );
+    let prelude = format!("if [ \"$FLORA_SLOT\" = 0 ]; then python3 - <<'PY'\n{HOSTILE}\nPY\nfi");
     let script = dir.demo_script("hostile.sh", &prelude, "");
     let mut cluster = dir.start_program(
         port,
@@ -96,7 +94,10 @@ fn scribbling_worker_cannot_hurt_the_master() {
         send_requests(port, 50);
         let text = metrics_text(status);
         assert!(
-            text.contains(&format!("flora_worker_restarts_total{{worker=\"0\"}} {}", round + 1)),
+            text.contains(&format!(
+                "flora_worker_restarts_total{{worker=\"0\"}} {}",
+                round + 1
+            )),
             "restarts after round {round}:\n{text}"
         );
     }

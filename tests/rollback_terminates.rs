@@ -46,6 +46,13 @@ fn never_ready_generation_gets_sigterm_at_rollback() {
     );
     let log = cluster.stderr();
     assert!(log.contains("killed by SIGTERM"), "{log}");
-    assert!(!log.contains("garbage"), "stopping a worker is not an error:\n{log}");
-    assert_eq!(cluster.wait_ready(2), old, "the old generation keeps serving");
+    assert!(
+        !log.contains("garbage"),
+        "stopping a worker is not an error:\n{log}"
+    );
+    assert_eq!(
+        cluster.wait_ready(2),
+        old,
+        "the old generation keeps serving"
+    );
 }

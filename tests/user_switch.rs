@@ -86,3 +86,23 @@ fn group_without_user_is_refused() {
         cluster.stderr()
     );
 }
+
+#[test]
+fn unprivileged_workers_get_only_declared_addresses() {
+    assert!(nix::unistd::geteuid().is_root(), "this test needs root");
+    let dir = TestDir::new("user-undeclared");
+    // No --listen: the workers' own listen(127.0.0.1:PORT) must not be bound for them by root.
+    let port = free_privileged_port();
+    let mut cluster = dir.start_with(port, &["--workers", "1", "--user", "nobody"], &[]);
+    let st = cluster.wait_exit(support::EXIT_TIMEOUT);
+    assert_eq!(st.code(), Some(1), "{}", cluster.stderr());
+    let log = cluster.stderr();
+    assert!(
+        log.contains("get only the addresses the master was given"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(&format!("listening on 127.0.0.1:{port}")),
+        "the port was bound for an unprivileged worker:\n{log}"
+    );
+}
