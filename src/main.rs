@@ -81,8 +81,15 @@ fn run(args: cli::RunArgs) -> Result<(), Error> {
             context: "start the runtime".into(),
             source,
         })?;
-    rt.block_on(master.run())
+    let result = rt.block_on(master.run());
+    // A name lookup for a worker can still be stuck in a blocking thread (a resolver that
+    // never answers): the master does not wait for it to exit.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN_GRACE);
+    result
 }
+
+/// How long an exiting master waits for blocking helper threads (name lookups, copies).
+const RUNTIME_SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// Exit code of `reload` when the reload was rolled back, and of failed client commands.
 const EXIT_FAILED: u8 = 1;
