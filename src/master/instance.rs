@@ -11,6 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::stat::{FileStat, SFlag};
 
 use crate::error::{Error, Result};
 
@@ -46,6 +47,25 @@ impl InstancePaths {
             lock: dir.join(format!("{name}.lock")),
         }
     }
+}
+
+/// What kind of file `st` describes, for messages ("a symlink", "a FIFO", …).
+pub fn kind_of(st: &FileStat) -> &'static str {
+    match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFLNK => "a symlink",
+        SFlag::S_IFIFO => "a FIFO",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        _ => "a special file",
+    }
+}
+
+/// Whether `st` is of type `kind` (`SFlag::S_IFREG`, …).
+pub fn is_kind(st: &FileStat, kind: SFlag) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == kind.bits()
 }
 
 /// Creates `dir` (mode 0700) if missing and checks that it is ours and private.

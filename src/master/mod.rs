@@ -38,6 +38,7 @@ pub mod signals;
 mod spawn;
 mod supervisor;
 mod systemd;
+mod token;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -286,6 +287,11 @@ impl Master {
     /// As [`Master::run`].
     pub async fn run_with_signals<S: SignalSource>(self, mut signals: S) -> Result<()> {
         let cfg = &self.config;
+        let token = cfg
+            .status_token_file
+            .as_deref()
+            .map(token::read_token)
+            .transpose()?;
         let dir = cfg.runtime_dir.clone().unwrap_or_else(default_runtime_dir);
         instance::prepare_dir(&dir)?;
         let credentials = resolve_credentials(cfg)?;
@@ -325,13 +331,8 @@ impl Master {
         })?;
         let _remove_socket = RemoveOnDrop(socket_path.clone());
         let (commands_tx, mut commands) = mpsc::unbounded_channel();
-        let http_control = match &cfg.status_token_file {
-            Some(path) => Some(crate::exporter::actions::HttpControl::new(
-                read_token(path)?,
-                commands_tx.clone(),
-            )),
-            None => None,
-        };
+        let http_control =
+            token.map(|t| crate::exporter::actions::HttpControl::new(t, commands_tx.clone()));
         let status_task = match cfg.status_socket_addr() {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -461,37 +462,6 @@ fn resolve_credentials(cfg: &Config) -> Result<Option<(u32, u32)>> {
         None => user.gid,
     };
     Ok(Some((user.uid.as_raw(), gid.as_raw())))
-}
-
-/// Reads the HTTP action token: the file must be private to its owner and not empty.
-fn read_token(path: &std::path::Path) -> Result<String> {
-    use std::os::unix::fs::MetadataExt;
-    let invalid = |reason: String| {
-        Error::Config(crate::config::ConfigError::Invalid {
-            key: "status_token_file",
-            line: None,
-            reason,
-        })
-    };
-    let meta = std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(invalid(format!(
-            "{} is readable by others (mode {:o}): chmod 600 it",
-            path.display(),
-            meta.mode() & 0o777
-        )));
-    }
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| invalid(format!("{}: {e}", path.display())))?
-        .trim()
-        .to_string();
-    if token.len() < 16 {
-        return Err(invalid(format!(
-            "{}: the token must have at least 16 characters",
-            path.display()
-        )));
-    }
-    Ok(token)
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
