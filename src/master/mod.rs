@@ -53,7 +53,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::scoreboard::{MetricSpec, Scoreboard};
 pub use instance::default_runtime_dir;
-use instance::{InstanceLock, InstancePaths};
+use instance::{InstanceLock, InstancePaths, RuntimeDir};
 use signals::{SignalEvent, SignalSource, UnixSignals};
 use supervisor::Supervisor;
 
@@ -293,18 +293,17 @@ impl Master {
             .map(token::read_token)
             .transpose()?;
         let dir = cfg.runtime_dir.clone().unwrap_or_else(default_runtime_dir);
-        instance::prepare_dir(&dir)?;
+        let dir = Arc::new(RuntimeDir::open(&dir)?);
         let credentials = resolve_credentials(cfg)?;
         if credentials.is_some() {
             // Unprivileged workers must reach their program copy: traverse, not list.
-            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
-                .map_err(|source| Error::Io {
-                    context: format!("chmod 0711 {}", dir.display()),
-                    source,
-                })?;
+            dir.set_mode(0o711).map_err(|source| Error::Io {
+                context: format!("chmod 0711 {}", dir.path().display()),
+                source,
+            })?;
         }
-        let paths = InstancePaths::new(&dir, &cfg.name);
-        let _lock = InstanceLock::acquire(&paths.lock, &cfg.name)?;
+        let paths = InstancePaths::new(dir.path(), &cfg.name);
+        let _lock = InstanceLock::acquire(&dir, &cfg.name)?;
         if paths.scoreboard.exists() {
             tracing::info!(
                 "replacing the stale scoreboard {} of a dead master",
@@ -324,7 +323,7 @@ impl Master {
         let socket_path = cfg
             .control_socket
             .clone()
-            .unwrap_or_else(|| crate::control::socket_path(&dir, &cfg.name));
+            .unwrap_or_else(|| crate::control::socket_path(dir.path(), &cfg.name));
         let control = control_server::bind(&socket_path).map_err(|source| Error::Io {
             context: format!("bind control socket {}", socket_path.display()),
             source,
@@ -362,7 +361,7 @@ impl Master {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut sup = Supervisor::new(
             cfg,
-            dir.clone(),
+            dir,
             sb,
             events_tx,
             self.phase.clone(),

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +22,7 @@ use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::control_server::Command;
+use super::instance::RuntimeDir;
 use super::listeners::Listeners;
 use super::spawn::{self, describe_exit, SpawnSpec};
 use super::{program, reaper, systemd, Hooks, Phase};
@@ -119,7 +119,7 @@ pub(super) struct Supervisor {
     phase: watch::Sender<Phase>,
     hooks: Hooks,
     name: String,
-    dir: PathBuf,
+    dir: Arc<RuntimeDir>,
     program: Vec<String>,
     pub(super) target: usize,
     generation: u64,
@@ -146,7 +146,7 @@ pub(super) struct Supervisor {
 impl Supervisor {
     pub(super) fn new(
         cfg: &Config,
-        dir: PathBuf,
+        dir: Arc<RuntimeDir>,
         sb: Scoreboard,
         events: mpsc::UnboundedSender<Event>,
         phase: watch::Sender<Phase>,
@@ -262,7 +262,7 @@ impl Supervisor {
         self.specs.retain(|g, spec| {
             let keep = used.contains(g);
             if !keep && spec.copied {
-                let _ = std::fs::remove_file(&spec.exe);
+                program::remove(&self.dir, &spec.exe);
             }
             keep
         });
@@ -270,7 +270,7 @@ impl Supervisor {
 
     pub(super) fn remove_program_copies(&mut self) {
         for spec in self.specs.values().filter(|s| s.copied) {
-            let _ = std::fs::remove_file(&spec.exe);
+            program::remove(&self.dir, &spec.exe);
         }
         self.specs.clear();
     }
@@ -302,6 +302,9 @@ impl Supervisor {
         let spec = self.specs.get(&generation).cloned().ok_or_else(|| {
             std::io::Error::other(format!("generation {generation} has no program"))
         })?;
+        if spec.copied {
+            self.dir.verify()?;
+        }
         let (master_end, worker_end) = ipc::pair()?;
         let mut child = spawn::spawn(&spec, slot, generation, worker_end, self.sb.fd())?;
         let pid = child.id().unwrap_or(0);
