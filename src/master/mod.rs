@@ -324,11 +324,14 @@ impl Master {
             .control_socket
             .clone()
             .unwrap_or_else(|| crate::control::socket_path(dir.path(), &cfg.name));
-        let control = control_server::bind(&socket_path).map_err(|source| Error::Io {
+        let bound = match &cfg.control_socket {
+            Some(path) => control_server::bind(path),
+            None => control_server::bind_in(&dir, &format!("{}.sock", cfg.name)),
+        };
+        let (control, _socket_file) = bound.map_err(|source| Error::Io {
             context: format!("bind control socket {}", socket_path.display()),
             source,
         })?;
-        let _remove_socket = RemoveOnDrop(socket_path.clone());
         let (commands_tx, mut commands) = mpsc::unbounded_channel();
         let http_control =
             token.map(|t| crate::exporter::actions::HttpControl::new(t, commands_tx.clone()));
