@@ -28,7 +28,8 @@ fn entries(dir: &Path) -> Vec<String> {
 fn symlink_planted_as_the_runtime_dir_is_refused() {
     require_root();
     let dir = TestDir::new("rt-planted");
-    // A stand-in for /dev/shm: root's, world-writable, sticky.
+    chmod(&dir.scratch(""), 0o755); // nobody must reach the stand-in for /dev/shm
+                                    // A stand-in for /dev/shm: root's, world-writable, sticky.
     let shm = dir.scratch("shm");
     std::fs::create_dir(&shm).unwrap();
     chmod(&shm, 0o1777);

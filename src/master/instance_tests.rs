@@ -19,6 +19,12 @@ fn refusal(r: Result<RuntimeDir>) -> String {
 }
 
 #[test]
+fn the_held_dir_can_be_shared_with_blocking_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<RuntimeDir>();
+}
+
+#[test]
 fn private_dir_is_created_and_checked() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path().join("a/b");
