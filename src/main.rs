@@ -179,6 +179,17 @@ fn status(target: &cli::Target, json: bool) -> ExitCode {
         "{}.scoreboard",
         target.name.as_deref().unwrap_or("flora")
     ));
+    // Never open a FIFO or device by that name: opening it could block for ever.
+    match std::fs::metadata(&path) {
+        Ok(meta) if !meta.is_file() => {
+            eprintln!(
+                "flora-cluster: {} is not a regular file; refusing to read it as a scoreboard",
+                path.display()
+            );
+            return ExitCode::from(EXIT_FAILED);
+        }
+        _ => {}
+    }
     let sb = match flora_cluster::Scoreboard::open_read_only(&path) {
         Ok(sb) => sb,
         Err(e) => {

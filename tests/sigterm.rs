@@ -51,7 +51,7 @@ fn sigquit_stops_gracefully() {
 }
 
 #[test]
-fn sigterm_removes_segment_and_lock() {
+fn sigterm_removes_segment_and_keeps_lock() {
     let dir = TestDir::new("sigterm-files");
     let mut cluster = dir.start(support::free_port(), 1, &[]);
     cluster.wait_ready(1);
@@ -65,9 +65,11 @@ fn sigterm_removes_segment_and_lock() {
         !dir.segment_path().exists(),
         "segment left behind after a clean stop"
     );
+    // The lock file is kept: removing it before the lock is released would let two masters
+    // each lock a different file of the same name.
     assert!(
-        !dir.lock_path().exists(),
-        "lock file left behind after a clean stop"
+        dir.lock_path().exists(),
+        "the lock file was removed at a clean stop"
     );
 }
 

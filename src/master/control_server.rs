@@ -1,8 +1,14 @@
 //! The master's end of the control socket: accepts clients, reads one JSON request per line,
 //! hands it to the event loop and writes the reply. Bounded: line length, idle time and the
 //! number of clients at once; garbage gets an error reply, never a crash.
+//!
+//! The socket is bound relative to its directory's descriptor: an existing entry that is not a
+//! socket of ours is refused and left alone, and only our socket is removed at exit.
 
-use std::path::Path;
+use std::ffi::{OsStr, OsString};
+use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +16,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
+
+use super::instance::{is_kind, kind_of, RuntimeDir};
 use crate::control::{Reply, Request, MAX_LINE};
 
 /// Clients served at once; more wait in the socket's backlog.
@@ -26,21 +38,142 @@ pub struct Command {
     pub reply: oneshot::Sender<Reply>,
 }
 
-/// Binds the socket at `path` (replacing a stale one), mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use nix::sys::stat::{umask, Mode};
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(e);
+/// The control socket's file; removed on drop if that name still holds the socket we bound.
+#[derive(Debug)]
+pub struct SocketFile {
+    dir: OwnedFd,
+    name: OsString,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let ours = nix::sys::stat::fstatat(
+            &self.dir,
+            self.name.as_os_str(),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| st.st_dev == self.dev && st.st_ino == self.ino);
+        if ours {
+            let _ =
+                nix::unistd::unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+fn refuse(kind: std::io::ErrorKind, reason: String) -> std::io::Error {
+    std::io::Error::new(kind, reason)
+}
+
+/// Binds the socket at `path` (mode 0600). Something else at that path is refused and left
+/// alone; a socket of ours is replaced only when no live master answers on it.
+///
+/// # Errors
+/// The refusal, or the failing call.
+pub fn bind(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| refuse(ErrorKind::InvalidInput, "needs a file name".into()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let dir = nix::fcntl::open(parent, flags, Mode::empty())?;
+    bind_at(dir, name, path)
+}
+
+/// Binds socket `name` in the held runtime directory.
+///
+/// # Errors
+/// As [`bind`].
+pub fn bind_in(dir: &RuntimeDir, name: &str) -> std::io::Result<(UnixListener, SocketFile)> {
+    let full = dir.entry_path(name);
+    bind_at(dir.fd().try_clone_to_owned()?, OsStr::new(name), &full)
+}
+
+/// A path that reaches entry `name` through the descriptor `dir` (not re-resolving the
+/// directory's own path) when `/proc` is there, else `full`.
+fn through(dir: &OwnedFd, name: &OsStr, full: &Path) -> PathBuf {
+    let proc = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    if proc.is_dir() {
+        proc.join(name)
+    } else {
+        full.to_owned()
+    }
+}
+
+/// Whether something accepts (or queues) connections on the socket at `path`.
+fn answers(path: &Path) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let Ok(addr) = UnixAddr::new(path) else {
+        return false;
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let Ok(sock) = socket(AddressFamily::Unix, SockType::Stream, flags, None) else {
+        return false;
+    };
+    // A full backlog (EAGAIN) still means a live listener.
+    matches!(
+        connect(sock.as_raw_fd(), &addr),
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS)
+    )
+}
+
+fn bind_at(dir: OwnedFd, name: &OsStr, full: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
+    use nix::sys::stat::{fstatat, umask};
+    let at = through(&dir, name, full);
+    match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+        Ok(st) => {
+            if !is_kind(&st, SFlag::S_IFSOCK) {
+                return Err(refuse(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "exists and is {}, not a socket; refusing to replace it",
+                        kind_of(&st)
+                    ),
+                ));
+            }
+            let euid = nix::unistd::geteuid().as_raw();
+            if st.st_uid != euid {
+                return Err(refuse(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "is a socket of uid {}, not ours ({euid}); refusing to replace it",
+                        st.st_uid
+                    ),
+                ));
+            }
+            if answers(&at) {
+                return Err(refuse(
+                    ErrorKind::AddrInUse,
+                    "a running master answers on it; stop it or pick another --control-socket"
+                        .into(),
+                ));
+            }
+            match nix::unistd::unlinkat(&dir, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     // Created 0600 from the start: no window where others could connect.
     let old = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
+    let bound = std::os::unix::net::UnixListener::bind(&at);
     umask(old);
     let listener = bound?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    Ok(listener)
+    listener.set_nonblocking(true)?;
+    let st = fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let file = SocketFile {
+        dir,
+        name: name.to_owned(),
+        dev: st.st_dev,
+        ino: st.st_ino,
+    };
+    Ok((UnixListener::from_std(listener)?, file))
 }
 
 /// Serves clients until the task is dropped.

@@ -38,6 +38,7 @@ pub mod signals;
 mod spawn;
 mod supervisor;
 mod systemd;
+mod token;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -52,7 +53,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::scoreboard::{MetricSpec, Scoreboard};
 pub use instance::default_runtime_dir;
-use instance::{InstanceLock, InstancePaths};
+use instance::{InstanceLock, RuntimeDir};
 use signals::{SignalEvent, SignalSource, UnixSignals};
 use supervisor::Supervisor;
 
@@ -286,22 +287,24 @@ impl Master {
     /// As [`Master::run`].
     pub async fn run_with_signals<S: SignalSource>(self, mut signals: S) -> Result<()> {
         let cfg = &self.config;
+        let token = cfg
+            .status_token_file
+            .as_deref()
+            .map(token::read_token)
+            .transpose()?;
         let dir = cfg.runtime_dir.clone().unwrap_or_else(default_runtime_dir);
-        instance::prepare_dir(&dir)?;
+        let dir = Arc::new(RuntimeDir::open(&dir)?);
         let credentials = resolve_credentials(cfg)?;
         if credentials.is_some() {
             // Unprivileged workers must reach their program copy: traverse, not list.
-            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
-                .map_err(|source| Error::Io {
-                    context: format!("chmod 0711 {}", dir.display()),
-                    source,
-                })?;
+            dir.set_mode(0o711).map_err(|source| Error::Io {
+                context: format!("chmod 0711 {}", dir.path().display()),
+                source,
+            })?;
         }
-        let paths = InstancePaths::new(&dir, &cfg.name);
-        let _lock = InstanceLock::acquire(&paths.lock, &cfg.name)?;
+        let _lock = InstanceLock::acquire(&dir, &cfg.name)?;
         let sb = Scoreboard::create_sealed(&cfg.name, cfg.slot_count())?;
-        publish_segment(&paths.scoreboard, &sb)?;
-        let _remove = RemoveOnDrop(paths.scoreboard.clone());
+        let _published = PublishedSegment::publish(dir.clone(), &cfg.name, &sb)?;
         for spec in &self.metrics {
             sb.register(spec)?;
         }
@@ -309,20 +312,18 @@ impl Master {
         let socket_path = cfg
             .control_socket
             .clone()
-            .unwrap_or_else(|| crate::control::socket_path(&dir, &cfg.name));
-        let control = control_server::bind(&socket_path).map_err(|source| Error::Io {
+            .unwrap_or_else(|| crate::control::socket_path(dir.path(), &cfg.name));
+        let bound = match &cfg.control_socket {
+            Some(path) => control_server::bind(path),
+            None => control_server::bind_in(&dir, &format!("{}.sock", cfg.name)),
+        };
+        let (control, _socket_file) = bound.map_err(|source| Error::Io {
             context: format!("bind control socket {}", socket_path.display()),
             source,
         })?;
-        let _remove_socket = RemoveOnDrop(socket_path.clone());
         let (commands_tx, mut commands) = mpsc::unbounded_channel();
-        let http_control = match &cfg.status_token_file {
-            Some(path) => Some(crate::exporter::actions::HttpControl::new(
-                read_token(path)?,
-                commands_tx.clone(),
-            )),
-            None => None,
-        };
+        let http_control =
+            token.map(|t| crate::exporter::actions::HttpControl::new(t, commands_tx.clone()));
         let status_task = match cfg.status_socket_addr() {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -352,7 +353,7 @@ impl Master {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let mut sup = Supervisor::new(
             cfg,
-            dir.clone(),
+            dir,
             sb,
             events_tx,
             self.phase.clone(),
@@ -415,24 +416,40 @@ impl Master {
     }
 }
 
-/// Publishes the sealed segment at `path` for readers in other processes (CLI `status`,
-/// tools): a symlink to `/proc/<master pid>/fd/<n>`, replacing what a dead master left.
-fn publish_segment(path: &std::path::Path, sb: &Scoreboard) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let io = |context: &str, source| Error::Io {
-        context: format!("{context} {}", path.display()),
-        source,
-    };
-    match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(
-            "replaced the stale scoreboard {} of a dead master",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("remove stale", e)),
+/// The sealed segment published for readers in other processes (CLI `status`, tools) as
+/// `NAME.scoreboard` in the runtime dir: a symlink to `/proc/<master pid>/fd/<n>` that replaces
+/// whatever a dead master left there; removed again on drop (only if it is still ours).
+struct PublishedSegment {
+    dir: Arc<RuntimeDir>,
+    name: String,
+    target: PathBuf,
+}
+
+impl PublishedSegment {
+    fn publish(dir: Arc<RuntimeDir>, instance: &str, sb: &Scoreboard) -> Result<Self> {
+        use std::os::fd::AsRawFd;
+        let name = format!("{instance}.scoreboard");
+        let target = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            sb.fd().as_raw_fd()
+        ));
+        dir.replace_symlink(&name, &target)
+            .map_err(|source| Error::Io {
+                context: format!(
+                    "publish the scoreboard as {}",
+                    dir.path().join(&name).display()
+                ),
+                source,
+            })?;
+        Ok(Self { dir, name, target })
     }
-    let target = format!("/proc/{}/fd/{}", std::process::id(), sb.fd().as_raw_fd());
-    std::os::unix::fs::symlink(target, path).map_err(|e| io("publish the scoreboard at", e))
+}
+
+impl Drop for PublishedSegment {
+    fn drop(&mut self) {
+        let _ = self.dir.remove_symlink(&self.name, &self.target);
+    }
 }
 
 /// The uid and gid the workers run as, from `--user`/`--group` (only root may switch).
@@ -474,48 +491,9 @@ fn resolve_credentials(cfg: &Config) -> Result<Option<(u32, u32)>> {
     Ok(Some((user.uid.as_raw(), gid.as_raw())))
 }
 
-/// Reads the HTTP action token: the file must be private to its owner and not empty.
-fn read_token(path: &std::path::Path) -> Result<String> {
-    use std::os::unix::fs::MetadataExt;
-    let invalid = |reason: String| {
-        Error::Config(crate::config::ConfigError::Invalid {
-            key: "status_token_file",
-            line: None,
-            reason,
-        })
-    };
-    let meta = std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-    if meta.mode() & 0o077 != 0 {
-        return Err(invalid(format!(
-            "{} is readable by others (mode {:o}): chmod 600 it",
-            path.display(),
-            meta.mode() & 0o777
-        )));
-    }
-    let token = std::fs::read_to_string(path)
-        .map_err(|e| invalid(format!("{}: {e}", path.display())))?
-        .trim()
-        .to_string();
-    if token.len() < 16 {
-        return Err(invalid(format!(
-            "{}: the token must have at least 16 characters",
-            path.display()
-        )));
-    }
-    Ok(token)
-}
-
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
     }
 }

@@ -13,7 +13,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +23,7 @@ use tokio::time::Instant;
 
 use super::backoff::Backoff;
 use super::control_server::Command;
+use super::instance::RuntimeDir;
 use super::listeners::Listeners;
 use super::spawn::{self, describe_exit, SpawnSpec};
 use super::{program, reaper, systemd, Hooks, Phase};
@@ -146,7 +146,7 @@ pub(super) struct Supervisor {
     phase: watch::Sender<Phase>,
     hooks: Hooks,
     name: String,
-    dir: PathBuf,
+    dir: Arc<RuntimeDir>,
     program: Vec<String>,
     pub(super) target: usize,
     generation: u64,
@@ -175,7 +175,7 @@ pub(super) struct Supervisor {
 impl Supervisor {
     pub(super) fn new(
         cfg: &Config,
-        dir: PathBuf,
+        dir: Arc<RuntimeDir>,
         sb: Scoreboard,
         events: mpsc::UnboundedSender<Event>,
         phase: watch::Sender<Phase>,
@@ -267,7 +267,7 @@ impl Supervisor {
         let program = self.program.clone();
         let (dir, name) = (self.dir.clone(), self.name.clone());
         let base = SpawnSpec {
-            exe: PathBuf::new(),
+            exe: std::path::PathBuf::new(),
             copied: false,
             argv0: String::new(),
             args: Vec::new(),
@@ -322,7 +322,7 @@ impl Supervisor {
                 .is_some_and(|r| r.generation == generation);
         if self.stopping || !wanted {
             if spec.copied {
-                let _ = std::fs::remove_file(&spec.exe);
+                program::remove(&self.dir, &spec.exe);
             }
             return;
         }
@@ -346,7 +346,7 @@ impl Supervisor {
         self.specs.retain(|g, spec| {
             let keep = used.contains(g);
             if !keep && spec.copied {
-                let _ = std::fs::remove_file(&spec.exe);
+                program::remove(&self.dir, &spec.exe);
             }
             keep
         });
@@ -354,7 +354,7 @@ impl Supervisor {
 
     pub(super) fn remove_program_copies(&mut self) {
         for spec in self.specs.values().filter(|s| s.copied) {
-            let _ = std::fs::remove_file(&spec.exe);
+            program::remove(&self.dir, &spec.exe);
         }
         self.specs.clear();
     }
@@ -384,6 +384,9 @@ impl Supervisor {
         let spec = self.specs.get(&generation).cloned().ok_or_else(|| {
             std::io::Error::other(format!("generation {generation} has no program"))
         })?;
+        if spec.copied {
+            self.dir.verify()?;
+        }
         let (master_end, worker_end) = ipc::pair()?;
         // The header a new worker's readers see is the master's, whatever was scribbled on it.
         self.sb.restamp();

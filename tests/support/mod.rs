@@ -10,6 +10,7 @@
     reason = "each test binary includes this module and uses only part of it"
 )]
 
+pub mod hostile;
 mod http;
 mod process;
 pub mod tools;
