@@ -469,12 +469,12 @@ impl Supervisor {
                 self.check_started();
                 self.check_reload_ready();
             }
-            ToMaster::Register { spec } => {
+            ToMaster::Register { id, spec } => {
                 let reply = match self.sb.register(&spec) {
-                    Ok(at) => ToWorker::Registered { at },
+                    Ok(at) => ToWorker::Registered { id, at },
                     Err(error) => {
                         tracing::warn!(slot, "metric registration refused: {error}");
-                        ToWorker::RegisterFailed { error }
+                        ToWorker::RegisterFailed { id, error }
                     }
                 };
                 let channel = w.channel.clone();
@@ -482,11 +482,12 @@ impl Supervisor {
                     let _ = channel.send(&reply, None).await;
                 });
             }
-            ToMaster::Listen { addr } => {
+            ToMaster::Listen { id, addr } => {
                 let channel = w.channel.clone();
                 let reply = match self.listeners.get_or_bind(&addr) {
                     Ok((local, fd)) => fd.try_clone_to_owned().map(|fd| {
                         let msg = ToWorker::Listening {
+                            id,
                             addr: addr.clone(),
                             local: local.to_string(),
                         };
@@ -498,6 +499,7 @@ impl Supervisor {
                     tracing::error!(slot, "cannot listen on {addr}: {e}");
                     (
                         ToWorker::ListenFailed {
+                            id,
                             addr,
                             error: e.to_string(),
                         },

@@ -32,16 +32,19 @@
 //! Without those variables the worker binds its own sockets and tracks into a private
 //! one-slot scoreboard; SIGINT and SIGTERM drain it.
 
+mod control;
 mod serve;
 mod track;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch};
+
+use control::Control;
 
 use crate::ipc::{self, Channel, ToMaster, ToWorker};
 use crate::metrics::{Counter, Gauge, Histogram};
@@ -61,8 +64,6 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
 pub use serve::Listener;
 pub use track::RequestInfo;
 
-/// How long `listen` waits for the master's answer (it binds a socket: quick unless stuck).
-const LISTEN_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Drain time when the master did not say (standalone, or an old master).
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -104,20 +105,21 @@ pub enum WorkerError {
     /// A worker API call needs a tokio runtime.
     #[error("the worker API must be used inside a tokio runtime")]
     NoRuntime,
+    /// [`Worker::from_env`] already ran in this process.
+    #[error(
+        "the worker is already set up in this process (Worker::from_env runs once: clone the worker it returned)"
+    )]
+    AlreadySetUp,
 }
 
-#[derive(Debug)]
-struct Managed {
-    channel: Arc<Channel>,
-    /// Serializes requests to the master so replies match requests.
-    replies: Mutex<mpsc::Receiver<(ToWorker, Vec<OwnedFd>)>>,
-}
+/// Set by the first [`Worker::from_env`] of the process: inherited descriptors are adopted once.
+static SET_UP: AtomicBool = AtomicBool::new(false);
 
 #[derive(Debug)]
 struct Inner {
     writer: SlotWriter,
     generation: u64,
-    managed: Option<Managed>,
+    managed: Option<Control>,
     ready_sent: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     shutdown_timeout: Duration,
@@ -154,15 +156,53 @@ fn required<T>(name: &'static str, v: Option<T>) -> Result<T, WorkerError> {
     })
 }
 
+/// Takes over an inherited descriptor: ours to own from now on, and close-on-exec, so no
+/// program this process starts inherits it.
+fn adopt(name: &'static str, fd: i32) -> Result<OwnedFd, WorkerError> {
+    let bad = |e: std::io::Error| WorkerError::Env {
+        name,
+        reason: format!("fd {fd}: {e}"),
+    };
+    let owned = crate::scoreboard::raw::adopt_inherited_fd(fd).map_err(bad)?;
+    nix::fcntl::fcntl(
+        owned.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| bad(e.into()))?;
+    Ok(owned)
+}
+
+/// Checks that the inherited control descriptor is a `SOCK_SEQPACKET` socket (a stale
+/// variable inherited from a worker must not make a subprocess adopt an unrelated fd).
+fn check_control_socket(fd: &OwnedFd) -> Result<(), WorkerError> {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    match getsockopt(fd, sockopt::SockType) {
+        Ok(SockType::SeqPacket) => Ok(()),
+        _ => Err(WorkerError::Env {
+            name: ipc::ENV_CONTROL_FD,
+            reason: "not a control socket of a flora-cluster master".into(),
+        }),
+    }
+}
+
 impl Worker {
     /// Joins the master named by the environment, or starts standalone when there is none.
-    /// Call it once per process, inside a tokio runtime.
+    /// Call it inside a tokio runtime; the worker's tasks run on that runtime.
+    ///
+    /// It runs once per process: the first call takes over the descriptors the master passed
+    /// (made close-on-exec, so programs the app starts do not inherit them); every later call
+    /// returns [`WorkerError::AlreadySetUp`] — clone the returned `Worker` (cheap) instead.
+    /// Standalone works the same, so a program that runs standalone also runs under a master.
     ///
     /// # Errors
     /// [`WorkerError::Env`] for malformed protocol variables, [`WorkerError::Scoreboard`] when
-    /// the inherited segment is invalid, [`WorkerError::NoRuntime`] outside tokio.
+    /// the inherited segment is invalid, [`WorkerError::NoRuntime`] outside tokio,
+    /// [`WorkerError::AlreadySetUp`] on a second call.
     pub fn from_env() -> Result<Self, crate::Error> {
         tokio::runtime::Handle::try_current().map_err(|_| WorkerError::NoRuntime)?;
+        if SET_UP.swap(true, Ordering::AcqRel) {
+            return Err(WorkerError::AlreadySetUp.into());
+        }
         let timeout = env_num::<u64>(ipc::ENV_SHUTDOWN_TIMEOUT_MS)?
             .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis);
         let worker = match env_num::<i32>(ipc::ENV_CONTROL_FD)? {
@@ -180,26 +220,24 @@ impl Worker {
         )?;
         let slot = required(ipc::ENV_SLOT, env_num::<usize>(ipc::ENV_SLOT)?)?;
         let generation = env_num::<u64>(ipc::ENV_GENERATION)?.unwrap_or(0);
-        let adopt = |name, fd| {
-            crate::scoreboard::raw::adopt_inherited_fd(fd).map_err(|e| WorkerError::Env {
-                name,
-                reason: format!("fd {fd}: {e}"),
-            })
-        };
+        if sb_fd == control_fd {
+            return Err(WorkerError::Env {
+                name: ipc::ENV_SCOREBOARD_FD,
+                reason: format!("fd {sb_fd} is also the control socket"),
+            });
+        }
         let control = adopt(ipc::ENV_CONTROL_FD, control_fd)?;
+        check_control_socket(&control)?;
         let sb = Scoreboard::from_fd(adopt(ipc::ENV_SCOREBOARD_FD, sb_fd)?)?;
         let writer = sb.writer(slot)?;
         let channel = Arc::new(Channel::new(control).map_err(WorkerError::Channel)?);
-        let (reply_tx, reply_rx) = mpsc::channel(4);
+        let (client, answers) = Control::new(channel.clone(), control::REPLY_TIMEOUT);
         let (shutdown_tx, _) = watch::channel(false);
         let worker = Self {
             inner: Arc::new(Inner {
                 writer,
                 generation,
-                managed: Some(Managed {
-                    channel: channel.clone(),
-                    replies: Mutex::new(reply_rx),
-                }),
+                managed: Some(client),
                 ready_sent: AtomicBool::new(false),
                 shutdown_tx,
                 shutdown_timeout,
@@ -207,7 +245,7 @@ impl Worker {
                 show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
             }),
         };
-        worker.spawn_control_reader(channel, reply_tx);
+        worker.spawn_control_reader(channel, answers);
         worker.watch_parent();
         Ok(worker)
     }
@@ -238,29 +276,16 @@ impl Worker {
         })
     }
 
-    fn spawn_control_reader(
-        &self,
-        channel: Arc<Channel>,
-        replies: mpsc::Sender<(ToWorker, Vec<OwnedFd>)>,
-    ) {
+    fn spawn_control_reader(&self, channel: Arc<Channel>, answers: mpsc::Sender<control::Answer>) {
         let me = self.clone();
         tokio::spawn(async move {
-            loop {
-                match channel.recv::<ToWorker>().await {
-                    Ok(Some((ToWorker::Shutdown, _))) => {
-                        tracing::debug!("master asked this worker to shut down");
-                        me.shutdown();
-                    }
-                    Ok(Some((msg, fds))) => {
-                        let _ = replies.send((msg, fds)).await;
-                    }
-                    Ok(None) | Err(_) => {
-                        tracing::warn!("control channel closed: the master is gone, shutting down");
-                        me.orphaned();
-                        return;
-                    }
-                }
-            }
+            control::read_loop(&channel, &answers, || {
+                tracing::debug!("master asked this worker to shut down");
+                me.shutdown();
+            })
+            .await;
+            tracing::warn!("control channel closed: the master is gone, shutting down");
+            me.orphaned();
         });
     }
 
@@ -326,8 +351,11 @@ impl Worker {
             addr: addr.to_string(),
             reason,
         };
-        let reply = self
-            .ask(m, &ToMaster::Listen { addr: addr.into() })
+        let reply = m
+            .ask(|id| ToMaster::Listen {
+                id,
+                addr: addr.into(),
+            })
             .await
             .map_err(|e| fail(e.to_string()))?;
         match reply {
@@ -337,34 +365,6 @@ impl Worker {
             (ToWorker::ListenFailed { error, .. }, _) => Err(fail(error).into()),
             (other, _) => Err(fail(format!("unexpected answer {other:?}")).into()),
         }
-    }
-
-    /// Sends `msg` to the master and waits for its answer (one request at a time).
-    async fn ask(
-        &self,
-        m: &Managed,
-        msg: &ToMaster,
-    ) -> Result<(ToWorker, Vec<OwnedFd>), WorkerError> {
-        let mut replies = m.replies.lock().await;
-        m.channel
-            .send(msg, None)
-            .await
-            .map_err(WorkerError::Channel)?;
-        let gone = || {
-            WorkerError::Channel(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the master is gone",
-            ))
-        };
-        tokio::time::timeout(LISTEN_REPLY_TIMEOUT, replies.recv())
-            .await
-            .map_err(|_| {
-                WorkerError::Channel(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the master did not answer",
-                ))
-            })?
-            .ok_or_else(gone)
     }
 
     /// Registers a custom metric series (through the master, which keeps one registry for the
@@ -382,12 +382,10 @@ impl Worker {
             name: spec.name.clone(),
             reason,
         };
-        match self
-            .ask(m, &ToMaster::Register { spec: spec.clone() })
-            .await
-        {
-            Ok((ToWorker::Registered { at }, _)) => Ok(at),
-            Ok((ToWorker::RegisterFailed { error }, _)) => Err(error.into()),
+        let owned = spec.clone();
+        match m.ask(|id| ToMaster::Register { id, spec: owned }).await {
+            Ok((ToWorker::Registered { at, .. }, _)) => Ok(at),
+            Ok((ToWorker::RegisterFailed { error, .. }, _)) => Err(error.into()),
             Ok((other, _)) => Err(unavailable(format!("unexpected answer {other:?}")).into()),
             Err(e) => Err(unavailable(e.to_string()).into()),
         }
@@ -477,10 +475,7 @@ impl Worker {
         }
         self.inner.writer.set_state(SlotState::Ready);
         if let Some(m) = &self.inner.managed {
-            m.channel
-                .send(&ToMaster::Ready, None)
-                .await
-                .map_err(WorkerError::Channel)?;
+            m.send(&ToMaster::Ready).await?;
         }
         Ok(())
     }
