@@ -290,13 +290,21 @@ pin_project_lite::pin_project! {
         guard: Option<RequestGuard>,
         sent: u64,
     }
+
+    impl<B> PinnedDrop for TrackedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // hyper drops a body that says it is at its end without polling it again (a
+            // `Full` after its one frame): record the bytes it produced.
+            let this = this.project();
+            finish(this.guard, *this.sent);
+        }
+    }
 }
 
-impl<B> TrackedBody<B> {
-    fn finish(guard: &mut Option<RequestGuard>, sent: u64) {
-        if let Some(g) = guard.take() {
-            g.finish_with_bytes(sent);
-        }
+/// Records the request of a body that ended, once, with `sent` body bytes.
+fn finish(guard: &mut Option<RequestGuard>, sent: u64) {
+    if let Some(g) = guard.take() {
+        g.finish_with_bytes(sent);
     }
 }
 
@@ -316,7 +324,7 @@ impl<B: Body> Body for TrackedBody<B> {
                     *this.sent += hyper::body::Buf::remaining(d) as u64;
                 }
             }
-            None => Self::finish(this.guard, *this.sent),
+            None => finish(this.guard, *this.sent),
             Some(Err(_)) => {}
         }
         Poll::Ready(res)
