@@ -345,6 +345,16 @@ impl ConnInner {
 impl Drop for ConnInner {
     fn drop(&mut self) {
         let slot = self.writer.slot();
+        // Adds deferred after the connection's last request ended count now.
+        let pending = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (cell, n) in pending.drain(..) {
+            if let Some(c) = slot.custom.get(cell) {
+                c.fetch_add(n, Relaxed);
+            }
+        }
         let lane = Lane::of(slot);
         lane.add(&lane.counters.conns_open, MINUS_ONE);
         if let (Some(i), Some(e)) = (self.entry, self.entry(slot)) {
@@ -367,8 +377,8 @@ impl ConnGuard {
         &self.inner.writer
     }
 
-    /// Adds `n` to custom cell `cell` of this slot when the current request ends (used by
-    /// [`crate::worker::RequestInfo::add`]).
+    /// Adds `n` to custom cell `cell` of this slot when the current request ends, or when the
+    /// connection closes if no request ends first (used by [`crate::worker::RequestInfo::add`]).
     pub fn defer_add(&self, cell: usize, n: u64) {
         if let Ok(mut p) = self.inner.pending.lock() {
             p.push((cell, n));

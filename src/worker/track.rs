@@ -163,7 +163,9 @@ impl RequestInfo {
     }
 
     /// Adds `n` to `counter` when this request ends (its response body is sent or dropped) —
-    /// the original's `req.flora.status.increment`.
+    /// the original's `req.flora.status.increment`. An add made after the request ended (from
+    /// a task that kept this handle) counts when the next request on the connection ends, or
+    /// when the connection is closed and the last handle on it dropped.
     pub fn add(&self, counter: &crate::metrics::Counter, n: u64) {
         self.conn.defer_add(counter.cell_index(), n);
     }
