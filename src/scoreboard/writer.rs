@@ -434,6 +434,7 @@ impl ConnGuard {
             status: 0,
             sequential,
             done: false,
+            body_bytes: 0,
         }
     }
 
@@ -473,6 +474,8 @@ pub struct RequestGuard {
     /// An HTTP/1 request: the only writer of its connection's entry.
     sequential: bool,
     done: bool,
+    /// Response body bytes produced so far (recorded when the guard drops).
+    body_bytes: u64,
 }
 
 impl RequestGuard {
@@ -489,6 +492,11 @@ impl RequestGuard {
     /// Sets an app info on the request; see [`ConnGuard::set_info`].
     pub fn set_info(&self, key: &str, value: &str) -> bool {
         self.conn.set_info(key, value)
+    }
+
+    /// Adds `n` to the response body bytes recorded when the guard finishes or drops.
+    pub fn add_body_bytes(&mut self, n: u64) {
+        self.body_bytes = self.body_bytes.wrapping_add(n);
     }
 
     /// Records the request as finished with the status set before and `body_bytes` sent.
@@ -578,7 +586,9 @@ fn copy_words(src: &[AtomicU64], dst: &[AtomicU64], src_len: &AtomicU64, dst_len
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.record(0);
+        // hyper drops a body at its end without polling it again (a `Full` after its one
+        // frame): the bytes it produced are recorded here.
+        self.record(self.body_bytes);
     }
 }
 

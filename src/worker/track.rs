@@ -274,46 +274,32 @@ fn track_response<B>(
             );
         }
     }
-    Response::from_parts(
-        parts,
-        TrackedBody {
-            inner: body,
-            guard,
-            sent: 0,
-        },
-    )
+    Response::from_parts(parts, TrackedBody { inner: body, guard })
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that records its request when it ends or is dropped.
+    /// A response body that records its request when it ends or is dropped. The guard counts
+    /// the body bytes as frames go out: hyper drops a body that says it is at its end without
+    /// polling it again (a `Full` after its one frame), and the guard's drop records them.
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
         guard: Option<RequestGuard>,
-        sent: u64,
-    }
-
-    impl<B> PinnedDrop for TrackedBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            // hyper drops a body that says it is at its end without polling it again (a
-            // `Full` after its one frame): record the bytes it produced.
-            let this = this.project();
-            finish(this.guard, *this.sent);
-        }
     }
 }
 
-/// Records the request of a body that ended, once, with `sent` body bytes.
-fn finish(guard: &mut Option<RequestGuard>, sent: u64) {
-    if let Some(g) = guard.take() {
-        g.finish_with_bytes(sent);
-    }
+/// The body's end: its guard's drop records the request (kept out of line: `poll_frame` stays
+/// small enough to be inlined into hyper's write loop).
+#[inline(never)]
+fn end(guard: &mut Option<RequestGuard>) {
+    guard.take();
 }
 
 impl<B: Body> Body for TrackedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -322,11 +308,11 @@ impl<B: Body> Body for TrackedBody<B> {
         let res = ready!(this.inner.poll_frame(cx));
         match &res {
             Some(Ok(frame)) => {
-                if let Some(d) = frame.data_ref() {
-                    *this.sent += hyper::body::Buf::remaining(d) as u64;
+                if let (Some(d), Some(g)) = (frame.data_ref(), this.guard.as_mut()) {
+                    g.add_body_bytes(hyper::body::Buf::remaining(d) as u64);
                 }
             }
-            None => finish(this.guard, *this.sent),
+            None => end(this.guard),
             Some(Err(_)) => {}
         }
         Poll::Ready(res)
