@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use flora_cluster::config::parse_seconds;
 
 /// flora-cluster: run and supervise N workers of an HTTP server.
 #[derive(Debug, Parser)]
@@ -54,8 +55,9 @@ pub struct Target {
     /// Control socket path (instead of --name).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
-    /// Seconds to wait for the answer [default: 300].
-    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    /// Seconds to wait for the answer (up to a day) [default: 300].
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds,
+          allow_hyphen_values = true)]
     pub timeout: f64,
 }
 
@@ -65,11 +67,11 @@ pub struct RunArgs {
     /// Worker processes [default: number of CPUs].
     #[arg(short = 'w', long, value_name = "N")]
     pub workers: Option<usize>,
-    /// Seconds a new worker may take to become ready [default: 30].
-    #[arg(long, value_name = "SECS")]
+    /// Seconds a new worker may take to become ready (up to a day) [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub ready_timeout: Option<f64>,
-    /// Seconds a worker may drain before it is killed [default: 30].
-    #[arg(long, value_name = "SECS")]
+    /// Seconds a worker may drain before it is killed (up to a day) [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub shutdown_timeout: Option<f64>,
     /// Instance name (scoreboard, lock and socket names) [default: flora].
     #[arg(long, value_name = "NAME")]
@@ -98,8 +100,8 @@ pub struct RunArgs {
     /// Push metrics over OTLP/HTTP to URL (e.g. http://127.0.0.1:4318/v1/metrics) [default: off].
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
-    /// Seconds between OTLP pushes [default: 10].
-    #[arg(long, value_name = "SECS")]
+    /// Seconds between OTLP pushes (0.1 up to a day) [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_hyphen_values = true)]
     pub otlp_interval: Option<f64>,
     /// Extra HTTP header of every OTLP push, NAME=VALUE (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]

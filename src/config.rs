@@ -15,8 +15,54 @@ use serde::{Deserialize, Serialize};
 
 /// Most workers one master runs.
 pub const MAX_WORKERS: usize = 1024;
-/// Longest timeout accepted (a day): larger values are surely a unit mistake.
-const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+/// Longest duration accepted, in seconds (a day): larger values are surely a unit mistake.
+pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// Checks a duration in seconds: finite, above 0 and at most [`MAX_TIMEOUT_SECS`].
+///
+/// # Errors
+/// What is wrong with `secs` (NaN, infinite, zero or negative, too large).
+pub fn check_seconds(secs: f64) -> Result<f64, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= MAX_TIMEOUT_SECS {
+        Ok(secs)
+    } else {
+        let shown = if secs.abs() >= 1e9 {
+            format!("{secs:e}")
+        } else {
+            secs.to_string()
+        };
+        Err(format!(
+            "{shown}: must be seconds in (0, {MAX_TIMEOUT_SECS}]"
+        ))
+    }
+}
+
+/// Parses a duration flag given in seconds (`30`, `2.5`), checked with [`check_seconds`]
+/// (a clap `value_parser`).
+///
+/// ```
+/// use flora_cluster::config::parse_seconds;
+/// assert_eq!(parse_seconds("2.5"), Ok(2.5));
+/// for bad in ["nan", "inf", "-1", "0", "1e30", "soon"] {
+///     assert!(parse_seconds(bad).is_err(), "{bad}");
+/// }
+/// ```
+///
+/// # Errors
+/// Not a number, or out of range.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    check_seconds(secs)
+}
+
+/// `secs` as a `Duration`, never panicking: values a validated config cannot hold (NaN,
+/// negative, huge) become zero or [`MAX_TIMEOUT_SECS`].
+fn duration_of(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.min(MAX_TIMEOUT_SECS)).unwrap_or(Duration::ZERO)
+}
 
 /// Configuration errors.
 #[derive(Debug, thiserror::Error)]
@@ -183,14 +229,14 @@ impl Config {
         self.status_addr.parse().ok()
     }
 
-    /// The ready timeout.
+    /// The ready timeout (an unvalidated out-of-range value is clamped, never a panic).
     pub fn ready_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.ready_timeout)
+        duration_of(self.ready_timeout)
     }
 
-    /// The shutdown timeout.
+    /// The shutdown timeout (an unvalidated out-of-range value is clamped, never a panic).
     pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.shutdown_timeout)
+        duration_of(self.shutdown_timeout)
     }
 
     /// Checks every value; the program may still be empty (set later by flags).
@@ -227,11 +273,8 @@ impl Config {
             ("ready_timeout", self.ready_timeout),
             ("shutdown_timeout", self.shutdown_timeout),
         ] {
-            if !(v.is_finite() && v > 0.0 && v <= MAX_TIMEOUT_SECS) {
-                return invalid(
-                    key,
-                    format!("{v}: must be seconds in (0, {MAX_TIMEOUT_SECS}]"),
-                );
+            if let Err(reason) = check_seconds(v) {
+                return invalid(key, reason);
             }
         }
         let min_slots = self.worker_count();
@@ -341,6 +384,37 @@ mod tests {
             for n in needles {
                 assert!(msg.contains(n), "{msg:?} lacks {n:?}");
             }
+        }
+    }
+
+    #[test]
+    fn durations_reject_nan_infinities_and_out_of_range() {
+        for key in ["ready_timeout", "shutdown_timeout", "otlp_interval"] {
+            for bad in ["nan", "-nan", "inf", "-inf", "-1.0", "0.0", "1e30"] {
+                let text = format!("workers = 1\n{key} = {bad}\n");
+                let msg = Config::from_toml_str(&text).unwrap_err().to_string();
+                assert!(msg.contains(key) && msg.contains("line 2"), "{text}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn duration_accessors_never_panic_on_unvalidated_values() {
+        for (secs, want) in [
+            (f64::NAN, Duration::from_secs(86_400)),
+            (f64::INFINITY, Duration::from_secs(86_400)),
+            (1e300, Duration::from_secs(86_400)),
+            (f64::NEG_INFINITY, Duration::ZERO),
+            (-1.0, Duration::ZERO),
+            (1.5, Duration::from_millis(1500)),
+        ] {
+            let c = Config {
+                ready_timeout: secs,
+                shutdown_timeout: secs,
+                ..Config::default()
+            };
+            assert_eq!(c.ready_timeout(), want, "{secs}");
+            assert_eq!(c.shutdown_timeout(), want, "{secs}");
         }
     }
 

@@ -1,6 +1,21 @@
 //! The control channel between the master and one worker: a `SOCK_SEQPACKET` Unix socketpair
 //! (message boundaries kept by the kernel), one JSON message per packet, descriptors passed
 //! with `SCM_RIGHTS`. End of file means the other side is gone.
+//!
+//! # Wire format
+//! Each packet is one JSON object whose `type` names the message ([`ToMaster`], [`ToWorker`],
+//! in `snake_case`); the other keys are the variant's fields. A request that expects an answer
+//! (`listen`, `register`) carries an `id` chosen by the worker, and the master copies that `id`
+//! into its answer, e.g.
+//!
+//! ```text
+//! worker → master  {"type":"listen","id":7,"addr":"127.0.0.1:8080"}
+//! master → worker  {"type":"listening","id":7,"addr":"127.0.0.1:8080","local":"127.0.0.1:8080"}  + the socket
+//! ```
+//!
+//! The worker drops an answer whose `id` is not the one it waits for (an answer that came after
+//! the worker gave up on it), so a late answer is never taken for the answer to a later
+//! request. `id` is left out when absent: a master echoes none to a worker that sent none.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -35,12 +50,18 @@ pub const ENV_SHOW_QUERY: &str = "FLORA_SHOW_QUERY";
 /// Largest control message; a bigger one is a protocol error.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
+/// Identifies a request on one control channel; the answer carries the same id.
+pub type RequestId = u64;
+
 /// Messages a worker sends to its master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ToMaster {
     /// Asks for a listening socket bound to `addr` (the reply carries its fd).
     Listen {
+        /// Request id, echoed in the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         /// Address as the app wrote it (`host:port`).
         addr: String,
     },
@@ -48,6 +69,9 @@ pub enum ToMaster {
     Ready,
     /// Registers a custom metric series (answered with `Registered` or `RegisterFailed`).
     Register {
+        /// Request id, echoed in the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         /// What to register.
         spec: crate::scoreboard::MetricSpec,
     },
@@ -59,6 +83,9 @@ pub enum ToMaster {
 pub enum ToWorker {
     /// The listener for `addr` is attached to this message.
     Listening {
+        /// Id of the request this answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         /// Address asked for.
         addr: String,
         /// Address actually bound.
@@ -66,6 +93,9 @@ pub enum ToWorker {
     },
     /// Binding `addr` failed.
     ListenFailed {
+        /// Id of the request this answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         /// Address asked for.
         addr: String,
         /// Why.
@@ -75,14 +105,43 @@ pub enum ToWorker {
     Shutdown,
     /// The series is registered at `at`.
     Registered {
+        /// Id of the request this answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         /// Where its cells are.
         at: crate::scoreboard::Registered,
     },
     /// The registration was refused.
     RegisterFailed {
+        /// Id of the request this answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         /// Why.
         error: crate::scoreboard::MetricError,
     },
+}
+
+impl ToMaster {
+    /// The id of a request that expects an answer.
+    pub fn id(&self) -> Option<RequestId> {
+        match self {
+            Self::Listen { id, .. } | Self::Register { id, .. } => *id,
+            Self::Ready => None,
+        }
+    }
+}
+
+impl ToWorker {
+    /// The id of the request this message answers (`None` for messages that answer nothing).
+    pub fn reply_to(&self) -> Option<RequestId> {
+        match self {
+            Self::Listening { id, .. }
+            | Self::ListenFailed { id, .. }
+            | Self::Registered { id, .. }
+            | Self::RegisterFailed { id, .. } => *id,
+            Self::Shutdown => None,
+        }
+    }
 }
 
 /// Creates a connected pair (both ends close-on-exec and non-blocking).
@@ -205,11 +264,13 @@ mod tests {
         let (a, b) = (Channel::new(a).unwrap(), Channel::new(b).unwrap());
         let file = tempfile::tempfile().unwrap();
         use std::os::fd::AsFd;
-        a.send(&ToMaster::Listen { addr: "x:1".into() }, Some(file.as_fd()))
-            .await
-            .unwrap();
+        let listen = ToMaster::Listen {
+            id: Some(3),
+            addr: "x:1".into(),
+        };
+        a.send(&listen, Some(file.as_fd())).await.unwrap();
         let (msg, fds): (ToMaster, _) = b.recv().await.unwrap().unwrap();
-        assert_eq!(msg, ToMaster::Listen { addr: "x:1".into() });
+        assert_eq!(msg, listen);
         assert_eq!(fds.len(), 1);
         drop(a);
         assert!(b.recv::<ToMaster>().await.unwrap().is_none());
@@ -222,5 +283,40 @@ mod tests {
         a.send(&"not a message", None).await.unwrap();
         let err = b.recv::<ToMaster>().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn wire_format_carries_and_echoes_ids() {
+        let req = ToMaster::Listen {
+            id: Some(7),
+            addr: "127.0.0.1:8080".into(),
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(json, r#"{"type":"listen","id":7,"addr":"127.0.0.1:8080"}"#);
+        assert_eq!(req.id(), Some(7));
+        let reply = ToWorker::ListenFailed {
+            id: req.id(),
+            addr: "127.0.0.1:8080".into(),
+            error: "in use".into(),
+        };
+        let json = serde_json::to_string(&reply).unwrap();
+        assert!(json.contains(r#""id":7"#), "{json}");
+        assert_eq!(reply.reply_to(), Some(7));
+        assert_eq!(ToWorker::Shutdown.reply_to(), None);
+        assert_eq!(ToMaster::Ready.id(), None);
+    }
+
+    #[test]
+    fn messages_without_id_still_parse_and_none_is_not_written() {
+        // A worker built before ids existed sends none; the master answers without one.
+        let old: ToMaster = serde_json::from_str(r#"{"type":"listen","addr":"x:1"}"#).unwrap();
+        assert_eq!(old.id(), None);
+        let reply = ToWorker::Listening {
+            id: old.id(),
+            addr: "x:1".into(),
+            local: "127.0.0.1:1".into(),
+        };
+        let json = serde_json::to_string(&reply).unwrap();
+        assert!(!json.contains("id"), "{json}");
     }
 }

@@ -107,7 +107,9 @@ fn socket_of(t: &cli::Target) -> std::path::PathBuf {
 /// Sends one control request and prints the answer; returns the exit code.
 fn client(target: &cli::Target, req: &Request) -> ExitCode {
     let path = socket_of(target);
-    let timeout = Duration::from_secs_f64(target.timeout.clamp(0.1, 86_400.0));
+    // The flag is checked by clap (finite, in (0, a day]); at least 0.1 s to get an answer.
+    let timeout =
+        Duration::try_from_secs_f64(target.timeout.max(0.1)).unwrap_or(Duration::from_secs(300));
     let reply = match control::call(&path, req, timeout) {
         Ok(r) => r,
         Err(e) => {

@@ -6,7 +6,10 @@
 //! `status()` as JSON), and the custom-metric routes `/m/register?kind=counter|gauge|histogram
 //! &name=N[&help=H][&agg=sum|max|min|latest][&dead=1][&buckets=0.1,1][&label=K:V]`,
 //! `/m/add?name=N&n=K`, `/m/set?name=N&v=X`, `/m/observe?name=N&v=X`, `/m/defer?name=N&n=K`
-//! (counted when the request ends).
+//! (counted when the request ends), `/m/defer-late?name=N&n=K&ms=M` (the same add, made by a
+//! task M ms after the response). For the descriptor tests: `/child-fds` (the open descriptors
+//! a program started by the worker sees: `ls -l /proc/self/fd`) and `/from-env-again` (what a
+//! second `Worker::from_env()` returns).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -172,6 +175,24 @@ fn update(app: &App, op: &str, q: &[(String, String)], info: Option<&RequestInfo
                 )
             }
         },
+        ("defer-late", Handle::Counter(c)) => match info {
+            Some(info) => {
+                let info = info.clone();
+                let ms = param(q, "ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100u64);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+                    info.add(&c, n);
+                });
+            }
+            None => {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no request info\n".into(),
+                )
+            }
+        },
         ("set", Handle::Gauge(g)) => g.set(v),
         ("observe", Handle::Histogram(h)) => h.observe(v),
         _ => {
@@ -182,6 +203,26 @@ fn update(app: &App, op: &str, q: &[(String, String)], info: Option<&RequestInfo
         }
     }
     (StatusCode::OK, "ok\n".into())
+}
+
+/// The descriptors a program started by this worker holds (`ls -l /proc/self/fd` in it).
+async fn child_fds() -> Reply {
+    let out = tokio::process::Command::new("ls")
+        .args(["-l", "/proc/self/fd"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await;
+    match out {
+        Ok(out) => (
+            StatusCode::OK,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot run ls: {e}\n"),
+        ),
+    }
 }
 
 async fn route(app: &App, req: &Request<Incoming>) -> Reply {
@@ -211,6 +252,15 @@ async fn route(app: &App, req: &Request<Incoming>) -> Reply {
         "/m/register" => register(app, &q).await,
         "/m/add" => update(app, "add", &q, info.as_ref()),
         "/m/defer" => update(app, "defer", &q, info.as_ref()),
+        "/m/defer-late" => update(app, "defer-late", &q, info.as_ref()),
+        "/child-fds" => child_fds().await,
+        "/from-env-again" => match Worker::from_env() {
+            Ok(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "a second Worker::from_env() succeeded\n".into(),
+            ),
+            Err(e) => (StatusCode::OK, format!("{e}\n")),
+        },
         "/m/set" => update(app, "set", &q, info.as_ref()),
         "/m/observe" => update(app, "observe", &q, info.as_ref()),
         _ => (

@@ -69,6 +69,7 @@ pub(super) enum Event {
     Resolved {
         slot: usize,
         pid: u32,
+        id: Option<u64>,
         addr: String,
         result: Result<SocketAddr, String>,
     },
@@ -558,9 +559,10 @@ impl Supervisor {
             Event::Resolved {
                 slot,
                 pid,
+                id,
                 addr,
                 result,
-            } => self.on_resolved(slot, pid, &addr, result),
+            } => self.on_resolved(slot, pid, id, &addr, result),
         }
     }
 
@@ -577,12 +579,12 @@ impl Supervisor {
                 self.check_started();
                 self.check_reload_ready();
             }
-            ToMaster::Register { spec } => {
+            ToMaster::Register { id, spec } => {
                 let reply = match self.sb.register(&spec) {
-                    Ok(at) => ToWorker::Registered { at },
+                    Ok(at) => ToWorker::Registered { id, at },
                     Err(error) => {
                         tracing::warn!(slot, "metric registration refused: {error}");
-                        ToWorker::RegisterFailed { error }
+                        ToWorker::RegisterFailed { id, error }
                     }
                 };
                 let channel = w.channel.clone();
@@ -590,22 +592,22 @@ impl Supervisor {
                     let _ = channel.send(&reply, None).await;
                 });
             }
-            ToMaster::Listen { addr } => self.on_listen(slot, pid, addr),
+            ToMaster::Listen { id, addr } => self.on_listen(slot, pid, id, addr),
         }
     }
 
     /// A worker asks for a listener: answered at once when the address is known or an IP
     /// literal; a host name is resolved off the loop with a timeout ([`Event::Resolved`]).
-    fn on_listen(&mut self, slot: usize, pid: u32, addr: String) {
+    fn on_listen(&mut self, slot: usize, pid: u32, id: Option<u64>, addr: String) {
         if self.credentials.is_some() && !self.listeners.declared(&addr) {
             let error = format!(
                 "workers running as another user get only the addresses the master was given \
                  (--listen or socket activation); {addr} is not one of them"
             );
-            return self.reply_listen(slot, pid, addr, Err(error));
+            return self.reply_listen(slot, pid, id, addr, Err(error));
         }
         if let Some(resolved) = self.listeners.known(&addr) {
-            return self.on_resolved(slot, pid, &addr, Ok(resolved));
+            return self.on_resolved(slot, pid, id, &addr, Ok(resolved));
         }
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -626,6 +628,7 @@ impl Supervisor {
             let _ = events.send(Event::Resolved {
                 slot,
                 pid,
+                id,
                 addr,
                 result,
             });
@@ -636,6 +639,7 @@ impl Supervisor {
         &mut self,
         slot: usize,
         pid: u32,
+        id: Option<u64>,
         addr: &str,
         result: Result<SocketAddr, String>,
     ) {
@@ -647,13 +651,14 @@ impl Supervisor {
             let fd = fd.try_clone_to_owned().map_err(|e| e.to_string())?;
             Ok((local, fd))
         });
-        self.reply_listen(slot, pid, addr.to_string(), bound);
+        self.reply_listen(slot, pid, id, addr.to_string(), bound);
     }
 
     fn reply_listen(
         &self,
         slot: usize,
         pid: u32,
+        id: Option<u64>,
         addr: String,
         bound: Result<(SocketAddr, OwnedFd), String>,
     ) {
@@ -664,6 +669,7 @@ impl Supervisor {
         let (msg, fd) = match bound {
             Ok((local, fd)) => (
                 ToWorker::Listening {
+                    id,
                     addr,
                     local: local.to_string(),
                 },
@@ -671,7 +677,7 @@ impl Supervisor {
             ),
             Err(error) => {
                 tracing::error!(slot, "cannot listen on {addr}: {error}");
-                (ToWorker::ListenFailed { addr, error }, None)
+                (ToWorker::ListenFailed { id, addr, error }, None)
             }
         };
         tokio::spawn(async move {

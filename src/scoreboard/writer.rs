@@ -355,6 +355,16 @@ impl ConnInner {
 impl Drop for ConnInner {
     fn drop(&mut self) {
         let slot = self.writer.slot();
+        // Adds deferred after the connection's last request ended count now.
+        let pending = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (cell, n) in pending.drain(..) {
+            if let Some(c) = slot.custom.get(cell) {
+                c.fetch_add(n, Relaxed);
+            }
+        }
         let lane = Lane::of(slot);
         lane.add(&lane.counters.conns_open, MINUS_ONE);
         if let (Some(i), Some(e)) = (self.entry, self.entry(slot)) {
@@ -377,8 +387,8 @@ impl ConnGuard {
         &self.inner.writer
     }
 
-    /// Adds `n` to custom cell `cell` of this slot when the current request ends (used by
-    /// [`crate::worker::RequestInfo::add`]).
+    /// Adds `n` to custom cell `cell` of this slot when the current request ends, or when the
+    /// connection closes if no request ends first (used by [`crate::worker::RequestInfo::add`]).
     pub fn defer_add(&self, cell: usize, n: u64) {
         if let Ok(mut p) = self.inner.pending.lock() {
             p.push((cell, n));
@@ -434,6 +444,7 @@ impl ConnGuard {
             status: 0,
             sequential,
             done: false,
+            body_bytes: 0,
         }
     }
 
@@ -473,6 +484,8 @@ pub struct RequestGuard {
     /// An HTTP/1 request: the only writer of its connection's entry.
     sequential: bool,
     done: bool,
+    /// Response body bytes produced so far (recorded when the guard drops).
+    body_bytes: u64,
 }
 
 impl RequestGuard {
@@ -489,6 +502,11 @@ impl RequestGuard {
     /// Sets an app info on the request; see [`ConnGuard::set_info`].
     pub fn set_info(&self, key: &str, value: &str) -> bool {
         self.conn.set_info(key, value)
+    }
+
+    /// Adds `n` to the response body bytes recorded when the guard finishes or drops.
+    pub fn add_body_bytes(&mut self, n: u64) {
+        self.body_bytes = self.body_bytes.wrapping_add(n);
     }
 
     /// Records the request as finished with the status set before and `body_bytes` sent.
@@ -578,7 +596,9 @@ fn copy_words(src: &[AtomicU64], dst: &[AtomicU64], src_len: &AtomicU64, dst_len
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.record(0);
+        // hyper drops a body at its end without polling it again (a `Full` after its one
+        // frame): the bytes it produced are recorded here.
+        self.record(self.body_bytes);
     }
 }
 

@@ -32,21 +32,23 @@
 //! Without those variables the worker binds its own sockets and tracks into a private
 //! one-slot scoreboard; SIGINT and SIGTERM drain it.
 
+mod control;
 mod serve;
+mod setup;
 mod track;
 
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::watch;
 
-use crate::ipc::{self, Channel, ToMaster, ToWorker};
+use control::Control;
+
+use crate::ipc::{ToMaster, ToWorker};
 use crate::metrics::{Counter, Gauge, Histogram};
 use crate::scoreboard::{
-    Aggregation, MetricError, MetricKind, MetricSpec, Registered, Scoreboard, SegmentLayout,
-    SlotState, SlotWriter, Snapshot,
+    Aggregation, MetricError, MetricKind, MetricSpec, Registered, SlotState, SlotWriter, Snapshot,
 };
 
 fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
@@ -59,11 +61,6 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
 
 pub use serve::Listener;
 pub use track::RequestInfo;
-
-/// How long `listen` waits for the master's answer (it binds a socket: quick unless stuck).
-const LISTEN_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Drain time when the master did not say (standalone, or an old master).
-const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors of the worker API.
 #[derive(Debug, thiserror::Error)]
@@ -103,20 +100,18 @@ pub enum WorkerError {
     /// A worker API call needs a tokio runtime.
     #[error("the worker API must be used inside a tokio runtime")]
     NoRuntime,
-}
-
-#[derive(Debug)]
-struct Managed {
-    channel: Arc<Channel>,
-    /// Serializes requests to the master so replies match requests.
-    replies: Mutex<mpsc::Receiver<(ToWorker, Vec<OwnedFd>)>>,
+    /// [`Worker::from_env`] already ran in this process.
+    #[error(
+        "the worker is already set up in this process (Worker::from_env runs once: clone the worker it returned)"
+    )]
+    AlreadySetUp,
 }
 
 #[derive(Debug)]
 struct Inner {
     writer: SlotWriter,
     generation: u64,
-    managed: Option<Managed>,
+    managed: Option<Control>,
     ready_sent: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
     shutdown_timeout: Duration,
@@ -132,189 +127,7 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
-fn env_num<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, WorkerError> {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(e) => Err(WorkerError::Env {
-            name,
-            reason: e.to_string(),
-        }),
-        Ok(v) => v.trim().parse().map(Some).map_err(|_| WorkerError::Env {
-            name,
-            reason: format!("{v:?} is not a number"),
-        }),
-    }
-}
-
-fn required<T>(name: &'static str, v: Option<T>) -> Result<T, WorkerError> {
-    v.ok_or(WorkerError::Env {
-        name,
-        reason: "missing".into(),
-    })
-}
-
 impl Worker {
-    /// Joins the master named by the environment, or starts standalone when there is none.
-    /// Call it once per process, inside a tokio runtime.
-    ///
-    /// # Errors
-    /// [`WorkerError::Env`] for malformed protocol variables, [`WorkerError::Scoreboard`] when
-    /// the inherited segment is invalid, [`WorkerError::NoRuntime`] outside tokio.
-    pub fn from_env() -> Result<Self, crate::Error> {
-        tokio::runtime::Handle::try_current().map_err(|_| WorkerError::NoRuntime)?;
-        let timeout = env_num::<u64>(ipc::ENV_SHUTDOWN_TIMEOUT_MS)?
-            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis);
-        let worker = match env_num::<i32>(ipc::ENV_CONTROL_FD)? {
-            Some(fd) => Self::managed(fd, timeout)?,
-            None => Self::standalone(timeout)?,
-        };
-        worker.watch_signals();
-        Ok(worker)
-    }
-
-    fn managed(control_fd: i32, shutdown_timeout: Duration) -> Result<Self, WorkerError> {
-        let sb_fd = required(
-            ipc::ENV_SCOREBOARD_FD,
-            env_num::<i32>(ipc::ENV_SCOREBOARD_FD)?,
-        )?;
-        let slot = required(ipc::ENV_SLOT, env_num::<usize>(ipc::ENV_SLOT)?)?;
-        let generation = env_num::<u64>(ipc::ENV_GENERATION)?.unwrap_or(0);
-        let adopt = |name, fd| {
-            crate::scoreboard::raw::adopt_inherited_fd(fd).map_err(|e| WorkerError::Env {
-                name,
-                reason: format!("fd {fd}: {e}"),
-            })
-        };
-        let control = adopt(ipc::ENV_CONTROL_FD, control_fd)?;
-        let sb_fd = adopt(ipc::ENV_SCOREBOARD_FD, sb_fd)?;
-        let sb = match std::env::var(ipc::ENV_SCOREBOARD_LAYOUT) {
-            Ok(v) => {
-                let layout = SegmentLayout::decode(&v).ok_or_else(|| WorkerError::Env {
-                    name: ipc::ENV_SCOREBOARD_LAYOUT,
-                    reason: format!("{v:?} is not `slots:hash`"),
-                })?;
-                Scoreboard::from_fd_with_layout(sb_fd, layout)?
-            }
-            Err(_) => Scoreboard::from_fd(sb_fd)?,
-        };
-        let writer = sb.writer(slot)?;
-        let channel = Arc::new(Channel::new(control).map_err(WorkerError::Channel)?);
-        let (reply_tx, reply_rx) = mpsc::channel(4);
-        let (shutdown_tx, _) = watch::channel(false);
-        let worker = Self {
-            inner: Arc::new(Inner {
-                writer,
-                generation,
-                managed: Some(Managed {
-                    channel: channel.clone(),
-                    replies: Mutex::new(reply_rx),
-                }),
-                ready_sent: AtomicBool::new(false),
-                shutdown_tx,
-                shutdown_timeout,
-                tracking: AtomicBool::new(true),
-                show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
-            }),
-        };
-        worker.spawn_control_reader(channel, reply_tx);
-        worker.watch_parent();
-        Ok(worker)
-    }
-
-    fn standalone(shutdown_timeout: Duration) -> Result<Self, WorkerError> {
-        let sb = Scoreboard::create_sealed("standalone", 1)?;
-        // No master: this process records its own slot's pid and start.
-        sb.slot_spawned(0, std::process::id(), 0);
-        let (shutdown_tx, _) = watch::channel(false);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                writer: sb.writer(0)?,
-                generation: 0,
-                managed: None,
-                ready_sent: AtomicBool::new(false),
-                shutdown_tx,
-                shutdown_timeout,
-                tracking: AtomicBool::new(true),
-                show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
-            }),
-        })
-    }
-
-    fn spawn_control_reader(
-        &self,
-        channel: Arc<Channel>,
-        replies: mpsc::Sender<(ToWorker, Vec<OwnedFd>)>,
-    ) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match channel.recv::<ToWorker>().await {
-                    Ok(Some((ToWorker::Shutdown, _))) => {
-                        tracing::debug!("master asked this worker to shut down");
-                        me.shutdown();
-                    }
-                    Ok(Some((msg, fds))) => {
-                        let _ = replies.send((msg, fds)).await;
-                    }
-                    Ok(None) | Err(_) => {
-                        tracing::warn!("control channel closed: the master is gone, shutting down");
-                        me.orphaned();
-                        return;
-                    }
-                }
-            }
-        });
-    }
-
-    /// Second line of defence besides control-socket EOF: SIGTERM when the master dies.
-    fn watch_parent(&self) {
-        let master = env_num::<i32>(ipc::ENV_MASTER_PID).ok().flatten();
-        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
-            tracing::warn!("cannot set the parent-death signal: {e}");
-        }
-        // The master may have died before the signal was armed.
-        if master.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
-            self.orphaned();
-        }
-    }
-
-    /// The master is gone: drain, and make sure the process ends even if the app lingers.
-    fn orphaned(&self) {
-        self.shutdown();
-        let deadline = self.inner.shutdown_timeout + Duration::from_secs(1);
-        std::thread::spawn(move || {
-            std::thread::sleep(deadline);
-            std::process::exit(1);
-        });
-    }
-
-    fn watch_signals(&self) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let me = self.clone();
-        let standalone = self.inner.managed.is_none();
-        tokio::spawn(async move {
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
-                return;
-            };
-            let mut int = if standalone {
-                signal(SignalKind::interrupt()).ok()
-            } else {
-                None
-            };
-            let interrupted = async {
-                match int.as_mut() {
-                    Some(s) => s.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = interrupted => {}
-            }
-            me.shutdown();
-        });
-    }
-
     /// Asks for a listening socket on `addr` (`host:port`). Under a master the master binds it
     /// (once for all generations) and passes it over; standalone it is bound here.
     ///
@@ -328,8 +141,11 @@ impl Worker {
             addr: addr.to_string(),
             reason,
         };
-        let reply = self
-            .ask(m, &ToMaster::Listen { addr: addr.into() })
+        let reply = m
+            .ask(|id| ToMaster::Listen {
+                id,
+                addr: addr.into(),
+            })
             .await
             .map_err(|e| fail(e.to_string()))?;
         match reply {
@@ -339,34 +155,6 @@ impl Worker {
             (ToWorker::ListenFailed { error, .. }, _) => Err(fail(error).into()),
             (other, _) => Err(fail(format!("unexpected answer {other:?}")).into()),
         }
-    }
-
-    /// Sends `msg` to the master and waits for its answer (one request at a time).
-    async fn ask(
-        &self,
-        m: &Managed,
-        msg: &ToMaster,
-    ) -> Result<(ToWorker, Vec<OwnedFd>), WorkerError> {
-        let mut replies = m.replies.lock().await;
-        m.channel
-            .send(msg, None)
-            .await
-            .map_err(WorkerError::Channel)?;
-        let gone = || {
-            WorkerError::Channel(std::io::Error::new(
-                std::io::ErrorKind::BrokenPipe,
-                "the master is gone",
-            ))
-        };
-        tokio::time::timeout(LISTEN_REPLY_TIMEOUT, replies.recv())
-            .await
-            .map_err(|_| {
-                WorkerError::Channel(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "the master did not answer",
-                ))
-            })?
-            .ok_or_else(gone)
     }
 
     /// Registers a custom metric series (through the master, which keeps one registry for the
@@ -384,12 +172,10 @@ impl Worker {
             name: spec.name.clone(),
             reason,
         };
-        match self
-            .ask(m, &ToMaster::Register { spec: spec.clone() })
-            .await
-        {
-            Ok((ToWorker::Registered { at }, _)) => Ok(at),
-            Ok((ToWorker::RegisterFailed { error }, _)) => Err(error.into()),
+        let owned = spec.clone();
+        match m.ask(|id| ToMaster::Register { id, spec: owned }).await {
+            Ok((ToWorker::Registered { at, .. }, _)) => Ok(at),
+            Ok((ToWorker::RegisterFailed { error, .. }, _)) => Err(error.into()),
             Ok((other, _)) => Err(unavailable(format!("unexpected answer {other:?}")).into()),
             Err(e) => Err(unavailable(e.to_string()).into()),
         }
@@ -479,10 +265,7 @@ impl Worker {
         }
         self.inner.writer.set_state(SlotState::Ready);
         if let Some(m) = &self.inner.managed {
-            m.channel
-                .send(&ToMaster::Ready, None)
-                .await
-                .map_err(WorkerError::Channel)?;
+            m.send(&ToMaster::Ready).await?;
         }
         Ok(())
     }

@@ -163,7 +163,9 @@ impl RequestInfo {
     }
 
     /// Adds `n` to `counter` when this request ends (its response body is sent or dropped) —
-    /// the original's `req.flora.status.increment`.
+    /// the original's `req.flora.status.increment`. An add made after the request ended (from
+    /// a task that kept this handle) counts when the next request on the connection ends, or
+    /// when the connection is closed and the last handle on it dropped.
     pub fn add(&self, counter: &crate::metrics::Counter, n: u64) {
         self.conn.defer_add(counter.cell_index(), n);
     }
@@ -272,38 +274,32 @@ fn track_response<B>(
             );
         }
     }
-    Response::from_parts(
-        parts,
-        TrackedBody {
-            inner: body,
-            guard,
-            sent: 0,
-        },
-    )
+    Response::from_parts(parts, TrackedBody { inner: body, guard })
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that records its request when it ends or is dropped.
+    /// A response body that records its request when it ends or is dropped. The guard counts
+    /// the body bytes as frames go out: hyper drops a body that says it is at its end without
+    /// polling it again (a `Full` after its one frame), and the guard's drop records them.
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
         guard: Option<RequestGuard>,
-        sent: u64,
     }
 }
 
-impl<B> TrackedBody<B> {
-    fn finish(guard: &mut Option<RequestGuard>, sent: u64) {
-        if let Some(g) = guard.take() {
-            g.finish_with_bytes(sent);
-        }
-    }
+/// The body's end: its guard's drop records the request (kept out of line: `poll_frame` stays
+/// small enough to be inlined into hyper's write loop).
+#[inline(never)]
+fn end(guard: &mut Option<RequestGuard>) {
+    guard.take();
 }
 
 impl<B: Body> Body for TrackedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -312,11 +308,11 @@ impl<B: Body> Body for TrackedBody<B> {
         let res = ready!(this.inner.poll_frame(cx));
         match &res {
             Some(Ok(frame)) => {
-                if let Some(d) = frame.data_ref() {
-                    *this.sent += hyper::body::Buf::remaining(d) as u64;
+                if let (Some(d), Some(g)) = (frame.data_ref(), this.guard.as_mut()) {
+                    g.add_body_bytes(hyper::body::Buf::remaining(d) as u64);
                 }
             }
-            None => Self::finish(this.guard, *this.sent),
+            None => end(this.guard),
             Some(Err(_)) => {}
         }
         Poll::Ready(res)

@@ -1,0 +1,228 @@
+//! Joining the master (or starting standalone): adopting the inherited descriptors once per
+//! process, the control reader, parent-death and signal watching.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::control::{self, Control};
+use super::{Inner, Worker, WorkerError};
+use crate::ipc::{self, Channel};
+use crate::scoreboard::{Scoreboard, SegmentLayout};
+
+/// Drain time when the master did not say (standalone, or an old master).
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Set by the first [`Worker::from_env`] of the process: inherited descriptors are adopted once.
+static SET_UP: AtomicBool = AtomicBool::new(false);
+
+fn env_num<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, WorkerError> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(WorkerError::Env {
+            name,
+            reason: e.to_string(),
+        }),
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| WorkerError::Env {
+            name,
+            reason: format!("{v:?} is not a number"),
+        }),
+    }
+}
+
+fn required<T>(name: &'static str, v: Option<T>) -> Result<T, WorkerError> {
+    v.ok_or(WorkerError::Env {
+        name,
+        reason: "missing".into(),
+    })
+}
+
+/// Takes over an inherited descriptor: ours to own from now on, and close-on-exec, so no
+/// program this process starts inherits it.
+fn adopt(name: &'static str, fd: i32) -> Result<OwnedFd, WorkerError> {
+    let bad = |e: std::io::Error| WorkerError::Env {
+        name,
+        reason: format!("fd {fd}: {e}"),
+    };
+    let owned = crate::scoreboard::raw::adopt_inherited_fd(fd).map_err(bad)?;
+    nix::fcntl::fcntl(
+        owned.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| bad(e.into()))?;
+    Ok(owned)
+}
+
+/// Checks that the inherited control descriptor is a `SOCK_SEQPACKET` socket (a stale
+/// variable inherited from a worker must not make a subprocess adopt an unrelated fd).
+fn check_control_socket(fd: &OwnedFd) -> Result<(), WorkerError> {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    match getsockopt(fd, sockopt::SockType) {
+        Ok(SockType::SeqPacket) => Ok(()),
+        _ => Err(WorkerError::Env {
+            name: ipc::ENV_CONTROL_FD,
+            reason: "not a control socket of a flora-cluster master".into(),
+        }),
+    }
+}
+
+impl Worker {
+    /// Joins the master named by the environment, or starts standalone when there is none.
+    /// Call it inside a tokio runtime; the worker's tasks run on that runtime.
+    ///
+    /// It runs once per process: the first call takes over the descriptors the master passed
+    /// (made close-on-exec, so programs the app starts do not inherit them); every later call
+    /// returns [`WorkerError::AlreadySetUp`] — clone the returned `Worker` (cheap) instead.
+    /// Standalone works the same, so a program that runs standalone also runs under a master.
+    ///
+    /// # Errors
+    /// [`WorkerError::Env`] for malformed protocol variables, [`WorkerError::Scoreboard`] when
+    /// the inherited segment is invalid, [`WorkerError::NoRuntime`] outside tokio,
+    /// [`WorkerError::AlreadySetUp`] on a second call.
+    pub fn from_env() -> Result<Self, crate::Error> {
+        tokio::runtime::Handle::try_current().map_err(|_| WorkerError::NoRuntime)?;
+        if SET_UP.swap(true, Ordering::AcqRel) {
+            return Err(WorkerError::AlreadySetUp.into());
+        }
+        let timeout = env_num::<u64>(ipc::ENV_SHUTDOWN_TIMEOUT_MS)?
+            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis);
+        let worker = match env_num::<i32>(ipc::ENV_CONTROL_FD)? {
+            Some(fd) => Self::managed(fd, timeout)?,
+            None => Self::standalone(timeout)?,
+        };
+        worker.watch_signals();
+        Ok(worker)
+    }
+
+    fn managed(control_fd: i32, shutdown_timeout: Duration) -> Result<Self, WorkerError> {
+        let sb_fd = required(
+            ipc::ENV_SCOREBOARD_FD,
+            env_num::<i32>(ipc::ENV_SCOREBOARD_FD)?,
+        )?;
+        let slot = required(ipc::ENV_SLOT, env_num::<usize>(ipc::ENV_SLOT)?)?;
+        let generation = env_num::<u64>(ipc::ENV_GENERATION)?.unwrap_or(0);
+        if sb_fd == control_fd {
+            return Err(WorkerError::Env {
+                name: ipc::ENV_SCOREBOARD_FD,
+                reason: format!("fd {sb_fd} is also the control socket"),
+            });
+        }
+        let control = adopt(ipc::ENV_CONTROL_FD, control_fd)?;
+        check_control_socket(&control)?;
+        let sb_fd = adopt(ipc::ENV_SCOREBOARD_FD, sb_fd)?;
+        // Attach by the layout the master announced, never by a header any worker can write.
+        let sb = match std::env::var(ipc::ENV_SCOREBOARD_LAYOUT) {
+            Ok(v) => {
+                let layout = SegmentLayout::decode(&v).ok_or_else(|| WorkerError::Env {
+                    name: ipc::ENV_SCOREBOARD_LAYOUT,
+                    reason: format!("{v:?} is not `slots:hash`"),
+                })?;
+                Scoreboard::from_fd_with_layout(sb_fd, layout)?
+            }
+            Err(_) => Scoreboard::from_fd(sb_fd)?,
+        };
+        let writer = sb.writer(slot)?;
+        let channel = Arc::new(Channel::new(control).map_err(WorkerError::Channel)?);
+        let (client, answers) = Control::new(channel.clone(), control::REPLY_TIMEOUT);
+        let (shutdown_tx, _) = watch::channel(false);
+        let worker = Self {
+            inner: Arc::new(Inner {
+                writer,
+                generation,
+                managed: Some(client),
+                ready_sent: AtomicBool::new(false),
+                shutdown_tx,
+                shutdown_timeout,
+                tracking: AtomicBool::new(true),
+                show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
+            }),
+        };
+        worker.spawn_control_reader(channel, answers);
+        worker.watch_parent();
+        Ok(worker)
+    }
+
+    fn standalone(shutdown_timeout: Duration) -> Result<Self, WorkerError> {
+        let sb = Scoreboard::create_sealed("standalone", 1)?;
+        // No master: this process records its own slot's pid and start.
+        sb.slot_spawned(0, std::process::id(), 0);
+        let (shutdown_tx, _) = watch::channel(false);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: sb.writer(0)?,
+                generation: 0,
+                managed: None,
+                ready_sent: AtomicBool::new(false),
+                shutdown_tx,
+                shutdown_timeout,
+                tracking: AtomicBool::new(true),
+                show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
+            }),
+        })
+    }
+
+    fn spawn_control_reader(&self, channel: Arc<Channel>, answers: mpsc::Sender<control::Answer>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            control::read_loop(&channel, &answers, || {
+                tracing::debug!("master asked this worker to shut down");
+                me.shutdown();
+            })
+            .await;
+            tracing::warn!("control channel closed: the master is gone, shutting down");
+            me.orphaned();
+        });
+    }
+
+    /// Second line of defence besides control-socket EOF: SIGTERM when the master dies.
+    fn watch_parent(&self) {
+        let master = env_num::<i32>(ipc::ENV_MASTER_PID).ok().flatten();
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM) {
+            tracing::warn!("cannot set the parent-death signal: {e}");
+        }
+        // The master may have died before the signal was armed.
+        if master.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
+            self.orphaned();
+        }
+    }
+
+    /// The master is gone: drain, and make sure the process ends even if the app lingers.
+    fn orphaned(&self) {
+        self.shutdown();
+        let deadline = self.inner.shutdown_timeout + Duration::from_secs(1);
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            std::process::exit(1);
+        });
+    }
+
+    fn watch_signals(&self) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let me = self.clone();
+        let standalone = self.inner.managed.is_none();
+        tokio::spawn(async move {
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            let mut int = if standalone {
+                signal(SignalKind::interrupt()).ok()
+            } else {
+                None
+            };
+            let interrupted = async {
+                match int.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupted => {}
+            }
+            me.shutdown();
+        });
+    }
+}
