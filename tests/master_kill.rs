@@ -19,9 +19,10 @@ fn workers_exit_after_master_sigkill_and_a_new_master_starts() {
 
     first.kill9_and_reap();
     Cluster::wait_pids_gone(&old_pids, ORPHANS_GONE_TIMEOUT);
-    // The files of the dead master are still there: the next master must cope with them.
+    // The files of the dead master are still there: the next master must cope with them
+    // (the segment's name is a link to the dead master's memfd, dangling now).
     assert!(
-        dir.segment_path().exists(),
+        std::fs::symlink_metadata(dir.segment_path()).is_ok(),
         "stale segment vanished: nothing to replace"
     );
 
