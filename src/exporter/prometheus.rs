@@ -11,7 +11,8 @@
 use std::fmt::Write;
 
 use super::model::StatusDoc;
-use crate::scoreboard::{HistogramSnapshot, SlotState};
+use crate::scoreboard::names::{self, Kind};
+use crate::scoreboard::{CustomMetricSnapshot, HistogramSnapshot, SlotState};
 
 /// `Content-Type` of the text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -52,14 +53,6 @@ impl Format {
             Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
 }
 
 /// Writes one metric family at a time in the chosen format.
@@ -119,11 +112,14 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 impl Writer {
-    /// Starts family `name` (for counters the name includes `_total`; for info metrics `_info`).
+    /// Starts the family of metric `name` (for counters the name includes `_total`; for info
+    /// metrics `_info`). OpenMetrics names the family by [`names::family`]; every name passed
+    /// here has one (built-ins: see the tests; custom metrics: [`exposable`]).
     fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let om_family = names::family(name, kind).unwrap_or(name);
         let (family, ty) = match (self.format, kind) {
-            (Format::OpenMetrics, Kind::Counter) => (name.trim_end_matches("_total"), "counter"),
-            (Format::OpenMetrics, Kind::Info) => (name.trim_end_matches("_info"), "info"),
+            (Format::OpenMetrics, Kind::Counter) => (om_family, "counter"),
+            (Format::OpenMetrics, Kind::Info) => (om_family, "info"),
             (_, Kind::Counter) => (name, "counter"),
             (_, Kind::Gauge) | (Format::Text, Kind::Info) => (name, "gauge"),
             (_, Kind::Histogram) => (name, "histogram"),
@@ -401,24 +397,63 @@ fn process_metrics(w: &mut Writer, doc: &StatusDoc) {
     }
 }
 
-/// The app's own metrics, combined across workers, under the names they registered.
-fn custom_metrics(w: &mut Writer, doc: &StatusDoc) {
-    let mut names: Vec<&str> = Vec::new();
-    for m in &doc.custom {
-        if !names.contains(&m.name.as_str()) {
-            names.push(&m.name);
-        }
-    }
-    for name in names {
-        let series: Vec<&crate::scoreboard::CustomMetricSnapshot> =
-            doc.custom.iter().filter(|m| m.name == name).collect();
-        let first = series[0];
-        let kind = match first.kind {
+/// The custom families that can be written, each with its series, in registration order.
+///
+/// Registration refuses clashing names, but the registry lives in shared memory: a family
+/// whose names clash with a built-in or an earlier family, a series of another kind than its
+/// family's, and a repeated series are left out here, so the output stays valid whatever the
+/// segment holds.
+pub(crate) fn exposable(
+    custom: &[CustomMetricSnapshot],
+) -> Vec<(Kind, Vec<&CustomMetricSnapshot>)> {
+    let mut taken: Vec<String> = Vec::new();
+    let mut out: Vec<(Kind, Vec<&CustomMetricSnapshot>)> = Vec::new();
+    for m in custom {
+        let kind = match m.kind {
             "counter" => Kind::Counter,
             "histogram" => Kind::Histogram,
             _ => Kind::Gauge,
         };
-        w.family(name, kind, &first.help);
+        if let Some((k, series)) = out.iter_mut().find(|(_, s)| s[0].name == m.name) {
+            let repeated = series.iter().any(|s| same_series(s, m));
+            if *k == kind && !repeated {
+                series.push(m);
+            }
+            continue;
+        }
+        let Some(family) = names::family(&m.name, kind) else {
+            continue;
+        };
+        let mine = names::taken(family, kind);
+        if names::clashes_with_builtin(&m.name, kind) || mine.iter().any(|n| taken.contains(n)) {
+            continue;
+        }
+        taken.extend(mine);
+        out.push((kind, vec![m]));
+    }
+    out
+}
+
+/// Whether Prometheus would read `a` and `b` as one series (an empty label value is no label).
+fn same_series(a: &CustomMetricSnapshot, b: &CustomMetricSnapshot) -> bool {
+    let key = |m: &CustomMetricSnapshot| {
+        let mut l: Vec<(String, String)> = m
+            .labels
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .cloned()
+            .collect();
+        l.sort();
+        l
+    };
+    key(a) == key(b)
+}
+
+/// The app's own metrics, combined across workers, under the names they registered.
+fn custom_metrics(w: &mut Writer, doc: &StatusDoc) {
+    for (kind, series) in exposable(&doc.custom) {
+        let name = series[0].name.as_str();
+        w.family(name, kind, &series[0].help);
         for m in series {
             let pairs: Vec<(&str, &str)> = m
                 .labels
@@ -479,3 +514,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "prometheus_names_tests.rs"]
+mod names_tests;

@@ -13,14 +13,12 @@ use super::raw::{
     MetricEntry, Registry, CUSTOM_CELLS, MAX_BUCKETS, MAX_SERIES, METRIC_HELP_BYTES,
     METRIC_LABELS_BYTES, METRIC_NAME_BYTES,
 };
-use super::{strings, Scoreboard};
+use super::{names, strings, Scoreboard};
 
 /// Labels a series may have.
 pub const MAX_LABELS: usize = 4;
 /// Separator of label pairs in the encoded label set.
 const LABEL_SEP: char = '\u{1f}';
-/// Names the exporter itself writes.
-const RESERVED_NAMES: [&str; 2] = ["process_cpu_seconds_total", "process_resident_memory_bytes"];
 
 /// How a gauge's per-worker values combine into one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +171,17 @@ pub enum MetricError {
         /// Why.
         reason: String,
     },
+    /// The name's family or one of its sample names is taken by another registered metric
+    /// (e.g. gauge `foo` and counter `foo_total` are both family `foo` in OpenMetrics).
+    #[error("metric name {name:?} clashes with the registered metric {other:?}: both would use the name {clash:?}")]
+    Collision {
+        /// The metric being registered.
+        name: String,
+        /// The registered metric it clashes with.
+        other: String,
+        /// The name both would use.
+        clash: String,
+    },
     /// The name is registered already with another kind, help or buckets.
     #[error("metric {0:?} is already registered with a different kind, help or buckets")]
     ShapeMismatch(String),
@@ -304,20 +313,7 @@ impl MetricSpec {
         if n.len() > METRIC_NAME_BYTES {
             return bad(&format!("longer than {METRIC_NAME_BYTES} bytes"));
         }
-        if n.starts_with("flora_") || RESERVED_NAMES.contains(&n.as_str()) {
-            return Err(MetricError::Reserved(n.clone()));
-        }
-        let is_counter = self.kind == MetricKind::Counter;
-        if is_counter && !n.ends_with("_total") {
-            return bad("counter names end in _total");
-        }
-        let suffixes = ["_total", "_bucket", "_sum", "_count", "_created", "_info"];
-        if !is_counter && suffixes.iter().any(|s| n.ends_with(s)) {
-            return bad(
-                "the suffixes _total, _bucket, _sum, _count, _created and _info are reserved",
-            );
-        }
-        Ok(())
+        names::check_name(n, &self.kind)
     }
 
     fn validate_labels(&self) -> Result<(), MetricError> {
@@ -486,6 +482,7 @@ impl Scoreboard {
             .registry()
             .ok_or_else(|| MetricError::Full("this segment has no registry".into()))?;
         let labels = spec.sorted_labels();
+        names::check_collision(entries(reg).iter().map(|e| &e.spec), spec)?;
         for existing in entries(reg) {
             let e = &existing.spec;
             if e.name != spec.name {
