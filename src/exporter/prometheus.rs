@@ -470,51 +470,5 @@ fn custom_metrics(w: &mut Writer, doc: &StatusDoc) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn negotiation() {
-        assert_eq!(Format::negotiate(None), Format::Text);
-        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
-        assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
-            Format::OpenMetrics
-        );
-        assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text; q=0")),
-            Format::Text
-        );
-    }
-
-    #[test]
-    fn escaping_and_floats() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(float(0.0005), "0.0005");
-        assert_eq!(float(10.0), "10");
-        assert_eq!(float(f64::INFINITY), "+Inf");
-        assert_eq!(labels(&[]), "");
-        assert_eq!(labels(&[("a", "x"), ("b", "\"")]), "{a=\"x\",b=\"\\\"\"}");
-    }
-
-    proptest! {
-        #[test]
-        fn escaped_labels_never_break_the_line(v in ".*") {
-            let e = escape_label(&v);
-            prop_assert!(!e.contains('\n'));
-            // Every quote is escaped.
-            let bytes = e.as_bytes();
-            for (i, b) in bytes.iter().enumerate() {
-                if *b == b'"' {
-                    let backslashes = bytes[..i].iter().rev().take_while(|c| **c == b'\\').count();
-                    prop_assert!(backslashes % 2 == 1);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-#[path = "prometheus_names_tests.rs"]
-mod names_tests;
+#[path = "prometheus_tests.rs"]
+mod tests;
