@@ -8,6 +8,7 @@
 //! print numbers we already hold in one snapshot. Both outputs are checked in the tests with
 //! the real parsers (`promtool check metrics`, Python `prometheus_client`'s OpenMetrics parser).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 use super::model::StatusDoc;
@@ -406,7 +407,10 @@ fn process_metrics(w: &mut Writer, doc: &StatusDoc) {
 pub(crate) fn exposable(
     custom: &[CustomMetricSnapshot],
 ) -> Vec<(Kind, Vec<&CustomMetricSnapshot>)> {
-    let mut taken: Vec<String> = Vec::new();
+    let mut taken: HashSet<String> = HashSet::new();
+    // Name → its place in `out`, or `None` when the family is left out.
+    let mut index: HashMap<&str, Option<usize>> = HashMap::new();
+    let mut series: HashSet<(usize, Vec<(&str, &str)>)> = HashSet::new();
     let mut out: Vec<(Kind, Vec<&CustomMetricSnapshot>)> = Vec::new();
     for m in custom {
         let kind = match m.kind {
@@ -414,39 +418,25 @@ pub(crate) fn exposable(
             "histogram" => Kind::Histogram,
             _ => Kind::Gauge,
         };
-        if let Some((k, series)) = out.iter_mut().find(|(_, s)| s[0].name == m.name) {
-            let repeated = series.iter().any(|s| same_series(s, m));
-            if *k == kind && !repeated {
-                series.push(m);
+        let at = *index.entry(&m.name).or_insert_with(|| {
+            let family = names::family(&m.name, kind)?;
+            let mine = names::taken(family, kind);
+            if names::clashes_with_builtin(&m.name, kind) || mine.iter().any(|n| taken.contains(n))
+            {
+                return None;
             }
-            continue;
+            taken.extend(mine);
+            out.push((kind, Vec::new()));
+            Some(out.len() - 1)
+        });
+        let Some(i) = at else { continue };
+        if let Some((family_kind, list)) = out.get_mut(i) {
+            if *family_kind == kind && series.insert((i, names::series_key(&m.labels))) {
+                list.push(m);
+            }
         }
-        let Some(family) = names::family(&m.name, kind) else {
-            continue;
-        };
-        let mine = names::taken(family, kind);
-        if names::clashes_with_builtin(&m.name, kind) || mine.iter().any(|n| taken.contains(n)) {
-            continue;
-        }
-        taken.extend(mine);
-        out.push((kind, vec![m]));
     }
     out
-}
-
-/// Whether Prometheus would read `a` and `b` as one series (an empty label value is no label).
-fn same_series(a: &CustomMetricSnapshot, b: &CustomMetricSnapshot) -> bool {
-    let key = |m: &CustomMetricSnapshot| {
-        let mut l: Vec<(String, String)> = m
-            .labels
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .cloned()
-            .collect();
-        l.sort();
-        l
-    };
-    key(a) == key(b)
 }
 
 /// The app's own metrics, combined across workers, under the names they registered.

@@ -17,6 +17,9 @@
 //! assert!(names::clash("h", Kind::Histogram, "h_count_total", Kind::Counter).is_some());
 //! ```
 
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
 use super::{MetricError, MetricKind, MetricSpec};
 
 /// The kind of a family, as far as its names go.
@@ -105,12 +108,23 @@ pub fn clash(a: &str, ka: Kind, b: &str, kb: Kind) -> Option<String> {
     taken(fa, ka).into_iter().find(|n| theirs.contains(n))
 }
 
-/// Whether `name` of `kind` would clash with a built-in family.
-pub fn clashes_with_builtin(name: &str, kind: Kind) -> bool {
-    name.starts_with(RESERVED_PREFIX)
-        || BUILTIN
+/// Every name the built-in families take (computed once).
+fn builtin_taken() -> &'static HashSet<String> {
+    static TAKEN: OnceLock<HashSet<String>> = OnceLock::new();
+    TAKEN.get_or_init(|| {
+        BUILTIN
             .iter()
-            .any(|(b, kb)| clash(name, kind, b, *kb).is_some())
+            .filter_map(|(name, kind)| Some(taken(family(name, *kind)?, *kind)))
+            .flatten()
+            .collect()
+    })
+}
+
+/// Whether `name` of `kind` would clash with a built-in family (or use the `flora_` prefix).
+pub fn clashes_with_builtin(name: &str, kind: Kind) -> bool {
+    let builtin = builtin_taken();
+    name.starts_with(RESERVED_PREFIX)
+        || family(name, kind).is_some_and(|f| taken(f, kind).iter().any(|n| builtin.contains(n)))
 }
 
 /// The naming rules of one metric, without looking at other registrations: counters end in
@@ -153,7 +167,7 @@ pub fn check_name(name: &str, kind: &MetricKind) -> Result<(), MetricError> {
 
 /// Labels as Prometheus identifies a series: sorted, empty values dropped (an empty value is
 /// the same as no label).
-fn series_key(labels: &[(String, String)]) -> Vec<(&str, &str)> {
+pub fn series_key(labels: &[(String, String)]) -> Vec<(&str, &str)> {
     let mut key: Vec<(&str, &str)> = labels
         .iter()
         .filter(|(_, v)| !v.is_empty())
