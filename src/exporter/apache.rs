@@ -22,6 +22,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::model::StatusDoc;
 use crate::scoreboard::{SlotSnapshot, SlotState};
@@ -107,7 +108,8 @@ pub const APACHE_KEYS: [&str; 54] = [
 
 /// The key a `?auto` reader sees in `line`: the text before its first `:`, trimmed.
 pub fn key_of(line: &str) -> &str {
-    line.split(':').next().unwrap_or(line).trim()
+    let end = line.bytes().position(|b| b == b':').unwrap_or(line.len());
+    line.get(..end).unwrap_or(line).trim()
 }
 
 /// Appends the app's own metrics as `name{labels}: value` lines (Apache tooling ignores keys
@@ -115,14 +117,25 @@ pub fn key_of(line: &str) -> &str {
 /// the host line, or repeats an earlier line's key, compared without case: a name with a `:`
 /// or a label value with one can make such a key. `/metrics` and the JSON still show it.
 fn custom_lines(out: &mut String, doc: &StatusDoc, host: &str) {
-    let mut seen: HashSet<String> = APACHE_KEYS
-        .iter()
-        .chain([&host])
-        .map(|k| k.to_ascii_lowercase())
-        .collect();
+    let start = out.len();
+    // Hashes of the keys written; a repeated hash is checked against the lines themselves.
+    let mut seen: HashSet<u64, BuildHasherDefault<Prehashed>> =
+        HashSet::with_capacity_and_hasher(doc.custom.len() * 2, BuildHasherDefault::default());
     let mut line = |k: &str, v: f64| {
-        let key = key_of(k).to_ascii_lowercase();
-        if seen.insert(key) {
+        let key = key_of(k);
+        // Apache keys are letters, digits and spaces: most custom keys are ruled out at once.
+        let apache_like = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ');
+        if key.eq_ignore_ascii_case(host)
+            || (apache_like && APACHE_KEYS.iter().any(|a| a.eq_ignore_ascii_case(key)))
+        {
+            return;
+        }
+        let hash = folded_hash(key);
+        let repeated = !seen.insert(hash)
+            && out[start..]
+                .lines()
+                .any(|l| key_of(l).eq_ignore_ascii_case(key));
+        if !repeated {
             let _ = writeln!(out, "{k}: {}", num(v));
         }
     };
@@ -148,6 +161,33 @@ fn custom_lines(out: &mut String, doc: &StatusDoc, host: &str) {
             _ => {}
         }
     }
+}
+
+/// A hasher for keys that are hashes already ([`folded_hash`]).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// FNV-1a of `key` without ASCII case (a few instructions per byte).
+fn folded_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Renders the `?auto` text.

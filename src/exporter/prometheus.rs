@@ -401,16 +401,19 @@ fn process_metrics(w: &mut Writer, doc: &StatusDoc) {
 /// The custom families that can be written, each with its series, in registration order.
 ///
 /// Registration refuses clashing names, but the registry lives in shared memory: a family
-/// whose names clash with a built-in or an earlier family, a series of another kind than its
-/// family's, and a repeated series are left out here, so the output stays valid whatever the
-/// segment holds.
+/// that breaks a naming rule or clashes with an earlier family, a series of another kind than
+/// its family's, and a repeated series are left out here, so the output stays valid whatever
+/// the segment holds. Among names that keep the rules (no family ends in a reserved suffix,
+/// only counters' in `_total`), two families clash only when their family names are equal,
+/// or when one counter's family is another counter's name (`x_total_total` and `x_total`):
+/// two sets of names answer that without building any string.
 pub(crate) fn exposable(
     custom: &[CustomMetricSnapshot],
 ) -> Vec<(Kind, Vec<&CustomMetricSnapshot>)> {
-    let mut taken: HashSet<String> = HashSet::new();
+    let mut families: HashSet<&str> = HashSet::new();
+    let mut counter_names: HashSet<&str> = HashSet::new();
     // Name → its place in `out`, or `None` when the family is left out.
     let mut index: HashMap<&str, Option<usize>> = HashMap::new();
-    let mut series: HashSet<(usize, Vec<(&str, &str)>)> = HashSet::new();
     let mut out: Vec<(Kind, Vec<&CustomMetricSnapshot>)> = Vec::new();
     for m in custom {
         let kind = match m.kind {
@@ -418,22 +421,32 @@ pub(crate) fn exposable(
             "histogram" => Kind::Histogram,
             _ => Kind::Gauge,
         };
-        let at = *index.entry(&m.name).or_insert_with(|| {
-            let family = names::family(&m.name, kind)?;
-            let mine = names::taken(family, kind);
-            if names::clashes_with_builtin(&m.name, kind) || mine.iter().any(|n| taken.contains(n))
-            {
+        let name = m.name.as_str();
+        let at = *index.entry(name).or_insert_with(|| {
+            let family = names::family(name, kind)?;
+            let clash = names::broken_rule(name, kind).is_some()
+                || families.contains(family)
+                || counter_names.contains(family)
+                || (kind == Kind::Counter && families.contains(name));
+            if clash {
                 return None;
             }
-            taken.extend(mine);
+            families.insert(family);
+            if kind == Kind::Counter {
+                counter_names.insert(name);
+            }
             out.push((kind, Vec::new()));
             Some(out.len() - 1)
         });
-        let Some(i) = at else { continue };
-        if let Some((family_kind, list)) = out.get_mut(i) {
-            if *family_kind == kind && series.insert((i, names::series_key(&m.labels))) {
-                list.push(m);
-            }
+        let Some((family_kind, list)) = at.and_then(|i| out.get_mut(i)) else {
+            continue;
+        };
+        if *family_kind == kind
+            && !list
+                .iter()
+                .any(|s| names::same_series(&s.labels, &m.labels))
+        {
+            list.push(m);
         }
     }
     out

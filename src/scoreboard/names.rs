@@ -17,9 +17,6 @@
 //! assert!(names::clash("h", Kind::Histogram, "h_count_total", Kind::Counter).is_some());
 //! ```
 
-use std::collections::HashSet;
-use std::sync::OnceLock;
-
 use super::{MetricError, MetricKind, MetricSpec};
 
 /// The kind of a family, as far as its names go.
@@ -86,45 +83,92 @@ pub fn family(name: &str, kind: Kind) -> Option<&str> {
     (!family.is_empty()).then_some(family)
 }
 
+/// The suffixes a family of `kind` adds to its name (`""`: the family name itself, which is
+/// taken too).
+fn suffixes(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Counter => &["", "_total", "_created"],
+        Kind::Gauge => &[""],
+        Kind::Histogram => &["", "_bucket", "_count", "_sum", "_created"],
+        Kind::Info => &["", "_info"],
+    }
+}
+
 /// Every name family `family` of `kind` takes in either format: the family itself and each
 /// sample name it writes or reserves.
 pub fn taken(family: &str, kind: Kind) -> Vec<String> {
-    let suffixes: &[&str] = match kind {
-        Kind::Counter => &["_total", "_created"],
-        Kind::Gauge => &[],
-        Kind::Histogram => &["_bucket", "_count", "_sum", "_created"],
-        Kind::Info => &["_info"],
-    };
-    std::iter::once(family.to_string())
-        .chain(suffixes.iter().map(|s| format!("{family}{s}")))
+    suffixes(kind)
+        .iter()
+        .map(|s| format!("{family}{s}"))
         .collect()
+}
+
+/// Whether `a` + `sa` and `b` + `sb` are the same text (without building either).
+fn concat_eq(a: &str, sa: &str, b: &str, sb: &str) -> bool {
+    a.len() + sa.len() == b.len() + sb.len()
+        && a.bytes().chain(sa.bytes()).eq(b.bytes().chain(sb.bytes()))
 }
 
 /// The first name that metric `a` (written as `a`, of `ka`) and metric `b` would both take,
 /// if any.
 pub fn clash(a: &str, ka: Kind, b: &str, kb: Kind) -> Option<String> {
     let (fa, fb) = (family(a, ka)?, family(b, kb)?);
-    let theirs = taken(fb, kb);
-    taken(fa, ka).into_iter().find(|n| theirs.contains(n))
-}
-
-/// Every name the built-in families take (computed once).
-fn builtin_taken() -> &'static HashSet<String> {
-    static TAKEN: OnceLock<HashSet<String>> = OnceLock::new();
-    TAKEN.get_or_init(|| {
-        BUILTIN
+    // Every suffix starts after the family: two families that differ within the shorter
+    // one's length never clash (the quick answer for almost every pair).
+    let k = fa.len().min(fb.len());
+    if fa.as_bytes()[..k] != fb.as_bytes()[..k] {
+        return None;
+    }
+    suffixes(ka).iter().find_map(|sa| {
+        suffixes(kb)
             .iter()
-            .filter_map(|(name, kind)| Some(taken(family(name, *kind)?, *kind)))
-            .flatten()
-            .collect()
+            .any(|sb| concat_eq(fa, sa, fb, sb))
+            .then(|| format!("{fa}{sa}"))
     })
 }
 
 /// Whether `name` of `kind` would clash with a built-in family (or use the `flora_` prefix).
 pub fn clashes_with_builtin(name: &str, kind: Kind) -> bool {
-    let builtin = builtin_taken();
+    let first = name.as_bytes().first();
     name.starts_with(RESERVED_PREFIX)
-        || family(name, kind).is_some_and(|f| taken(f, kind).iter().any(|n| builtin.contains(n)))
+        || BUILTIN
+            .iter()
+            .filter(|(b, _)| b.as_bytes().first() == first)
+            .any(|(b, kb)| clash(name, kind, b, *kb).is_some())
+}
+
+/// A naming rule a metric breaks (see [`check_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broken {
+    /// The `flora_` prefix, or a name a built-in family takes.
+    Builtin,
+    /// A counter not ending in `_total`.
+    CounterSuffix,
+    /// Nothing before the counter's `_total`.
+    EmptyFamily,
+    /// A family ending in a reserved suffix (`_total` only for other kinds than counters).
+    ReservedSuffix(&'static str),
+}
+
+/// The first naming rule `name` of `kind` breaks, without looking at other registrations
+/// (and without allocating).
+pub fn broken_rule(name: &str, kind: Kind) -> Option<Broken> {
+    if name.starts_with(RESERVED_PREFIX) {
+        return Some(Broken::Builtin);
+    }
+    if kind == Kind::Counter && !name.ends_with("_total") {
+        return Some(Broken::CounterSuffix);
+    }
+    let Some(family) = family(name, kind) else {
+        return Some(Broken::EmptyFamily);
+    };
+    if kind != Kind::Counter && family.ends_with("_total") {
+        return Some(Broken::ReservedSuffix("_total"));
+    }
+    if let Some(s) = RESERVED_SUFFIXES.iter().find(|s| family.ends_with(*s)) {
+        return Some(Broken::ReservedSuffix(s));
+    }
+    clashes_with_builtin(name, kind).then_some(Broken::Builtin)
 }
 
 /// The naming rules of one metric, without looking at other registrations: counters end in
@@ -135,34 +179,27 @@ pub fn clashes_with_builtin(name: &str, kind: Kind) -> bool {
 /// [`MetricError::InvalidName`] for a broken rule, [`MetricError::Reserved`] for a clash with
 /// a built-in family.
 pub fn check_name(name: &str, kind: &MetricKind) -> Result<(), MetricError> {
-    let bad = |reason: &str| {
+    let bad = |reason: String| {
         Err(MetricError::InvalidName {
             name: name.to_string(),
-            reason: reason.into(),
+            reason,
         })
     };
     let kind = Kind::from(kind);
-    if name.starts_with(RESERVED_PREFIX) {
-        return Err(MetricError::Reserved(name.to_string()));
+    let all = "the suffixes _total, _bucket, _sum, _count, _created and _info are reserved";
+    match broken_rule(name, kind) {
+        None => Ok(()),
+        Some(Broken::Builtin) => Err(MetricError::Reserved(name.to_string())),
+        Some(Broken::CounterSuffix) => bad("counter names end in _total".into()),
+        Some(Broken::EmptyFamily) => {
+            bad("the family name is empty: put a name before _total".into())
+        }
+        Some(Broken::ReservedSuffix(_)) if kind != Kind::Counter => bad(all.into()),
+        Some(Broken::ReservedSuffix(s)) => {
+            let family = family(name, kind).unwrap_or(name);
+            bad(format!("the family name {family:?} ends in {s}: {all}"))
+        }
     }
-    if kind == Kind::Counter && !name.ends_with("_total") {
-        return bad("counter names end in _total");
-    }
-    let Some(family) = family(name, kind) else {
-        return bad("the family name is empty: put a name before _total");
-    };
-    if kind != Kind::Counter && family.ends_with("_total") {
-        return bad("the suffixes _total, _bucket, _sum, _count, _created and _info are reserved");
-    }
-    if let Some(s) = RESERVED_SUFFIXES.iter().find(|s| family.ends_with(*s)) {
-        return bad(&format!(
-            "the family name {family:?} ends in {s}: the suffixes _total, _bucket, _sum, _count, _created and _info are reserved"
-        ));
-    }
-    if clashes_with_builtin(name, kind) {
-        return Err(MetricError::Reserved(name.to_string()));
-    }
-    Ok(())
 }
 
 /// Labels as Prometheus identifies a series: sorted, empty values dropped (an empty value is
@@ -175,6 +212,18 @@ pub fn series_key(labels: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect();
     key.sort_unstable();
     key
+}
+
+/// Whether Prometheus reads label sets `a` and `b` as one series (an empty value is no label).
+/// Allocates only when a set is not sorted by name (the registry stores them sorted).
+pub fn same_series(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    let sorted = |l: &[(String, String)]| l.windows(2).all(|w| w[0].0 <= w[1].0);
+    if sorted(a) && sorted(b) {
+        let set_a = a.iter().filter(|(_, v)| !v.is_empty());
+        set_a.eq(b.iter().filter(|(_, v)| !v.is_empty()))
+    } else {
+        series_key(a) == series_key(b)
+    }
 }
 
 /// Checks `spec` against the registered series `existing`: its names must not clash with
