@@ -94,6 +94,9 @@ pub struct RunArgs {
     /// Show query strings on the status page and in the JSON (they often carry secrets).
     #[arg(long)]
     pub show_query_strings: bool,
+    /// Also answer this Host name on a loopback status address (repeatable; IP addresses and localhost always work).
+    #[arg(long, value_name = "NAME")]
+    pub status_host: Vec<String>,
     /// File with a bearer token (mode 0600) that enables POST /-/reload, /-/stop, /-/scale on the status server.
     #[arg(long, value_name = "FILE")]
     pub status_token_file: Option<PathBuf>,

@@ -127,6 +127,9 @@ pub struct Config {
     /// Record query strings with request paths (status page, JSON). Defaults to false: query
     /// strings often carry secrets, so only paths are kept.
     pub show_query_strings: bool,
+    /// Host names the status server answers besides IP literals and `localhost` while it
+    /// listens on a loopback address (a check against DNS rebinding). Defaults to none.
+    pub status_hosts: Vec<String>,
     /// File holding the bearer token that enables `POST /-/reload`, `/-/stop` and
     /// `/-/scale` on the status server (mode 0600, at least 16 characters). Defaults to none:
     /// those endpoints are off and only the control socket changes state.
@@ -160,6 +163,7 @@ impl Default for Config {
             slots: None,
             control_socket: None,
             status_token_file: None,
+            status_hosts: Vec::new(),
             show_query_strings: false,
             user: None,
             group: None,
@@ -297,6 +301,14 @@ impl Config {
                     self.status_addr
                 ),
             );
+        }
+        if let Some(Err(reason)) = self
+            .status_hosts
+            .iter()
+            .map(|h| crate::exporter::host::validate_name(h))
+            .find(Result::is_err)
+        {
+            return invalid("status_hosts", reason);
         }
         if let Some(e) = &self.otlp_endpoint {
             if !e.starts_with("http://") {

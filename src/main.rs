@@ -62,6 +62,7 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
         cfg.slots = Some(v);
     }
     cfg.listen.extend(args.listen);
+    cfg.status_hosts.extend(args.status_host);
     if !args.program.is_empty() {
         cfg.program = args.program;
     }

@@ -20,7 +20,9 @@
 //! | `Scoreboard` | one character per slot: `W` busy, `_` idle, `S` starting, `G` draining, `.` dead or unused |
 //! | `ParentServerConfigGeneration` | flora generation |
 
+use std::collections::HashSet;
 use std::fmt::Write;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::model::StatusDoc;
 use crate::scoreboard::{SlotSnapshot, SlotState};
@@ -43,6 +45,149 @@ fn num(v: f64) -> String {
     } else {
         "0".into()
     }
+}
+
+/// Every key Apache's `mod_status` writes in `?auto` (2.2 and 2.4, with `mod_ssl`): a custom
+/// line never uses one, whatever its case, so no Apache tool reads an app's number as Apache's.
+pub const APACHE_KEYS: [&str; 54] = [
+    "ServerVersion",
+    "ServerMPM",
+    "Server Built",
+    "CurrentTime",
+    "RestartTime",
+    "ParentServerConfigGeneration",
+    "ParentServerMPMGeneration",
+    "ServerUptimeSeconds",
+    "ServerUptime",
+    "Load1",
+    "Load5",
+    "Load15",
+    "Total Accesses",
+    "Total kBytes",
+    "Total Duration",
+    "CPUUser",
+    "CPUSystem",
+    "CPUChildrenUser",
+    "CPUChildrenSystem",
+    "CPULoad",
+    "Uptime",
+    "ReqPerSec",
+    "BytesPerSec",
+    "BytesPerReq",
+    "DurationPerReq",
+    "BusyWorkers",
+    "GracefulWorkers",
+    "IdleWorkers",
+    "BusyServers",
+    "IdleServers",
+    "Processes",
+    "Stopping",
+    "ConnsTotal",
+    "ConnsAsyncWriting",
+    "ConnsAsyncKeepAlive",
+    "ConnsAsyncClosing",
+    "Scoreboard",
+    "TLSSessionCacheStatus",
+    "CacheType",
+    "CacheSharedMemory",
+    "CacheCurrentEntries",
+    "CacheSubcaches",
+    "CacheIndexesPerSubcaches",
+    "CacheTimeLeftOldestAvg",
+    "CacheTimeLeftOldestMin",
+    "CacheTimeLeftOldestMax",
+    "CacheIndexUsage",
+    "CacheUsage",
+    "CacheStoreCount",
+    "CacheReplaceCount",
+    "CacheExpireCount",
+    "CacheDiscardCount",
+    "CacheRetrieveHitCount",
+    "CacheRetrieveMissCount",
+];
+
+/// The key a `?auto` reader sees in `line`: the text before its first `:`, trimmed.
+pub fn key_of(line: &str) -> &str {
+    let end = line.bytes().position(|b| b == b':').unwrap_or(line.len());
+    line.get(..end).unwrap_or(line).trim()
+}
+
+/// Appends the app's own metrics as `name{labels}: value` lines (Apache tooling ignores keys
+/// it does not know). A line is left out when its key (see [`key_of`]) is an Apache key or
+/// the host line, or repeats an earlier line's key, compared without case: a name with a `:`
+/// or a label value with one can make such a key. `/metrics` and the JSON still show it.
+fn custom_lines(out: &mut String, doc: &StatusDoc, host: &str) {
+    let start = out.len();
+    // Hashes of the keys written; a repeated hash is checked against the lines themselves.
+    let mut seen: HashSet<u64, BuildHasherDefault<Prehashed>> =
+        HashSet::with_capacity_and_hasher(doc.custom.len() * 2, BuildHasherDefault::default());
+    let mut line = |k: &str, v: f64| {
+        let key = key_of(k);
+        // Apache keys are letters, digits and spaces: most custom keys are ruled out at once.
+        let apache_like = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ');
+        if key.eq_ignore_ascii_case(host)
+            || (apache_like && APACHE_KEYS.iter().any(|a| a.eq_ignore_ascii_case(key)))
+        {
+            return;
+        }
+        let hash = folded_hash(key);
+        let repeated = !seen.insert(hash)
+            && out[start..]
+                .lines()
+                .any(|l| key_of(l).eq_ignore_ascii_case(key));
+        if !repeated {
+            let _ = writeln!(out, "{k}: {}", num(v));
+        }
+    };
+    for m in &doc.custom {
+        let labels: Vec<String> = m
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", super::prometheus::escape_label(v)))
+            .collect();
+        let key = |suffix: &str| {
+            if labels.is_empty() {
+                format!("{}{suffix}", m.name)
+            } else {
+                format!("{}{suffix}{{{}}}", m.name, labels.join(","))
+            }
+        };
+        match (&m.histogram, m.value) {
+            (Some(h), Some(count)) => {
+                line(&key("_count"), count);
+                line(&key("_sum"), h.sum);
+            }
+            (None, Some(v)) => line(&key(""), v),
+            _ => {}
+        }
+    }
+}
+
+/// A hasher for keys that are hashes already ([`folded_hash`]).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// FNV-1a of `key` without ASCII case (a few instructions per byte).
+fn folded_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Renders the `?auto` text.
@@ -128,29 +273,7 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
     line("ConnsAsyncKeepAlive", &0);
     line("ConnsAsyncClosing", &0);
     line("Scoreboard", &scoreboard);
-    // The app's own metrics as extra lines (Apache tooling ignores keys it does not know).
-    for m in &doc.custom {
-        let labels: Vec<String> = m
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", super::prometheus::escape_label(v)))
-            .collect();
-        let key = |suffix: &str| {
-            if labels.is_empty() {
-                format!("{}{suffix}", m.name)
-            } else {
-                format!("{}{suffix}{{{}}}", m.name, labels.join(","))
-            }
-        };
-        match (&m.histogram, m.value) {
-            (Some(h), Some(count)) => {
-                line(&key("_count"), &num(count));
-                line(&key("_sum"), &num(h.sum));
-            }
-            (None, Some(v)) => line(&key(""), &num(v)),
-            _ => {}
-        }
-    }
+    custom_lines(&mut out, doc, &host);
     format!("{host}\n{out}")
 }
 
@@ -158,7 +281,7 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
 mod tests {
     use super::super::model::StatusDoc;
     use super::*;
-    use crate::scoreboard::Scoreboard;
+    use crate::scoreboard::{Aggregation, MetricSpec, Scoreboard};
 
     #[test]
     fn keys_and_scoreboard() {
@@ -190,5 +313,47 @@ mod tests {
         assert_eq!(get("BusyWorkers"), "1");
         assert_eq!(get("IdleWorkers"), "0");
         assert_eq!(text.lines().count(), 29);
+    }
+
+    #[test]
+    fn custom_lines_never_repeat_or_shadow_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 2).unwrap();
+        let gauge = |n: &str| MetricSpec::gauge(n, "", Aggregation::Max);
+        let specs = [
+            gauge("Uptime"),
+            gauge("busyworkers"),
+            gauge("Load1"),
+            gauge("Scoreboard:x"),
+            gauge("app:a"),
+            gauge("app:b"),
+            gauge("g").label("v", "x:y"),
+            gauge("g").label("v", "x:z"),
+            gauge("kept"),
+        ];
+        let w = sb.writer(0).unwrap();
+        sb.slot_spawned(0, 10, 1);
+        for s in &specs {
+            let at = sb.register(s).unwrap();
+            crate::metrics::Gauge::new(w.clone(), at, Aggregation::Max).set(7.0);
+        }
+        let snap = sb.snapshot();
+        let slots = snap.slots.clone();
+        let text = render(&StatusDoc::build_with(snap, |_| None), &slots);
+        let keys: Vec<String> = text
+            .lines()
+            .map(|l| key_of(l).to_ascii_lowercase())
+            .collect();
+        let unique: HashSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{text}");
+        for line in [
+            "kept: 7.000000",
+            "app:a: 7.000000",
+            "g{v=\"x:y\"}: 7.000000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?}\n{text}");
+        }
+        assert_eq!(text.lines().filter(|l| l.starts_with("Uptime:")).count(), 1);
+        assert_eq!(text.lines().count(), 29 + 3, "{text}");
     }
 }

@@ -9,8 +9,10 @@
 //! | `GET /server-status.json`, `/server-status?json` | the [`StatusDoc`] as JSON (`schema_version` 1) |
 //!
 //! Only `GET` and `HEAD`; anything else is 405, unknown paths 404. Bounded: at most
-//! [`MAX_CONNECTIONS`] clients at once, [`HEADER_READ_TIMEOUT`] to send the headers,
-//! [`MAX_REQUEST_BYTES`] of request head. Rendering reads shared memory and `/proc` only: it
+//! [`MAX_CONNECTIONS`] clients at once (when full, the client idle longest makes room for a
+//! new one, so slowloris clients cannot lock a scraper out), [`HEADER_READ_TIMEOUT`] to send
+//! the headers, [`MAX_REQUEST_BYTES`] of request head. On a loopback address, `Host` must be an
+//! IP literal, `localhost` or a configured name (421 otherwise; see [`host`]). Rendering reads shared memory and `/proc` only: it
 //! never talks to a worker and never blocks the master.
 //!
 //! ```
@@ -25,6 +27,8 @@
 
 pub mod actions;
 pub mod apache;
+mod conns;
+pub mod host;
 pub mod html;
 pub mod model;
 pub mod otlp;
@@ -33,7 +37,9 @@ pub mod prometheus;
 pub mod terminal;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -41,8 +47,7 @@ use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket};
 
 pub use model::StatusDoc;
 pub use prometheus::Format;
@@ -51,9 +56,14 @@ use crate::scoreboard::Scoreboard;
 
 /// Default address of the management server: loopback only.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9337";
-/// Clients served at once; more wait in the listen backlog. Generous, so that stalled
-/// clients cannot starve Prometheus (whose default scrape timeout is 10 s).
+/// Clients held at once. When full, a new client takes the place of the one idle longest
+/// (still sending its request head, or between requests), so stalled clients cannot keep
+/// Prometheus out (see `conns.rs`).
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections the kernel queues until they are accepted (capped by `net.core.somaxconn`).
+/// Deeper than the usual 128, so that clients churning through the table overflow neither it
+/// nor the SYN queue: an overflow drops a scraper's SYN, which costs it a 1 s retransmit.
+pub const LISTEN_BACKLOG: u32 = 1024;
 /// Time a client has to send its request headers (half Prometheus' default scrape timeout).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head accepted (larger ones get 431 or a closed connection).
@@ -63,13 +73,39 @@ const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(30);
 
 const HTML_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:";
 
-/// Serves the management endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, sb: Scoreboard, control: Option<actions::HttpControl>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
+/// Binds the management server's listener with a [`LISTEN_BACKLOG`]-deep accept queue.
+///
+/// # Errors
+/// The socket, bind or listen error.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves the management endpoints on `listener` until the task is dropped. While it listens
+/// on a loopback address, requests must name an IP literal, `localhost` or one of
+/// `allowed_hosts` in `Host` (see [`host`]).
+pub async fn serve(
+    listener: TcpListener,
+    sb: Scoreboard,
+    control: Option<actions::HttpControl>,
+    allowed_hosts: Vec<String>,
+) {
+    let hosts = match listener.local_addr() {
+        Ok(local) => host::HostCheck::new(local, &allowed_hosts),
+        Err(e) => {
+            tracing::error!("status server: no local address ({e}); not serving");
             return;
-        };
+        }
+    };
+    let table = conns::Table::new(MAX_CONNECTIONS);
+    loop {
         let (stream, _) = match listener.accept().await {
             Ok(pair) => pair,
             Err(e) => {
@@ -78,30 +114,58 @@ pub async fn serve(listener: TcpListener, sb: Scoreboard, control: Option<action
                 continue;
             }
         };
-        let sb = sb.clone();
-        let control = control.clone();
-        tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_REQUEST_BYTES);
-            let svc = hyper::service::service_fn(move |req| {
-                let (sb, control) = (sb.clone(), control.clone());
-                async move {
-                    let resp = if req.uri().path().starts_with("/-/") {
-                        actions::handle(&req, control.as_ref()).await
-                    } else {
-                        handle(&req, &sb)
-                    };
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            // Bound the whole connection too: an idle keep-alive client cannot hold a permit forever.
-            let _ = tokio::time::timeout(KEEP_ALIVE_IDLE * 4, conn).await;
-            drop(permit);
-        });
+        let place = table.admit().await;
+        tokio::spawn(connection(
+            stream,
+            place,
+            sb.clone(),
+            control.clone(),
+            hosts.clone(),
+        ));
+    }
+}
+
+/// Serves one client until it closes, times out, or is evicted for a newer client.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    mut place: conns::Place,
+    sb: Scoreboard,
+    control: Option<actions::HttpControl>,
+    hosts: host::HostCheck,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_BYTES);
+    let state = place.state.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let (sb, control, hosts) = (sb.clone(), control.clone(), hosts.clone());
+        let busy = state.busy();
+        async move {
+            let resp = if let Err((status, why)) = hosts.check(&req) {
+                respond(status, "text/plain; charset=utf-8", why)
+            } else if req.uri().path().starts_with("/-/") {
+                actions::handle(&req, control.as_ref()).await
+            } else {
+                handle(&req, &sb)
+            };
+            drop(busy);
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(stream), svc));
+    // One poll reads what came with the connect: a whole request head is answered (busy)
+    // before the connection can be evicted.
+    let first = std::future::poll_fn(|cx| Poll::Ready(conn.as_mut().poll(cx))).await;
+    place.state.settle();
+    if first.is_ready() {
+        return;
+    }
+    // Bound the whole connection too: an idle keep-alive client cannot hold a place forever.
+    tokio::select! {
+        _ = tokio::time::timeout(KEEP_ALIVE_IDLE * 4, conn) => {}
+        _ = &mut place.evicted => {}
     }
 }
 

@@ -8,10 +8,12 @@
 //! print numbers we already hold in one snapshot. Both outputs are checked in the tests with
 //! the real parsers (`promtool check metrics`, Python `prometheus_client`'s OpenMetrics parser).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 use super::model::StatusDoc;
-use crate::scoreboard::{HistogramSnapshot, SlotState};
+use crate::scoreboard::names::{self, Kind};
+use crate::scoreboard::{CustomMetricSnapshot, HistogramSnapshot, SlotState};
 
 /// `Content-Type` of the text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -52,14 +54,6 @@ impl Format {
             Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
         }
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
 }
 
 /// Writes one metric family at a time in the chosen format.
@@ -119,11 +113,14 @@ fn labels(pairs: &[(&str, &str)]) -> String {
 }
 
 impl Writer {
-    /// Starts family `name` (for counters the name includes `_total`; for info metrics `_info`).
+    /// Starts the family of metric `name` (for counters the name includes `_total`; for info
+    /// metrics `_info`). OpenMetrics names the family by [`names::family`]; every name passed
+    /// here has one (built-ins: see the tests; custom metrics: [`exposable`]).
     fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let om_family = names::family(name, kind).unwrap_or(name);
         let (family, ty) = match (self.format, kind) {
-            (Format::OpenMetrics, Kind::Counter) => (name.trim_end_matches("_total"), "counter"),
-            (Format::OpenMetrics, Kind::Info) => (name.trim_end_matches("_info"), "info"),
+            (Format::OpenMetrics, Kind::Counter) => (om_family, "counter"),
+            (Format::OpenMetrics, Kind::Info) => (om_family, "info"),
             (_, Kind::Counter) => (name, "counter"),
             (_, Kind::Gauge) | (Format::Text, Kind::Info) => (name, "gauge"),
             (_, Kind::Histogram) => (name, "histogram"),
@@ -401,24 +398,65 @@ fn process_metrics(w: &mut Writer, doc: &StatusDoc) {
     }
 }
 
-/// The app's own metrics, combined across workers, under the names they registered.
-fn custom_metrics(w: &mut Writer, doc: &StatusDoc) {
-    let mut names: Vec<&str> = Vec::new();
-    for m in &doc.custom {
-        if !names.contains(&m.name.as_str()) {
-            names.push(&m.name);
-        }
-    }
-    for name in names {
-        let series: Vec<&crate::scoreboard::CustomMetricSnapshot> =
-            doc.custom.iter().filter(|m| m.name == name).collect();
-        let first = series[0];
-        let kind = match first.kind {
+/// The custom families that can be written, each with its series, in registration order.
+///
+/// Registration refuses clashing names, but the registry lives in shared memory: a family
+/// that breaks a naming rule or clashes with an earlier family, a series of another kind than
+/// its family's, and a repeated series are left out here, so the output stays valid whatever
+/// the segment holds. Among names that keep the rules (no family ends in a reserved suffix,
+/// only counters' in `_total`), two families clash only when their family names are equal,
+/// or when one counter's family is another counter's name (`x_total_total` and `x_total`):
+/// two sets of names answer that without building any string.
+pub(crate) fn exposable(
+    custom: &[CustomMetricSnapshot],
+) -> Vec<(Kind, Vec<&CustomMetricSnapshot>)> {
+    let mut families: HashSet<&str> = HashSet::new();
+    let mut counter_names: HashSet<&str> = HashSet::new();
+    // Name → its place in `out`, or `None` when the family is left out.
+    let mut index: HashMap<&str, Option<usize>> = HashMap::new();
+    let mut out: Vec<(Kind, Vec<&CustomMetricSnapshot>)> = Vec::new();
+    for m in custom {
+        let kind = match m.kind {
             "counter" => Kind::Counter,
             "histogram" => Kind::Histogram,
             _ => Kind::Gauge,
         };
-        w.family(name, kind, &first.help);
+        let name = m.name.as_str();
+        let at = *index.entry(name).or_insert_with(|| {
+            let family = names::family(name, kind)?;
+            let clash = names::broken_rule(name, kind).is_some()
+                || families.contains(family)
+                || counter_names.contains(family)
+                || (kind == Kind::Counter && families.contains(name));
+            if clash {
+                return None;
+            }
+            families.insert(family);
+            if kind == Kind::Counter {
+                counter_names.insert(name);
+            }
+            out.push((kind, Vec::new()));
+            Some(out.len() - 1)
+        });
+        let Some((family_kind, list)) = at.and_then(|i| out.get_mut(i)) else {
+            continue;
+        };
+        if *family_kind == kind
+            && !list
+                .iter()
+                .any(|s| names::same_series(&s.labels, &m.labels))
+        {
+            list.push(m);
+        }
+    }
+    out
+}
+
+/// The app's own metrics, combined across workers, under the names they registered.
+fn custom_metrics(w: &mut Writer, doc: &StatusDoc) {
+    for (kind, series) in exposable(&doc.custom) {
+        let name = series[0].name.as_str();
+        w.family(name, kind, &series[0].help);
         for m in series {
             let pairs: Vec<(&str, &str)> = m
                 .labels
@@ -435,47 +473,5 @@ fn custom_metrics(w: &mut Writer, doc: &StatusDoc) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn negotiation() {
-        assert_eq!(Format::negotiate(None), Format::Text);
-        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
-        assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")),
-            Format::OpenMetrics
-        );
-        assert_eq!(
-            Format::negotiate(Some("application/openmetrics-text; q=0")),
-            Format::Text
-        );
-    }
-
-    #[test]
-    fn escaping_and_floats() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(float(0.0005), "0.0005");
-        assert_eq!(float(10.0), "10");
-        assert_eq!(float(f64::INFINITY), "+Inf");
-        assert_eq!(labels(&[]), "");
-        assert_eq!(labels(&[("a", "x"), ("b", "\"")]), "{a=\"x\",b=\"\\\"\"}");
-    }
-
-    proptest! {
-        #[test]
-        fn escaped_labels_never_break_the_line(v in ".*") {
-            let e = escape_label(&v);
-            prop_assert!(!e.contains('\n'));
-            // Every quote is escaped.
-            let bytes = e.as_bytes();
-            for (i, b) in bytes.iter().enumerate() {
-                if *b == b'"' {
-                    let backslashes = bytes[..i].iter().rev().take_while(|c| **c == b'\\').count();
-                    prop_assert!(backslashes % 2 == 1);
-                }
-            }
-        }
-    }
-}
+#[path = "prometheus_tests.rs"]
+mod tests;

@@ -326,14 +326,12 @@ impl Master {
             token.map(|t| crate::exporter::actions::HttpControl::new(t, commands_tx.clone()));
         let status_task = match cfg.status_socket_addr() {
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| Error::Io {
-                        context: format!(
-                            "bind the status server on {addr} (--status-addr; `off` disables it)"
-                        ),
-                        source,
-                    })?;
+                let listener = crate::exporter::bind(addr).map_err(|source| Error::Io {
+                    context: format!(
+                        "bind the status server on {addr} (--status-addr; `off` disables it)"
+                    ),
+                    source,
+                })?;
                 let local = listener
                     .local_addr()
                     .map_or_else(|_| addr.to_string(), |a| a.to_string());
@@ -343,6 +341,7 @@ impl Master {
                     listener,
                     sb.clone(),
                     http_control,
+                    cfg.status_hosts.clone(),
                 )))
             }
             None => None,

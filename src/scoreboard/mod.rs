@@ -35,6 +35,7 @@
 //! ```
 
 mod clock;
+pub mod names;
 pub(crate) mod raw;
 mod registry;
 mod segment;

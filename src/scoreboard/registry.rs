@@ -13,7 +13,7 @@ use super::raw::{
     MetricEntry, Registry, CUSTOM_CELLS, MAX_BUCKETS, MAX_SERIES, METRIC_HELP_BYTES,
     METRIC_LABELS_BYTES, METRIC_NAME_BYTES,
 };
-use super::{load_acquire, strings, Scoreboard, Segment};
+use super::{load_acquire, names, strings, Scoreboard, Segment};
 
 impl Segment {
     /// Registered series (see [`Scoreboard::registered`]).
@@ -29,8 +29,6 @@ impl Segment {
 pub const MAX_LABELS: usize = 4;
 /// Separator of label pairs in the encoded label set.
 const LABEL_SEP: char = '\u{1f}';
-/// Names the exporter itself writes.
-const RESERVED_NAMES: [&str; 2] = ["process_cpu_seconds_total", "process_resident_memory_bytes"];
 
 /// How a gauge's per-worker values combine into one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +181,17 @@ pub enum MetricError {
         /// Why.
         reason: String,
     },
+    /// The name's family or one of its sample names is taken by another registered metric
+    /// (e.g. gauge `foo` and counter `foo_total` are both family `foo` in OpenMetrics).
+    #[error("metric name {name:?} clashes with the registered metric {other:?}: both would use the name {clash:?}")]
+    Collision {
+        /// The metric being registered.
+        name: String,
+        /// The registered metric it clashes with.
+        other: String,
+        /// The name both would use.
+        clash: String,
+    },
     /// The name is registered already with another kind, help or buckets.
     #[error("metric {0:?} is already registered with a different kind, help or buckets")]
     ShapeMismatch(String),
@@ -314,20 +323,7 @@ impl MetricSpec {
         if n.len() > METRIC_NAME_BYTES {
             return bad(&format!("longer than {METRIC_NAME_BYTES} bytes"));
         }
-        if n.starts_with("flora_") || RESERVED_NAMES.contains(&n.as_str()) {
-            return Err(MetricError::Reserved(n.clone()));
-        }
-        let is_counter = self.kind == MetricKind::Counter;
-        if is_counter && !n.ends_with("_total") {
-            return bad("counter names end in _total");
-        }
-        let suffixes = ["_total", "_bucket", "_sum", "_count", "_created", "_info"];
-        if !is_counter && suffixes.iter().any(|s| n.ends_with(s)) {
-            return bad(
-                "the suffixes _total, _bucket, _sum, _count, _created and _info are reserved",
-            );
-        }
-        Ok(())
+        names::check_name(n, &self.kind)
     }
 
     fn validate_labels(&self) -> Result<(), MetricError> {
@@ -504,6 +500,7 @@ impl Scoreboard {
         // the segment, which every worker can write.
         let mut local = truth.registry();
         let labels = spec.sorted_labels();
+        names::check_collision(local.entries.iter().map(|e| &e.spec), spec)?;
         for existing in &local.entries {
             let e = &existing.spec;
             if e.name != spec.name {

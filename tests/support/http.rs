@@ -68,7 +68,7 @@ impl Http {
 
     /// Writes a `GET path` request (keep-alive) without reading the answer.
     pub fn send_get(&mut self, path: &str) -> io::Result<()> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         self.reader.get_mut().write_all(req.as_bytes())
     }
 
