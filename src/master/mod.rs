@@ -29,7 +29,7 @@
 //! tmpfs for the scoreboard.
 
 pub mod backoff;
-pub(crate) mod control_server;
+mod control_server;
 mod instance;
 mod listeners;
 mod program;

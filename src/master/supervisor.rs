@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
-use super::control_server::Command;
+
 use super::instance::RuntimeDir;
 use super::listeners::Listeners;
 use super::spawn::{self, describe_exit, SpawnSpec};
@@ -31,7 +31,7 @@ use super::{program, reaper, systemd, Hooks, Phase};
 #[path = "reload.rs"]
 mod reload;
 use crate::config::Config;
-use crate::control::{Outcome, ReloadOutcome, Reply, Request};
+use crate::control::{Command, Outcome, ReloadOutcome, Reply, Request};
 use crate::ipc::{self, Channel, ToMaster, ToWorker};
 use crate::scoreboard::Scoreboard;
 
