@@ -188,13 +188,25 @@ impl Core {
         else {
             return;
         };
-        let total = match &tx.step {
-            Step::Starting { slots, .. } => slots.len(),
-            _ => 0,
+        let reason = match &tx.step {
+            Step::Starting { slots, .. } => {
+                let total = slots.len();
+                let ready = self.count_ready(tx.generation);
+                let t = self.cfg.ready_timeout;
+                format!("only {ready} of {total} new workers were ready after {t:?}")
+            }
+            Step::WaitingForSlots { .. } => {
+                let draining = self.workers.values().filter(|w| w.draining).count();
+                let t = self.cfg.shutdown_timeout + SLOT_WAIT_MARGIN;
+                format!("waited {t:?} for draining workers to free the slots it needs; {draining} still draining")
+            }
+            Step::Hook | Step::Preparing { .. } => {
+                let t = self.cfg.shutdown_timeout + SLOT_WAIT_MARGIN;
+                format!(
+                    "the program copy was not made within {t:?} of waiting for draining workers"
+                )
+            }
         };
-        let ready = self.count_ready(tx.generation);
-        let t = self.cfg.ready_timeout;
-        let reason = format!("only {ready} of {total} new workers were ready after {t:?}");
         self.rollback(reason);
     }
 

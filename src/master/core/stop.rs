@@ -57,11 +57,6 @@ impl Core {
                     Level::Warn,
                     format!("second stop request: killing {n} workers now"),
                 );
-                if self.stop == Stop::Requested {
-                    self.stop = Stop::Stopping;
-                    self.kill_all();
-                    return;
-                }
                 self.enter_stopping(why, StopHow::Kill);
             }
         }

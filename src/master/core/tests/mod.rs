@@ -1,6 +1,7 @@
 //! Tests of the core: a small simulated shell ([`Sim`]) drives it with events, answers its
 //! spawns at once (as the real shell does) and checks the invariants after every action.
 
+mod prop;
 mod reload;
 mod start_stop;
 mod workers;

@@ -195,6 +195,20 @@ fn a_reload_waits_for_draining_workers_to_free_its_slots() {
     assert_eq!(sim.reload_reason(w), "success");
 }
 
+/// Issue 13: the rollback while waiting for slots said "0 of 0 new workers ready".
+#[test]
+fn a_reload_that_waited_too_long_for_slots_says_so() {
+    let mut sim = Sim::running(settings(4, 2));
+    sim.control(Request::Reload);
+    sim.ready_all();
+    let (w, _) = sim.control(Request::Reload);
+    sim.advance(SHUTDOWN_TIMEOUT + super::super::reload::SLOT_WAIT_MARGIN);
+    let reason = sim.reload_reason(w);
+    assert!(!reason.contains("0 of 0"), "{reason}");
+    assert!(reason.contains("draining workers"), "{reason}");
+    assert_eq!(sim.core.generation(), 2);
+}
+
 #[test]
 fn a_reload_without_enough_slots_rolls_back_at_once() {
     let mut sim = Sim::running(settings(3, 2));

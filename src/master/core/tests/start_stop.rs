@@ -185,3 +185,66 @@ fn the_before_shutdown_hook_runs_first_and_an_error_does_not_stop_the_stop() {
     sim.exit_all();
     assert!(sim.core.finished());
 }
+
+/// The race of issue 13: a second stop while the before-shutdown hook runs used to kill the
+/// workers but leave respawn timers, the reload and the queue in place.
+#[test]
+fn a_second_stop_during_the_before_shutdown_hook_goes_through_enter_stopping() {
+    let mut cfg = settings(4, 2);
+    cfg.before_shutdown = true;
+    let mut sim = Sim::running(cfg);
+    // A reload starting (slots 2 and 3), one queued behind it.
+    let (a, _) = sim.control(Request::Reload);
+    let (b, _) = sim.control(Request::Reload);
+    // Slot 0 crash-loops: respawned at once, then a backoff timer is pending.
+    sim.exit(0, Some(1));
+    sim.exit(0, Some(1));
+    assert!(!sim.live.contains_key(&0));
+    assert!(sim.core.poll_timeout().is_some());
+    sim.signal(SignalEvent::Stop);
+    assert!(
+        !sim.replies.contains_key(&a),
+        "the hook runs; the reload goes on"
+    );
+    let out = sim.signal(SignalEvent::Stop);
+    assert!(has(&out, |a| matches!(
+        a,
+        Action::SetPhase(Phase::Stopping)
+    )));
+    assert_eq!(
+        signals(&out),
+        [(1, Sig::Kill), (2, Sig::Kill), (3, Sig::Kill)]
+    );
+    for w in [a, b] {
+        assert_eq!(
+            sim.reply(w).error.as_deref(),
+            Some("the cluster is stopping")
+        );
+    }
+    assert_eq!(
+        sim.core.poll_timeout(),
+        None,
+        "no respawn, no reload deadline"
+    );
+    assert!(spawns(&sim.advance(Duration::from_secs(60))).is_empty());
+    sim.exit_all();
+    assert!(sim.core.finished());
+    // The hook ends late: nothing happens.
+    let late = sim.hook_done(Ok(()));
+    assert!(late.is_empty(), "{late:?}");
+}
+
+#[test]
+fn a_second_stop_during_the_hook_while_starting_clears_the_start_deadline() {
+    let mut cfg = settings(4, 2);
+    cfg.before_shutdown = true;
+    let mut sim = Sim::new(cfg);
+    sim.feed(Event::Start);
+    sim.signal(SignalEvent::Stop);
+    sim.signal(SignalEvent::Stop);
+    assert_eq!(sim.core.poll_timeout(), None);
+    sim.advance(READY_TIMEOUT * 2);
+    assert_eq!(sim.core.failure(), None, "a stop is not a failed start");
+    sim.exit_all();
+    assert!(sim.core.finished());
+}
