@@ -117,6 +117,16 @@ impl Reply {
     }
 }
 
+/// A request on its way to the master's event loop, with where its reply goes (the control
+/// socket and the HTTP actions both send these).
+#[derive(Debug)]
+pub(crate) struct Command {
+    /// The request.
+    pub req: Request,
+    /// The reply channel.
+    pub reply: tokio::sync::oneshot::Sender<Reply>,
+}
+
 /// Errors of a control-socket client.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

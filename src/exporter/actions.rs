@@ -9,8 +9,7 @@ use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::{Outcome, Reply, Request as ControlRequest};
-use crate::master::control_server::Command;
+use crate::control::{Command, Outcome, Reply, Request as ControlRequest};
 
 /// What the status server needs to forward actions to the master.
 #[derive(Debug, Clone)]

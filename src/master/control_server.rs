@@ -22,21 +22,12 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
 use super::instance::{is_kind, kind_of, RuntimeDir};
-use crate::control::{Reply, Request, MAX_LINE};
+use crate::control::{Command, Reply, Request, MAX_LINE};
 
 /// Clients served at once; more wait in the socket's backlog.
 const MAX_CLIENTS: usize = 32;
 /// A client that sends nothing for this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A request for the event loop and where its reply goes.
-#[derive(Debug)]
-pub struct Command {
-    /// The request.
-    pub req: Request,
-    /// The reply channel.
-    pub reply: oneshot::Sender<Reply>,
-}
 
 /// The control socket's file; removed on drop if that name still holds the socket we bound.
 #[derive(Debug)]

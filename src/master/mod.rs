@@ -24,19 +24,28 @@
 //! ([`backoff`]). SIGTERM, SIGINT and SIGQUIT drain every worker within the shutdown timeout
 //! and then kill what is left; a second one kills at once.
 //!
+//! # Inside
+//! Every decision (phases, generations, slots, the reload transaction, respawns, stopping)
+//! is made by `core`, a pure state machine (events in, actions out; no syscalls, no clock,
+//! no tokio) with its state diagrams in its module docs, unit tests for each transition and
+//! a property test over random event sequences. `shell` is the event loop around it: it
+//! turns signals, worker messages and exits, control requests and timers into core events,
+//! and carries out the actions (processes, signals, scoreboard writes, systemd, hooks).
+//!
 //! # Platform
 //! Linux only: it relies on `SOCK_SEQPACKET`, `SCM_RIGHTS`, `PR_SET_PDEATHSIG`, `flock` and a
 //! tmpfs for the scoreboard.
 
 pub mod backoff;
-pub(crate) mod control_server;
+mod control_server;
+mod core;
 mod instance;
 mod listeners;
 mod program;
 mod reaper;
+mod shell;
 pub mod signals;
 mod spawn;
-mod supervisor;
 mod systemd;
 mod token;
 
@@ -47,15 +56,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
+pub use self::core::Phase;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::scoreboard::{MetricSpec, Scoreboard};
 pub use instance::default_runtime_dir;
 use instance::{InstanceLock, RuntimeDir};
-use signals::{SignalEvent, SignalSource, UnixSignals};
-use supervisor::Supervisor;
+use shell::Shell;
+use signals::{SignalSource, UnixSignals};
 
 /// An async hook: gets the generation about to start (0 for shutdown); an `Err` cancels a reload.
 pub type HookFn =
@@ -83,23 +92,6 @@ where
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
     Arc::new(move |g| Box::pin(f(g)))
-}
-
-/// How often the master refreshes systemd's STATUS line and, as PID 1, reaps orphans.
-const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The master's phase, published on [`Master::phase`] once it is true.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Phase {
-    /// Creating the scoreboard and starting the first generation.
-    Starting,
-    /// Every worker of the first generation was ready.
-    Running,
-    /// Draining the workers.
-    Stopping,
-    /// Everything stopped.
-    Stopped,
 }
 
 /// Builder of a [`Master`]; every setting defaults as in [`Config`].
@@ -350,24 +342,25 @@ impl Master {
             .map(|otlp| tokio::spawn(crate::exporter::otlp::run(otlp, sb.clone())));
         let control_task = tokio::spawn(control_server::serve(control, commands_tx));
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let mut sup = Supervisor::new(
+        let mut shell = Shell::new(
             cfg,
             dir,
             sb,
             events_tx,
             self.phase.clone(),
             self.hooks.clone(),
+            credentials,
         );
-        sup.credentials = credentials;
         for (fd, name) in systemd::listen_fds() {
-            let addr = sup.listeners.adopt(fd).map_err(|source| Error::Io {
+            let addr = shell.listeners.adopt(fd).map_err(|source| Error::Io {
                 context: format!("socket-activated descriptor {name:?} is not a TCP listener"),
                 source,
             })?;
             tracing::debug!("inherited {addr} from systemd ({name:?})");
         }
         for addr in &cfg.listen {
-            sup.listeners
+            shell
+                .listeners
                 .get_or_bind(addr)
                 .map_err(|source| Error::Io {
                     context: format!("listen on {addr}"),
@@ -378,34 +371,19 @@ impl Master {
             "master {} of instance {:?} starting {} workers of {:?}; control socket {}",
             std::process::id(),
             cfg.name,
-            sup.target,
+            shell.target(),
             cfg.program,
             socket_path.display()
         );
-        sup.start_first_generation();
-        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
-        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !sup.finished() {
-            let timer = sup.next_deadline();
-            tokio::select! {
-                _ = housekeeping.tick() => sup.housekeeping(),
-                ev = signals.next() => match ev {
-                    SignalEvent::Stop => sup.request_stop("stop signal"),
-                    SignalEvent::Reload => sup.request_reload(None),
-                },
-                Some(ev) = events.recv() => sup.on_event(ev),
-                Some(cmd) = commands.recv() => sup.on_command(cmd),
-                () = sleep_until_opt(timer) => sup.on_timer(),
-            }
-        }
+        shell.run(&mut signals, &mut events, &mut commands).await;
         systemd::notify("STOPPING=1\nSTATUS=stopped");
         control_task.abort();
         for task in [status_task, otlp_task].into_iter().flatten() {
             task.abort();
         }
-        sup.remove_program_copies();
+        shell.remove_program_copies();
         self.phase.send_replace(Phase::Stopped);
-        match sup.failure.take() {
+        match shell.failure() {
             Some(reason) => Err(Error::StartFailed(reason)),
             None => {
                 tracing::info!("all workers stopped; master exiting");
@@ -488,11 +466,4 @@ fn resolve_credentials(cfg: &Config) -> Result<Option<(u32, u32)>> {
         None => user.gid,
     };
     Ok(Some((user.uid.as_raw(), gid.as_raw())))
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
 }

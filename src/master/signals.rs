@@ -2,14 +2,7 @@
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// What a signal asks the master to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalEvent {
-    /// SIGTERM, SIGINT or SIGQUIT: stop gracefully (a second one: stop at once).
-    Stop,
-    /// SIGHUP: reload the workers.
-    Reload,
-}
+pub use super::core::SignalEvent;
 
 /// A source of [`SignalEvent`]s (a trait so tests can feed events).
 pub trait SignalSource {

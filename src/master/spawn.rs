@@ -11,7 +11,7 @@
 //! current-thread runtime).
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
@@ -86,18 +86,4 @@ pub fn spawn(
     let child = cmd.spawn();
     drop(control); // the worker has its copy
     child
-}
-
-/// A short human description of an exit status.
-pub fn describe_exit(status: &ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => {
-            let name = nix::sys::signal::Signal::try_from(sig)
-                .map_or_else(|_| sig.to_string(), |s| s.as_str().to_string());
-            format!("killed by {name}")
-        }
-        _ => "unknown status".into(),
-    }
 }

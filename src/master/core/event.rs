@@ -1,0 +1,241 @@
+//! What goes into the core ([`Event`]) and what comes out of it ([`Action`]).
+
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::control::{ReloadOutcome, Reply, Request};
+
+/// The master's phase, published on [`crate::Master::phase`] once it is true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Creating the scoreboard and starting the first generation.
+    Starting,
+    /// Every worker of the first generation was ready.
+    Running,
+    /// Draining the workers.
+    Stopping,
+    /// Everything stopped.
+    Stopped,
+}
+
+/// What a signal asks the master to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalEvent {
+    /// SIGTERM, SIGINT or SIGQUIT: stop gracefully (a second one: stop at once).
+    Stop,
+    /// SIGHUP: reload the workers.
+    Reload,
+}
+
+/// Who waits for a reply: an id the shell maps to its reply channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaiterId(pub u64);
+
+/// A lifecycle hook the shell runs off the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `before_reload(generation)`: an error cancels that reload.
+    BeforeReload {
+        /// The generation about to start.
+        generation: u64,
+    },
+    /// `before_shutdown(0)`: the stop goes on whatever it returns.
+    BeforeShutdown,
+}
+
+/// A signal for one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Sig {
+    /// SIGTERM: stop now (for workers that may not read their control channel).
+    Term,
+    /// SIGKILL.
+    Kill,
+}
+
+/// Something that happened, fed to [`super::Core::handle`].
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The master is set up: start the first generation.
+    Start,
+    /// A generation's program copy is made (`Ok`) or failed; answers [`Action::Prepare`].
+    Prepared {
+        /// The generation.
+        generation: u64,
+        /// Why it failed.
+        result: Result<(), String>,
+    },
+    /// The worker of [`Action::Spawn`] runs. The shell feeds this (or [`Event::SpawnFailed`])
+    /// before any other event.
+    Spawned {
+        /// Its slot.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+    },
+    /// [`Action::Spawn`] failed.
+    SpawnFailed {
+        /// The slot.
+        slot: usize,
+        /// Why.
+        error: String,
+    },
+    /// A worker said it is ready.
+    WorkerReady {
+        /// Its slot.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+    },
+    /// A worker broke its control channel (garbage, not a plain close).
+    WorkerBroken {
+        /// Its slot.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+        /// What was wrong.
+        error: String,
+    },
+    /// A worker exited (reaped).
+    WorkerExited {
+        /// Its slot.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+        /// How, when known.
+        status: Option<ExitStatus>,
+    },
+    /// Time passed: [`super::Core::poll_timeout`] was reached.
+    Tick,
+    /// A request from the control socket or the HTTP actions.
+    Control {
+        /// The request.
+        request: Request,
+        /// Who gets the [`Action::Reply`].
+        waiter: WaiterId,
+    },
+    /// A signal.
+    Signal(SignalEvent),
+    /// A hook of [`Action::RunHook`] finished (an error also for a panic or a timeout).
+    HookDone {
+        /// Which.
+        hook: Hook,
+        /// Its result.
+        result: Result<(), String>,
+    },
+}
+
+/// How loud a [`Log`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Normal progress.
+    Info,
+    /// Something to look at.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+/// A log line with the worker it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// How loud.
+    pub level: Level,
+    /// The text.
+    pub message: String,
+    /// The worker's slot.
+    pub slot: Option<usize>,
+    /// The worker's pid.
+    pub pid: Option<u32>,
+    /// The generation.
+    pub generation: Option<u64>,
+}
+
+/// What systemd is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    /// `READY=1` with the status line.
+    Ready,
+    /// `RELOADING=1` towards `generation`.
+    Reloading {
+        /// The generation being started.
+        generation: u64,
+    },
+}
+
+/// Something for the shell to do, in order.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Start a worker of `generation` in `slot`; answer with [`Event::Spawned`] or
+    /// [`Event::SpawnFailed`] before feeding anything else.
+    Spawn {
+        /// The slot.
+        slot: usize,
+        /// The generation (already prepared).
+        generation: u64,
+    },
+    /// Send `sig` to the worker `pid` in `slot`.
+    Signal {
+        /// The slot.
+        slot: usize,
+        /// Its pid (the shell ignores a slot that holds another pid by now).
+        pid: u32,
+        /// The signal.
+        sig: Sig,
+    },
+    /// Ask the worker to drain over its control channel (SIGTERM if that fails).
+    Drain {
+        /// The slot.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+    },
+    /// Answer a waiter.
+    Reply {
+        /// Who.
+        waiter: WaiterId,
+        /// The answer.
+        reply: Reply,
+    },
+    /// Tell systemd.
+    Notify(Notify),
+    /// Write a log line.
+    Log(Log),
+    /// Publish the master's phase.
+    SetPhase(Phase),
+    /// Run a hook off the loop, bounded by `timeout`; answer with [`Event::HookDone`].
+    RunHook {
+        /// Which.
+        hook: Hook,
+        /// Longest time it may take.
+        timeout: Duration,
+    },
+    /// Make the program copy of `generation` off the loop; answer with [`Event::Prepared`].
+    Prepare {
+        /// The generation.
+        generation: u64,
+    },
+    /// `generation` is not needed any more: remove its program copy.
+    DropGeneration {
+        /// The generation.
+        generation: u64,
+    },
+    /// Scoreboard: the serving generation.
+    SetGeneration(u64),
+    /// Scoreboard: the worker count wanted.
+    SetTarget(usize),
+    /// Scoreboard: the worker in `slot` exited with `status` (raw wait status, -1 unknown).
+    SlotExited {
+        /// The slot.
+        slot: usize,
+        /// Raw wait status.
+        status: i32,
+    },
+    /// Scoreboard: `slot` is being respawned (counts a restart).
+    SlotRestarted {
+        /// The slot.
+        slot: usize,
+    },
+    /// Scoreboard: a reload ended.
+    RecordReload(ReloadOutcome),
+}

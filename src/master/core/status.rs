@@ -1,0 +1,31 @@
+//! The master's view for the `status` request.
+
+use super::Core;
+
+impl Core {
+    /// Phase, generation, target, last reload and the workers by slot.
+    pub(super) fn status(&self) -> serde_json::Value {
+        let workers: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(slot, w)| {
+                serde_json::json!({
+                    "slot": slot,
+                    "pid": w.pid.unwrap_or(0),
+                    "generation": w.generation,
+                    "state": w.state(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "instance": self.cfg.name,
+            "master_pid": self.cfg.master_pid,
+            "phase": format!("{:?}", self.phase).to_lowercase(),
+            "generation": self.generation,
+            "target_workers": self.target,
+            "reload_in_progress": self.reload.is_some(),
+            "last_reload": self.last_reload,
+            "workers": workers,
+        })
+    }
+}

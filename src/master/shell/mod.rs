@@ -1,0 +1,335 @@
+//! The master's I/O shell around the pure [`Core`]: it runs the event loop (signals, worker
+//! tasks, control commands, timers), turns what happens into core [`Event`]s and carries out
+//! the core's [`Action`]s: processes, signals, control-channel messages, the scoreboard,
+//! systemd, hooks and program copies. It decides nothing itself; it never blocks (sends,
+//! hooks, copies and name lookups run in tasks that report back as [`TaskEvent`]s).
+
+mod listen;
+mod procs;
+mod tasks;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::core::{self, Action, Core, Event, Hook, Level, Log, Notify, Phase, WaiterId};
+use super::instance::RuntimeDir;
+use super::listeners::Listeners;
+use super::signals::SignalSource;
+use super::spawn::SpawnSpec;
+use super::{program, reaper, systemd, Hooks};
+use crate::config::Config;
+use crate::control::{Command, Reply};
+use crate::ipc::ToMaster;
+use crate::scoreboard::Scoreboard;
+use procs::Proc;
+
+/// How often the master refreshes systemd's STATUS line and, as PID 1, reaps orphans.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What the shell's tasks report to the loop.
+#[derive(Debug)]
+pub(super) enum TaskEvent {
+    /// A message on a worker's control channel.
+    Control {
+        slot: usize,
+        pid: u32,
+        msg: ToMaster,
+    },
+    /// A worker's control channel broke (garbage, not a close).
+    ControlBroken {
+        slot: usize,
+        pid: u32,
+        error: String,
+    },
+    /// A worker was reaped.
+    Exited {
+        slot: usize,
+        pid: u32,
+        status: Option<ExitStatus>,
+    },
+    /// A hook finished.
+    HookDone {
+        hook: Hook,
+        result: Result<(), String>,
+    },
+    /// A generation's program copy is made (off the loop).
+    Prepared {
+        generation: u64,
+        result: Result<SpawnSpec, String>,
+    },
+    /// A worker's listen address resolved (off the loop).
+    Resolved {
+        slot: usize,
+        pid: u32,
+        id: Option<u64>,
+        addr: String,
+        result: Result<SocketAddr, String>,
+    },
+}
+
+/// The shell: the core plus everything it must not touch.
+pub(super) struct Shell {
+    core: Core,
+    sb: Scoreboard,
+    pub(super) listeners: Listeners,
+    tasks: mpsc::UnboundedSender<TaskEvent>,
+    phase: watch::Sender<Phase>,
+    hooks: Hooks,
+    name: String,
+    dir: Arc<RuntimeDir>,
+    program: Vec<String>,
+    shutdown_timeout: Duration,
+    show_query: bool,
+    /// uid and gid of the workers (`--user`/`--group`).
+    credentials: Option<(u32, u32)>,
+    /// Program copies by generation.
+    specs: HashMap<u64, Arc<SpawnSpec>>,
+    /// Live worker processes by slot.
+    procs: HashMap<usize, Proc>,
+    /// Reply channels of the core's waiters.
+    waiters: HashMap<WaiterId, oneshot::Sender<Reply>>,
+    next_waiter: u64,
+}
+
+impl Shell {
+    pub(super) fn new(
+        cfg: &Config,
+        dir: Arc<RuntimeDir>,
+        sb: Scoreboard,
+        tasks: mpsc::UnboundedSender<TaskEvent>,
+        phase: watch::Sender<Phase>,
+        hooks: Hooks,
+        credentials: Option<(u32, u32)>,
+    ) -> Self {
+        let settings = core::Settings {
+            name: cfg.name.clone(),
+            master_pid: std::process::id(),
+            slots: sb.slot_count(),
+            workers: cfg.worker_count(),
+            ready_timeout: cfg.ready_timeout(),
+            shutdown_timeout: cfg.shutdown_timeout(),
+            before_reload: hooks.before_reload.is_some(),
+            before_shutdown: hooks.before_shutdown.is_some(),
+        };
+        let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
+        Self {
+            core: Core::new(settings, seed, Instant::now()),
+            sb,
+            listeners: Listeners::default(),
+            tasks,
+            phase,
+            hooks,
+            name: cfg.name.clone(),
+            dir,
+            program: cfg.program.clone(),
+            shutdown_timeout: cfg.shutdown_timeout(),
+            show_query: cfg.show_query_strings,
+            credentials,
+            specs: HashMap::new(),
+            procs: HashMap::new(),
+            waiters: HashMap::new(),
+            next_waiter: 0,
+        }
+    }
+
+    /// The worker count wanted.
+    pub(super) fn target(&self) -> usize {
+        self.core.target()
+    }
+
+    /// Why the start failed, if it did.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.core.failure().map(str::to_string)
+    }
+
+    /// Starts the first generation and runs until every worker is gone after a stop.
+    pub(super) async fn run<S: SignalSource>(
+        &mut self,
+        signals: &mut S,
+        inbox: &mut mpsc::UnboundedReceiver<TaskEvent>,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) {
+        self.feed(Event::Start);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.core.finished() {
+            let timer = self.core.poll_timeout();
+            tokio::select! {
+                _ = housekeeping.tick() => self.housekeeping(),
+                ev = signals.next() => self.feed(Event::Signal(ev)),
+                Some(ev) = inbox.recv() => self.on_task(ev),
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+                () = sleep_until_opt(timer) => self.feed(Event::Tick),
+            }
+        }
+    }
+
+    /// Hands `event` to the core and carries out its actions (and the answers to them).
+    fn feed(&mut self, event: Event) {
+        let mut todo = VecDeque::from(self.core.handle(event, Instant::now()));
+        while let Some(action) = todo.pop_front() {
+            if let Some(answer) = self.execute(action) {
+                todo.extend(self.core.handle(answer, Instant::now()));
+            }
+        }
+    }
+
+    /// Carries out one action; returns the event that answers it at once, if any.
+    fn execute(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Spawn { slot, generation } => {
+                return Some(match self.spawn_worker(slot, generation) {
+                    Ok(pid) => Event::Spawned { slot, pid },
+                    Err(e) => Event::SpawnFailed {
+                        slot,
+                        error: e.to_string(),
+                    },
+                });
+            }
+            Action::Signal { slot, pid, sig } => self.signal_worker(slot, pid, sig),
+            Action::Drain { slot, pid } => self.drain_worker(slot, pid),
+            Action::Reply { waiter, reply } => {
+                if let Some(tx) = self.waiters.remove(&waiter) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Action::Notify(n) => self.notify(n),
+            Action::Log(l) => log(l),
+            Action::SetPhase(p) => {
+                self.phase.send_replace(p);
+            }
+            Action::RunHook { hook, timeout } => return self.run_hook(hook, timeout),
+            Action::Prepare { generation } => self.prepare(generation),
+            Action::DropGeneration { generation } => self.drop_generation(generation),
+            Action::SetGeneration(g) => self.sb.set_generation(g),
+            Action::SetTarget(n) => self.sb.set_target_workers(n),
+            Action::SlotExited { slot, status } => self.sb.slot_exited(slot, status),
+            Action::SlotRestarted { slot } => self.sb.slot_restarted(slot),
+            Action::RecordReload(r) => {
+                let success = r.outcome == crate::control::Outcome::Success;
+                self.sb
+                    .record_reload(success, r.generation, r.reason.as_deref());
+            }
+        }
+        None
+    }
+
+    fn on_task(&mut self, ev: TaskEvent) {
+        match ev {
+            TaskEvent::Control { slot, pid, msg } => match msg {
+                ToMaster::Ready => self.feed(Event::WorkerReady { slot, pid }),
+                ToMaster::Register { id, spec } => self.on_register(slot, pid, id, &spec),
+                ToMaster::Listen { id, addr } => self.on_listen(slot, pid, id, addr),
+            },
+            TaskEvent::ControlBroken { slot, pid, error } => {
+                self.feed(Event::WorkerBroken { slot, pid, error });
+            }
+            TaskEvent::Exited { slot, pid, status } => {
+                if self.procs.get(&slot).is_some_and(|p| p.pid == pid) {
+                    self.procs.remove(&slot);
+                }
+                self.feed(Event::WorkerExited { slot, pid, status });
+            }
+            TaskEvent::HookDone { hook, result } => self.feed(Event::HookDone { hook, result }),
+            TaskEvent::Prepared { generation, result } => {
+                let result = result.map(|spec| {
+                    self.specs.insert(generation, Arc::new(spec));
+                });
+                self.feed(Event::Prepared { generation, result });
+            }
+            TaskEvent::Resolved {
+                slot,
+                pid,
+                id,
+                addr,
+                result,
+            } => self.on_resolved(slot, pid, id, &addr, result),
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let waiter = WaiterId(self.next_waiter);
+        self.next_waiter += 1;
+        self.waiters.insert(waiter, cmd.reply);
+        self.feed(Event::Control {
+            request: cmd.req,
+            waiter,
+        });
+    }
+
+    /// Periodic chores: systemd's STATUS line, and reaping orphans when running as PID 1.
+    fn housekeeping(&self) {
+        // Heals a header a worker scribbled, for readers in other processes.
+        self.sb.restamp();
+        if reaper::is_init() {
+            reaper::reap_orphans(|pid| self.procs.values().any(|p| p.pid == pid));
+        }
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            systemd::notify(&format!("STATUS={}", self.status_line()));
+        }
+    }
+
+    fn notify(&self, n: Notify) {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return;
+        }
+        let msg = match n {
+            Notify::Ready => format!("READY=1\nSTATUS={}", self.status_line()),
+            Notify::Reloading { generation } => format!(
+                "{}\nSTATUS=reloading to generation {generation}",
+                systemd::reloading_message()
+            ),
+        };
+        systemd::notify(&msg);
+    }
+
+    /// One line for systemd's status: workers, generation, requests.
+    fn status_line(&self) -> String {
+        let snap = self.sb.snapshot();
+        let t = &snap.totals;
+        format!(
+            "{}/{} workers ready, generation {}, {} requests, {} in flight, {} connections",
+            t.workers_ready,
+            self.core.target(),
+            self.core.generation(),
+            t.requests_total,
+            t.requests_active,
+            t.conns_open
+        )
+    }
+
+    /// Removes every program copy (at exit).
+    pub(super) fn remove_program_copies(&mut self) {
+        for spec in self.specs.values().filter(|s| s.copied) {
+            program::remove(&self.dir, &spec.exe);
+        }
+        self.specs.clear();
+    }
+}
+
+fn log(l: Log) {
+    let Log {
+        level,
+        message,
+        slot,
+        pid,
+        generation,
+    } = l;
+    match level {
+        Level::Info => tracing::info!(slot, pid, generation, "{message}"),
+        Level::Warn => tracing::warn!(slot, pid, generation, "{message}"),
+        Level::Error => tracing::error!(slot, pid, generation, "{message}"),
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
