@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{fence, AtomicU64, AtomicU8, Ordering::*};
 
-use super::raw::tsc;
+use super::raw::tsc::tsc;
 
 /// The conversion and calibration state of this process.
 struct Params {

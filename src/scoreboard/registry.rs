@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use serde::{Deserialize, Serialize};
 
-use super::raw::{
+use super::raw::layout::{
     MetricEntry, Registry, CUSTOM_CELLS, MAX_BUCKETS, MAX_SERIES, METRIC_HELP_BYTES,
     METRIC_LABELS_BYTES, METRIC_NAME_BYTES,
 };

@@ -8,7 +8,7 @@
 //! display update instead of waiting; counters are never skipped.
 //!
 //! # No locked instruction on the common path
-//! A slot has two writer lanes ([`LANES`](super::raw::LANES)): the first thread of the worker that writes it
+//! A slot has two writer lanes ([`LANES`](super::raw::layout::LANES)): the first thread of the worker that writes it
 //! owns [`LANE_OWN`] and updates its counters and its last-request record with plain loads
 //! and stores; other threads use [`LANE_SHARED`] with read-modify-writes. An HTTP/1
 //! connection's requests come one at a time from the task serving it, so its entry's seqlock
@@ -21,7 +21,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 use std::sync::Arc;
 
 use super::clock::fast_ns;
-use super::raw::{
+use super::raw::layout::{
     ConnEntry, LastRequest, Slot, SlotCounters, CONN_ENTRIES, HISTOGRAM_BOUNDS, LANE_OWN,
     LANE_SHARED, STATUS_CLASSES,
 };
