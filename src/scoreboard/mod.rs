@@ -65,8 +65,7 @@ pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 use raw::layout::{Header, Registry, Slot};
 pub(crate) use segment::{load_acquire, Segment};
 
-/// Most slots a segment may have (keeps a corrupt header from asking for a huge mapping).
-pub const MAX_SLOTS: usize = 4096;
+pub use crate::limits::MAX_SLOTS;
 
 /// Lifecycle state of a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
