@@ -39,6 +39,7 @@ pub mod names;
 pub(crate) mod raw;
 mod registry;
 mod segment;
+mod seqlock;
 mod snapshot;
 mod strings;
 mod writer;

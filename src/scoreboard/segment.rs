@@ -349,7 +349,7 @@ impl Segment {
         set(&h.otlp_exports_failed, t.otlp_failed);
         strings::write(&h.status_addr, &t.status_addr);
         if let Some((outcome, generation, ms, reason)) = &t.last_reload {
-            super::writer::force_write(&h.last_reload_seq, || {
+            super::seqlock::force_write(&h.last_reload_seq, || {
                 set(&h.last_reload_outcome, *outcome);
                 set(&h.last_reload_generation, *generation);
                 set(&h.last_reload_unix_ms, *ms);
