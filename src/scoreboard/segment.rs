@@ -118,7 +118,7 @@ pub(crate) struct Segment {
 pub struct SegmentLayout {
     /// Slots in the segment.
     pub slots: usize,
-    /// [`layout::layout_hash`] of the master's build.
+    /// The layout hash (`raw::layout::layout_hash`) of the master's build.
     pub hash: u64,
 }
 
