@@ -13,8 +13,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::MAX_SLOTS;
+
 /// Most workers one master runs.
 pub const MAX_WORKERS: usize = 1024;
+/// Default address of the management (status) server: loopback only. Also
+/// `exporter::DEFAULT_ADDR`.
+pub const DEFAULT_STATUS_ADDR: &str = "127.0.0.1:9337";
 /// Longest duration accepted, in seconds (a day): larger values are surely a unit mistake.
 pub const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
@@ -172,7 +177,7 @@ impl Default for Config {
             otlp_headers: Vec::new(),
             otlp_gzip: false,
             otlp_resource: Vec::new(),
-            status_addr: crate::exporter::DEFAULT_ADDR.to_string(),
+            status_addr: DEFAULT_STATUS_ADDR.to_string(),
             listen: Vec::new(),
             program: Vec::new(),
         }
@@ -283,12 +288,12 @@ impl Config {
         }
         let min_slots = self.worker_count();
         if let Some(s) = self.slots {
-            if s < min_slots || s > crate::scoreboard::MAX_SLOTS {
+            if s < min_slots || s > MAX_SLOTS {
                 return invalid(
                     "slots",
                     format!(
                         "{s}: must be at least the worker count ({min_slots}) and at most {}",
-                        crate::scoreboard::MAX_SLOTS
+                        MAX_SLOTS
                     ),
                 );
             }

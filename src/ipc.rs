@@ -168,7 +168,7 @@ impl Channel {
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
         Ok(Self {
-            fd: crate::scoreboard::raw::register_async(fd)?,
+            fd: crate::scoreboard::raw::fd::register_async(fd)?,
         })
     }
 
@@ -239,7 +239,7 @@ fn recv_raw(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut fds = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(raw) = c {
-            fds.extend(crate::scoreboard::raw::adopt_received_fds(&raw));
+            fds.extend(crate::scoreboard::raw::fd::adopt_received_fds(&raw));
         }
     }
     if msg

@@ -34,6 +34,7 @@ pub mod control;
 mod error;
 pub mod exporter;
 pub mod ipc;
+mod limits;
 pub mod master;
 pub mod metrics;
 pub mod scoreboard;

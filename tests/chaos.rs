@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flora_cluster::scoreboard::SlotState;
-use support::tools::{status_port, PrometheusServer};
+use support::status_server::status_port;
+use support::tools::PrometheusServer;
 use support::{wait_until, Http, TestDir, START_TIMEOUT};
 
 /// Client threads, each with one keep-alive connection at a time.

@@ -59,7 +59,7 @@ fn crash_loop_backs_off_and_recovers_when_fixed() {
         cpu < 0.5 * elapsed + 0.1,
         "master used {cpu:.2} s CPU in {elapsed:.2} s"
     );
-    let metrics = get(support::tools::status_port(&cluster), "/metrics")
+    let metrics = get(support::status_server::status_port(&cluster), "/metrics")
         .unwrap()
         .text();
     assert!(

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use flora_cluster::scoreboard::SlotState;
-use support::tools;
+use support::{cluster, http, status_server, workers};
 use support::{Cluster, Http, TestDir, START_TIMEOUT};
 
 const NAME: &str = "jobs_done_total";
@@ -47,9 +47,9 @@ impl Expected {
 
 /// Sends `ADDS_PER_THREAD` adds of `n` on `c`; returns (slot, total added).
 fn add_many(c: &mut Http, n: u64) -> (usize, u64) {
-    let slot = tools::slot_of(c);
+    let slot = workers::slot_of(c);
     for i in 0..ADDS_PER_THREAD {
-        let r = tools::call(c, &format!("/m/add?name={NAME}&n={n}"));
+        let r = workers::call(c, &format!("/m/add?name={NAME}&n={n}"));
         assert_eq!(r.status, 200, "add {i} on slot {slot}: {}", r.text());
     }
     (slot, ADDS_PER_THREAD * n)
@@ -87,8 +87,8 @@ fn add_phase(port: u16, conns: &mut BTreeMap<usize, Http>, base: u64, want: &mut
 /// and that the JSON status agrees per slot.
 fn assert_counted(status: u16, want: &Expected) {
     let total = want.total() as f64;
-    tools::poll(COUNT_TIMEOUT, &format!("{NAME} == {total}"), || {
-        let s = tools::scrape(status, None);
+    support::poll(COUNT_TIMEOUT, &format!("{NAME} == {total}"), || {
+        let s = status_server::scrape(status, None);
         let got = s.expo.value(NAME, &LABELS);
         assert!(
             got.is_some_and(|v| v <= total),
@@ -100,12 +100,15 @@ fn assert_counted(status: u16, want: &Expected) {
             .ok_or(format!("{got:?}\n{}", s.text))
     });
     support::hold_for(STABLE_WINDOW, || {
-        let s = tools::scrape(status, None);
+        let s = status_server::scrape(status, None);
         assert_eq!(s.expo.value(NAME, &LABELS), Some(total), "{}", s.text);
         assert_eq!(s.expo.named(NAME).count(), 1, "{}", s.text);
     });
-    let doc = tools::get_json(status, "/server-status.json");
-    assert_eq!(tools::custom_value(&doc, NAME, &LABELS), Some(Some(total)));
+    let doc = http::get_json(status, "/server-status.json");
+    assert_eq!(
+        status_server::custom_value(&doc, NAME, &LABELS),
+        Some(Some(total))
+    );
     let per_slot: BTreeMap<usize, f64> = want
         .per_slot
         .iter()
@@ -113,7 +116,7 @@ fn assert_counted(status: u16, want: &Expected) {
         .map(|(s, n)| (*s, *n as f64))
         .collect();
     assert_eq!(
-        tools::custom_per_worker(&doc, NAME, &LABELS),
+        status_server::custom_per_worker(&doc, NAME, &LABELS),
         per_slot,
         "{}",
         doc["custom"]
@@ -123,7 +126,7 @@ fn assert_counted(status: u16, want: &Expected) {
 fn register_all(conns: &mut BTreeMap<usize, Http>) {
     for (slot, c) in conns.iter_mut() {
         assert_eq!(
-            tools::call_ok(c, REGISTER).trim(),
+            workers::call_ok(c, REGISTER).trim(),
             "registered",
             "slot {slot}"
         );
@@ -145,10 +148,10 @@ fn custom_counter_is_exact_across_kill_respawn_and_reload() {
     let dir = TestDir::new("custom-counts");
     let cluster = dir.start(support::free_port(), 3, &[]);
     let pids = cluster.wait_ready(3);
-    let status = tools::status_port(&cluster);
+    let status = status_server::status_port(&cluster);
     let mut want = Expected::default();
 
-    let mut conns = tools::conns_by_slot(cluster.port, &[0, 1, 2]);
+    let mut conns = workers::conns_by_slot(cluster.port, &[0, 1, 2]);
     register_all(&mut conns);
     add_phase(cluster.port, &mut conns, 3, &mut want);
     assert_counted(status, &want);
@@ -157,7 +160,7 @@ fn custom_counter_is_exact_across_kill_respawn_and_reload() {
     for i in 0..DEFERS {
         let slot = (i % 3) as usize;
         let c = conns.get_mut(&slot).expect("connection to the slot");
-        let body = tools::call_ok(c, &format!("/m/defer?name={NAME}&n={DEFER_N}"));
+        let body = workers::call_ok(c, &format!("/m/defer?name={NAME}&n={DEFER_N}"));
         assert_eq!(body.trim(), "ok", "defer {i}");
         want.add(slot, DEFER_N);
     }
@@ -169,38 +172,38 @@ fn custom_counter_is_exact_across_kill_respawn_and_reload() {
     }
     let before = want.total() as f64;
     support::kill9(pids[1]);
-    let respawned = tools::wait_respawn(&cluster, 1, pids[1]);
-    let s = tools::scrape(status, None);
+    let respawned = cluster::wait_respawn(&cluster, 1, pids[1]);
+    let s = status_server::scrape(status, None);
     assert_eq!(
         s.expo.value(NAME, &LABELS),
         Some(before),
         "the count of the killed worker must stay\n{}",
         s.text
     );
-    let mut c1 = tools::conns_by_slot(cluster.port, &[1])
+    let mut c1 = workers::conns_by_slot(cluster.port, &[1])
         .remove(&1)
         .expect("slot 1 connection");
     assert_eq!(
-        tools::call_ok(&mut c1, "/pid").trim(),
+        workers::call_ok(&mut c1, "/pid").trim(),
         respawned.to_string()
     );
-    let r = tools::call(&mut c1, &format!("/m/add?name={NAME}&n=1"));
+    let r = workers::call(&mut c1, &format!("/m/add?name={NAME}&n=1"));
     assert_eq!(
         r.status,
         404,
         "a respawned worker has not registered yet: {}",
         r.text()
     );
-    assert_eq!(tools::call_ok(&mut c1, REGISTER).trim(), "registered");
-    let doc = tools::get_json(status, "/server-status.json");
+    assert_eq!(workers::call_ok(&mut c1, REGISTER).trim(), "registered");
+    let doc = http::get_json(status, "/server-status.json");
     assert_eq!(
-        tools::custom_series(&doc, NAME, &LABELS).len(),
+        status_server::custom_series(&doc, NAME, &LABELS).len(),
         1,
         "the respawned worker gets the same series: {}",
         doc["custom"]
     );
     for _ in 0..ADDS_PER_THREAD {
-        tools::call_ok(&mut c1, &format!("/m/add?name={NAME}&n=13"));
+        workers::call_ok(&mut c1, &format!("/m/add?name={NAME}&n=13"));
     }
     want.add(1, ADDS_PER_THREAD * 13);
     c1.close();
@@ -214,13 +217,13 @@ fn custom_counter_is_exact_across_kill_respawn_and_reload() {
         (slots.len() == 3).then_some(slots)
     });
     assert_counted(status, &want);
-    let mut conns = tools::conns_by_slot(cluster.port, &new_slots);
+    let mut conns = workers::conns_by_slot(cluster.port, &new_slots);
     register_all(&mut conns);
     add_phase(cluster.port, &mut conns, 17, &mut want);
     assert_counted(status, &want);
-    let doc = tools::get_json(status, "/server-status.json");
+    let doc = http::get_json(status, "/server-status.json");
     assert_eq!(
-        tools::custom_series(&doc, NAME, &LABELS).len(),
+        status_server::custom_series(&doc, NAME, &LABELS).len(),
         1,
         "{}",
         doc["custom"]

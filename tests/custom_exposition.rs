@@ -11,7 +11,9 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use support::tools::{self, OmFamily, Scrape};
+use support::status_server::Scrape;
+use support::tools::{self, Lints, OmFamily};
+use support::{status_server, workers};
 use support::{Http, TestDir};
 
 /// Label values of the counter's series, as sent and as they must read back.
@@ -38,7 +40,7 @@ const OBS: [&[f64]; 2] = [&[0.05, 0.5, 5.0], &[0.1, 2.0]];
 const MAIL_BUCKETS: [(&str, f64); 3] = [("0.1", 2.0), ("1", 3.0), ("+Inf", 5.0)];
 
 fn ok(c: &mut Http, target: &str) {
-    let body = tools::call_ok(c, target);
+    let body = workers::call_ok(c, target);
     assert!(
         body.trim() == "ok" || body.trim() == "registered",
         "{target}: {body}"
@@ -88,17 +90,9 @@ fn populate(conns: &mut BTreeMap<usize, Http>) {
 fn check_text(s: &Scrape) {
     assert_eq!(
         s.resp.header("content-type"),
-        Some(tools::TEXT_CONTENT_TYPE)
+        Some(status_server::TEXT_CONTENT_TYPE)
     );
-    let promtool = tools::promtool_check_metrics(&s.text);
-    assert!(
-        promtool.status.success(),
-        "promtool check metrics: {}\n{}{}\n{}",
-        promtool.status,
-        promtool.stdout,
-        promtool.stderr,
-        s.text
-    );
+    tools::assert_promtool(&s.text, Lints::None, "scrape");
     assert!(
         s.expo.duplicate_series().is_empty(),
         "{:?}",
@@ -180,7 +174,7 @@ fn family<'a>(fams: &'a [OmFamily], name: &str) -> &'a OmFamily {
 fn check_openmetrics(s: &Scrape) {
     assert_eq!(
         s.resp.header("content-type"),
-        Some(tools::OPENMETRICS_CONTENT_TYPE)
+        Some(status_server::OPENMETRICS_CONTENT_TYPE)
     );
     assert!(s.text.ends_with("# EOF\n"), "{}", s.text);
     let fams = tools::parse_openmetrics_with_python(&s.text)
@@ -235,12 +229,15 @@ fn custom_metrics_are_valid_exposition_in_both_formats() {
     let dir = TestDir::new("custom-expo");
     let cluster = dir.start(support::free_port(), 2, &[]);
     cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
-    let mut conns = tools::conns_by_slot(cluster.port, &[0, 1]);
+    let status = status_server::status_port(&cluster);
+    let mut conns = workers::conns_by_slot(cluster.port, &[0, 1]);
     populate(&mut conns);
 
-    check_text(&tools::scrape(status, None));
-    check_openmetrics(&tools::scrape(status, Some(tools::PROMETHEUS_ACCEPT)));
+    check_text(&status_server::scrape(status, None));
+    check_openmetrics(&status_server::scrape(
+        status,
+        Some(status_server::PROMETHEUS_ACCEPT),
+    ));
     for c in conns.into_values() {
         c.close();
     }

@@ -8,7 +8,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::tools::{self, Scrape};
+use support::status_server::Scrape;
+use support::tools::{self, Lints};
+use support::{cluster, http, status_server, workers};
 use support::{Cluster, Http, TestDir, START_TIMEOUT};
 
 /// Each worker's value: slot 0, slot 1 (distinct, so every aggregation tells them apart).
@@ -40,8 +42,8 @@ fn gauge(agg: &str) -> String {
 /// The combined values `want` (name → value; `None` = no sample / JSON null), waited for in
 /// `/metrics`, then checked in `/server-status.json`.
 fn wait_values(status: u16, want: &BTreeMap<String, Option<f64>>) -> Scrape {
-    let s = tools::poll(VALUE_TIMEOUT, &format!("gauge values {want:?}"), || {
-        let s = tools::scrape(status, None);
+    let s = support::poll(VALUE_TIMEOUT, &format!("gauge values {want:?}"), || {
+        let s = status_server::scrape(status, None);
         let got: BTreeMap<String, Option<f64>> = want
             .keys()
             .map(|n| (n.clone(), s.expo.value(n, &[])))
@@ -56,10 +58,10 @@ fn wait_values(status: u16, want: &BTreeMap<String, Option<f64>>) -> Scrape {
         assert!(s.expo.named(name).count() <= 1, "{name}\n{}", s.text);
         assert_eq!(s.expo.type_of(name), Some("gauge"), "{name}\n{}", s.text);
     }
-    let doc = tools::get_json(status, "/server-status.json");
+    let doc = http::get_json(status, "/server-status.json");
     for (name, v) in want {
         assert_eq!(
-            tools::custom_value(&doc, name, &[]),
+            status_server::custom_value(&doc, name, &[]),
             Some(*v),
             "{name} in JSON: {}",
             doc["custom"]
@@ -70,13 +72,13 @@ fn wait_values(status: u16, want: &BTreeMap<String, Option<f64>>) -> Scrape {
 
 fn register(c: &mut Http, slot: usize, query: &str) {
     let target = format!("/m/register?kind=gauge&{query}");
-    let body = tools::call_ok(c, &target);
+    let body = workers::call_ok(c, &target);
     assert_eq!(body.trim(), "registered", "slot {slot}: {target}");
 }
 
 fn set(c: &mut Http, name: &str, v: f64) {
     assert_eq!(
-        tools::call_ok(c, &format!("/m/set?name={name}&v={v}")).trim(),
+        workers::call_ok(c, &format!("/m/set?name={name}&v={v}")).trim(),
         "ok"
     );
 }
@@ -86,8 +88,8 @@ fn gauges_aggregate_live_workers_and_dead_ones_only_when_asked() {
     let dir = TestDir::new("custom-gauges");
     let cluster = dir.start(support::free_port(), 2, &[]);
     let pids = cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
-    let mut conns = tools::conns_by_slot(cluster.port, &[0, 1]);
+    let status = status_server::status_port(&cluster);
+    let mut conns = workers::conns_by_slot(cluster.port, &[0, 1]);
 
     for (slot, c) in conns.iter_mut() {
         for (agg, _) in AGGS {
@@ -120,12 +122,12 @@ fn gauges_aggregate_live_workers_and_dead_ones_only_when_asked() {
         "an unset gauge has no sample\n{}",
         s.text
     );
-    let doc = tools::get_json(status, "/server-status.json");
+    let doc = http::get_json(status, "/server-status.json");
     for (agg, _) in AGGS {
-        let m = tools::custom_series(&doc, &gauge(agg), &[]);
+        let m = status_server::custom_series(&doc, &gauge(agg), &[]);
         assert_eq!(m[0]["aggregation"], agg, "{}", doc["custom"]);
         assert_eq!(
-            tools::custom_per_worker(&doc, &gauge(agg), &[]),
+            status_server::custom_per_worker(&doc, &gauge(agg), &[]),
             BTreeMap::from([(0, V[0]), (1, V[1])]),
             "{}",
             doc["custom"]
@@ -154,44 +156,37 @@ fn gauges_aggregate_live_workers_and_dead_ones_only_when_asked() {
     // Slot 0's own latest value is the one it set last.
     want.insert(gauge("latest"), Some(LATEST_AGAIN));
     wait_values(status, &want);
-    let respawned = tools::wait_respawn(&cluster, 1, pids[1]);
+    let respawned = cluster::wait_respawn(&cluster, 1, pids[1]);
     // The respawned worker starts unset: the values stay those of slot 0 alone.
     let s = wait_values(status, &want);
-    let doc = tools::get_json(status, "/server-status.json");
+    let doc = http::get_json(status, "/server-status.json");
     assert_eq!(
-        tools::custom_per_worker(&doc, &gauge("sum"), &[]),
+        status_server::custom_per_worker(&doc, &gauge("sum"), &[]),
         BTreeMap::from([(0, V[0])]),
         "{}\n{}",
         doc["custom"],
         s.text
     );
     assert_eq!(
-        tools::custom_per_worker(&doc, DEAD, &[]),
+        status_server::custom_per_worker(&doc, DEAD, &[]),
         BTreeMap::from([(0, DEAD_V[0]), (1, DEAD_V[1])]),
         "{}",
         doc["custom"]
     );
 
-    let mut c1 = tools::conns_by_slot(cluster.port, &[1])
+    let mut c1 = workers::conns_by_slot(cluster.port, &[1])
         .remove(&1)
         .expect("slot 1 connection");
     assert_eq!(
-        tools::call_ok(&mut c1, "/pid").trim(),
+        workers::call_ok(&mut c1, "/pid").trim(),
         respawned.to_string()
     );
     register(&mut c1, 1, &format!("name={}&agg=sum", gauge("sum")));
     set(&mut c1, &gauge("sum"), RESPAWN_V);
     want.insert(gauge("sum"), Some(V[0] + RESPAWN_V));
     wait_values(status, &want);
-    let s = tools::scrape(status, None);
-    let promtool = tools::promtool_check_metrics(&s.text);
-    assert!(
-        promtool.status.success(),
-        "promtool: {}{}\n{}",
-        promtool.stdout,
-        promtool.stderr,
-        s.text
-    );
+    let s = status_server::scrape(status, None);
+    tools::assert_promtool(&s.text, Lints::None, "scrape");
     c1.close();
 
     // Reload: the new generation runs in other slots and sets nothing; the retired slots'
@@ -210,9 +205,9 @@ fn gauges_aggregate_live_workers_and_dead_ones_only_when_asked() {
             s.text
         );
     }
-    let doc = tools::get_json(status, "/server-status.json");
+    let doc = http::get_json(status, "/server-status.json");
     assert_eq!(
-        tools::custom_per_worker(&doc, DEAD, &[]),
+        status_server::custom_per_worker(&doc, DEAD, &[]),
         BTreeMap::from([(0, DEAD_V[0]), (1, DEAD_V[1])]),
         "{}",
         doc["custom"]

@@ -16,7 +16,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::tools;
+use support::{http, status_server};
 use support::{Http, TestDir};
 
 /// How long each `/info` request sleeps: long enough to look at it while it is in flight.
@@ -63,8 +63,8 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
 fn wait_infos(status: u16, want: &[Vec<(String, String)>]) -> Value {
     let mut want = want.to_vec();
     want.sort();
-    tools::poll(SHOW_TIMEOUT, "the in-flight /info requests", || {
-        let doc = tools::get_json(status, "/server-status.json");
+    support::poll(SHOW_TIMEOUT, "the in-flight /info requests", || {
+        let doc = http::get_json(status, "/server-status.json");
         let mut got = info_requests(&doc);
         got.sort();
         if got == want {
@@ -85,7 +85,7 @@ fn request_infos_show_while_in_flight_escaped_and_truncated() {
     let dir = TestDir::new("custom-infos");
     let cluster = dir.start(support::free_port(), 2, &[]);
     cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
+    let status = status_server::status_port(&cluster);
 
     let long_value = "v".repeat(60);
     let value_48 = "w".repeat(48);
@@ -109,7 +109,7 @@ fn request_infos_show_while_in_flight_escaped_and_truncated() {
     ]);
     wait_infos(status, &[want_a, want_b]);
 
-    let page = tools::get_with(status, "/server-status", &[]);
+    let page = http::get_with(status, "/server-status", &[]);
     assert_eq!(page.status, 200);
     let html = page.text();
     for chip in [

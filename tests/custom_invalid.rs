@@ -4,8 +4,9 @@
 
 mod support;
 
-use support::tools;
+use support::tools::{self, Lints};
 use support::TestDir;
+use support::{http, status_server, workers};
 
 /// Series the registry holds (`scoreboard::raw::MAX_SERIES`).
 const MAX_SERIES: usize = flora_cluster::scoreboard::MAX_SERIES;
@@ -78,15 +79,15 @@ fn cases() -> Vec<Bad> {
 
 /// Status and body of `GET /m/register?query` on `c`.
 fn register(c: &mut support::Http, query: &str) -> (u16, String) {
-    let r = tools::call(c, &format!("/m/register?{query}"));
+    let r = workers::call(c, &format!("/m/register?{query}"));
     (r.status, r.text())
 }
 
 /// Every output the master serves, for "this name is absent" checks.
-fn outputs(status: u16) -> (tools::Scrape, serde_json::Value, String) {
-    let s = tools::scrape(status, None);
-    let doc = tools::get_json(status, "/server-status.json");
-    let auto = tools::get_with(status, "/server-status?auto", &[]).text();
+fn outputs(status: u16) -> (status_server::Scrape, serde_json::Value, String) {
+    let s = status_server::scrape(status, None);
+    let doc = http::get_json(status, "/server-status.json");
+    let auto = http::get_with(status, "/server-status?auto", &[]).text();
     (s, doc, auto)
 }
 
@@ -98,7 +99,7 @@ fn assert_absent(status: u16, name: &str) {
         .any(|l| l.split(['{', ' ']).any(|w| w == name));
     assert!(!in_metrics, "{name} appears in /metrics:\n{}", s.text);
     assert!(
-        tools::custom_series(&doc, name, &[]).is_empty()
+        status_server::custom_series(&doc, name, &[]).is_empty()
             && !doc["custom"].to_string().contains(&format!("\"{name}\"")),
         "{name} appears in the JSON: {}",
         doc["custom"]
@@ -111,16 +112,9 @@ fn assert_absent(status: u16, name: &str) {
     );
 }
 
-fn assert_promtool_clean(status: u16) -> tools::Scrape {
-    let s = tools::scrape(status, None);
-    let out = tools::promtool_check_metrics(&s.text);
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{}",
-        out.stdout,
-        out.stderr,
-        s.text
-    );
+fn assert_promtool_clean(status: u16) -> status_server::Scrape {
+    let s = status_server::scrape(status, None);
+    tools::assert_promtool(&s.text, Lints::None, "scrape");
     assert!(s.expo.duplicate_series().is_empty(), "{}", s.text);
     s
 }
@@ -130,8 +124,8 @@ fn invalid_registrations_are_refused_and_leave_nothing_behind() {
     let dir = TestDir::new("custom-invalid");
     let cluster = dir.start(support::free_port(), 2, &[]);
     let pids = cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
-    let mut conns = tools::conns_by_slot(cluster.port, &[0, 1]);
+    let status = status_server::status_port(&cluster);
+    let mut conns = workers::conns_by_slot(cluster.port, &[0, 1]);
     let c = conns.get_mut(&0).expect("slot 0");
 
     for case in cases() {
@@ -145,9 +139,9 @@ fn invalid_registrations_are_refused_and_leave_nothing_behind() {
             );
         }
         // The same worker keeps serving on the same connection.
-        assert_eq!(tools::call_ok(c, "/pid").trim(), pids[0].to_string());
+        assert_eq!(workers::call_ok(c, "/pid").trim(), pids[0].to_string());
         assert_absent(status, case.absent);
-        let r = tools::call(c, &format!("/m/add?name={}&n=1", case.absent));
+        let r = workers::call(c, &format!("/m/add?name={}&n=1", case.absent));
         assert_eq!(
             r.status,
             404,
@@ -239,12 +233,12 @@ fn invalid_registrations_are_refused_and_leave_nothing_behind() {
         (200, "registered\n".into())
     );
     assert_eq!(
-        tools::call_ok(c1, "/m/add?name=fill_2_total&n=4").trim(),
+        workers::call_ok(c1, "/m/add?name=fill_2_total&n=4").trim(),
         "ok"
     );
     // Every worker and the cluster keep serving; the scrape is valid with a full registry.
     for (slot, c) in conns.iter_mut() {
-        assert_eq!(tools::call_ok(c, "/pid").trim(), pids[*slot].to_string());
+        assert_eq!(workers::call_ok(c, "/pid").trim(), pids[*slot].to_string());
     }
     assert_eq!(support::get(cluster.port, "/").expect("GET /").status, 200);
     let s = assert_promtool_clean(status);

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Barrier;
 use std::time::Duration;
 
-use support::tools::{self, Scrape};
+use support::status_server::Scrape;
+use support::tools::{self, Lints};
+use support::{http, status_server, workers};
 use support::{Http, TestDir};
 
 /// The counter both workers register.
@@ -34,7 +36,7 @@ fn at_once(conns: &mut BTreeMap<usize, Http>, target: &str) -> BTreeMap<usize, (
                 let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
-                    let r = tools::call(c, target);
+                    let r = workers::call(c, target);
                     (*slot, (r.status, r.text()))
                 })
             })
@@ -59,8 +61,8 @@ fn same_counter_registered_at_once_by_two_workers_is_one_series() {
     let dir = TestDir::new("custom-reg-conc");
     let cluster = dir.start(support::free_port(), 2, &[]);
     cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
-    let mut conns = tools::conns_by_slot(cluster.port, &[0, 1]);
+    let status = status_server::status_port(&cluster);
+    let mut conns = workers::conns_by_slot(cluster.port, &[0, 1]);
 
     let register = format!("/m/register?kind=counter&name={NAME}&label=shop:main");
     for (slot, (code, body)) in at_once(&mut conns, &register) {
@@ -77,7 +79,7 @@ fn same_counter_registered_at_once_by_two_workers_is_one_series() {
         }
     }
 
-    let s = tools::scrape(status, None);
+    let s = status_server::scrape(status, None);
     assert_eq!(
         series_lines(&s, NAME),
         vec![format!("{NAME}{{shop=\"main\"}} 0")],
@@ -95,9 +97,9 @@ fn same_counter_registered_at_once_by_two_workers_is_one_series() {
         );
     }
     assert!(s.expo.duplicate_series().is_empty(), "{}", s.text);
-    let doc = tools::get_json(status, "/server-status.json");
+    let doc = http::get_json(status, "/server-status.json");
     assert_eq!(
-        tools::custom_series(&doc, NAME, &LABELS).len(),
+        status_server::custom_series(&doc, NAME, &LABELS).len(),
         1,
         "one JSON entry: {}",
         doc["custom"]
@@ -110,46 +112,42 @@ fn same_counter_registered_at_once_by_two_workers_is_one_series() {
     );
 
     for (slot, c) in conns.iter_mut() {
-        let body = tools::call_ok(c, &format!("/m/add?name={NAME}&n={}", ADD[*slot]));
+        let body = workers::call_ok(c, &format!("/m/add?name={NAME}&n={}", ADD[*slot]));
         assert_eq!(body.trim(), "ok", "slot {slot}");
     }
     let want = (ADD[0] + ADD[1]) as f64;
 
-    let s = tools::poll(COUNT_TIMEOUT, "the sum in /metrics", || {
-        let s = tools::scrape(status, None);
+    let s = support::poll(COUNT_TIMEOUT, "the sum in /metrics", || {
+        let s = status_server::scrape(status, None);
         match s.expo.value(NAME, &LABELS) {
             Some(v) if v == want => Ok(s),
             other => Err(format!("{other:?}\n{}", s.text)),
         }
     });
     assert_eq!(series_lines(&s, NAME).len(), 1, "{}", s.text);
-    let promtool = tools::promtool_check_metrics(&s.text);
-    assert!(
-        promtool.status.success(),
-        "promtool: {}{}\n{}",
-        promtool.stdout,
-        promtool.stderr,
-        s.text
-    );
+    tools::assert_promtool(&s.text, Lints::None, "scrape");
 
-    let doc = tools::get_json(status, "/server-status.json");
-    assert_eq!(tools::custom_value(&doc, NAME, &LABELS), Some(Some(want)));
+    let doc = http::get_json(status, "/server-status.json");
+    assert_eq!(
+        status_server::custom_value(&doc, NAME, &LABELS),
+        Some(Some(want))
+    );
     assert_eq!(doc["custom"][0]["kind"], "counter", "{}", doc["custom"]);
     assert_eq!(
-        tools::custom_per_worker(&doc, NAME, &LABELS),
+        status_server::custom_per_worker(&doc, NAME, &LABELS),
         BTreeMap::from([(0, ADD[0] as f64), (1, ADD[1] as f64)]),
         "{}",
         doc["custom"]
     );
 
-    let auto = tools::get_with(status, "/server-status?auto", &[]).text();
+    let auto = http::get_with(status, "/server-status?auto", &[]).text();
     assert_eq!(
-        tools::auto_value(&auto, &format!("{NAME}{{shop=\"main\"}}")),
+        status_server::auto_value(&auto, &format!("{NAME}{{shop=\"main\"}}")),
         Some(want),
         "{auto}"
     );
 
-    let html = tools::get_with(status, "/server-status", &[]).text();
+    let html = http::get_with(status, "/server-status", &[]).text();
     let table = html
         .split("<table id=\"custom\">")
         .nth(1)
@@ -169,11 +167,11 @@ fn same_counter_registered_at_once_by_two_workers_is_one_series() {
     }
 
     for (slot, c) in conns.iter_mut() {
-        let body = tools::call_ok(c, "/status");
+        let body = workers::call_ok(c, "/status");
         let inapp: serde_json::Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("slot {slot}: /status is not JSON ({e}): {body}"));
         assert_eq!(
-            tools::custom_value(&inapp, NAME, &LABELS),
+            status_server::custom_value(&inapp, NAME, &LABELS),
             Some(Some(want)),
             "in-app /status of slot {slot}: {}",
             inapp["custom"]
@@ -199,7 +197,10 @@ fn same_counter_registered_at_once_by_two_workers_is_one_series() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
-    assert_eq!(tools::custom_value(&cli, NAME, &LABELS), Some(Some(want)));
+    assert_eq!(
+        status_server::custom_value(&cli, NAME, &LABELS),
+        Some(Some(want))
+    );
 
     for c in conns.into_values() {
         c.close();

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::tools::{self, ChildGuard};
+use support::tools::ChildGuard;
+use support::{http, status_server, workers};
 use support::{Http, TestDir, DEMO_BIN};
 
 /// Longest wait for the finished `/status` request to show in the master's totals, or for
@@ -50,8 +51,8 @@ fn in_app_status_equals_the_masters_view() {
     let dir = TestDir::new("custom-inapp");
     let cluster = dir.start(support::free_port(), 2, &[]);
     cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
-    let mut conns = tools::conns_by_slot(cluster.port, &[0, 1]);
+    let status = status_server::status_port(&cluster);
+    let mut conns = workers::conns_by_slot(cluster.port, &[0, 1]);
     for (slot, c) in conns.iter_mut() {
         for (register, update) in [
             (
@@ -67,15 +68,15 @@ fn in_app_status_equals_the_masters_view() {
                 "observe?name=job_seconds&v=0.5",
             ),
         ] {
-            let r = tools::call_ok(c, &format!("/m/register?{register}"));
+            let r = workers::call_ok(c, &format!("/m/register?{register}"));
             assert_eq!(r.trim(), "registered", "slot {slot}: {register}");
-            tools::call_ok(c, &format!("/m/{update}"));
+            workers::call_ok(c, &format!("/m/{update}"));
         }
     }
 
     // Nothing else talks to the workers from here on.
     let c0 = conns.get_mut(&0).expect("slot 0");
-    let inapp = json(&tools::call_ok(c0, "/status"));
+    let inapp = json(&workers::call_ok(c0, "/status"));
     let n = total(&inapp, "requests_total");
     assert_eq!(
         total(&inapp, "requests_active"),
@@ -83,14 +84,14 @@ fn in_app_status_equals_the_masters_view() {
         "the /status request itself is in flight: {}",
         inapp["totals"]
     );
-    let first = tools::get_json(status, "/server-status.json");
+    let first = http::get_json(status, "/server-status.json");
     let seen = total(&first, "requests_total");
     assert!(
         seen == n || seen == n + 1,
         "the master counts {seen} requests, the worker {n} (+1 for /status at most)"
     );
-    let master = tools::poll(SETTLE_TIMEOUT, "the /status request counted", || {
-        let doc = tools::get_json(status, "/server-status.json");
+    let master = support::poll(SETTLE_TIMEOUT, "the /status request counted", || {
+        let doc = http::get_json(status, "/server-status.json");
         let seen = total(&doc, "requests_total");
         assert!(
             seen <= n + 1,
@@ -99,7 +100,7 @@ fn in_app_status_equals_the_masters_view() {
         (seen == n + 1).then_some(doc).ok_or(format!("{seen}"))
     });
     support::hold_for(STABLE_WINDOW, || {
-        let doc = tools::get_json(status, "/server-status.json");
+        let doc = http::get_json(status, "/server-status.json");
         assert_eq!(total(&doc, "requests_total"), n + 1);
         assert_eq!(total(&doc, "requests_active"), 0);
     });
@@ -117,19 +118,19 @@ fn in_app_status_equals_the_masters_view() {
         "custom metrics: in-app vs master"
     );
     assert_eq!(
-        tools::custom_value(&inapp, "orders_total", &[("shop", "a")]),
+        status_server::custom_value(&inapp, "orders_total", &[("shop", "a")]),
         Some(Some(6.0))
     );
     assert_eq!(
-        tools::custom_value(&inapp, "queue_depth", &[]),
+        status_server::custom_value(&inapp, "queue_depth", &[]),
         Some(Some(2.5))
     );
     assert_eq!(
-        tools::custom_value(&inapp, "job_seconds", &[]),
+        status_server::custom_value(&inapp, "job_seconds", &[]),
         Some(Some(2.0))
     );
     let c1 = conns.get_mut(&1).expect("slot 1");
-    let other = json(&tools::call_ok(c1, "/status"));
+    let other = json(&workers::call_ok(c1, "/status"));
     assert_eq!(other["custom"], master["custom"], "slot 1's in-app view");
     for c in conns.into_values() {
         c.close();
@@ -148,33 +149,33 @@ fn standalone_worker_shows_its_own_one_slot_status() {
     }
     cmd.env("HOST", "127.0.0.1").env("PORT", port.to_string());
     let mut demo = ChildGuard::spawn("standalone flora-demo", &mut cmd, dir.scratch("demo.log"));
-    let mut c = tools::poll(SETTLE_TIMEOUT, "the standalone demo to answer", || {
+    let mut c = support::poll(SETTLE_TIMEOUT, "the standalone demo to answer", || {
         demo.assert_running();
         Http::connect(port).map_err(|e| e.to_string())
     });
     assert_eq!(
-        tools::call_ok(&mut c, "/pid").trim(),
+        workers::call_ok(&mut c, "/pid").trim(),
         demo.pid().to_string()
     );
-    assert_eq!(tools::call_ok(&mut c, "/slot").trim(), "0");
+    assert_eq!(workers::call_ok(&mut c, "/slot").trim(), "0");
     for _ in 0..2 {
-        let r = tools::call_ok(&mut c, "/m/register?kind=counter&name=solo_jobs_total");
+        let r = workers::call_ok(&mut c, "/m/register?kind=counter&name=solo_jobs_total");
         assert_eq!(r.trim(), "registered");
     }
-    let r = tools::call(&mut c, "/m/register?kind=counter&name=flora_solo_total");
+    let r = workers::call(&mut c, "/m/register?kind=counter&name=flora_solo_total");
     assert_eq!(r.status, 422, "{}", r.text());
-    tools::call_ok(&mut c, "/m/add?name=solo_jobs_total&n=5");
-    tools::call_ok(&mut c, "/m/add?name=solo_jobs_total&n=3");
+    workers::call_ok(&mut c, "/m/add?name=solo_jobs_total&n=5");
+    workers::call_ok(&mut c, "/m/add?name=solo_jobs_total&n=3");
 
-    let doc = json(&tools::call_ok(&mut c, "/status"));
+    let doc = json(&workers::call_ok(&mut c, "/status"));
     assert_eq!(doc["slots"].as_array().map(Vec::len), Some(1), "{doc}");
     assert_eq!(doc["custom"].as_array().map(Vec::len), Some(1), "{doc}");
     assert_eq!(
-        tools::custom_value(&doc, "solo_jobs_total", &[]),
+        status_server::custom_value(&doc, "solo_jobs_total", &[]),
         Some(Some(8.0))
     );
     assert_eq!(
-        tools::custom_per_worker(&doc, "solo_jobs_total", &[]),
+        status_server::custom_per_worker(&doc, "solo_jobs_total", &[]),
         [(0, 8.0)].into()
     );
     // /pid, /slot, 2 registers, the refused one, 2 adds finished; /status is in flight.

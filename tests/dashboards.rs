@@ -32,7 +32,10 @@ use consistency::check_consistency;
 use flora_cluster::scoreboard::SlotState;
 use probes::{plan, run_probe, Probe};
 use serde_json::Value;
-use support::tools::{self, poll, require_tool, run_tool, PrometheusServer, ToolOutput, Traffic};
+use support::http;
+use support::poll;
+use support::tools::{self, require_tool, run_tool, PrometheusServer, ToolOutput};
+use support::workers::Traffic;
 use support::{wait_for, Cluster, Http, TestDir, START_TIMEOUT};
 use texts::{
     alert_cases, alert_names, label_values_args, promql_texts, substitute, Expr, Kind,
@@ -100,12 +103,7 @@ fn show(out: &ToolOutput) -> String {
 // ---------------------------------------------------------------------------------------
 
 fn promtool(args: &[&str]) -> ToolOutput {
-    let bin = require_tool("promtool", "prometheus");
-    let out = run_tool(
-        Command::new(bin).args(args).current_dir(repo()),
-        b"",
-        tools::TOOL_TIMEOUT,
-    );
+    let out = tools::promtool(args, b"");
     println!(
         "$ promtool {}\n{}{}",
         args.join(" "),
@@ -341,7 +339,7 @@ fn scraped_instance(prom: &PrometheusServer) -> String {
 
 /// Names of the metrics Prometheus stores for the job.
 fn exported_metrics(prom: &PrometheusServer) -> BTreeSet<String> {
-    let selector = tools::url_encode(&format!("{{job=\"{JOB}\"}}"));
+    let selector = http::url_encode(&format!("{{job=\"{JOB}\"}}"));
     prom.api(&format!(
         "/api/v1/label/__name__/values?match%5B%5D={selector}"
     ))
@@ -500,7 +498,7 @@ fn range_points(prom: &PrometheusServer, promql: &str) -> usize {
         .as_secs();
     let data = prom.api(&format!(
         "/api/v1/query_range?query={}&start={}&end={end}&step={ANNOTATION_STEP_SECS}",
-        tools::url_encode(promql),
+        http::url_encode(promql),
         end - 600
     ));
     data["result"]

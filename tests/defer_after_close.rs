@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{hold_for, tools, wait_until, Http, TestDir};
+use support::workers;
+use support::{hold_for, wait_until, Http, TestDir};
 
 const NAME: &str = "late_jobs_total";
 /// Longest wait for the late add to show.
@@ -29,9 +30,9 @@ fn a_late_add_counts_when_the_connection_closes_first() {
     let cluster = dir.start(port, 1, &[]);
     cluster.wait_ready(1);
     let mut c = Http::connect(port).expect("connect");
-    tools::call_ok(&mut c, &format!("/m/register?kind=counter&name={NAME}"));
+    workers::call_ok(&mut c, &format!("/m/register?kind=counter&name={NAME}"));
     // The add comes 300 ms after the response; the connection is closed before that.
-    tools::call_ok(&mut c, &format!("/m/defer-late?name={NAME}&n=7&ms=300"));
+    workers::call_ok(&mut c, &format!("/m/defer-late?name={NAME}&n=7&ms=300"));
     c.close();
     wait_until(COUNT_TIMEOUT, "the late add to count", || {
         count(&cluster) == Some(7.0)

@@ -5,8 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::tools::{self, ApacheExporter};
+use support::tools::ApacheExporter;
 use support::TestDir;
+use support::{http, status_server, workers};
 
 /// Requests sent (odd, so an off-by-one or a double count cannot hide).
 const K: u64 = 37;
@@ -18,8 +19,8 @@ fn apache_exporter_reads_server_status_auto() {
     let dir = TestDir::new("exp-apache");
     let cluster = dir.start(support::free_port(), 2, &[]);
     cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
-    let auto = tools::get_with(status, "/server-status?auto", &[]);
+    let status = status_server::status_port(&cluster);
+    let auto = http::get_with(status, "/server-status?auto", &[]);
     assert_eq!(auto.status, 200, "/server-status?auto: {}", auto.text());
     let uri = format!("http://127.0.0.1:{status}/server-status?auto");
     let mut exporter = ApacheExporter::start(&uri);
@@ -32,21 +33,21 @@ fn apache_exporter_reads_server_status_auto() {
         idle.text,
         auto.text()
     );
-    tools::send_requests(cluster.port, K);
+    workers::send_requests(cluster.port, K);
 
-    let s = tools::poll(COUNT_TIMEOUT, "apache_accesses_total == K", || {
+    let s = support::poll(COUNT_TIMEOUT, "apache_accesses_total == K", || {
         let s = exporter.scrape();
         let n = s.expo.value("apache_accesses_total", &[]);
         if n == Some(K as f64) {
             return Ok(s);
         }
-        let auto = tools::get_with(status, "/server-status?auto", &[]).text();
+        let auto = http::get_with(status, "/server-status?auto", &[]).text();
         Err(format!(
             "apache_accesses_total {n:?}, want {K}\n{}\n----- ?auto -----\n{auto}",
             s.text
         ))
     });
-    let auto = tools::get_with(status, "/server-status?auto", &[]).text();
+    let auto = http::get_with(status, "/server-status?auto", &[]).text();
     assert_eq!(
         s.expo.value("apache_up", &[]),
         Some(1.0),

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flora_cluster::scoreboard::SlotState;
-use support::tools::{self, Exposition, Scrape};
+use support::exposition::Exposition;
+use support::status_server::Scrape;
+use support::{http, status_server, workers};
 use support::{wait_for, Cluster, TestDir, START_TIMEOUT};
 
 /// Requests of the first phase (odd, so an off-by-one or a double count cannot hide).
@@ -62,8 +64,8 @@ fn counter_sums(e: &Exposition) -> BTreeMap<String, f64> {
 /// the JSON status (both spellings) shows the same total. Returns the last scrape.
 fn wait_total(status: u16, want: u64, mono: &mut Monotonic) -> Scrape {
     let what = format!("sum(flora_http_requests_total) == {want}");
-    let s = tools::poll(COUNT_TIMEOUT, &what, || {
-        let s = tools::scrape(status, None);
+    let s = support::poll(COUNT_TIMEOUT, &what, || {
+        let s = status_server::scrape(status, None);
         mono.check(&s);
         let total = s.expo.sum("flora_http_requests_total");
         assert!(
@@ -77,7 +79,7 @@ fn wait_total(status: u16, want: u64, mono: &mut Monotonic) -> Scrape {
         Err(format!("{total} counted\n{}", s.text))
     });
     support::hold_for(STABLE_WINDOW, || {
-        let s = tools::scrape(status, None);
+        let s = status_server::scrape(status, None);
         mono.check(&s);
         assert_eq!(
             s.expo.sum("flora_http_requests_total"),
@@ -87,7 +89,7 @@ fn wait_total(status: u16, want: u64, mono: &mut Monotonic) -> Scrape {
         );
     });
     for target in ["/server-status.json", "/server-status?json"] {
-        let doc = tools::get_json(status, target);
+        let doc = http::get_json(status, target);
         assert_eq!(doc["schema_version"], 1, "{target}: {doc}");
         assert_eq!(doc["totals"]["requests_total"], want, "{target}: {doc}");
     }
@@ -110,9 +112,9 @@ fn metrics_count_each_request_once_across_kill_and_reload() {
     let dir = TestDir::new("exp-counts");
     let cluster = dir.start(support::free_port(), 2, &[]);
     cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
+    let status = status_server::status_port(&cluster);
     let mut mono = Monotonic::default();
-    let idle = tools::scrape(status, None);
+    let idle = status_server::scrape(status, None);
     assert_eq!(
         idle.expo.sum("flora_http_requests_total"),
         0.0,
@@ -121,17 +123,17 @@ fn metrics_count_each_request_once_across_kill_and_reload() {
     );
     mono.check(&idle);
 
-    tools::send_requests(cluster.port, K1);
+    workers::send_requests(cluster.port, K1);
     wait_total(status, K1, &mut mono);
 
     let new_pid = kill_and_wait_respawn(&cluster);
-    let s = tools::scrape(status, None);
+    let s = status_server::scrape(status, None);
     mono.check(&s);
     let restarts = s
         .expo
         .value("flora_worker_restarts_total", &[("worker", "0")]);
     assert_eq!(restarts, Some(1.0), "restarts of slot 0\n{}", s.text);
-    tools::send_requests(cluster.port, K2);
+    workers::send_requests(cluster.port, K2);
     let s = wait_total(status, K1 + K2, &mut mono);
     let info = s.expo.value(
         "flora_worker_info",
@@ -145,7 +147,7 @@ fn metrics_count_each_request_once_across_kill_and_reload() {
     );
 
     dir.reload_ok();
-    tools::send_requests(cluster.port, K3);
+    workers::send_requests(cluster.port, K3);
     let s = wait_total(status, K1 + K2 + K3, &mut mono);
     let success = s
         .expo

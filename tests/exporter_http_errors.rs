@@ -7,7 +7,8 @@ mod support;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 
-use support::tools::{self, TEXT_CONTENT_TYPE};
+use support::status_server::TEXT_CONTENT_TYPE;
+use support::{http, status_server};
 use support::{Response, TestDir};
 
 /// Stalled clients held open while others are served (the status server must not serve one
@@ -26,12 +27,12 @@ fn normalized(ct: &str) -> String {
 }
 
 fn req(port: u16, method: &str, target: &str) -> Response {
-    tools::request(port, method, target, &[]).unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+    http::request(port, method, target, &[]).unwrap_or_else(|e| panic!("{method} {target}: {e}"))
 }
 
 /// The server still answers `GET /metrics` (after `after`).
 fn assert_still_serving(port: u16, after: &str) {
-    let r = tools::request(port, "GET", "/metrics", &[])
+    let r = http::request(port, "GET", "/metrics", &[])
         .unwrap_or_else(|e| panic!("GET /metrics after {after}: {e}"));
     assert_eq!(r.status, 200, "GET /metrics after {after}: {}", r.text());
 }
@@ -46,7 +47,7 @@ enum Outcome {
 /// Sends `bytes` on a new connection and classifies the answer; a connection left open with
 /// no answer until the read timeout fails the test.
 fn send_raw(port: u16, bytes: &[u8]) -> Outcome {
-    let mut s = tools::connect(port).expect("connect to the status server");
+    let mut s = http::connect(port).expect("connect to the status server");
     if let Err(e) = s.write_all(bytes) {
         // The server may reset the connection while the request is still being written.
         return Outcome::Closed(format!("write: {e}"));
@@ -54,7 +55,7 @@ fn send_raw(port: u16, bytes: &[u8]) -> Outcome {
     let mut out = Vec::new();
     match s.read_to_end(&mut out) {
         Ok(_) if out.is_empty() => Outcome::Closed("EOF without a response".into()),
-        Ok(_) => match tools::parse_response(&out, true) {
+        Ok(_) => match http::parse_response(&out, true) {
             Ok(r) => Outcome::Status(r.status, String::from_utf8_lossy(&out).into_owned()),
             Err(e) => panic!(
                 "not an HTTP response ({e}): {:?}",
@@ -154,7 +155,7 @@ fn check_slowloris(port: u16) {
     let partial: [&[u8]; 3] = [b"GET /metr", b"GET /metrics HTTP/1.1\r\nHost: x\r\n", b""];
     let stalled: Vec<TcpStream> = (0..SLOWLORIS_CLIENTS)
         .map(|i| {
-            let mut s = tools::connect(port).expect("connect a stalled client");
+            let mut s = http::connect(port).expect("connect a stalled client");
             s.write_all(partial[i % partial.len()])
                 .expect("partial request");
             s
@@ -162,7 +163,7 @@ fn check_slowloris(port: u16) {
         .collect();
     // Every request must be answered within the socket read timeout while they stall.
     for i in 0..REQUESTS_WHILE_STALLED {
-        let r = tools::request(port, "GET", "/metrics", &[]).unwrap_or_else(|e| {
+        let r = http::request(port, "GET", "/metrics", &[]).unwrap_or_else(|e| {
             panic!("GET /metrics #{i} while {SLOWLORIS_CLIENTS} clients stall: {e}")
         });
         assert_eq!(r.status, 200, "GET /metrics #{i} while clients stall");
@@ -182,7 +183,7 @@ fn start(tag: &str) -> Fixture {
     let dir = TestDir::new(tag);
     let cluster = dir.start(support::free_port(), 1, &[]);
     cluster.wait_ready(1);
-    let port = tools::status_port(&cluster);
+    let port = status_server::status_port(&cluster);
     Fixture {
         cluster,
         _dir: dir,

@@ -6,7 +6,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::tools::{self, OmFamily, Traffic, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_ACCEPT};
+use support::status_server;
+use support::status_server::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_ACCEPT};
+use support::tools::{self, OmFamily};
+use support::workers::Traffic;
 use support::{wait_until, TestDir};
 
 /// Requests the traffic must have answered before the scrape (so histograms have data).
@@ -89,13 +92,13 @@ fn openmetrics_is_negotiated_and_parses_with_the_reference_parser() {
     let dir = TestDir::new("exp-om");
     let cluster = dir.start(support::free_port(), 2, &[]);
     cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
+    let status = status_server::status_port(&cluster);
     let traffic = Traffic::start(cluster.port);
     wait_until(WARMUP_TIMEOUT, "traffic warm-up", || {
         traffic.sent() >= WARMUP
     });
 
-    let s = tools::scrape(status, Some(PROMETHEUS_ACCEPT));
+    let s = status_server::scrape(status, Some(PROMETHEUS_ACCEPT));
     let ct = s.resp.header("content-type").unwrap_or("<none>");
     assert_eq!(
         normalized(ct),
@@ -121,9 +124,9 @@ fn openmetrics_is_negotiated_and_parses_with_the_reference_parser() {
     check_samples(&families, &s.text);
 
     // Without that Accept header the same path answers the 0.0.4 text format.
-    let plain = tools::scrape(status, None);
+    let plain = status_server::scrape(status, None);
     let ct = plain.resp.header("content-type").unwrap_or("<none>");
-    assert_eq!(normalized(ct), normalized(tools::TEXT_CONTENT_TYPE));
+    assert_eq!(normalized(ct), normalized(status_server::TEXT_CONTENT_TYPE));
     assert!(!plain.text.contains("# EOF"), "text format with # EOF");
     let errors = traffic.errors();
     traffic.stop();

@@ -5,7 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::tools::{PrometheusServer, Traffic};
+use support::tools::PrometheusServer;
+use support::workers::Traffic;
 use support::{wait_for, TestDir};
 
 /// Longest wait for Prometheus to have scraped the cluster (its first scrape lands 5-6 s

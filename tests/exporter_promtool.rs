@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use flora_cluster::scoreboard::SlotState;
-use support::tools::{self, Scrape, Traffic, TEXT_CONTENT_TYPE};
+use support::status_server::{Scrape, TEXT_CONTENT_TYPE};
+use support::tools::{self, Lints};
+use support::workers::Traffic;
+use support::{exposition, status_server};
 use support::{wait_until, TestDir};
 
 /// Scrapes checked while the traffic runs.
@@ -49,15 +52,7 @@ fn normalized(ct: &str) -> String {
 }
 
 fn check_promtool(s: &Scrape) {
-    let out = tools::promtool_check_metrics(&s.text);
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}\n----- promtool stderr -----\n{}{}\n----- scrape -----\n{}",
-        out.status,
-        out.stderr,
-        out.stdout,
-        s.text
-    );
+    tools::assert_promtool(&s.text, Lints::None, "scrape");
 }
 
 fn check_structure(s: &Scrape) {
@@ -153,7 +148,7 @@ fn check_histogram(s: &Scrape) {
             .filter(|x| x.labels.get("worker") == Some(w))
             .map(|x| {
                 (
-                    tools::parse_value(&x.labels["le"]).unwrap_or(f64::NAN),
+                    exposition::parse_value(&x.labels["le"]).unwrap_or(f64::NAN),
                     x.value,
                 )
             })
@@ -187,14 +182,14 @@ fn metrics_under_traffic_pass_promtool_and_carry_the_contract() {
     let dir = TestDir::new("exp-promtool");
     let cluster = dir.start(support::free_port(), 2, &[]);
     let pids = cluster.wait_ready(2);
-    let status = tools::status_port(&cluster);
+    let status = status_server::status_port(&cluster);
 
     let traffic = Traffic::start(cluster.port);
     wait_until(SETTLE_TIMEOUT, "traffic warm-up", || {
         traffic.sent() >= WARMUP
     });
     for _ in 0..SCRAPES {
-        check_scrape(&tools::scrape(status, None));
+        check_scrape(&status_server::scrape(status, None));
     }
     let errors = traffic.errors();
     let sent = traffic.stop();
@@ -202,8 +197,8 @@ fn metrics_under_traffic_pass_promtool_and_carry_the_contract() {
 
     // Once idle: every answered request counted once, nothing in flight.
     let what = format!("{sent} requests counted and none in flight");
-    let s = tools::poll(SETTLE_TIMEOUT, &what, || {
-        let s = tools::scrape(status, None);
+    let s = support::poll(SETTLE_TIMEOUT, &what, || {
+        let s = status_server::scrape(status, None);
         let done = s.expo.sum("flora_http_requests_total") == sent as f64
             && s.expo.sum("flora_http_requests_in_flight") == 0.0;
         done.then_some(s.clone()).ok_or(s.text)

@@ -9,7 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::tools::{self, ApacheExporter, PrometheusServer};
+use support::tools::{self, ApacheExporter, Lints, PrometheusServer};
+use support::{http, status_server, workers};
 use support::{Http, TestDir};
 
 /// Longest wait for Prometheus' first scrapes (its first one lands 5–6 s after start).
@@ -58,19 +59,19 @@ const ACCEPTED: [&str; 9] = [
 
 fn register_all(c: &mut Http) {
     for q in ACCEPTED {
-        let r = tools::call(c, &format!("/m/register?{q}&help=Demo."));
+        let r = workers::call(c, &format!("/m/register?{q}&help=Demo."));
         assert_eq!(r.status, 200, "{q}: {}", r.text());
         let name = q.split("name=").nth(1).and_then(|n| n.split('&').next());
         let name = name.unwrap_or_default();
         if q.contains("gauge") {
             let apache_key = name.starts_with(|c: char| c.is_ascii_uppercase());
             let v = if apache_key { BOGUS } else { "1" };
-            tools::call_ok(c, &format!("/m/set?name={name}&v={v}"));
+            workers::call_ok(c, &format!("/m/set?name={name}&v={v}"));
         }
     }
-    tools::call_ok(c, "/m/add?name=y_total_total&n=3");
+    workers::call_ok(c, "/m/add?name=y_total_total&n=3");
     for (q, needle) in REFUSED {
-        let r = tools::call(c, &format!("/m/register?{q}&help=Demo."));
+        let r = workers::call(c, &format!("/m/register?{q}&help=Demo."));
         assert_eq!(r.status, 422, "{q} must be refused: {}", r.text());
         assert!(
             r.text().contains(needle),
@@ -81,7 +82,7 @@ fn register_all(c: &mut Http) {
 }
 
 fn check_auto(status: u16) {
-    let auto = tools::get_with(status, "/server-status?auto", &[]).text();
+    let auto = http::get_with(status, "/server-status?auto", &[]).text();
     // Our own lines (flora writes no `Load1`), never a custom one.
     for (key, want) in [
         ("Uptime", 1),
@@ -127,23 +128,13 @@ fn check_auto(status: u16) {
 }
 
 fn check_metrics(status: u16) {
-    let text = tools::scrape(status, None);
-    let out = tools::promtool_check_metrics(&text.text);
+    let text = status_server::scrape(status, None);
     // rc 3 = lint only: `BusyWorkers` is camel case, `Load1:x` has a colon.
-    let lints: Vec<&str> = out.stdout.lines().chain(out.stderr.lines()).collect();
-    let style_only = lints.iter().all(|l| {
-        l.trim().is_empty()
-            || (l.starts_with("BusyWorkers ") && l.contains("camelCase"))
+    let style = |l: &str| {
+        (l.starts_with("BusyWorkers ") && l.contains("camelCase"))
             || (l.starts_with("Load1:x ") && l.contains("':'"))
-    });
-    assert!(
-        out.status.success() || (out.status.code() == Some(3) && style_only),
-        "promtool {}: {}{}\n{}",
-        out.status,
-        out.stdout,
-        out.stderr,
-        text.text
-    );
+    };
+    tools::assert_promtool(&text.text, Lints::Only(&style), "scrape");
     assert!(
         text.expo.duplicate_series().is_empty(),
         "{:?}",
@@ -154,7 +145,7 @@ fn check_metrics(status: u16) {
         "{:?}",
         text.expo.scattered_families()
     );
-    let om = tools::scrape(status, Some(tools::PROMETHEUS_ACCEPT));
+    let om = status_server::scrape(status, Some(status_server::PROMETHEUS_ACCEPT));
     let fams = tools::parse_openmetrics_with_python(&om.text)
         .unwrap_or_else(|e| panic!("the reference parser rejects /metrics: {e}\n{}", om.text));
     for (family, typ) in [
@@ -175,7 +166,7 @@ fn check_metrics(status: u16) {
 
 fn check_prometheus(status: u16) {
     let prom = PrometheusServer::start("flora", &format!("127.0.0.1:{status}"));
-    let v = tools::poll(
+    let v = support::poll(
         PROMETHEUS_TIMEOUT,
         "Prometheus ingests y_total_total",
         || match (prom.query_scalar("up"), prom.query_scalar("y_total_total")) {
@@ -194,7 +185,7 @@ fn colliding_names_are_refused_and_every_reader_keeps_working() {
     let dir = TestDir::new("collide");
     let cluster = dir.start(support::free_port(), 1, &[]);
     cluster.wait_ready(1);
-    let status = tools::status_port(&cluster);
+    let status = status_server::status_port(&cluster);
     let mut c = Http::connect(cluster.port).expect("connect to the worker");
     register_all(&mut c);
     check_auto(status);

@@ -17,7 +17,8 @@ use flora_cluster::exporter::{apache, prometheus, Format, StatusDoc};
 use flora_cluster::scoreboard::{Aggregation, MetricSpec, Scoreboard};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use support::tools::{self, Exposition};
+use support::exposition::Exposition;
+use support::tools::{self, Lints};
 
 /// Cases generated; each is checked by one `promtool` run (tens of ms each).
 const CASES: u32 = 48;
@@ -225,17 +226,9 @@ fn check_with_python(cases: &[Rendered]) {
 
 fn check_with_promtool(cases: &[Rendered]) {
     for case in cases {
-        let out = tools::promtool_check_metrics(&case.text);
         // 0 clean, 3 lint only (camel case, colons); 1 is a parse error.
-        assert!(
-            matches!(out.status.code(), Some(0 | 3)),
-            "promtool {}: {}{}\nregistrations {:?}\n{}",
-            out.status,
-            out.stdout,
-            out.stderr,
-            case.regs,
-            case.text
-        );
+        let context = format!("registrations {:?}", case.regs);
+        tools::assert_promtool(&case.text, Lints::Any, &context);
     }
 }
 

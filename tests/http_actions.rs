@@ -5,7 +5,8 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use support::tools::{request, status_port};
+use support::http::request;
+use support::status_server::status_port;
 use support::TestDir;
 
 const TOKEN: &str = "0123456789abcdef-secret";

@@ -14,6 +14,7 @@ use std::time::Duration;
 use flora_cluster::scoreboard::HISTOGRAM_BOUNDS;
 use serde_json::Value;
 use support::tools::{self, ChildGuard};
+use support::{http, status_server, workers};
 use support::{Cluster, Http, TestDir};
 
 /// Requests sent in the main test (odd, so an off-by-one or a double count cannot hide);
@@ -108,7 +109,7 @@ impl Receiver {
         what: &str,
         mut pick: impl FnMut(&Value) -> Result<T, String>,
     ) -> T {
-        tools::poll(PUSH_TIMEOUT, what, || {
+        support::poll(PUSH_TIMEOUT, what, || {
             self.guard.assert_running();
             let exports = self.exports();
             let mut last = format!("{} exports, none yet", exports.len());
@@ -171,7 +172,7 @@ fn assert_monotonic_cumulative_sum(m: &Value, value_type: &str) {
 
 /// `(succeeded, failed)` pushes as the master's status server reports them.
 fn pushes(status_port: u16) -> (u64, u64) {
-    let doc = tools::get_json(status_port, "/server-status.json");
+    let doc = http::get_json(status_port, "/server-status.json");
     let n = |i: usize| {
         doc["otlp_exports"][i]
             .as_u64()
@@ -234,7 +235,7 @@ fn pushes_every_metric_to_a_real_otlp_receiver() {
     let extra = ["--otlp-resource", "deployment.environment=test"];
     let cluster = start_cluster(&dir, &rx.endpoint(), &extra);
     count_demo_jobs(cluster.port);
-    tools::send_requests(cluster.port, K - 2);
+    workers::send_requests(cluster.port, K - 2);
     let e = export_with_requests(&mut rx, K);
 
     assert_eq!(e["content_type"], "application/x-protobuf", "{e}");
@@ -281,8 +282,8 @@ fn pushes_every_metric_to_a_real_otlp_receiver() {
     assert_eq!(total(jobs), 5.0, "{jobs}");
 
     // Every family of the master's Prometheus output is in the export, as the same kind.
-    let status = tools::status_port(&cluster);
-    let scrape = tools::scrape(status, None);
+    let status = status_server::status_port(&cluster);
+    let scrape = status_server::scrape(status, None);
     for (family, typ) in &scrape.expo.types {
         let m = metric(&e, family).unwrap_or_else(|| panic!("{family} ({typ}) not pushed"));
         let want = if typ == "counter" {
@@ -314,7 +315,7 @@ fn gzip_bodies_decode() {
     let dir = TestDir::new("otlp-gzip");
     let mut rx = Receiver::start(&dir, 200);
     let cluster = start_cluster(&dir, &rx.endpoint(), &["--otlp-gzip"]);
-    tools::send_requests(cluster.port, 5);
+    workers::send_requests(cluster.port, 5);
     let e = export_with_requests(&mut rx, 5);
     assert_eq!(e["content_encoding"], "gzip", "{e}");
     let (sent, decoded) = (e["body_bytes"].as_u64(), e["decoded_bytes"].as_u64());
@@ -332,10 +333,10 @@ fn gzip_bodies_decode() {
 /// server answers, the failures are counted and the master runs on; one warning at most.
 fn survives_a_failing_collector(dir: &TestDir, endpoint: &str) {
     let mut cluster = start_cluster(dir, endpoint, &[]);
-    let status = tools::status_port(&cluster);
+    let status = status_server::status_port(&cluster);
     let mut served = 0u64;
     let what = format!("{FAILED_PUSHES} failed pushes while the cluster serves");
-    tools::poll(PUSH_TIMEOUT, &what, || {
+    support::poll(PUSH_TIMEOUT, &what, || {
         let r = support::get(cluster.port, "/").expect("a request while pushes fail");
         assert_eq!(r.status, 200, "{}", r.text());
         served += 1;
@@ -349,8 +350,8 @@ fn survives_a_failing_collector(dir: &TestDir, endpoint: &str) {
     });
     assert!(support::pid_alive(cluster.pid), "master gone");
     let what = format!("sum(flora_http_requests_total) == {served} on the master's /metrics");
-    tools::poll(PUSH_TIMEOUT, &what, || {
-        let s = tools::scrape(status, None);
+    support::poll(PUSH_TIMEOUT, &what, || {
+        let s = status_server::scrape(status, None);
         let n = s.expo.sum("flora_http_requests_total");
         (n == served as f64)
             .then_some(())

@@ -3,11 +3,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
-use support::tools::ChildGuard;
-use support::{get, wait_for, wait_until, TestDir, DEMO_BIN, MASTER_BIN};
+use support::{get, wait_for, wait_until, TestDir, DEMO_BIN};
 
 /// `(pid, ppid, state, comm)` of every process.
 fn processes() -> Vec<(u32, u32, char, String)> {
@@ -46,33 +44,26 @@ fn master_as_pid1_reaps_orphans() {
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        MASTER_BIN,
-        "run",
-        "--workers",
-        "2",
-        "--name",
-        &dir.name,
-    ])
-    .args(["--status-addr", "off", "--shutdown-timeout", "5"])
-    .arg("--runtime-dir")
-    .arg(dir.runtime_dir())
-    .arg("--")
-    .arg(&script)
-    .env("HOST", "127.0.0.1")
-    .env("PORT", port.to_string());
-    let unshare = ChildGuard::spawn("unshare", &mut cmd, dir.scratch("unshare.log"));
+    let unshare = dir
+        .master(port)
+        .args(&[
+            "--workers",
+            "2",
+            "--status-addr",
+            "off",
+            "--shutdown-timeout",
+            "5",
+        ])
+        .program(&[&script])
+        .through(&["unshare", "--pid", "--fork", "--mount-proc"])
+        .start();
     let master = wait_for(
         Duration::from_secs(20),
         "the master inside the namespace",
         || {
             processes()
                 .into_iter()
-                .find(|p| p.1 == unshare.pid())
+                .find(|p| p.1 == unshare.pid)
                 .map(|p| p.0)
         },
     );

@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::tools::status_port;
+use support::status_server::status_port;
 use support::{get, wait_for, TestDir, START_TIMEOUT};
 
 fn last_paths(cluster: &support::Cluster) -> Vec<String> {

@@ -8,22 +8,10 @@
 mod support;
 
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::tools::get_with;
-use support::{kill_and_reap, wait_child, wait_for, TestDir, MASTER_BIN};
-
-/// Kills and reaps the master on drop.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            kill_and_reap(&mut self.0);
-        }
-    }
-}
+use support::http::get_with;
+use support::{wait_for, TestDir};
 
 #[test]
 fn hanging_resolver_never_stalls_the_master() {
@@ -40,30 +28,27 @@ fn hanging_resolver_never_stalls_the_master() {
     )
     .unwrap();
     let status_port = support::free_port();
-    let stderr = dir.scratch("master.stderr");
-    let child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(format!(
-            "mount --bind {} /etc/resolv.conf && exec \"$0\" \"$@\"",
-            resolv.display()
-        ))
-        .arg(MASTER_BIN)
-        .args(["run", "--workers", "1", "--name", &dir.name])
-        .arg("--runtime-dir")
-        .arg(dir.runtime_dir())
-        .args(["--status-addr", &format!("127.0.0.1:{status_port}")])
-        .args(["--", support::DEMO_BIN])
+    let mount = format!(
+        "mount --bind {} /etc/resolv.conf && exec \"$0\" \"$@\"",
+        resolv.display()
+    );
+    let mut master = dir
+        .master(8080)
+        .args(&["--workers", "1"])
+        .args(&["--status-addr", &format!("127.0.0.1:{status_port}")])
         .env("HOST", "flora-test.example.com")
-        .env("PORT", "8080")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .expect("spawn unshare");
-    let mut master = Reap(child);
-    let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
+        .through(&[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &mount,
+        ])
+        .start();
     wait_for(support::START_TIMEOUT, "the master resolving", || {
-        log().contains("worker spawned").then_some(())
+        master.stderr().contains("worker spawned").then_some(())
     });
     // The lookup hangs (30 s resolver timeout); scrapes meanwhile must not wait for it.
     let mut worst = Duration::ZERO;
@@ -71,7 +56,7 @@ fn hanging_resolver_never_stalls_the_master() {
         let t = Instant::now();
         let r = get_with(status_port, "/metrics", &[]);
         worst = worst.max(t.elapsed());
-        assert_eq!(r.status, 200, "{}", log());
+        assert_eq!(r.status, 200, "{}", master.stderr());
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("slowest /metrics while the resolver hung: {worst:?}");
@@ -79,11 +64,11 @@ fn hanging_resolver_never_stalls_the_master() {
         silent_dns.peek_from(&mut [0u8; 512]).is_ok(),
         "the master never asked the resolver"
     );
-    let st = wait_child(&mut master.0, Duration::from_secs(20)).expect("master gives up");
-    assert_eq!(st.code(), Some(1), "{}", log());
+    let st = master.wait_exit(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(1), "{}", master.stderr());
     assert!(
-        log().contains("name resolution took longer than"),
+        master.stderr().contains("name resolution took longer than"),
         "{}",
-        log()
+        master.stderr()
     );
 }

@@ -5,11 +5,13 @@
 
 mod support;
 
-use std::process::Command;
+use std::time::Duration;
 
-use support::tools;
+use support::{http, status_server};
 use support::{Response, TestDir};
 
+/// A usage error is reported before anything starts.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A name the operator allows.
 const ALLOWED: &str = "metrics.internal";
 
@@ -21,8 +23,8 @@ fn raw_get(port: u16, version: &str, target: &str, headers: &[&str]) -> Response
         req.push_str("\r\n");
     }
     req.push_str("Connection: close\r\n\r\n");
-    let raw = tools::raw_exchange(port, req.as_bytes()).expect("exchange");
-    tools::parse_response(&raw, false).expect("a response")
+    let raw = http::raw_exchange(port, req.as_bytes()).expect("exchange");
+    http::parse_response(&raw, false).expect("a response")
 }
 
 fn with_host(port: u16, target: &str, host: &str) -> Response {
@@ -38,7 +40,7 @@ fn loopback_status_server_answers_only_known_host_names() {
         &[],
     );
     cluster.wait_ready(1);
-    let port = tools::status_port(&cluster);
+    let port = status_server::status_port(&cluster);
     let allowed = [
         format!("127.0.0.1:{port}"),
         "127.0.0.1".into(),
@@ -92,7 +94,7 @@ fn non_loopback_status_server_answers_any_host_name() {
         &[],
     );
     cluster.wait_ready(1);
-    let port = tools::status_port(&cluster);
+    let port = status_server::status_port(&cluster);
     let r = with_host(port, "/metrics", &format!("web-7.prod.example:{port}"));
     assert_eq!(r.status, 200, "{}", r.text());
 }
@@ -100,21 +102,11 @@ fn non_loopback_status_server_answers_any_host_name() {
 #[test]
 fn a_bad_status_host_is_a_usage_error() {
     let dir = TestDir::new("host-bad");
-    let out = Command::new(support::MASTER_BIN)
-        .args([
-            "run",
-            "--status-host",
-            "metrics.internal:9337",
-            "--name",
-            &dir.name,
-        ])
-        .arg("--runtime-dir")
-        .arg(dir.runtime_dir())
-        .args(["--", support::DEMO_BIN])
-        .output()
-        .expect("run flora-cluster");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (status, stderr) = dir
+        .master(support::free_port())
+        .args(&["--status-host", "metrics.internal:9337"])
+        .run_to_exit(REFUSE_TIMEOUT);
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("status_hosts") && stderr.contains("no port"),
         "{stderr}"

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::{tools, TestDir};
+use support::TestDir;
+use support::{http, status_server};
 
 /// Slowloris sockets held open (and reopened) at once.
 const ATTACKERS: usize = 600;
@@ -118,7 +119,7 @@ fn scrape(addr: SocketAddr) -> Result<Duration, String> {
             Err(e) => return Err(format!("read after {:?}: {e}", start.elapsed())),
         }
     }
-    let resp = tools::parse_response(&body, false).map_err(|e| e.to_string())?;
+    let resp = http::parse_response(&body, false).map_err(|e| e.to_string())?;
     if resp.status != 200 || !resp.text().contains("flora_http_requests_total") {
         return Err(format!("answer {}: {}", resp.status, resp.text()));
     }
@@ -139,7 +140,7 @@ fn scrapes_succeed_while_600_slowloris_sockets_reconnect() {
     let dir = TestDir::new("slowloris");
     let cluster = dir.start(support::free_port(), 1, &[]);
     cluster.wait_ready(1);
-    let addr = SocketAddr::from(([127, 0, 0, 1], tools::status_port(&cluster)));
+    let addr = SocketAddr::from(([127, 0, 0, 1], status_server::status_port(&cluster)));
     scrape(addr).expect("a scrape before the attack");
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -55,7 +55,7 @@ pub use prometheus::Format;
 use crate::scoreboard::Scoreboard;
 
 /// Default address of the management server: loopback only.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9337";
+pub use crate::config::DEFAULT_STATUS_ADDR as DEFAULT_ADDR;
 /// Clients held at once. When full, a new client takes the place of the one idle longest
 /// (still sending its request head, or between requests), so stalled clients cannot keep
 /// Prometheus out (see `conns.rs`).

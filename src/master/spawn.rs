@@ -3,7 +3,7 @@
 //! The worker inherits two descriptors: its end of the control channel and the scoreboard
 //! segment. Their numbers travel in environment variables ([`crate::ipc`]). Both stay
 //! close-on-exec in the master; the flag is cleared in the child only, between fork and exec
-//! ([`crate::scoreboard::raw::inherit_in_child`]), so a process that any other thread of the
+//! ([`crate::scoreboard::raw::fd::inherit_in_child`]), so a process that any other thread of the
 //! master (or of an app embedding it) forks never inherits them.
 //!
 //! The parent-death signal a worker arms is tied to the thread that forked it, so that thread
@@ -79,7 +79,7 @@ pub fn spawn(
     for var in super::systemd::ENV_VARS {
         cmd.env_remove(var);
     }
-    crate::scoreboard::raw::inherit_in_child(
+    crate::scoreboard::raw::fd::inherit_in_child(
         &mut cmd,
         vec![control.as_raw_fd(), scoreboard.as_raw_fd()],
     );

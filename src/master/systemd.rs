@@ -68,7 +68,8 @@ pub fn listen_fds() -> Vec<(OwnedFd, String)> {
         .collect();
     (0..n)
         .filter_map(|i| {
-            let fd = crate::scoreboard::raw::adopt_inherited_fd(SD_LISTEN_FDS_START + i).ok()?;
+            let fd =
+                crate::scoreboard::raw::fd::adopt_inherited_fd(SD_LISTEN_FDS_START + i).ok()?;
             // Ours now: close-on-exec, so only the workers we choose get it (over the channel).
             let _ = nix::fcntl::fcntl(
                 &fd,

@@ -39,6 +39,7 @@ pub mod names;
 pub(crate) mod raw;
 mod registry;
 mod segment;
+mod seqlock;
 mod snapshot;
 mod strings;
 mod writer;
@@ -49,7 +50,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use raw::{
+pub use raw::layout::{
     CONN_ENTRIES, CUSTOM_CELLS, HISTOGRAM_BOUNDS, INFO_COUNT, INFO_KEY_BYTES, INFO_VALUE_BYTES,
     MAX_BUCKETS, MAX_SERIES, METHOD_BYTES, METRIC_HELP_BYTES, METRIC_LABELS_BYTES,
     METRIC_NAME_BYTES, PATH_BYTES,
@@ -62,11 +63,10 @@ pub use snapshot::{
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 
-use raw::{Header, Slot};
+use raw::layout::{Header, Registry, Slot};
 pub(crate) use segment::{load_acquire, Segment};
 
-/// Most slots a segment may have (keeps a corrupt header from asking for a huge mapping).
-pub const MAX_SLOTS: usize = 4096;
+pub use crate::limits::MAX_SLOTS;
 
 /// Lifecycle state of a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -343,7 +343,7 @@ impl Scoreboard {
         self.inner.slot(index)
     }
 
-    pub(crate) fn registry(&self) -> Option<&raw::Registry> {
+    pub(crate) fn registry(&self) -> Option<&Registry> {
         self.inner.map.registry()
     }
 

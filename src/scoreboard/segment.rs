@@ -18,7 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag};
 
-use super::raw::{self, Header, Mapping, Slot};
+use super::raw::layout::{self, Header, Slot};
+use super::raw::map::Mapping;
 use super::registry::EntryView;
 use super::{strings, unix_ms, Result, ScoreboardError, SlotState, MAX_SLOTS};
 
@@ -117,7 +118,7 @@ pub(crate) struct Segment {
 pub struct SegmentLayout {
     /// Slots in the segment.
     pub slots: usize,
-    /// [`raw::layout_hash`] of the master's build.
+    /// The layout hash (`raw::layout::layout_hash`) of the master's build.
     pub hash: u64,
 }
 
@@ -180,7 +181,7 @@ impl Segment {
         // A memfd starts at 0777; readers reach it through /proc: owner only, like a file.
         nix::sys::stat::fchmod(&file, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(|e| io_err(place)(e.into()))?;
-        let size = raw::segment_size(slots);
+        let size = layout::segment_size(slots);
         back_fully(&file, size, place)?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
         nix::fcntl::fcntl(&file, FcntlArg::F_ADD_SEALS(seals))
@@ -199,7 +200,7 @@ impl Segment {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_err(path))?;
-        let size = raw::segment_size(slots);
+        let size = layout::segment_size(slots);
         if let Err(e) = back_fully(&file, size, path.parent().unwrap_or(path)) {
             let _ = std::fs::remove_file(path);
             return Err(e);
@@ -208,8 +209,8 @@ impl Segment {
     }
 
     fn init(file: File, name: &str, slots: usize, place: &Path) -> Result<Self> {
-        let map =
-            Mapping::map(&file, raw::segment_size(slots), slots, false).map_err(io_err(place))?;
+        let map = Mapping::map(&file, layout::segment_size(slots), slots, false)
+            .map_err(io_err(place))?;
         let truth = Truth::default();
         *truth.header() = HeaderTruth {
             name: name.to_string(),
@@ -284,15 +285,15 @@ impl Segment {
     pub(crate) fn attach_by_layout(file: File, layout: SegmentLayout) -> Result<Self> {
         let path = Path::new("<inherited fd>");
         check_slots(layout.slots)?;
-        if layout.hash != raw::layout_hash() {
+        if layout.hash != layout::layout_hash() {
             return Err(ScoreboardError::Layout(format!(
                 "the master's layout hash is {:x}, this build's {:x}: worker and master are different flora-cluster versions",
                 layout.hash,
-                raw::layout_hash()
+                layout::layout_hash()
             )));
         }
         let len = file.metadata().map_err(io_err(path))?.len();
-        let need = raw::segment_size(layout.slots) as u64;
+        let need = layout::segment_size(layout.slots) as u64;
         if len < need {
             return Err(ScoreboardError::TooSmall { len, need });
         }
@@ -320,7 +321,7 @@ impl Segment {
     pub(crate) fn layout(&self) -> SegmentLayout {
         SegmentLayout {
             slots: self.slot_count(),
-            hash: raw::layout_hash(),
+            hash: layout::layout_hash(),
         }
     }
 
@@ -332,12 +333,12 @@ impl Segment {
         let h = self.header();
         let slots = self.slot_count();
         let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        set(&h.version, raw::VERSION);
-        set(&h.layout_hash, raw::layout_hash());
+        set(&h.version, layout::VERSION);
+        set(&h.layout_hash, layout::layout_hash());
         set(&h.header_size, std::mem::size_of::<Header>() as u64);
         set(&h.slot_size, std::mem::size_of::<Slot>() as u64);
         set(&h.slot_count, slots as u64);
-        set(&h.total_size, raw::segment_size(slots) as u64);
+        set(&h.total_size, layout::segment_size(slots) as u64);
         set(&h.master_pid, t.master_pid);
         set(&h.created_unix_ms, t.created_unix_ms);
         strings::write(&h.name, &t.name);
@@ -348,7 +349,7 @@ impl Segment {
         set(&h.otlp_exports_failed, t.otlp_failed);
         strings::write(&h.status_addr, &t.status_addr);
         if let Some((outcome, generation, ms, reason)) = &t.last_reload {
-            super::writer::force_write(&h.last_reload_seq, || {
+            super::seqlock::force_write(&h.last_reload_seq, || {
                 set(&h.last_reload_outcome, *outcome);
                 set(&h.last_reload_generation, *generation);
                 set(&h.last_reload_unix_ms, *ms);
@@ -357,7 +358,7 @@ impl Segment {
         }
         h.generation.store(t.generation, Ordering::Release);
         // Publish: readers check the magic first.
-        h.magic.store(raw::MAGIC, Ordering::Release);
+        h.magic.store(layout::MAGIC, Ordering::Release);
         self.restamp_slots(truth);
     }
 
@@ -390,14 +391,14 @@ impl Segment {
 /// Checks a header against this build's layout; returns the slot count.
 pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
     let magic = load_acquire(&h.magic);
-    if magic != raw::MAGIC {
+    if magic != layout::MAGIC {
         return Err(ScoreboardError::BadMagic(magic));
     }
     let version = h.version.load(Ordering::Relaxed);
-    if version != raw::VERSION {
+    if version != layout::VERSION {
         return Err(ScoreboardError::Version {
             found: version,
-            expected: raw::VERSION,
+            expected: layout::VERSION,
         });
     }
     let expect = |what: &str, found: u64, want: u64| {
@@ -422,13 +423,13 @@ pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
     expect(
         "layout hash",
         h.layout_hash.load(Ordering::Relaxed),
-        raw::layout_hash(),
+        layout::layout_hash(),
     )?;
     let slots = h.slot_count.load(Ordering::Relaxed);
     if slots == 0 || slots > MAX_SLOTS as u64 {
         return Err(ScoreboardError::Layout(format!("slot count {slots}")));
     }
-    let need = raw::segment_size(slots as usize) as u64;
+    let need = layout::segment_size(slots as usize) as u64;
     expect("total size", h.total_size.load(Ordering::Relaxed), need)?;
     if file_len < need {
         return Err(ScoreboardError::TooSmall {
@@ -447,7 +448,7 @@ mod tests {
     fn sealed_segment_cannot_be_resized() {
         let seg = Segment::create_sealed("t", 2).unwrap();
         let len = seg.file.metadata().unwrap().len();
-        assert_eq!(len, raw::segment_size(2) as u64);
+        assert_eq!(len, layout::segment_size(2) as u64);
         assert!(seg.file.set_len(0).is_err(), "shrink must be refused");
         assert!(seg.file.set_len(len * 2).is_err(), "grow must be refused");
         assert_eq!(seg.file.metadata().unwrap().len(), len);
@@ -462,10 +463,10 @@ mod tests {
         let h = seg.header();
         h.magic.store(0, Ordering::Relaxed);
         h.slot_count.store(1_000_000, Ordering::Relaxed);
-        assert!(validate_header(h, raw::segment_size(3) as u64).is_err());
+        assert!(validate_header(h, layout::segment_size(3) as u64).is_err());
         seg.restamp();
         assert_eq!(
-            validate_header(seg.header(), raw::segment_size(3) as u64).unwrap(),
+            validate_header(seg.header(), layout::segment_size(3) as u64).unwrap(),
             3
         );
         assert_eq!(strings::read(&seg.header().name).0, "t");

@@ -6,7 +6,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 use serde::Serialize;
 
-use super::raw::{
+use super::raw::layout::{
     ConnEntry, LastRequest, Slot, SlotCounters, HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS, STATUS_CLASSES,
 };
 use super::segment::{load_acquire, HeaderTruth, SlotTruth};

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::raw::AtomicStr;
+use super::raw::layout::AtomicStr;
 
 const TRUNCATED: u64 = 1 << 63;
 

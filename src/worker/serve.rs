@@ -70,7 +70,7 @@ impl Listener {
         std.set_nonblocking(true)?;
         let local = std.local_addr()?;
         Ok(Self {
-            fd: crate::scoreboard::raw::register_async(std)?,
+            fd: crate::scoreboard::raw::fd::register_async(std)?,
             local,
         })
     }

@@ -47,7 +47,7 @@ fn adopt(name: &'static str, fd: i32) -> Result<OwnedFd, WorkerError> {
         name,
         reason: format!("fd {fd}: {e}"),
     };
-    let owned = crate::scoreboard::raw::adopt_inherited_fd(fd).map_err(bad)?;
+    let owned = crate::scoreboard::raw::fd::adopt_inherited_fd(fd).map_err(bad)?;
     nix::fcntl::fcntl(
         owned.as_fd(),
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::tools::{url_encode, PrometheusServer};
+use crate::support::http::url_encode;
+use crate::support::tools::PrometheusServer;
 use crate::texts::{
     label_values_args, metrics_in, strip_modifiers, top_level_comparisons, Expr, Kind,
 };

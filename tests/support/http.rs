@@ -1,13 +1,11 @@
 //! A tiny blocking HTTP/1.1 client over `std::net::TcpStream`: keep-alive, Content-Length
 //! and chunked bodies, a read and write timeout on every socket so a stuck server fails a
-//! test instead of hanging it. Only 127.0.0.1.
+//! test instead of hanging it. Only 127.0.0.1. Also one-shot raw requests (any method, extra
+//! headers, `Connection: close`) and their parser.
 
-use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
-
-use super::wait_until;
 
 /// Read/write timeout of every test socket.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,7 +172,7 @@ impl Http {
     }
 }
 
-fn bad_data(msg: String) -> io::Error {
+pub(super) fn bad_data(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
@@ -186,40 +184,145 @@ pub fn get(port: u16, path: &str) -> io::Result<Response> {
     Ok(r)
 }
 
-/// Opens `n` connections at once, then sends `GET /pid` on each and reads every answer while
-/// all are still open. Returns the pid that answered on each connection. Holding them all
-/// open makes every worker that spreads load take some of them.
-pub fn pid_burst(port: u16, n: usize) -> io::Result<Vec<u32>> {
-    let mut conns = (0..n)
-        .map(|_| Http::connect(port))
-        .collect::<io::Result<Vec<_>>>()?;
-    for c in &mut conns {
-        c.send_get("/pid")?;
+/// Sends one `method target` request with `headers` and `Connection: close` to
+/// 127.0.0.1:`port`, reads to EOF and parses the answer. The body is de-chunked; for HEAD it
+/// is whatever bytes followed the head (there should be none).
+pub fn request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> io::Result<Response> {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
     }
-    let mut pids = Vec::with_capacity(n);
-    for c in &mut conns {
-        let r = c.read_response()?;
-        if r.status != 200 {
-            return Err(bad_data(format!("/pid answered {}", r.status)));
-        }
-        pids.push(r.pid());
+    if method != "GET" && method != "HEAD" {
+        req.push_str("Content-Length: 0\r\n");
     }
-    for c in conns {
-        c.close();
-    }
-    Ok(pids)
+    req.push_str("Connection: close\r\n\r\n");
+    let raw = raw_exchange(port, req.as_bytes())?;
+    parse_response(&raw, method == "HEAD")
 }
 
-/// Sends bursts of `/pid` requests until every pid of `want` has answered at least once
-/// (panics after `timeout`). Returns how many requests it sent.
-pub fn wait_pids_answer(port: u16, want: &[u32], timeout: Duration) -> usize {
-    let mut seen = BTreeSet::new();
-    let mut sent = 0;
-    wait_until(timeout, &format!("pids {want:?} to answer /pid"), || {
-        let pids = pid_burst(port, 8).expect("/pid burst");
-        sent += pids.len();
-        seen.extend(pids);
-        want.iter().all(|p| seen.contains(p))
-    });
-    sent
+/// `GET target` with `headers`; panics unless it gets a response (any status).
+pub fn get_with(port: u16, target: &str, headers: &[(&str, &str)]) -> Response {
+    request(port, "GET", target, headers)
+        .unwrap_or_else(|e| panic!("GET {target} on 127.0.0.1:{port}: {e}"))
+}
+
+/// Connects with the test timeouts set.
+pub fn connect(port: u16) -> io::Result<TcpStream> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(s)
+}
+
+/// Writes `bytes`, half-closes, reads everything until EOF.
+pub fn raw_exchange(port: u16, bytes: &[u8]) -> io::Result<Vec<u8>> {
+    let mut s = connect(port)?;
+    s.write_all(bytes)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Parses a full HTTP/1.1 response read up to EOF.
+pub fn parse_response(raw: &[u8], head_only: bool) -> io::Result<Response> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
+        bad(format!(
+            "no end of head in {:?}",
+            String::from_utf8_lossy(raw)
+        ))
+    })?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut resp = Response {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    };
+    if head_only {
+        return Ok(resp);
+    }
+    let chunked = resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        resp.body = dechunk(&resp.body).map_err(bad)?;
+    } else if let Some(len) = resp.header("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| bad(format!("content-length {len:?}")))?;
+        if resp.body.len() < len {
+            return Err(bad(format!(
+                "body {} < content-length {len}",
+                resp.body.len()
+            )));
+        }
+        resp.body.truncate(len);
+    }
+    Ok(resp)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let eol = find(data, b"\r\n").ok_or("chunk size line without CRLF")?;
+        let line = String::from_utf8_lossy(&data[..eol]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {line:?}"))?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if data.len() < size + 2 {
+            return Err("truncated chunk".into());
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+/// Percent-encodes `s` for a URL query value.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// GETs `target` and parses the body as JSON; panics unless 200 and JSON.
+pub fn get_json(port: u16, target: &str) -> serde_json::Value {
+    let resp = get_with(port, target, &[]);
+    assert_eq!(resp.status, 200, "GET {target}: {}", resp.text());
+    serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|e| panic!("GET {target} is not JSON ({e}):\n{}", resp.text()))
+}
+
+/// Closes the write side of `s` (a half-close), ignoring errors.
+pub fn half_close(s: &TcpStream) {
+    let _ = s.shutdown(Shutdown::Write);
 }

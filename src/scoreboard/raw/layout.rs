@@ -1,6 +1,5 @@
-//! The crate's one `unsafe` module: the `#[repr(C)]` shared-memory layout, mapping and
-//! unmapping the segment, every pointer-to-reference cast, and adopting inherited file
-//! descriptors.
+//! The `#[repr(C)]` segment layout: the header, the slots, the custom-metric registry, the
+//! sizes that pin them, and [`ShmSafe`], the promise that a type may live in shared memory.
 //!
 //! Everything here is plain data made of atomics. Any bit pattern is a valid value of every
 //! type in this file (all fields are `AtomicU64`), so a segment that another process filled
@@ -11,16 +10,8 @@
 //! ```text
 //! [ Header (512 B) | Slot 0 | Slot 1 | ... | Slot S-1 | Registry ]
 //! ```
-#![allow(
-    unsafe_code,
-    reason = "the one module that maps shared memory and casts into it"
-)]
 
-use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicU64;
-
-use memmap2::{MmapOptions, MmapRaw};
 
 /// `b"FLORASB\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLORASB\0");
@@ -327,9 +318,11 @@ const _: () = assert!(std::mem::size_of::<Registry>() == 64 + MAX_SERIES * 576);
 /// Implementors are `#[repr(C)]`, contain no pointers, only atomics (or arrays/structs of
 /// them), and every bit pattern — including all zeroes — is a valid value.
 pub unsafe trait ShmSafe {}
-// SAFETY: AtomicU64 has the size and alignment of u64; every bit pattern is valid.
+// SAFETY: AtomicU64 has the size and alignment of u64; every bit pattern is valid, so any
+// value another process stores is one too, and its accesses are atomic across processes.
 unsafe impl ShmSafe for AtomicU64 {}
-// SAFETY: repr(C) structs made only of AtomicU64 (arrays); see the field lists above.
+// SAFETY: repr(C) structs made only of AtomicU64 (arrays); see the field lists above. Any
+// bytes a worker writes anywhere in them still form a valid value.
 unsafe impl ShmSafe for Header {}
 // SAFETY: as above.
 unsafe impl ShmSafe for Slot {}
@@ -378,196 +371,6 @@ pub const fn segment_size(slots: usize) -> usize {
 /// Offset of the custom-metric registry in a segment with `slots` slots.
 pub const fn registry_offset(slots: usize) -> usize {
     std::mem::size_of::<Header>() + slots * std::mem::size_of::<Slot>()
-}
-
-/// A mapped segment. Owns the mapping; `header()` and `slot()` hand out references tied to it.
-pub struct Mapping {
-    map: MmapRaw,
-    slots: usize,
-}
-
-impl std::fmt::Debug for Mapping {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mapping")
-            .field("len", &self.map.len())
-            .field("slots", &self.slots)
-            .finish()
-    }
-}
-
-impl Mapping {
-    /// Maps `file` (shared). `len` must be the file's size, checked by the caller to be at
-    /// least `segment_size(slots)`; `read_only` maps it without write access.
-    ///
-    /// # Errors
-    /// The `mmap` error, or `InvalidInput` when `len` is too small for `slots`.
-    pub fn map(file: &File, len: usize, slots: usize, read_only: bool) -> std::io::Result<Self> {
-        if len < segment_size(slots) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "segment smaller than its slots",
-            ));
-        }
-        let mut opts = MmapOptions::new();
-        opts.len(segment_size(slots));
-        let map = if read_only {
-            opts.map_raw_read_only(file)?
-        } else {
-            opts.map_raw(file)?
-        };
-        Ok(Self { map, slots })
-    }
-
-    /// Maps just the header of `file` (read-only), to validate it before trusting its sizes.
-    ///
-    /// # Errors
-    /// The `mmap` error, or `InvalidInput` when `len` is smaller than a header.
-    pub fn map_header(file: &File, len: usize) -> std::io::Result<Self> {
-        let header = std::mem::size_of::<Header>();
-        if len < header {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "segment smaller than its header",
-            ));
-        }
-        let map = MmapOptions::new().len(header).map_raw_read_only(file)?;
-        Ok(Self { map, slots: 0 })
-    }
-
-    /// The header.
-    pub fn header(&self) -> &Header {
-        self.view(0)
-            .expect("a mapping always covers its header (checked in `map`)")
-    }
-
-    /// Slot `i`, or `None` when out of range.
-    pub fn slot(&self, i: usize) -> Option<&Slot> {
-        if i >= self.slots {
-            return None;
-        }
-        let offset = std::mem::size_of::<Header>() + i * std::mem::size_of::<Slot>();
-        // SAFETY: `Mapping::map` refused mappings shorter than `segment_size(slots)`, so for
-        // i < slots the slot [offset, offset + size_of::<Slot>()) lies inside the mapping (this
-        // is the tracking hot path: no second bounds check); the base is page aligned and the
-        // header and slot sizes are multiples of the slot's 64-byte alignment; Slot is
-        // ShmSafe; the reference is tied to &self.
-        Some(unsafe { &*(self.map.as_ptr().add(offset) as *const Slot) })
-    }
-
-    /// A `T` at `offset`, when it lies inside the mapping and is aligned.
-    fn view<T: ShmSafe>(&self, offset: usize) -> Option<&T> {
-        let end = offset.checked_add(std::mem::size_of::<T>())?;
-        if end > self.map.len() || offset % std::mem::align_of::<T>() != 0 {
-            return None;
-        }
-        // SAFETY: [offset, end) lies inside the mapping (checked above); the base is page
-        // aligned and the offset a multiple of T's alignment, so the pointer is aligned; T is
-        // ShmSafe (only atomics, any bit pattern valid, so shared & access from several
-        // processes is sound); the reference is tied to &self and so cannot outlive the map.
-        Some(unsafe { &*(self.map.as_ptr().add(offset) as *const T) })
-    }
-
-    /// The custom-metric registry (`None` for a header-only mapping).
-    pub fn registry(&self) -> Option<&Registry> {
-        if self.slots == 0 {
-            return None;
-        }
-        self.view(registry_offset(self.slots))
-    }
-
-    /// Number of slots mapped.
-    pub fn slot_count(&self) -> usize {
-        self.slots
-    }
-}
-
-/// Takes ownership of a file descriptor this process inherited from its master (its number
-/// came in an environment variable).
-///
-/// # Errors
-/// `EBADF` when `fd` is not open in this process, or is one of stdin/stdout/stderr.
-pub fn adopt_inherited_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
-    if fd <= 2 {
-        return Err(std::io::Error::from_raw_os_error(nix::libc::EBADF));
-    }
-    // SAFETY: the borrow lives only for the fcntl(F_GETFD) below, which reads the
-    // descriptor's flags and fails with EBADF when the descriptor is not open.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).map_err(std::io::Error::from)?;
-    // SAFETY: the fd is open (checked above) and, by the master/worker protocol, was
-    // passed to this process to own: nothing else in the process refers to it. Callers
-    // adopt each inherited fd once (the worker takes them at start-up).
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Takes ownership of descriptors received in an `SCM_RIGHTS` control message.
-pub fn adopt_received_fds(fds: &[RawFd]) -> Vec<OwnedFd> {
-    fds.iter()
-        .map(|&fd| {
-            // SAFETY: the kernel installed these descriptors into this process for this
-            // message only; nothing else refers to them, so we are their sole owner.
-            unsafe { OwnedFd::from_raw_fd(fd) }
-        })
-        .collect()
-}
-
-/// Makes `fds` survive the `exec` of the child that `cmd` starts: their close-on-exec flag is
-/// cleared in the child after `fork`, never in the parent, where a `fork` by any other thread
-/// would inherit them.
-pub fn inherit_in_child(cmd: &mut tokio::process::Command, fds: Vec<RawFd>) {
-    // SAFETY: the closure runs in the forked child between fork and exec. It only calls
-    // fcntl(2), which is async-signal-safe, and neither allocates nor takes a lock (the Vec was
-    // built before the fork and is only iterated). The descriptors are open in the parent for
-    // the whole spawn (the caller borrows them across `spawn`), so the child's copies are
-    // open too; clearing FD_CLOEXEC on them touches only the child's descriptor table.
-    unsafe {
-        cmd.pre_exec(move || {
-            for &fd in &fds {
-                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Descriptor owners whose `as_raw_fd` returns the same open descriptor for their whole life.
-pub trait OwnsFd: std::os::fd::AsRawFd + private::Sealed {}
-impl OwnsFd for OwnedFd {}
-impl OwnsFd for std::net::TcpListener {}
-mod private {
-    pub trait Sealed {}
-    impl Sealed for std::os::fd::OwnedFd {}
-    impl Sealed for std::net::TcpListener {}
-}
-
-/// Registers an owned descriptor with the tokio reactor.
-///
-/// # Errors
-/// The registration error (no reactor, or epoll refused the descriptor).
-pub fn register_async<T: OwnsFd>(inner: T) -> std::io::Result<tokio::io::unix::AsyncFd<T>> {
-    // SAFETY: `T` owns its descriptor (OwnedFd, TcpListener: sealed above), so it stays open
-    // and refers to the same file description until the AsyncFd — which owns `T` — drops it,
-    // and `as_raw_fd` keeps returning that same number.
-    unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(std::io::Error::from)
-}
-
-/// The CPU's time-stamp counter, where the architecture has one the kernel trusts as a clock
-/// (see `super::clock`); `None` elsewhere.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(crate) fn tsc() -> Option<u64> {
-    // SAFETY: RDTSC reads a counter register: no memory access, no side effect, and the
-    // instruction exists on every x86_64 CPU (`_rdtsc` is unsafe only as all intrinsics are).
-    Some(unsafe { std::arch::x86_64::_rdtsc() })
-}
-
-/// The CPU's time-stamp counter: not read on this architecture.
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-pub(crate) fn tsc() -> Option<u64> {
-    None
 }
 
 #[cfg(test)]

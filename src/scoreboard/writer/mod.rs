@@ -1,0 +1,124 @@
+//! Writes into one slot: the tracking hot path (lock-free atomics, no syscalls) and the few
+//! master-side writes done when a worker starts or is gone.
+//!
+//! - this file: [`SlotWriter`], a worker's handle on its slot;
+//! - `conn`: [`ConnGuard`] and [`RequestGuard`], the per-connection and per-request hot path;
+//! - `lane`: which copy of the slot's counters the calling thread writes;
+//! - `lifecycle`: the master's writes around a worker's life.
+//!
+//! Orderings: counters and gauges are `Relaxed` (statistics; nothing is published through
+//! them). Entries and the last request use a seqlock (`super::seqlock`). A writer that finds
+//! the seqlock held (two HTTP/2 streams of one connection at once) skips the display update
+//! instead of waiting; counters are never skipped.
+//!
+//! # No locked instruction on the common path
+//! A slot has two writer lanes (`LANES`): the first thread of the worker that writes it owns
+//! `LANE_OWN` and updates its counters and its last-request record with plain loads and
+//! stores; other threads use `LANE_SHARED` with read-modify-writes. An HTTP/1 connection's
+//! requests come one at a time from the task serving it, so its entry's seqlock is taken with
+//! a plain store too (`seqlock::write_owned`). A one-thread worker (the usual preforked
+//! set-up) therefore records a request without any atomic read-modify-write on the segment.
+
+mod conn;
+mod lane;
+mod lifecycle;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering::*};
+
+pub use conn::{ConnGuard, RequestGuard};
+use lane::Lane;
+
+use super::raw::layout::Slot;
+use super::{Scoreboard, SlotState};
+
+/// Writer of one slot, held by the worker that owns it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SlotWriter {
+    sb: Scoreboard,
+    index: usize,
+}
+
+impl SlotWriter {
+    pub(crate) fn new(sb: Scoreboard, index: usize) -> Self {
+        Self { sb, index }
+    }
+
+    #[inline]
+    fn slot(&self) -> &Slot {
+        // The index was checked against the segment in `Scoreboard::writer`.
+        self.sb
+            .slot(self.index)
+            .expect("slot index checked at construction")
+    }
+
+    /// This slot's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The scoreboard this writer belongs to.
+    pub fn scoreboard(&self) -> &Scoreboard {
+        &self.sb
+    }
+
+    /// Whether this slot's worker is draining (it set [`SlotState::Draining`]).
+    pub fn is_draining(&self) -> bool {
+        SlotState::from_raw(self.slot().state.load(Relaxed)) == SlotState::Draining
+    }
+
+    /// Sets the slot's state (the worker sets Ready and Draining).
+    pub fn set_state(&self, state: SlotState) {
+        self.slot().state.store(state.to_raw(), Release);
+    }
+
+    /// Adds to the bytes-received counter.
+    #[inline]
+    pub fn add_bytes_in(&self, n: u64) {
+        let lane = Lane::of(self.slot());
+        lane.add(&lane.counters.bytes_in, n);
+    }
+
+    /// Adds to the bytes-sent counter.
+    #[inline]
+    pub fn add_bytes_out(&self, n: u64) {
+        let lane = Lane::of(self.slot());
+        lane.add(&lane.counters.bytes_out, n);
+    }
+
+    /// Cell `i` of this slot's custom metric cells.
+    #[inline]
+    pub(crate) fn custom_cell(&self, i: usize) -> Option<&AtomicU64> {
+        self.slot().custom.get(i)
+    }
+
+    /// Connections open in this slot now.
+    pub fn conns_open(&self) -> u64 {
+        conns_open(self.slot())
+    }
+
+    /// Whether this worker holds more than its share of open connections among the ready
+    /// workers of its generation: `(mine, fewest among the others)`, `None` without peers.
+    pub(crate) fn conn_share(&self) -> Option<(u64, u64)> {
+        let me = self.slot();
+        let generation = me.generation.load(Relaxed);
+        let mine = conns_open(me);
+        let mut fewest: Option<u64> = None;
+        for i in (0..self.sb.slot_count()).filter(|&i| i != self.index) {
+            let Some(s) = self.sb.slot(i) else { break };
+            if SlotState::from_raw(s.state.load(Relaxed)) == SlotState::Ready
+                && s.generation.load(Relaxed) == generation
+            {
+                let open = conns_open(s);
+                fewest = Some(fewest.map_or(open, |f| f.min(open)));
+            }
+        }
+        fewest.map(|f| (mine, f))
+    }
+}
+
+/// Connections open in `slot` now (both lanes).
+fn conns_open(slot: &Slot) -> u64 {
+    super::snapshot::gauge(slot, |c| &c.conns_open)
+}
