@@ -30,7 +30,7 @@ use crate::scoreboard::{SlotSnapshot, SlotState};
 /// Scoreboard character of a slot.
 pub fn slot_char(s: &SlotSnapshot) -> char {
     match s.state {
-        SlotState::Ready if s.requests_active > 0 => 'W',
+        SlotState::Ready if s.counters.requests_active > 0 => 'W',
         SlotState::Ready => '_',
         SlotState::Starting => 'S',
         SlotState::Draining => 'G',
@@ -199,13 +199,13 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
         .iter()
         .filter(|d| {
             matches!(d.slot.state, SlotState::Ready | SlotState::Draining)
-                && d.slot.requests_active > 0
+                && d.slot.counters.requests_active > 0
         })
         .count();
     let idle = doc
         .workers
         .iter()
-        .filter(|d| d.slot.state == SlotState::Ready && d.slot.requests_active == 0)
+        .filter(|d| d.slot.state == SlotState::Ready && d.slot.counters.requests_active == 0)
         .count();
     let graceful = doc
         .workers
@@ -220,10 +220,10 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
         .chain(doc.master_process)
         .map(|p| p.cpu_seconds)
         .sum();
-    let duration_ms = t.histogram.sum_seconds * 1000.0;
+    let duration_ms = t.counters.histogram.sum_seconds * 1000.0;
     let per_req = |v: f64| {
-        if t.requests_total > 0 {
-            v / t.requests_total as f64
+        if t.counters.requests_total > 0 {
+            v / t.counters.requests_total as f64
         } else {
             0.0
         }
@@ -243,8 +243,8 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
     line("ParentServerConfigGeneration", &doc.generation);
     line("ParentServerMPMGeneration", &doc.generation);
     line("ServerUptimeSeconds", &uptime);
-    line("Total Accesses", &t.requests_total);
-    line("Total kBytes", &(t.bytes_out / 1024));
+    line("Total Accesses", &t.counters.requests_total);
+    line("Total kBytes", &(t.counters.bytes_out / 1024));
     line("Total Duration", &(duration_ms.max(0.0).round() as u64));
     line("CPUUser", &num(cpu));
     line("CPUSystem", &num(0.0));
@@ -268,7 +268,7 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
     line("IdleWorkers", &idle);
     line("Processes", &processes);
     line("Stopping", &0);
-    line("ConnsTotal", &t.conns_open);
+    line("ConnsTotal", &t.counters.conns_open);
     line("ConnsAsyncWriting", &0);
     line("ConnsAsyncKeepAlive", &0);
     line("ConnsAsyncClosing", &0);

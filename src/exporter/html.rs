@@ -230,7 +230,7 @@ fn card(label: &str, value: &str, sub: &str) -> String {
 
 fn cards(doc: &StatusDoc) -> String {
     let (t, r) = (&doc.totals, &doc.rates);
-    let overflow = match t.conn_overflow {
+    let overflow = match t.counters.conn_overflow {
         0 => String::new(),
         n => format!(" ({} not listed)", count(n)),
     };
@@ -240,7 +240,10 @@ fn cards(doc: &StatusDoc) -> String {
         bytes(r.bytes_sent_per_second),
         bytes(r.bytes_per_request)
     );
-    let open = format!("{} connections open{overflow}", count(t.conns_open));
+    let open = format!(
+        "{} connections open{overflow}",
+        count(t.counters.conns_open)
+    );
     let ready = format!(
         "{} <small>/ {}</small>",
         t.workers_ready, doc.target_workers
@@ -248,12 +251,12 @@ fn cards(doc: &StatusDoc) -> String {
     let (st, dr, re) = (t.workers_starting, t.workers_draining, t.restarts);
     let others = format!("{st} starting · {dr} draining<br>{re} restarts");
     let all = [
-        card("Requests", &count(t.requests_total), &per_s),
-        card("Bytes sent", &bytes(t.bytes_out as f64), &rates),
-        card("In flight", &count(t.requests_active), &open),
+        card("Requests", &count(t.counters.requests_total), &per_s),
+        card("Bytes sent", &bytes(t.counters.bytes_out as f64), &rates),
+        card("In flight", &count(t.counters.requests_active), &open),
         card("Workers ready", &ready, &others),
         latency_card(doc),
-        status_card(&t.status),
+        status_card(&t.counters.status),
     ];
     format!("<section class=\"cards\">{}</section>\n", all.concat())
 }
@@ -316,8 +319,16 @@ fn worker_row(w: &WorkerDoc) -> String {
         badge(s.state.as_str(), s.state.as_str()),
         or_dash(w.uptime_seconds.map(duration)),
         count(s.restarts),
-        format!("{} / {}", count(s.conns_open), count(s.conns_total)),
-        format!("{} / {}", count(s.requests_active), count(s.requests_total)),
+        format!(
+            "{} / {}",
+            count(s.counters.conns_open),
+            count(s.counters.conns_total)
+        ),
+        format!(
+            "{} / {}",
+            count(s.counters.requests_active),
+            count(s.counters.requests_total)
+        ),
         or_dash(w.process.map(|p| format!("{:.2}s", p.cpu_seconds))),
         or_dash(w.process.map(|p| bytes(p.rss_bytes as f64))),
         worker_request(s),
@@ -374,7 +385,7 @@ fn connections_table(doc: &StatusDoc) -> String {
         .iter()
         .flat_map(|w| w.slot.connections.iter().map(|c| conn_row(w.slot.index, c)))
         .collect();
-    let note = match doc.totals.conn_overflow {
+    let note = match doc.totals.counters.conn_overflow {
         0 => String::new(),
         n => format!(
             "<p class=\"note\">{} more open connections are not listed: their workers' tables \

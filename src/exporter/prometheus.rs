@@ -225,7 +225,7 @@ fn worker_metrics(w: &mut Writer, doc: &StatusDoc) {
         "HTTP requests finished, by status class.",
     );
     for (id, s) in &slots {
-        for (code, n) in CODES.iter().zip(s.status) {
+        for (code, n) in CODES.iter().zip(s.counters.status) {
             w.sample(
                 "flora_http_requests_total",
                 &[("worker", id), ("code", code)],
@@ -238,37 +238,37 @@ fn worker_metrics(w: &mut Writer, doc: &StatusDoc) {
             "flora_http_requests_in_flight",
             Kind::Gauge,
             "HTTP requests being served now.",
-            |s| s.requests_active,
+            |s| s.counters.requests_active,
         ),
         (
             "flora_http_received_bytes_total",
             Kind::Counter,
             "Bytes read from clients, headers included.",
-            |s| s.bytes_in,
+            |s| s.counters.bytes_in,
         ),
         (
             "flora_http_sent_bytes_total",
             Kind::Counter,
             "Bytes written to clients, headers included.",
-            |s| s.bytes_out,
+            |s| s.counters.bytes_out,
         ),
         (
             "flora_connections_open",
             Kind::Gauge,
             "Client connections open now.",
-            |s| s.conns_open,
+            |s| s.counters.conns_open,
         ),
         (
             "flora_connections_total",
             Kind::Counter,
             "Client connections accepted.",
-            |s| s.conns_total,
+            |s| s.counters.conns_total,
         ),
         (
             "flora_connections_untracked_total",
             Kind::Counter,
             "Connections not shown in the connection table because it was full.",
-            |s| s.conn_overflow,
+            |s| s.counters.conn_overflow,
         ),
         (
             "flora_worker_restarts_total",
@@ -293,8 +293,8 @@ fn worker_metrics(w: &mut Writer, doc: &StatusDoc) {
             "flora_http_request_duration_seconds",
             &[("worker", id)],
             HistogramSnapshot::bounds(),
-            &s.histogram.counts,
-            s.histogram.sum_seconds,
+            &s.counters.histogram.counts,
+            s.counters.histogram.sum_seconds,
         );
     }
     w.family(

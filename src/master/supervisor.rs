@@ -239,9 +239,9 @@ impl Supervisor {
             t.workers_ready,
             self.target,
             self.generation,
-            t.requests_total,
-            t.requests_active,
-            t.conns_open
+            t.counters.requests_total,
+            t.counters.requests_active,
+            t.counters.conns_open
         )
     }
 

@@ -754,9 +754,9 @@ mod tests {
         let snap = sb.snapshot();
         let last = snap.slots[0].last_request.as_ref().expect("last request");
         assert_eq!((last.path.as_str(), last.status), ("/b", 404));
-        assert_eq!(snap.slots[0].requests_total, 2);
+        assert_eq!(snap.slots[0].counters.requests_total, 2);
         drop(conn);
-        assert_eq!(sb.snapshot().slots[0].conns_open, 0);
+        assert_eq!(sb.snapshot().slots[0].counters.conns_open, 0);
     }
 
     #[test]
@@ -786,12 +786,19 @@ mod tests {
             h.join().expect("thread");
         }
         let s = &sb.snapshot().slots[0];
-        assert_eq!(s.requests_total, THREADS * EACH);
-        assert_eq!(s.status[1], THREADS * EACH);
-        assert_eq!(s.histogram.counts.iter().sum::<u64>(), THREADS * EACH);
-        assert_eq!(s.bytes_out, THREADS * EACH * 10);
+        assert_eq!(s.counters.requests_total, THREADS * EACH);
+        assert_eq!(s.counters.status[1], THREADS * EACH);
         assert_eq!(
-            (s.requests_active, s.conns_open, s.conns_total),
+            s.counters.histogram.counts.iter().sum::<u64>(),
+            THREADS * EACH
+        );
+        assert_eq!(s.counters.bytes_out, THREADS * EACH * 10);
+        assert_eq!(
+            (
+                s.counters.requests_active,
+                s.counters.conns_open,
+                s.counters.conns_total
+            ),
             (0, 0, THREADS)
         );
     }
@@ -819,6 +826,6 @@ mod tests {
             12345,
             "a spawn leaves the lane to the running worker"
         );
-        assert_eq!(sb.snapshot().slots[0].requests_total, 2);
+        assert_eq!(sb.snapshot().slots[0].counters.requests_total, 2);
     }
 }

@@ -175,37 +175,37 @@ pub(super) const SLOT_METRICS: [SlotMetric; 7] = [
         "flora_http_requests_in_flight",
         false,
         "HTTP requests being served now.",
-        |s| s.requests_active,
+        |s| s.counters.requests_active,
     ),
     (
         "flora_http_received_bytes_total",
         true,
         "Bytes read from clients, headers included.",
-        |s| s.bytes_in,
+        |s| s.counters.bytes_in,
     ),
     (
         "flora_http_sent_bytes_total",
         true,
         "Bytes written to clients, headers included.",
-        |s| s.bytes_out,
+        |s| s.counters.bytes_out,
     ),
     (
         "flora_connections_open",
         false,
         "Client connections open now.",
-        |s| s.conns_open,
+        |s| s.counters.conns_open,
     ),
     (
         "flora_connections_total",
         true,
         "Client connections accepted.",
-        |s| s.conns_total,
+        |s| s.counters.conns_total,
     ),
     (
         "flora_connections_untracked_total",
         true,
         "Connections not shown in the connection table because it was full.",
-        |s| s.conn_overflow,
+        |s| s.counters.conn_overflow,
     ),
     (
         "flora_worker_restarts_total",
@@ -226,7 +226,7 @@ pub(super) fn worker_metrics(m: &mut Metrics, doc: &StatusDoc) {
         .flat_map(|(id, s)| {
             CODES
                 .iter()
-                .zip(s.status)
+                .zip(s.counters.status)
                 .map(|(code, n)| m.count(&[("worker", id), ("code", code)], int(n)))
         })
         .collect();
@@ -250,7 +250,7 @@ pub(super) fn worker_metrics(m: &mut Metrics, doc: &StatusDoc) {
     let durations = slots
         .iter()
         .filter_map(|(id, s)| {
-            let h = &s.histogram;
+            let h = &s.counters.histogram;
             m.histogram_point(&[("worker", id)], bounds, &h.counts, h.sum_seconds)
         })
         .collect();
