@@ -36,14 +36,14 @@ fn builtin_list_is_exactly_what_is_written() {
     };
     let text: BTreeSet<_> = names::BUILTIN
         .iter()
-        .map(|(n, k)| (n.to_string(), ty(*k, false).to_string()))
+        .map(|b| (b.name.to_string(), ty(b.kind, false).to_string()))
         .collect();
     assert_eq!(type_lines(&render(&doc, Format::Text)), text);
     let om: BTreeSet<_> = names::BUILTIN
         .iter()
-        .map(|(n, k)| {
-            let family = names::family(n, *k).expect("built-in family");
-            (family.to_string(), ty(*k, true).to_string())
+        .map(|b| {
+            let family = names::family(b.name, b.kind).expect("built-in family");
+            (family.to_string(), ty(b.kind, true).to_string())
         })
         .collect();
     assert_eq!(type_lines(&render(&doc, Format::OpenMetrics)), om);

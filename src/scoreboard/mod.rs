@@ -56,6 +56,7 @@ pub use raw::{
 };
 pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
 pub use segment::SegmentLayout;
+pub use snapshot::families;
 pub use snapshot::{
     ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot,
     LastReloadSnapshot, LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, Totals,

@@ -5,8 +5,10 @@
 //!   totals share.
 //! - `read.rs`: reading the header, the slots and their seqlocked entries.
 //! - `custom.rs`: the app's metrics combined across slots.
+//! - `families.rs`: the list of built-in metric families every output writes.
 
 mod custom;
+pub mod families;
 mod read;
 #[cfg(test)]
 mod tests;
