@@ -1,5 +1,5 @@
-//! Cost of a scrape: snapshot reads and every renderer (Prometheus text, OpenMetrics, JSON,
-//! HTML, `?auto`) for 8 and 64 workers with 200 custom metrics.
+//! Cost of a scrape: snapshot reads, the metric-family model and every renderer (Prometheus
+//! text, OpenMetrics, OTLP, JSON, HTML, `?auto`) for 8 and 64 workers with 200 custom metrics.
 //!
 //! `cargo bench --bench render`.
 #![allow(missing_docs, reason = "criterion macros generate undocumented items")]
@@ -9,27 +9,26 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use flora_cluster::exporter::family::Families;
 use flora_cluster::exporter::html::{self, HtmlOptions};
 use flora_cluster::exporter::procfs::ProcStats;
-use flora_cluster::exporter::{apache, prometheus, Format, StatusDoc};
-use flora_cluster::scoreboard::{Aggregation, MetricSpec, Scoreboard, SlotState};
+use flora_cluster::exporter::{apache, otlp, prometheus, Format, StatusDoc};
+use flora_cluster::scoreboard::{Aggregation, MetricSpec, Scoreboard, ScoreboardReader, SlotState};
 
 /// A segment with `workers` busy slots, 4 open connections each (one with a request in
-/// flight), and 200 custom series (counters, gauges and histograms, some with labels).
+/// flight), and 200 custom series (counters, gauges and histograms, some with labels), and a
+/// read-only reader of it. Snapshots are taken through the reader, as `flora-cluster status`
+/// does: the creator shows only the slots its master spawned workers into (none here).
 fn busy_segment(
     workers: usize,
 ) -> (
     tempfile::TempDir,
-    Scoreboard,
+    ScoreboardReader,
     Vec<flora_cluster::scoreboard::ConnGuard>,
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sb = Scoreboard::create(
-        &dir.path().join("render.scoreboard"),
-        "bench",
-        workers * 2 + 2,
-    )
-    .expect("segment");
+    let path = dir.path().join("render.scoreboard");
+    let sb = Scoreboard::create(&path, "bench", workers * 2 + 2).expect("segment");
     for i in 0..200 {
         let spec = match i % 4 {
             0 => MetricSpec::counter(format!("app_events_{i}_total"), "Events.")
@@ -56,7 +55,8 @@ fn busy_segment(
             conns.push(conn);
         }
     }
-    (dir, sb, conns)
+    let reader = Scoreboard::open_read_only(&path).expect("reader");
+    (dir, reader, conns)
 }
 
 fn renderers(c: &mut Criterion) {
@@ -75,11 +75,17 @@ fn renderers(c: &mut Criterion) {
         let snap = sb.snapshot();
         let slots = snap.slots.clone();
         let doc = StatusDoc::build_with(snap, stats);
+        g.bench_function(format!("families/{workers}w_200m"), |b| {
+            b.iter(|| black_box(Families::of(&doc).list.len()))
+        });
         g.bench_function(format!("prometheus_text/{workers}w_200m"), |b| {
             b.iter(|| black_box(prometheus::render(&doc, Format::Text)))
         });
         g.bench_function(format!("openmetrics/{workers}w_200m"), |b| {
             b.iter(|| black_box(prometheus::render(&doc, Format::OpenMetrics)))
+        });
+        g.bench_function(format!("otlp/{workers}w_200m"), |b| {
+            b.iter(|| black_box(otlp::encode(&doc, &[], 1)))
         });
         g.bench_function(format!("json/{workers}w_200m"), |b| {
             b.iter(|| black_box(serde_json::to_vec(&doc).expect("json")))

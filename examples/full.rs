@@ -53,8 +53,8 @@ async fn handle(app: App, req: Request<Incoming>) -> Result<Response<Full<Bytes>
             // Read straight from shared memory: the whole cluster, no round trip to the master.
             let snap = app.worker.status();
             let body = serde_json::json!({
-                "requests_total": snap.totals.requests_total,
-                "in_flight": snap.totals.requests_active,
+                "requests_total": snap.totals.counters.requests_total,
+                "in_flight": snap.totals.counters.requests_active,
                 "workers_ready": snap.totals.workers_ready,
                 "custom": snap.custom,
             });

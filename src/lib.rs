@@ -23,8 +23,8 @@
 //!
 //! // ...any process can read.
 //! let snap = sb.snapshot();
-//! assert_eq!(snap.totals.requests_total, 1);
-//! assert_eq!(snap.totals.status[1], 1); // 2xx
+//! assert_eq!(snap.totals.counters.requests_total, 1);
+//! assert_eq!(snap.totals.counters.status[1], 1); // 2xx
 //! ```
 //!
 //! Linux is the target platform.

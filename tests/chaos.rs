@@ -214,7 +214,7 @@ fn kills_and_reloads_under_load_lose_only_in_flight_requests() {
     // failed, so the total may exceed the answers by at most the failures.
     let failed = failures.len() as u64;
     let counted = support::wait_for(START_TIMEOUT, "scoreboard total settles", || {
-        let t = cluster.snapshot().totals.requests_total;
+        let t = cluster.snapshot().totals.counters.requests_total;
         (t >= total).then_some(t)
     });
     eprintln!("scoreboard total {counted}, answered {total}, failed {failed}");

@@ -59,7 +59,7 @@ fn crash_looping_slot_backs_off_and_spares_its_neighbour() {
     });
     let start_restarts = cluster.snapshot().slots[1].restarts;
 
-    let s0_requests_before = cluster.snapshot().slots[0].requests_total;
+    let s0_requests_before = cluster.snapshot().slots[0].counters.requests_total;
     let (mut served, mut by_p0, mut retried) = (0u64, 0u64, 0usize);
     support::hold_for(WINDOW, || {
         let snap = cluster.snapshot();
@@ -104,6 +104,6 @@ fn crash_looping_slot_backs_off_and_spares_its_neighbour() {
     wait_until(
         Duration::from_secs(10),
         "slot 0 to count what it answered",
-        || cluster.snapshot().slots[0].requests_total - s0_requests_before >= by_p0,
+        || cluster.snapshot().slots[0].counters.requests_total - s0_requests_before >= by_p0,
     );
 }

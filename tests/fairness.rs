@@ -61,7 +61,7 @@ fn bursts_of_connections_are_spread_over_workers() {
             || {
                 cluster.snapshot().slots[..2]
                     .iter()
-                    .all(|s| s.conns_open == 0)
+                    .all(|s| s.counters.conns_open == 0)
             },
         );
     }
@@ -73,7 +73,7 @@ fn bursts_of_connections_are_spread_over_workers() {
     );
     let snap = cluster.snapshot();
     assert_eq!(
-        snap.totals.conns_total,
+        snap.totals.counters.conns_total,
         (ROUNDS * BURST) as u64,
         "connections counted"
     );

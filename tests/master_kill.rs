@@ -35,7 +35,7 @@ fn workers_exit_after_master_sigkill_and_a_new_master_starts() {
     );
     let snap = second.snapshot();
     assert_eq!(
-        snap.totals.requests_total, 0,
+        snap.totals.counters.requests_total, 0,
         "the new segment kept the stale counters"
     );
     assert!(

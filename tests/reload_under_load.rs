@@ -129,6 +129,6 @@ fn five_reloads_under_load_lose_no_request() {
     wait_until(
         START_TIMEOUT,
         "scoreboard total equals answered requests",
-        || cluster.snapshot().totals.requests_total == total,
+        || cluster.snapshot().totals.counters.requests_total == total,
     );
 }

@@ -27,17 +27,17 @@ fn killed_worker_is_respawned_in_its_slot_with_counters_kept() {
         assert_eq!(r.status, 200);
     }
     wait_until(COUNT_TIMEOUT, "warm-up requests counted", || {
-        cluster.snapshot().totals.requests_total == WARMUP_REQUESTS
+        cluster.snapshot().totals.counters.requests_total == WARMUP_REQUESTS
     });
     // The victim is the busier slot, so "the counter did not go down" is not about a zero.
     let before = cluster.snapshot();
     let victim = before.slots[..2]
         .iter()
-        .max_by_key(|s| s.requests_total)
+        .max_by_key(|s| s.counters.requests_total)
         .expect("two slots")
         .clone();
     let other = 1 - victim.index;
-    assert!(victim.requests_total > 0);
+    assert!(victim.counters.requests_total > 0);
     assert_eq!(victim.pid, pids[victim.index]);
 
     support::kill9(victim.pid);
@@ -66,13 +66,13 @@ fn killed_worker_is_respawned_in_its_slot_with_counters_kept() {
         "restarts of the victim's slot"
     );
     assert!(
-        new.requests_total >= victim.requests_total,
+        new.counters.requests_total >= victim.counters.requests_total,
         "slot counters went down across the respawn: {} -> {}",
-        victim.requests_total,
-        new.requests_total
+        victim.counters.requests_total,
+        new.counters.requests_total
     );
     assert!(
-        new.conns_total >= victim.conns_total,
+        new.counters.conns_total >= victim.counters.conns_total,
         "conns_total went down"
     );
     let after = cluster.snapshot();
@@ -82,7 +82,7 @@ fn killed_worker_is_respawned_in_its_slot_with_counters_kept() {
     );
     assert_eq!(after.slots[other].restarts, 0);
     assert!(
-        after.totals.requests_total >= WARMUP_REQUESTS,
+        after.totals.counters.requests_total >= WARMUP_REQUESTS,
         "the total went down"
     );
 
@@ -92,7 +92,12 @@ fn killed_worker_is_respawned_in_its_slot_with_counters_kept() {
     wait_until(
         COUNT_TIMEOUT,
         "the new worker's requests to be counted",
-        || cluster.snapshot().slots[victim.index].requests_total > victim.requests_total,
+        || {
+            cluster.snapshot().slots[victim.index]
+                .counters
+                .requests_total
+                > victim.counters.requests_total
+        },
     );
     let served = cluster.snapshot().slots[victim.index].clone();
     assert_eq!(served.pid, new.pid);

@@ -58,18 +58,25 @@ fn send_k_requests(cluster: &Cluster) -> BTreeSet<u32> {
 
 /// Checks the per-slot counters of `snap` against the K requests on [`CONNS`] connections.
 fn assert_slot_counters(snap: &Snapshot) {
-    let per_slot: u64 = snap.slots.iter().map(|s| s.requests_total).sum();
+    let per_slot: u64 = snap.slots.iter().map(|s| s.counters.requests_total).sum();
     assert_eq!(per_slot, K, "slot counters do not add up to K");
-    let statuses: Vec<[u64; 6]> = snap.slots.iter().map(|s| s.status).collect();
+    let statuses: Vec<[u64; 6]> = snap.slots.iter().map(|s| s.counters.status).collect();
     let ok: u64 = statuses.iter().map(|s| s[1]).sum();
     assert_eq!(ok, K, "2xx counts: {statuses:?}");
     let all: u64 = statuses.iter().flatten().sum();
     assert_eq!(all, K, "statuses other than 2xx counted: {statuses:?}");
-    assert_eq!(snap.totals.conns_total, CONNS, "connections counted");
-    for s in snap.slots.iter().filter(|s| s.requests_total > 0) {
-        assert!(s.bytes_in > 0, "slot {} served but read no bytes", s.index);
+    assert_eq!(
+        snap.totals.counters.conns_total, CONNS,
+        "connections counted"
+    );
+    for s in snap.slots.iter().filter(|s| s.counters.requests_total > 0) {
         assert!(
-            s.bytes_out > 0,
+            s.counters.bytes_in > 0,
+            "slot {} served but read no bytes",
+            s.index
+        );
+        assert!(
+            s.counters.bytes_out > 0,
             "slot {} served but wrote no bytes",
             s.index
         );
@@ -82,7 +89,7 @@ fn two_workers_serve_and_every_request_is_counted_once() {
     let cluster = dir.start(support::free_port(), 2, &[]);
     let pids = cluster.wait_ready(2);
     assert_ne!(pids[0], pids[1], "two slots, one pid: {pids:?}");
-    let idle = cluster.snapshot().totals.requests_total;
+    let idle = cluster.snapshot().totals.counters.requests_total;
     assert_eq!(idle, 0, "requests counted before any was sent");
 
     let answered_by = send_k_requests(&cluster);
@@ -92,10 +99,10 @@ fn two_workers_serve_and_every_request_is_counted_once() {
     );
     // A request is counted when it finishes, which may be after its response was read.
     wait_until(COUNT_TIMEOUT, "requests_total == K", || {
-        cluster.snapshot().totals.requests_total == K
+        cluster.snapshot().totals.counters.requests_total == K
     });
     support::hold_for(STABLE_WINDOW, || {
-        let total = cluster.snapshot().totals.requests_total;
+        let total = cluster.snapshot().totals.counters.requests_total;
         assert_eq!(total, K, "the total moved after reaching K");
     });
     assert_slot_counters(&cluster.snapshot());

@@ -139,7 +139,7 @@ fn slow_request_in_flight(cluster: &Cluster, ms: u64) -> Http {
                 .snapshot()
                 .slots
                 .iter()
-                .any(|s| s.requests_active > 0)
+                .any(|s| s.counters.requests_active > 0)
         },
     );
     slow

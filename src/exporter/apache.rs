@@ -24,13 +24,15 @@ use std::collections::HashSet;
 use std::fmt::Write;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::family::{Families, Family, Fnv, Value};
 use super::model::StatusDoc;
+use super::prometheus::push_labels;
 use crate::scoreboard::{SlotSnapshot, SlotState};
 
 /// Scoreboard character of a slot.
 pub fn slot_char(s: &SlotSnapshot) -> char {
     match s.state {
-        SlotState::Ready if s.requests_active > 0 => 'W',
+        SlotState::Ready if s.counters.requests_active > 0 => 'W',
         SlotState::Ready => '_',
         SlotState::Starting => 'S',
         SlotState::Draining => 'G',
@@ -116,11 +118,12 @@ pub fn key_of(line: &str) -> &str {
 /// it does not know). A line is left out when its key (see [`key_of`]) is an Apache key or
 /// the host line, or repeats an earlier line's key, compared without case: a name with a `:`
 /// or a label value with one can make such a key. `/metrics` and the JSON still show it.
-fn custom_lines(out: &mut String, doc: &StatusDoc, host: &str) {
+fn custom_lines(out: &mut String, families: &[Family<'_>], host: &str) {
     let start = out.len();
+    let series: usize = families.iter().map(|f| f.samples.len()).sum();
     // Hashes of the keys written; a repeated hash is checked against the lines themselves.
     let mut seen: HashSet<u64, BuildHasherDefault<Prehashed>> =
-        HashSet::with_capacity_and_hasher(doc.custom.len() * 2, BuildHasherDefault::default());
+        HashSet::with_capacity_and_hasher(series * 2, BuildHasherDefault::default());
     let mut line = |k: &str, v: f64| {
         let key = key_of(k);
         // Apache keys are letters, digits and spaces: most custom keys are ruled out at once.
@@ -139,26 +142,21 @@ fn custom_lines(out: &mut String, doc: &StatusDoc, host: &str) {
             let _ = writeln!(out, "{k}: {}", num(v));
         }
     };
-    for m in &doc.custom {
-        let labels: Vec<String> = m
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", super::prometheus::escape_label(v)))
-            .collect();
-        let key = |suffix: &str| {
-            if labels.is_empty() {
-                format!("{}{suffix}", m.name)
-            } else {
-                format!("{}{suffix}{{{}}}", m.name, labels.join(","))
+    for f in families {
+        for s in &f.samples {
+            let key = |suffix: &str| {
+                let mut key = format!("{}{suffix}", f.name);
+                push_labels(&mut key, s.labels.iter());
+                key
+            };
+            match s.value {
+                Value::Histogram(h) => {
+                    line(&key("_count"), h.count() as f64);
+                    line(&key("_sum"), h.sum);
+                }
+                Value::Int(n) => line(&key(""), n as f64),
+                Value::Float(v) => line(&key(""), v),
             }
-        };
-        match (&m.histogram, m.value) {
-            (Some(h), Some(count)) => {
-                line(&key("_count"), count);
-                line(&key("_sum"), h.sum);
-            }
-            (None, Some(v)) => line(&key(""), v),
-            _ => {}
         }
     }
 }
@@ -185,9 +183,9 @@ impl Hasher for Prehashed {
 
 /// FNV-1a of `key` without ASCII case (a few instructions per byte).
 fn folded_hash(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut h = Fnv::default();
+    key.bytes().for_each(|b| h.write_u8(b.to_ascii_lowercase()));
+    h.finish()
 }
 
 /// Renders the `?auto` text.
@@ -199,13 +197,13 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
         .iter()
         .filter(|d| {
             matches!(d.slot.state, SlotState::Ready | SlotState::Draining)
-                && d.slot.requests_active > 0
+                && d.slot.counters.requests_active > 0
         })
         .count();
     let idle = doc
         .workers
         .iter()
-        .filter(|d| d.slot.state == SlotState::Ready && d.slot.requests_active == 0)
+        .filter(|d| d.slot.state == SlotState::Ready && d.slot.counters.requests_active == 0)
         .count();
     let graceful = doc
         .workers
@@ -220,10 +218,10 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
         .chain(doc.master_process)
         .map(|p| p.cpu_seconds)
         .sum();
-    let duration_ms = t.histogram.sum_seconds * 1000.0;
+    let duration_ms = t.counters.histogram.sum_seconds * 1000.0;
     let per_req = |v: f64| {
-        if t.requests_total > 0 {
-            v / t.requests_total as f64
+        if t.counters.requests_total > 0 {
+            v / t.counters.requests_total as f64
         } else {
             0.0
         }
@@ -243,8 +241,8 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
     line("ParentServerConfigGeneration", &doc.generation);
     line("ParentServerMPMGeneration", &doc.generation);
     line("ServerUptimeSeconds", &uptime);
-    line("Total Accesses", &t.requests_total);
-    line("Total kBytes", &(t.bytes_out / 1024));
+    line("Total Accesses", &t.counters.requests_total);
+    line("Total kBytes", &(t.counters.bytes_out / 1024));
     line("Total Duration", &(duration_ms.max(0.0).round() as u64));
     line("CPUUser", &num(cpu));
     line("CPUSystem", &num(0.0));
@@ -268,12 +266,12 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
     line("IdleWorkers", &idle);
     line("Processes", &processes);
     line("Stopping", &0);
-    line("ConnsTotal", &t.conns_open);
+    line("ConnsTotal", &t.counters.conns_open);
     line("ConnsAsyncWriting", &0);
     line("ConnsAsyncKeepAlive", &0);
     line("ConnsAsyncClosing", &0);
     line("Scoreboard", &scoreboard);
-    custom_lines(&mut out, doc, &host);
+    custom_lines(&mut out, Families::of_app(doc).custom(), &host);
     format!("{host}\n{out}")
 }
 

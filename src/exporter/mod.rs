@@ -28,6 +28,7 @@
 pub mod actions;
 pub mod apache;
 mod conns;
+pub mod family;
 pub mod host;
 pub mod html;
 pub mod model;

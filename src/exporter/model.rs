@@ -138,19 +138,20 @@ impl StatusDoc {
         let t = &snap.totals;
         let per_sec = |v: u64| if uptime > 0.0 { v as f64 / uptime } else { 0.0 };
         let rates = Rates {
-            requests_per_second: per_sec(t.requests_total),
-            bytes_sent_per_second: per_sec(t.bytes_out),
-            bytes_per_request: if t.requests_total > 0 {
-                t.bytes_out as f64 / t.requests_total as f64
+            requests_per_second: per_sec(t.counters.requests_total),
+            bytes_sent_per_second: per_sec(t.counters.bytes_out),
+            bytes_per_request: if t.counters.requests_total > 0 {
+                t.counters.bytes_out as f64 / t.counters.requests_total as f64
             } else {
                 0.0
             },
         };
-        let latency = quantile(&t.histogram, 0.5).map(|p50| Latency {
-            mean_seconds: t.histogram.sum_seconds / t.histogram.count().max(1) as f64,
+        let latency = quantile(&t.counters.histogram, 0.5).map(|p50| Latency {
+            mean_seconds: t.counters.histogram.sum_seconds
+                / t.counters.histogram.count().max(1) as f64,
             p50_seconds: p50,
-            p90_seconds: quantile(&t.histogram, 0.9).unwrap_or(p50),
-            p99_seconds: quantile(&t.histogram, 0.99).unwrap_or(p50),
+            p90_seconds: quantile(&t.counters.histogram, 0.9).unwrap_or(p50),
+            p99_seconds: quantile(&t.counters.histogram, 0.99).unwrap_or(p50),
         });
         let workers = snap
             .slots

@@ -71,12 +71,12 @@ pub fn render(doc: &StatusDoc) -> String {
     let _ = writeln!(
         out,
         "requests {} ({:.1}/s)  in flight {}  connections {}  received {}  sent {}",
-        t.requests_total,
+        t.counters.requests_total,
         doc.rates.requests_per_second,
-        t.requests_active,
-        t.conns_open,
-        human_bytes(t.bytes_in),
-        human_bytes(t.bytes_out)
+        t.counters.requests_active,
+        t.counters.conns_open,
+        human_bytes(t.counters.bytes_in),
+        human_bytes(t.counters.bytes_out)
     );
     let latency = doc.latency.map_or_else(
         || "latency -".to_string(),
@@ -89,7 +89,7 @@ pub fn render(doc: &StatusDoc) -> String {
             )
         },
     );
-    let s = t.status;
+    let s = t.counters.status;
     let _ = writeln!(
         out,
         "{latency}  1xx {} 2xx {} 3xx {} 4xx {} 5xx {} other {}",
@@ -152,9 +152,9 @@ pub fn render(doc: &StatusDoc) -> String {
             sl.state.as_str(),
             w.uptime_seconds.map_or_else(|| "-".into(), human_duration),
             sl.restarts,
-            sl.conns_open,
-            sl.requests_active,
-            sl.requests_total,
+            sl.counters.conns_open,
+            sl.counters.requests_active,
+            sl.counters.requests_total,
             w.process
                 .map_or_else(|| "-".into(), |p| format!("{:.2}", p.cpu_seconds)),
             w.process

@@ -30,7 +30,7 @@
 //!
 //! let reader = Scoreboard::open_read_only(&path).unwrap();
 //! let snap = reader.snapshot();
-//! assert_eq!(snap.totals.requests_total, 1);
+//! assert_eq!(snap.totals.counters.requests_total, 1);
 //! assert_eq!(snap.slots[0].state, SlotState::Ready);
 //! ```
 
@@ -57,9 +57,11 @@ pub use raw::layout::{
 };
 pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
 pub use segment::SegmentLayout;
+pub use snapshot::families;
 pub use snapshot::{
-    ConnSnapshot, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot, LastReloadSnapshot,
-    LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, Totals, WorkerValue,
+    ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot,
+    LastReloadSnapshot, LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, Totals,
+    WorkerValue,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 

@@ -17,20 +17,8 @@
 //! assert!(names::clash("h", Kind::Histogram, "h_count_total", Kind::Counter).is_some());
 //! ```
 
+pub use super::snapshot::families::{Kind, BUILTIN};
 use super::{MetricError, MetricKind, MetricSpec};
-
-/// The kind of a family, as far as its names go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Written `F_total`; family `F`.
-    Counter,
-    /// Written `F`.
-    Gauge,
-    /// Written `F_bucket`, `F_count`, `F_sum`.
-    Histogram,
-    /// Written `F_info` (a gauge in the text format); family `F`.
-    Info,
-}
 
 impl From<&MetricKind> for Kind {
     fn from(k: &MetricKind) -> Self {
@@ -47,29 +35,6 @@ pub const RESERVED_PREFIX: &str = "flora_";
 
 /// Suffixes a family name may not end in (OpenMetrics sample suffixes).
 pub const RESERVED_SUFFIXES: [&str; 5] = ["_count", "_sum", "_bucket", "_created", "_info"];
-
-/// Every metric the exporters write themselves (Prometheus, OpenMetrics and OTLP), by the
-/// name of its samples in the text format. The renderers' tests check this list is exact.
-pub const BUILTIN: [(&str, Kind); 18] = [
-    ("flora_http_requests_total", Kind::Counter),
-    ("flora_http_requests_in_flight", Kind::Gauge),
-    ("flora_http_received_bytes_total", Kind::Counter),
-    ("flora_http_sent_bytes_total", Kind::Counter),
-    ("flora_connections_open", Kind::Gauge),
-    ("flora_connections_total", Kind::Counter),
-    ("flora_connections_untracked_total", Kind::Counter),
-    ("flora_worker_restarts_total", Kind::Counter),
-    ("flora_http_request_duration_seconds", Kind::Histogram),
-    ("flora_worker_info", Kind::Info),
-    ("flora_workers", Kind::Gauge),
-    ("flora_target_workers", Kind::Gauge),
-    ("flora_reloads_total", Kind::Counter),
-    ("flora_otlp_exports_total", Kind::Counter),
-    ("flora_generation", Kind::Gauge),
-    ("flora_start_time_seconds", Kind::Gauge),
-    ("process_cpu_seconds_total", Kind::Counter),
-    ("process_resident_memory_bytes", Kind::Gauge),
-];
 
 /// The OpenMetrics family of a metric written as `name`: one `_total` stripped from a
 /// counter, `_info` from an info. `None` when the name does not fit the kind or the family
@@ -133,8 +98,8 @@ pub fn clashes_with_builtin(name: &str, kind: Kind) -> bool {
     name.starts_with(RESERVED_PREFIX)
         || BUILTIN
             .iter()
-            .filter(|(b, _)| b.as_bytes().first() == first)
-            .any(|(b, kb)| clash(name, kind, b, *kb).is_some())
+            .filter(|b| b.name.as_bytes().first() == first)
+            .any(|b| clash(name, kind, b.name, b.kind).is_some())
 }
 
 /// A naming rule a metric breaks (see [`check_name`]).

@@ -56,7 +56,7 @@ use prost::Message as _;
 
 use super::StatusDoc;
 use crate::config::Config;
-use crate::scoreboard::{HistogramSnapshot, Scoreboard, SlotSnapshot, SlotState};
+use crate::scoreboard::Scoreboard;
 
 /// `Content-Type` of an OTLP/HTTP protobuf body.
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
@@ -347,8 +347,7 @@ pub async fn run(cfg: OtlpConfig, sb: Scoreboard) {
 // ---------------------------------------------------------------------------------------
 
 mod encode;
-#[allow(unused_imports, reason = "helpers used by the tests")]
-use encode::*;
+pub use encode::{encode, encode_families};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 use super::*;
 use crate::exporter::procfs::ProcStats;
 use crate::metrics::{Counter, Gauge as CustomGauge, Histogram as CustomHistogram};
-use crate::scoreboard::{Aggregation, MetricSpec, HISTOGRAM_BOUNDS};
+use crate::scoreboard::{Aggregation, MetricSpec, SlotState, HISTOGRAM_BOUNDS};
 use std::collections::BTreeMap;
 
 const NOW: u64 = 1_800_000_000_123_456_789;

@@ -297,9 +297,9 @@ impl Shell {
             t.workers_ready,
             self.core.target(),
             self.core.generation(),
-            t.requests_total,
-            t.requests_active,
-            t.conns_open
+            t.counters.requests_total,
+            t.counters.requests_active,
+            t.counters.conns_open
         )
     }
 

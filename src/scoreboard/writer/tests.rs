@@ -41,9 +41,9 @@ fn first_writing_thread_owns_the_plain_lane_others_share_the_atomic_one() {
     let snap = sb.snapshot();
     let last = snap.slots[0].last_request.as_ref().expect("last request");
     assert_eq!((last.path.as_str(), last.status), ("/b", 404));
-    assert_eq!(snap.slots[0].requests_total, 2);
+    assert_eq!(snap.slots[0].counters.requests_total, 2);
     drop(conn);
-    assert_eq!(sb.snapshot().slots[0].conns_open, 0);
+    assert_eq!(sb.snapshot().slots[0].counters.conns_open, 0);
 }
 
 #[test]
@@ -72,12 +72,19 @@ fn threads_on_one_slot_lose_no_count() {
         h.join().expect("thread");
     }
     let s = &sb.snapshot().slots[0];
-    assert_eq!(s.requests_total, THREADS * EACH);
-    assert_eq!(s.status[1], THREADS * EACH);
-    assert_eq!(s.histogram.counts.iter().sum::<u64>(), THREADS * EACH);
-    assert_eq!(s.bytes_out, THREADS * EACH * 10);
+    assert_eq!(s.counters.requests_total, THREADS * EACH);
+    assert_eq!(s.counters.status[1], THREADS * EACH);
     assert_eq!(
-        (s.requests_active, s.conns_open, s.conns_total),
+        s.counters.histogram.counts.iter().sum::<u64>(),
+        THREADS * EACH
+    );
+    assert_eq!(s.counters.bytes_out, THREADS * EACH * 10);
+    assert_eq!(
+        (
+            s.counters.requests_active,
+            s.counters.conns_open,
+            s.counters.conns_total
+        ),
         (0, 0, THREADS)
     );
 }
@@ -105,5 +112,5 @@ fn a_new_worker_claims_the_owner_lane_afresh() {
         12345,
         "a spawn leaves the lane to the running worker"
     );
-    assert_eq!(sb.snapshot().slots[0].requests_total, 2);
+    assert_eq!(sb.snapshot().slots[0].counters.requests_total, 2);
 }

@@ -1,7 +1,7 @@
 //! Unit tests of the status page renderer.
 use super::*;
 use crate::exporter::procfs::ProcStats;
-use crate::scoreboard::Scoreboard;
+use crate::scoreboard::{Scoreboard, SlotState};
 use proptest::prelude::*;
 
 /// A document from a real scoreboard: two ready workers; slot 0 has a connection with an

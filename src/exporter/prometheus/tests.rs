@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use super::*;
-use crate::scoreboard::{Scoreboard, WorkerValue};
+use crate::scoreboard::{CustomMetricSnapshot, Scoreboard, WorkerValue};
 
 fn type_lines(text: &str) -> BTreeSet<(String, String)> {
     text.lines()
@@ -36,14 +36,14 @@ fn builtin_list_is_exactly_what_is_written() {
     };
     let text: BTreeSet<_> = names::BUILTIN
         .iter()
-        .map(|(n, k)| (n.to_string(), ty(*k, false).to_string()))
+        .map(|b| (b.name.to_string(), ty(b.kind, false).to_string()))
         .collect();
     assert_eq!(type_lines(&render(&doc, Format::Text)), text);
     let om: BTreeSet<_> = names::BUILTIN
         .iter()
-        .map(|(n, k)| {
-            let family = names::family(n, *k).expect("built-in family");
-            (family.to_string(), ty(*k, true).to_string())
+        .map(|b| {
+            let family = names::family(b.name, b.kind).expect("built-in family");
+            (family.to_string(), ty(b.kind, true).to_string())
         })
         .collect();
     assert_eq!(type_lines(&render(&doc, Format::OpenMetrics)), om);
@@ -92,9 +92,9 @@ fn clashing_entries_of_a_spoiled_registry_are_left_out() {
         custom("g", "counter", &[("a", "2")]),
         custom("g", "gauge", &[("a", "3")]),
     ];
-    let kept: Vec<(&str, usize)> = exposable(&doc.custom)
-        .iter()
-        .map(|(_, s)| (s[0].name.as_str(), s.len()))
+    let families = Families::of(&doc);
+    let kept: Vec<(&str, usize)> = exposable(families.custom())
+        .map(|f| (f.name, f.samples.len()))
         .collect();
     assert_eq!(kept, vec![("foo", 1), ("g", 2)]);
     let om = render(&doc, Format::OpenMetrics);
@@ -124,6 +124,15 @@ fn escaping_and_floats() {
     assert_eq!(float(f64::INFINITY), "+Inf");
     assert_eq!(labels(&[]), "");
     assert_eq!(labels(&[("a", "x"), ("b", "\"")]), "{a=\"x\",b=\"\\\"\"}");
+}
+
+#[test]
+fn integers_in_decimal() {
+    for n in [0, 7, 10, 1_234_567, u64::MAX] {
+        let mut out = String::from("x");
+        push_u64(&mut out, n);
+        assert_eq!(out, format!("x{n}"));
+    }
 }
 
 proptest! {

@@ -1,0 +1,195 @@
+//! Unit tests of the family model: the built-in list in order, labels and values per
+//! source, the app's families grouped by name.
+use super::*;
+use crate::exporter::procfs::ProcStats;
+use crate::metrics::{Counter, Gauge, Histogram};
+use crate::scoreboard::{Aggregation, MetricSpec, Scoreboard, SlotState};
+
+const STATS: ProcStats = ProcStats {
+    cpu_seconds: 2.5,
+    rss_bytes: 4096,
+};
+
+/// Slot 0 ready (pid 40, two 200s, one 503), slot 1 spawned and not ready (pid 41), slot 2
+/// never used; the app registered `jobs_total{q="a"}`, `depth`, `t` (buckets 1, 2) and
+/// `jobs_total{q="b"}` in that order, and set only some of them.
+fn doc() -> StatusDoc {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sb = Scoreboard::create(&dir.path().join("s"), "t", 3).expect("create");
+    sb.slot_spawned(0, 40, 3);
+    sb.slot_spawned(1, 41, 3);
+    let w = sb.writer(0).expect("writer");
+    w.set_state(SlotState::Ready);
+    let conn = w.conn_open(([127, 0, 0, 1], 1).into());
+    for status in [200, 200, 503] {
+        conn.request_begin("GET", "/", 11).finish(status, 1);
+    }
+    let jobs = MetricSpec::counter("jobs_total", "Jobs.");
+    let a = sb.register(&jobs.clone().label("q", "a")).expect("a");
+    sb.register(&MetricSpec::gauge("depth", "Depth.", Aggregation::Max))
+        .expect("depth");
+    let t = sb
+        .register(&MetricSpec::histogram("t", "Time.", &[1.0, 2.0]))
+        .expect("t");
+    let b = sb.register(&jobs.label("q", "b")).expect("b");
+    Counter::new(w.clone(), a).add(3);
+    Counter::new(w.clone(), b).add(4);
+    Histogram::new(w.clone(), t, &[1.0, 2.0]).observe(1.5);
+    let mut snap = sb.snapshot();
+    snap.slots[1].started_unix_ms = 1_000;
+    StatusDoc::build_with(snap, |pid| (pid == 40 || pid == 41).then_some(STATS))
+}
+
+fn labels(s: &Sample<'_>) -> Vec<(String, String)> {
+    s.labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn family<'a>(f: &'a Families<'_>, name: &str) -> &'a Family<'a> {
+    f.list.iter().find(|f| f.name == name).expect(name)
+}
+
+#[test]
+fn builtin_families_follow_the_list() {
+    let doc = doc();
+    let f = Families::of(&doc);
+    let got: Vec<(&str, Kind)> = f.builtin().iter().map(|f| (f.name, f.kind)).collect();
+    let want: Vec<(&str, Kind)> = BUILTIN.iter().map(|b| (b.name, b.kind)).collect();
+    assert_eq!(got, want);
+    assert_eq!(f.start_unix_ms, doc.started_unix_ms);
+    for fam in f.builtin() {
+        assert_eq!(fam.unit, unit_of(fam.name), "{}", fam.name);
+    }
+}
+
+#[test]
+fn per_worker_samples_cover_the_used_slots() {
+    let doc = doc();
+    let f = Families::of(&doc);
+    let requests = family(&f, "flora_http_requests_total");
+    // Two used slots (the unused one is not shown), six classes each.
+    assert_eq!(requests.samples.len(), 12);
+    let s = &requests.samples[1];
+    assert_eq!(
+        labels(s),
+        [("worker", "0"), ("code", "2xx")].map(|(k, v)| (k.into(), v.into()))
+    );
+    assert_eq!(s.value, Value::Int(2));
+    assert_eq!(requests.samples[4].value, Value::Int(1));
+    let info = family(&f, "flora_worker_info");
+    let want = [("worker", "1"), ("pid", "41"), ("generation", "3")];
+    assert_eq!(
+        labels(&info.samples[1]),
+        want.map(|(k, v)| (k.into(), v.into()))
+    );
+    let Value::Histogram(h) = family(&f, "flora_http_request_duration_seconds").samples[0].value
+    else {
+        panic!("not a histogram")
+    };
+    assert_eq!((h.count(), h.bounds.len() + 1), (3, h.counts.len()));
+}
+
+#[test]
+fn cluster_and_process_samples() {
+    let doc = doc();
+    let f = Families::of(&doc);
+    let workers: Vec<_> = family(&f, "flora_workers")
+        .samples
+        .iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(workers, [Value::Int(1), Value::Int(1), Value::Int(0)]);
+    let reloads = &family(&f, "flora_reloads_total").samples;
+    assert_eq!(
+        labels(&reloads[1]),
+        [("outcome".to_string(), "rollback".to_string())]
+    );
+    let start = &family(&f, "flora_start_time_seconds").samples[0];
+    assert!(start.labels.is_empty());
+    assert_eq!(
+        start.value,
+        Value::Float(doc.started_unix_ms as f64 / 1000.0)
+    );
+    // No master process here (its pid is ours): the workers' CPU starts with their process.
+    let cpu = &family(&f, "process_cpu_seconds_total").samples;
+    let starts: Vec<_> = cpu.iter().map(|s| s.start_unix_ms).collect();
+    assert_eq!(
+        starts,
+        [Some(doc.workers[0].slot.started_unix_ms), Some(1_000)]
+    );
+    assert_eq!(cpu[0].value, Value::Float(2.5));
+    let rss = &family(&f, "process_resident_memory_bytes").samples[1];
+    assert_eq!(rss.value, Value::Int(4096));
+}
+
+#[test]
+fn app_families_are_grouped_by_name_in_registration_order() {
+    let doc = doc();
+    let f = Families::of(&doc);
+    let got: Vec<(&str, Kind, usize)> = f
+        .custom()
+        .iter()
+        .map(|f| (f.name, f.kind, f.samples.len()))
+        .collect();
+    // `depth` was never set: declared, without a sample.
+    let want = [
+        ("jobs_total", Kind::Counter, 2),
+        ("depth", Kind::Gauge, 0),
+        ("t", Kind::Histogram, 1),
+    ];
+    assert_eq!(got, want);
+    let jobs = &f.custom()[0];
+    assert_eq!(jobs.samples[1].value, Value::Int(4));
+    assert_eq!(
+        labels(&jobs.samples[1]),
+        [("q".to_string(), "b".to_string())]
+    );
+    let Value::Histogram(h) = f.custom()[2].samples[0].value else {
+        panic!("not a histogram")
+    };
+    assert_eq!(
+        (h.bounds, h.counts, h.sum),
+        (&[1.0, 2.0][..], &[0, 1, 0][..], 1.5)
+    );
+    let app = Families::of_app(&doc);
+    assert!(app.builtin().is_empty());
+    assert_eq!(app.custom().len(), 3);
+}
+
+#[test]
+fn gauges_are_floats_and_labels_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sb = Scoreboard::create(&dir.path().join("s"), "t", 1).expect("create");
+    sb.slot_spawned(0, 7, 1);
+    let w = sb.writer(0).expect("writer");
+    let spec = MetricSpec::gauge("g", "G.", Aggregation::Sum)
+        .label("z", "1")
+        .label("a", "\"");
+    Gauge::new(w, sb.register(&spec).expect("g"), Aggregation::Sum).set(0.5);
+    let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+    let f = Families::of(&doc);
+    let s = &f.custom()[0].samples[0];
+    assert_eq!(s.value, Value::Float(0.5));
+    let want = [("a", "\""), ("z", "1")].map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(labels(s), want);
+    let fixed = Labels::new([("a", LabelValue::Int(7)), ("b", LabelValue::Str("x"))]);
+    let pairs: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(pairs, ["a=7", "b=x"]);
+    assert!(Labels::NONE.is_empty() && !fixed.is_empty());
+}
+
+#[test]
+fn units_from_names() {
+    for (name, unit) in [
+        ("flora_http_request_duration_seconds", "s"),
+        ("process_cpu_seconds_total", "s"),
+        ("flora_http_sent_bytes_total", "By"),
+        ("process_resident_memory_bytes", "By"),
+        ("flora_workers", ""),
+        ("jobs_total", ""),
+    ] {
+        assert_eq!(unit_of(name), unit, "{name}");
+    }
+}

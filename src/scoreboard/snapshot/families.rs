@@ -1,0 +1,186 @@
+//! The built-in metric families: the one list every output writes (Prometheus text,
+//! OpenMetrics, OTLP) and that registration keeps custom metrics away from.
+//!
+//! Each entry names a family, its kind and help text, and the [`Source`] of its samples. The
+//! exporter turns a snapshot into families by walking this list (`exporter::family`), so a new
+//! per-worker counter is one more entry with a [`Source::Worker`] reader: every output, the
+//! name checks and the tests pick it up from here.
+
+use super::SlotSnapshot;
+
+/// The kind of a family, as far as its names go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Written `F_total`; family `F`.
+    Counter,
+    /// Written `F`.
+    Gauge,
+    /// Written `F_bucket`, `F_count`, `F_sum`.
+    Histogram,
+    /// Written `F_info` (a gauge in the text format); family `F`.
+    Info,
+}
+
+/// Where the samples of a built-in family come from.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Source {
+    /// One sample per used slot, labelled `worker`, read from the slot.
+    Worker(fn(&SlotSnapshot) -> u64),
+    /// One sample per used slot and status class, labelled `worker` and `code`.
+    StatusClasses,
+    /// One histogram per used slot, labelled `worker`: the request durations.
+    Durations,
+    /// Value 1 for each slot with a process, labelled `worker`, `pid` and `generation`.
+    WorkerInfo,
+    /// Workers by `state`: starting, ready, draining.
+    WorkersByState,
+    /// The workers the master keeps running.
+    TargetWorkers,
+    /// Reloads by `outcome`: success, rollback.
+    Reloads,
+    /// OTLP pushes by `result`: success, failure.
+    OtlpExports,
+    /// The generation serving.
+    Generation,
+    /// The master's start, seconds since the epoch.
+    StartTime,
+    /// CPU seconds of the master and each worker process, labelled `worker`.
+    ProcessCpu,
+    /// Resident memory of the master and each worker process, labelled `worker`.
+    ProcessMemory,
+}
+
+/// One built-in family.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    /// Name of its samples in the text format (counters end in `_total`, infos in `_info`).
+    pub name: &'static str,
+    /// Kind.
+    pub kind: Kind,
+    /// Help text.
+    pub help: &'static str,
+    /// Where its samples come from.
+    pub source: Source,
+}
+
+const fn family(name: &'static str, kind: Kind, help: &'static str, source: Source) -> Builtin {
+    Builtin {
+        name,
+        kind,
+        help,
+        source,
+    }
+}
+
+/// Every metric the exporters write themselves, in the order they write them.
+pub const BUILTIN: [Builtin; 18] = [
+    family(
+        "flora_http_requests_total",
+        Kind::Counter,
+        "HTTP requests finished, by status class.",
+        Source::StatusClasses,
+    ),
+    family(
+        "flora_http_requests_in_flight",
+        Kind::Gauge,
+        "HTTP requests being served now.",
+        Source::Worker(|s| s.counters.requests_active),
+    ),
+    family(
+        "flora_http_received_bytes_total",
+        Kind::Counter,
+        "Bytes read from clients, headers included.",
+        Source::Worker(|s| s.counters.bytes_in),
+    ),
+    family(
+        "flora_http_sent_bytes_total",
+        Kind::Counter,
+        "Bytes written to clients, headers included.",
+        Source::Worker(|s| s.counters.bytes_out),
+    ),
+    family(
+        "flora_connections_open",
+        Kind::Gauge,
+        "Client connections open now.",
+        Source::Worker(|s| s.counters.conns_open),
+    ),
+    family(
+        "flora_connections_total",
+        Kind::Counter,
+        "Client connections accepted.",
+        Source::Worker(|s| s.counters.conns_total),
+    ),
+    family(
+        "flora_connections_untracked_total",
+        Kind::Counter,
+        "Connections not shown in the connection table because it was full.",
+        Source::Worker(|s| s.counters.conn_overflow),
+    ),
+    family(
+        "flora_worker_restarts_total",
+        Kind::Counter,
+        "Respawns of the worker slot after unexpected exits.",
+        Source::Worker(|s| s.restarts),
+    ),
+    family(
+        "flora_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time from request start until its response body was sent.",
+        Source::Durations,
+    ),
+    family(
+        "flora_worker_info",
+        Kind::Info,
+        "The process in each worker slot.",
+        Source::WorkerInfo,
+    ),
+    family(
+        "flora_workers",
+        Kind::Gauge,
+        "Workers by state.",
+        Source::WorkersByState,
+    ),
+    family(
+        "flora_target_workers",
+        Kind::Gauge,
+        "Workers the master keeps running.",
+        Source::TargetWorkers,
+    ),
+    family(
+        "flora_reloads_total",
+        Kind::Counter,
+        "Reloads by outcome.",
+        Source::Reloads,
+    ),
+    family(
+        "flora_otlp_exports_total",
+        Kind::Counter,
+        "OTLP metric pushes by result.",
+        Source::OtlpExports,
+    ),
+    family(
+        "flora_generation",
+        Kind::Gauge,
+        "Worker generation serving now.",
+        Source::Generation,
+    ),
+    family(
+        "flora_start_time_seconds",
+        Kind::Gauge,
+        "Start time of the master, seconds since the epoch.",
+        Source::StartTime,
+    ),
+    family(
+        "process_cpu_seconds_total",
+        Kind::Counter,
+        "User and system CPU time of the process (a replaced worker starts again from 0).",
+        Source::ProcessCpu,
+    ),
+    family(
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        "Resident memory of the process.",
+        Source::ProcessMemory,
+    ),
+];

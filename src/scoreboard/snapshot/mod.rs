@@ -1,0 +1,306 @@
+//! Reading the whole segment into an owned [`Snapshot`]: every slot, summed totals, and the
+//! connection table read entry by entry under each entry's seqlock.
+//!
+//! - `mod.rs`: the snapshot's types; [`Counters`] holds the traffic figures a slot and the
+//!   totals share.
+//! - `read.rs`: reading the header, the slots and their seqlocked entries.
+//! - `custom.rs`: the app's metrics combined across slots.
+//! - `families.rs`: the list of built-in metric families every output writes.
+
+mod custom;
+pub mod families;
+mod read;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use super::raw::layout::{HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS, STATUS_CLASSES};
+use super::SlotState;
+
+pub(super) use read::{gauge, take};
+
+/// A request-duration histogram: per-bucket counts (not cumulative) and the sum.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HistogramSnapshot {
+    /// Counts per bucket; the last bucket is +Inf. Bounds are [`HISTOGRAM_BOUNDS`].
+    pub counts: Vec<u64>,
+    /// Sum of all observed durations, seconds.
+    pub sum_seconds: f64,
+}
+
+impl HistogramSnapshot {
+    pub(crate) fn empty() -> Self {
+        Self {
+            counts: vec![0; HISTOGRAM_BUCKETS],
+            sum_seconds: 0.0,
+        }
+    }
+
+    fn add(&mut self, other: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a = a.wrapping_add(*b);
+        }
+        self.sum_seconds += other.sum_seconds;
+    }
+
+    /// Total observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+    }
+
+    /// Upper bounds of the buckets (the last, +Inf, is not listed).
+    pub fn bounds() -> &'static [f64] {
+        &HISTOGRAM_BOUNDS
+    }
+}
+
+/// The request in flight on a connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestSnapshot {
+    /// Method (truncated to [`super::METHOD_BYTES`]).
+    pub method: String,
+    /// Path without the query string (truncated to [`super::PATH_BYTES`]).
+    pub path: String,
+    /// Whether the path was truncated.
+    pub path_truncated: bool,
+    /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, … or empty when unknown.
+    pub version: String,
+    /// Seconds since the request started.
+    pub age_seconds: f64,
+    /// Requests in flight on this connection (HTTP/2 may have several; one is shown).
+    pub in_flight: u64,
+    /// App-set key/value infos.
+    pub infos: Vec<(String, String)>,
+}
+
+/// One open connection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnSnapshot {
+    /// Entry index in the slot's table.
+    pub entry: usize,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Seconds since the connection was accepted.
+    pub age_seconds: f64,
+    /// Seconds since the connection last finished a request (0 while one is in flight).
+    pub idle_seconds: f64,
+    /// Requests finished on it.
+    pub requests: u64,
+    /// Its in-flight request, if any.
+    pub request: Option<RequestSnapshot>,
+}
+
+/// The last request a slot finished.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastRequestSnapshot {
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Status code (0 = no response was sent).
+    pub status: u16,
+    /// Duration, seconds.
+    pub duration_seconds: f64,
+    /// When it finished, ms since the Unix epoch.
+    pub finished_unix_ms: u64,
+    /// Response body bytes.
+    pub bytes_sent: u64,
+    /// Client address.
+    pub client: SocketAddr,
+}
+
+/// The traffic figures of one slot, or of all slots summed (counters of dead and retired
+/// slots included, so they never go down). Gauges read 0 while a sum over lanes is negative.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Counters {
+    /// Connections open now.
+    pub conns_open: u64,
+    /// Connections accepted (slot lifetime).
+    pub conns_total: u64,
+    /// Connections not shown in the connection table because it was full.
+    pub conn_overflow: u64,
+    /// Requests in flight now.
+    pub requests_active: u64,
+    /// Requests finished (slot lifetime).
+    pub requests_total: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Finished requests by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+    pub status: [u64; STATUS_CLASSES],
+    /// Request durations.
+    pub histogram: HistogramSnapshot,
+}
+
+impl Counters {
+    /// All zero, with every histogram bucket present.
+    pub(crate) fn zero() -> Self {
+        Self {
+            histogram: HistogramSnapshot::empty(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds `other` (wrapping, like the writers). Destructured so that a new field cannot be
+    /// left out of the sum.
+    pub(crate) fn add(&mut self, other: &Self) {
+        let Self {
+            conns_open,
+            conns_total,
+            conn_overflow,
+            requests_active,
+            requests_total,
+            bytes_in,
+            bytes_out,
+            status,
+            histogram,
+        } = other;
+        let add = |a: &mut u64, b: &u64| *a = a.wrapping_add(*b);
+        add(&mut self.conns_open, conns_open);
+        add(&mut self.conns_total, conns_total);
+        add(&mut self.conn_overflow, conn_overflow);
+        add(&mut self.requests_active, requests_active);
+        add(&mut self.requests_total, requests_total);
+        add(&mut self.bytes_in, bytes_in);
+        add(&mut self.bytes_out, bytes_out);
+        self.status
+            .iter_mut()
+            .zip(status)
+            .for_each(|(a, b)| add(a, b));
+        self.histogram.add(histogram);
+    }
+}
+
+/// One slot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotSnapshot {
+    /// Slot index.
+    pub index: usize,
+    /// Worker pid (0 = none).
+    pub pid: u32,
+    /// State.
+    pub state: SlotState,
+    /// Generation of the (last) worker.
+    pub generation: u64,
+    /// When the current worker was spawned, ms since the epoch (0 = never).
+    pub started_unix_ms: u64,
+    /// Respawns of this slot after unexpected exits.
+    pub restarts: u64,
+    /// Connections, requests, bytes, status classes and durations (flattened in JSON).
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Open connections with their in-flight requests.
+    pub connections: Vec<ConnSnapshot>,
+    /// Last finished request.
+    pub last_request: Option<LastRequestSnapshot>,
+}
+
+/// Sums over every slot (counters of dead and retired slots included, so they never go down).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Connections, requests, bytes, status classes and durations of all workers (flattened
+    /// in JSON).
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Respawns.
+    pub restarts: u64,
+    /// Workers by state: starting, ready, draining.
+    pub workers_starting: u64,
+    /// Workers ready.
+    pub workers_ready: u64,
+    /// Workers draining.
+    pub workers_draining: u64,
+}
+
+/// One worker's value of a custom counter or gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WorkerValue {
+    /// Slot.
+    pub slot: usize,
+    /// Value.
+    pub value: f64,
+}
+
+/// A custom histogram summed over workers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomHistogram {
+    /// Upper bounds (+Inf implied).
+    pub bounds: Vec<f64>,
+    /// Counts per bucket, the last one +Inf (not cumulative).
+    pub counts: Vec<u64>,
+    /// Sum of observed values.
+    pub sum: f64,
+}
+
+/// A custom metric series, combined across workers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomMetricSnapshot {
+    /// Name as registered.
+    pub name: String,
+    /// Help text.
+    pub help: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// Label set (sorted by name).
+    pub labels: Vec<(String, String)>,
+    /// Gauges: `sum`, `max`, `min` or `latest`.
+    pub aggregation: Option<&'static str>,
+    /// Counter: the sum; gauge: the combined value (none when no worker set it); histogram: the count.
+    pub value: Option<f64>,
+    /// Per-worker values (counters: every slot that counted; gauges: the workers that count).
+    pub per_worker: Vec<WorkerValue>,
+    /// Histogram buckets.
+    pub histogram: Option<CustomHistogram>,
+}
+
+/// The last reload the master recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastReloadSnapshot {
+    /// `success` or `rollback`.
+    pub outcome: String,
+    /// The generation it started.
+    pub generation: u64,
+    /// When it ended, ms since the epoch.
+    pub finished_unix_ms: u64,
+    /// Why it was rolled back (empty on success).
+    pub reason: String,
+}
+
+/// An owned, point-in-time read of the whole scoreboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Instance name.
+    pub instance: String,
+    /// Master pid.
+    pub master_pid: u32,
+    /// When the segment was created, ms since the epoch.
+    pub created_unix_ms: u64,
+    /// When this snapshot was taken, ms since the epoch.
+    pub taken_unix_ms: u64,
+    /// Generation now serving.
+    pub generation: u64,
+    /// Workers the master wants.
+    pub target_workers: u64,
+    /// Reloads that succeeded.
+    pub reloads_success: u64,
+    /// Reloads rolled back.
+    pub reloads_rollback: u64,
+    /// The last reload, if any.
+    pub last_reload: Option<LastReloadSnapshot>,
+    /// The master's management HTTP address (empty when off).
+    pub status_addr: String,
+    /// OTLP pushes that succeeded.
+    pub otlp_exports_ok: u64,
+    /// OTLP pushes that failed.
+    pub otlp_exports_failed: u64,
+    /// Every slot, in index order.
+    pub slots: Vec<SlotSnapshot>,
+    /// Sums.
+    pub totals: Totals,
+    /// Custom metrics, in registration order.
+    pub custom: Vec<CustomMetricSnapshot>,
+}
