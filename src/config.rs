@@ -310,7 +310,7 @@ impl Config {
         if let Some(Err(reason)) = self
             .status_hosts
             .iter()
-            .map(|h| crate::exporter::host::validate_name(h))
+            .map(|h| validate_host_name(h))
             .find(Result::is_err)
         {
             return invalid("status_hosts", reason);
@@ -377,6 +377,25 @@ fn line_of(text: &str, key: &str) -> Option<usize> {
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         })
         .map(|i| i + 1)
+}
+
+/// Checks a name given with `--status-host`: letters, digits, `-` and `.`, 1 to 253 bytes.
+///
+/// # Errors
+/// A short reason.
+pub(crate) fn validate_host_name(name: &str) -> Result<(), String> {
+    let ok = (1..=253).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: use a host name (letters, digits, - and .; no port)"
+        ))
+    }
 }
 
 #[cfg(test)]

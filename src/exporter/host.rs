@@ -100,28 +100,10 @@ fn normalize(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
-/// Checks a name given with `--status-host`: letters, digits, `-` and `.`, 1 to 253 bytes.
-///
-/// # Errors
-/// A short reason.
-pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok = (1..=253).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        && !name.starts_with(['.', '-']);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?}: use a host name (letters, digits, - and .; no port)"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::validate_host_name as validate_name;
 
     fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
         let mut b = Request::builder().uri(uri).version(version);
