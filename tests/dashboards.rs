@@ -15,13 +15,15 @@
 //! Helpers: `dashboards/texts.rs` (PromQL text), `dashboards/probes.rs` (what is asked of
 //! Prometheus), `dashboards/consistency.rs`.
 
-#[path = "dashboards/consistency.rs"]
-mod consistency;
-#[path = "dashboards/probes.rs"]
-mod probes;
 mod support;
-#[path = "dashboards/texts.rs"]
-mod texts;
+
+/// The helpers in `tests/dashboards/`.
+mod dashboards {
+    pub mod consistency;
+    pub mod probes;
+    pub mod texts;
+}
+use dashboards::{consistency, probes, texts};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

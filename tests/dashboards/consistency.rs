@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::texts::{all_panels, promql_texts, variables_in, GRAFANA_GLOBALS};
+use crate::dashboards::texts::{all_panels, promql_texts, variables_in, GRAFANA_GLOBALS};
 
 /// Panics naming the first inconsistency of dashboard `file`.
 pub fn check_consistency(file: &str, d: &Value) {

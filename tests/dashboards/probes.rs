@@ -5,11 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::http::url_encode;
-use crate::support::tools::PrometheusServer;
-use crate::texts::{
+use crate::dashboards::texts::{
     label_values_args, metrics_in, strip_modifiers, top_level_comparisons, Expr, Kind,
 };
+use crate::support::http::url_encode;
+use crate::support::tools::PrometheusServer;
 
 /// One question to Prometheus.
 #[derive(Debug, Clone)]

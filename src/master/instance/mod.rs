@@ -372,5 +372,4 @@ fn check_lock_file(st: &FileStat) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[path = "instance_tests.rs"]
 mod tests;
