@@ -1,7 +1,9 @@
 //! Random event sequences: after every step the invariants of [`Sim::check`] hold (one
 //! process per slot, one reply per waiter, no spawn once stopping began, the generation
 //! never goes back), the core's workers are the live processes, and a stop followed by
-//! every exit finishes the master with every waiter answered.
+//! every exit finishes the master with every waiter answered. Without a stop (which answers
+//! every waiter with "stopping" and so hides a stranded one), a settled core has answered
+//! every waiter, ended every reload and restored its worker count.
 
 use proptest::prelude::*;
 
@@ -157,5 +159,62 @@ proptest! {
             check_state(&sim, &mut generation);
         }
         stop_and_settle(&mut sim);
+    }
+}
+
+/// Without a stop: every hook and copy finishes, spawns work, workers get ready and drained
+/// ones exit, time passes. Then every waiter has its answer, no reload is left and every
+/// slot of the serving generation has a ready worker.
+fn settle_running(sim: &mut Sim) {
+    sim.spawn_error = None;
+    for _ in 0..200 {
+        while !sim.hooks.is_empty() {
+            sim.hook_done(Ok(()));
+        }
+        while !sim.prepares.is_empty() {
+            sim.prepared(Ok(()));
+        }
+        sim.ready_all();
+        let gone: Vec<usize> = sim
+            .core
+            .workers
+            .iter()
+            .filter(|(_, w)| w.draining)
+            .map(|(s, _)| *s)
+            .collect();
+        for slot in gone {
+            sim.exit(slot, Some(0));
+        }
+        sim.advance(Duration::from_secs(1));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn without_a_stop_every_waiter_is_answered_and_the_target_restored(
+        ops in proptest::collection::vec(op().prop_filter("no stop", |o| !matches!(o, Op::Stop | Op::SignalStop)), 0..80),
+        before_reload in any::<bool>(),
+        workers in 1..=3usize,
+        auto_prepare in any::<bool>(),
+    ) {
+        let mut cfg = settings(SLOTS, workers);
+        cfg.before_reload = before_reload;
+        let mut sim = Sim::running(cfg);
+        sim.auto_prepare = auto_prepare;
+        for op in ops {
+            apply(&mut sim, op);
+        }
+        settle_running(&mut sim);
+        if sim.core.stop == super::super::Stop::No {
+            for w in &sim.waiters {
+                prop_assert_eq!(sim.replies.get(w).map(Vec::len), Some(1), "{:?} unanswered", w);
+            }
+            prop_assert!(sim.core.reload.is_none(), "a reload never ends");
+            let g = sim.core.generation();
+            let serving = sim.core.workers.values().filter(|w| w.generation == g && w.ready && !w.draining).count();
+            prop_assert_eq!(serving, sim.core.target(), "target not restored");
+        }
     }
 }
