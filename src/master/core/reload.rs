@@ -79,7 +79,13 @@ impl Core {
         }
     }
 
+    /// Begins a reload (asked for now, or queued behind the start or another reload); once a
+    /// stop was asked for, answers its waiters instead, like a new request.
     pub(super) fn begin_reload(&mut self, waiters: Vec<WaiterId>) {
+        if self.stop != Stop::No {
+            self.answer_all(waiters, &Reply::error("the cluster is stopping"));
+            return;
+        }
         let generation = self.next_generation;
         self.next_generation += 1;
         let msg = format!("reload: starting generation {generation}");

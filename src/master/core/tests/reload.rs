@@ -245,3 +245,24 @@ fn a_failed_program_copy_rolls_back() {
     assert_eq!(sim.reload_reason(w), "cannot prepare program: disk full");
     assert!(sim.core.reload.is_none());
 }
+
+#[test]
+fn a_queued_reload_does_not_begin_once_a_stop_was_asked_for() {
+    let mut cfg = settings(4, 2);
+    cfg.before_shutdown = true;
+    let mut sim = Sim::running(cfg);
+    let (first, _) = sim.control(Request::Reload);
+    let (queued, _) = sim.control(Request::Reload);
+    // The before-shutdown hook runs: the reload in progress goes on, a new one must not.
+    sim.signal(SignalEvent::Stop);
+    let commit = [sim.ready(2), sim.ready(3)].concat();
+    assert_eq!(sim.reload_reason(first), "success");
+    assert!(!has(&commit, |a| matches!(
+        a,
+        Action::Notify(super::super::Notify::Reloading { .. }) | Action::Spawn { .. }
+    )));
+    assert_eq!(
+        sim.reply(queued).error.as_deref(),
+        Some("the cluster is stopping")
+    );
+}
