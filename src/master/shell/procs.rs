@@ -35,6 +35,9 @@ impl Shell {
             self.dir.verify()?;
         }
         let (master_end, worker_end) = ipc::pair()?;
+        // Everything that can fail happens before the fork: a worker is never left running
+        // unknown to the master.
+        let channel = Arc::new(Channel::new(master_end)?);
         // The header a new worker's readers see is the master's, whatever was scribbled on it.
         self.sb.restamp();
         let child = spawn::spawn(
@@ -47,7 +50,6 @@ impl Shell {
         )?;
         let pid = child.id().unwrap_or(0);
         self.sb.slot_spawned(slot, pid, generation);
-        let channel = Arc::new(Channel::new(master_end)?);
         let (signals, sig_rx) = mpsc::unbounded_channel::<Signal>();
         tokio::spawn(reap(child, slot, pid, sig_rx, self.tasks.clone()));
         tokio::spawn(read(channel.clone(), slot, pid, self.tasks.clone()));
