@@ -255,6 +255,7 @@ impl Segment {
                 ),
             });
         }
+        refuse_resizable_by_others(&file, path)?;
         Self::attach_by_header(file, path, true)
     }
 
@@ -388,6 +389,32 @@ impl Segment {
     }
 }
 
+/// A reader maps the file: if another user could shrink it meanwhile, the reader would die
+/// of SIGBUS at its next read. So a segment must be sealed against shrinking (the master's
+/// memfd) or owned by the reader's own effective user.
+fn refuse_resizable_by_others(file: &File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = file.metadata().map_err(io_err(path))?.uid();
+    if owner == nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    let sealed = nix::fcntl::fcntl(file, FcntlArg::F_GET_SEALS)
+        .is_ok_and(|seals| seals & SealFlag::F_SEAL_SHRINK.bits() != 0);
+    if sealed {
+        return Ok(());
+    }
+    Err(ScoreboardError::Io {
+        path: path.to_owned(),
+        source: io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "owned by uid {owner}, who could shrink it under this reader; \
+                 not a sealed segment of a master"
+            ),
+        ),
+    })
+}
+
 /// Checks a header against this build's layout; returns the slot count.
 pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
     let magic = load_acquire(&h.magic);
@@ -487,6 +514,27 @@ mod tests {
             Segment::attach_by_layout(dup, other),
             Err(ScoreboardError::Layout(_))
         ));
+    }
+
+    #[test]
+    fn a_segment_file_another_user_can_shrink_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // needs chown
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        drop(Segment::create_file(&p, "t", 1).unwrap());
+        Segment::open_read_only(&p).unwrap();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        nix::unistd::chown(&p, Some(nobody), None).unwrap();
+        let err = Segment::open_read_only(&p).unwrap_err().to_string();
+        assert!(err.contains("could shrink it"), "{err}");
+        // The master's sealed memfd, reached through /proc, stays readable by anyone allowed.
+        let seg = Segment::create_sealed("t", 1).unwrap();
+        use std::os::fd::AsRawFd;
+        let via = format!("/proc/self/fd/{}", seg.file.as_raw_fd());
+        nix::unistd::fchown(&seg.file, Some(nobody), None).unwrap();
+        Segment::open_read_only(Path::new(&via)).unwrap();
     }
 
     #[test]

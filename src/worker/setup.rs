@@ -56,17 +56,41 @@ fn adopt(name: &'static str, fd: i32) -> Result<OwnedFd, WorkerError> {
     Ok(owned)
 }
 
-/// Checks that the inherited control descriptor is a `SOCK_SEQPACKET` socket (a stale
-/// variable inherited from a worker must not make a subprocess adopt an unrelated fd).
-fn check_control_socket(fd: &OwnedFd) -> Result<(), WorkerError> {
+/// Checks, before anything is adopted, that the inherited control descriptor is a
+/// `SOCK_SEQPACKET` socket and the scoreboard descriptor a regular file (a memfd is one). A
+/// stale variable inherited by a program a worker started names descriptors that are not
+/// ours: they are refused and left open, never closed under their owner.
+fn check_inherited(control_fd: i32, sb_fd: i32) -> Result<(), WorkerError> {
+    use crate::scoreboard::raw::fd::check_inherited_fd;
     use nix::sys::socket::{getsockopt, sockopt, SockType};
-    match getsockopt(fd, sockopt::SockType) {
-        Ok(SockType::SeqPacket) => Ok(()),
-        _ => Err(WorkerError::Env {
-            name: ipc::ENV_CONTROL_FD,
-            reason: "not a control socket of a flora-cluster master".into(),
-        }),
+    let env = |name, fd, reason: String| WorkerError::Env {
+        name,
+        reason: format!("fd {fd}: {reason}"),
+    };
+    let control = check_inherited_fd(control_fd, |b| {
+        Ok(getsockopt(&b, sockopt::SockType).ok() == Some(SockType::SeqPacket))
+    })
+    .map_err(|e| env(ipc::ENV_CONTROL_FD, control_fd, e.to_string()))?;
+    if !control {
+        return Err(env(
+            ipc::ENV_CONTROL_FD,
+            control_fd,
+            "not a control socket of a flora-cluster master".into(),
+        ));
     }
+    let regular = check_inherited_fd(sb_fd, |b| {
+        let st = nix::sys::stat::fstat(b)?;
+        Ok(st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG)
+    })
+    .map_err(|e| env(ipc::ENV_SCOREBOARD_FD, sb_fd, e.to_string()))?;
+    if !regular {
+        return Err(env(
+            ipc::ENV_SCOREBOARD_FD,
+            sb_fd,
+            "not a scoreboard segment (not a regular file)".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Worker {
@@ -110,8 +134,8 @@ impl Worker {
                 reason: format!("fd {sb_fd} is also the control socket"),
             });
         }
+        check_inherited(control_fd, sb_fd)?;
         let control = adopt(ipc::ENV_CONTROL_FD, control_fd)?;
-        check_control_socket(&control)?;
         let sb_fd = adopt(ipc::ENV_SCOREBOARD_FD, sb_fd)?;
         // Attach by the layout the master announced, never by a header any worker can write.
         let sb = match std::env::var(ipc::ENV_SCOREBOARD_LAYOUT) {
@@ -224,5 +248,36 @@ impl Worker {
             }
             me.shutdown();
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn is_open(fd: i32) -> bool {
+        crate::scoreboard::raw::fd::check_inherited_fd(fd, |_| Ok(())).is_ok()
+    }
+
+    #[test]
+    fn descriptors_that_are_not_ours_are_refused_and_left_open() {
+        let t = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(t.path().join("f")).unwrap();
+        let (a, _b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (f, s) = (file.as_raw_fd(), a.as_raw_fd());
+        // A file where the control socket should be: refused, the file stays open.
+        assert!(check_inherited(f, s).is_err());
+        // A socket where the segment should be: refused, the socket stays open.
+        assert!(check_inherited(s, s).is_err());
+        assert!(is_open(f) && is_open(s));
+        assert!(check_inherited(s, f).is_ok());
+        assert!(check_inherited(s, 9999).is_err());
     }
 }

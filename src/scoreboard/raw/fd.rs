@@ -26,6 +26,28 @@ pub fn adopt_inherited_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Runs `check` on a descriptor this process inherited (its number came in an environment
+/// variable) without taking ownership of it: a descriptor that is not what the caller
+/// expects stays open and untouched, since it may belong to something else in this process
+/// (a stale variable inherited by a program a worker started).
+///
+/// # Errors
+/// `EBADF` as [`adopt_inherited_fd`], else what `check` returns.
+pub fn check_inherited_fd<T>(
+    fd: RawFd,
+    check: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    if fd <= 2 {
+        return Err(std::io::Error::from_raw_os_error(nix::libc::EBADF));
+    }
+    // SAFETY: the borrow lives only for the fcntl(F_GETFD) below, which fails with EBADF when
+    // the descriptor is not open, and for `check`, which gets it only for that call and
+    // cannot keep it (the lifetime ends with this function). Nothing here closes it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFD).map_err(std::io::Error::from)?;
+    check(borrowed)
+}
+
 /// Takes ownership of descriptors received in an `SCM_RIGHTS` control message.
 pub fn adopt_received_fds(fds: &[RawFd]) -> Vec<OwnedFd> {
     fds.iter()
