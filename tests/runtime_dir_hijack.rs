@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -45,31 +44,11 @@ fn symlink_planted_as_the_runtime_dir_is_refused() {
         planted.to_str().unwrap(),
     ]);
 
-    let flags = [
-        "run",
-        "--name",
-        &dir.name,
-        "--workers",
-        "1",
-        "--status-addr",
-        "off",
-        "--runtime-dir",
-    ];
-    let args: Vec<&OsStr> = flags
-        .iter()
-        .map(OsStr::new)
-        .chain([
-            planted.as_os_str(),
-            OsStr::new("--"),
-            OsStr::new(support::DEMO_BIN),
-        ])
-        .collect();
-    let (status, stderr) = support::run_master_to_exit(
-        &args,
-        support::free_port(),
-        &dir.scratch(""),
-        REFUSE_TIMEOUT,
-    );
+    let (status, stderr) = dir
+        .master(support::free_port())
+        .args(&["--workers", "1", "--status-addr", "off"])
+        .runtime_dir(&planted)
+        .run_to_exit(REFUSE_TIMEOUT);
     assert!(!status.success(), "master started: {stderr}");
     assert!(
         stderr.contains("is a symlink") && stderr.contains("flora-cluster-0"),

@@ -17,34 +17,11 @@ const REFUSE_TIMEOUT: Duration = Duration::from_secs(20);
 const TOKEN: &str = "0123456789abcdef0123456789\n";
 
 fn refused(dir: &TestDir, token: &Path, why: &str) {
-    let run = dir.runtime_dir();
-    let flags = [
-        "run",
-        "--name",
-        &dir.name,
-        "--workers",
-        "1",
-        "--status-addr",
-        "127.0.0.1:0",
-        "--runtime-dir",
-    ];
-    let args: Vec<&OsStr> = flags
-        .iter()
-        .map(OsStr::new)
-        .chain([
-            run.as_os_str(),
-            OsStr::new("--status-token-file"),
-            token.as_os_str(),
-            OsStr::new("--"),
-            OsStr::new(support::DEMO_BIN),
-        ])
-        .collect();
-    let (status, stderr) = support::run_master_to_exit(
-        &args,
-        support::free_port(),
-        &dir.scratch(""),
-        REFUSE_TIMEOUT,
-    );
+    let (status, stderr) = dir
+        .master(support::free_port())
+        .args(&[OsStr::new("--workers"), OsStr::new("1")])
+        .args(&[OsStr::new("--status-token-file"), token.as_os_str()])
+        .run_to_exit(REFUSE_TIMEOUT);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains(&token.display().to_string()) && stderr.contains(why),

@@ -79,6 +79,7 @@ impl TestDir {
             args: Vec::new(),
             program: vec![DEMO_BIN.into()],
             env: Vec::new(),
+            runtime_dir: None,
         }
     }
 
@@ -161,6 +162,7 @@ pub struct MasterCommand<'a> {
     args: Vec<OsString>,
     program: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    runtime_dir: Option<PathBuf>,
 }
 
 impl MasterCommand<'_> {
@@ -190,6 +192,12 @@ impl MasterCommand<'_> {
         self
     }
 
+    /// Another runtime dir than the test's own (a planted or odd one the master must refuse).
+    pub fn runtime_dir(mut self, dir: &Path) -> Self {
+        self.runtime_dir = Some(dir.to_owned());
+        self
+    }
+
     /// Sets an environment variable of the master (after the defaults, so it wins).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
@@ -214,7 +222,11 @@ impl MasterCommand<'_> {
             .args(&self.args)
             .args(["--name", &self.dir.name])
             .arg("--runtime-dir")
-            .arg(self.dir.runtime_dir());
+            .arg(
+                self.runtime_dir
+                    .clone()
+                    .unwrap_or_else(|| self.dir.runtime_dir()),
+            );
         if !self.has_flag("--shutdown-timeout") {
             cmd.args(["--shutdown-timeout", SHUTDOWN_TIMEOUT_SECS]);
         }
