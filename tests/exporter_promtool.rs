@@ -29,6 +29,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("flora_http_sent_bytes_total", "counter"),
     ("flora_connections_open", "gauge"),
     ("flora_connections_total", "counter"),
+    ("flora_tls_handshake_failures_total", "counter"),
     ("flora_workers", "gauge"),
     ("flora_worker_info", "gauge"),
     ("flora_worker_restarts_total", "counter"),

@@ -59,7 +59,7 @@ pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered,
 pub use segment::SegmentLayout;
 pub use snapshot::families;
 pub use snapshot::{
-    ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot,
+    ClientAddr, ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot,
     LastReloadSnapshot, LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, Totals,
     WorkerValue,
 };

@@ -78,6 +78,10 @@ fn per_worker_samples_cover_the_used_slots() {
     );
     assert_eq!(s.value, Value::Int(2));
     assert_eq!(requests.samples[4].value, Value::Int(1));
+    // Present for every used slot, 0 without TLS.
+    let tls = family(&f, "flora_tls_handshake_failures_total");
+    let values: Vec<_> = tls.samples.iter().map(|s| s.value).collect();
+    assert_eq!(values, [Value::Int(0), Value::Int(0)]);
     let info = family(&f, "flora_worker_info");
     let want = [("worker", "1"), ("pid", "41"), ("generation", "3")];
     assert_eq!(

@@ -22,6 +22,7 @@ fn sample_doc() -> StatusDoc {
         .conn_open(([127, 0, 0, 1], 50001).into());
     done.request_begin("GET", "/done", 11).finish(404, 2048);
     drop(done);
+    let _idle_unix = sb.writer(1).expect("writer").conn_open_unix();
     let conn = sb
         .writer(0)
         .expect("writer")
@@ -98,6 +99,7 @@ fn shows_workers_connections_and_reload() {
         "<code class=\"path\">/upload/avatar</code>",
         "<span class=\"chip\"><b>user</b>=42</span>",
         "<code>127.0.0.1:50000</code>",
+        "<code>unix</code>",
         "/done</code> <b class=\"st c4\">404</b>",
         "b-bad\">rollback</span>",
         "worker 1 not ready in 30s",

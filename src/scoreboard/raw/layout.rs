@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 /// `b"FLORASB\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLORASB\0");
 /// Bumped whenever the layout below changes in any way.
-pub const VERSION: u64 = 2;
+pub const VERSION: u64 = 3;
 /// Cache line size the slots are aligned to.
 pub const CACHE_LINE: usize = 64;
 /// Entries in each slot's table of open connections.
@@ -46,6 +46,8 @@ pub const HISTOGRAM_BOUNDS: [f64; 16] = [
 pub const HISTOGRAM_BUCKETS: usize = HISTOGRAM_BOUNDS.len() + 1;
 /// Status classes counted: 1xx, 2xx, 3xx, 4xx, 5xx, other.
 pub const STATUS_CLASSES: usize = 6;
+/// Bit of a stored client's port word: the client came over a Unix socket.
+pub const CLIENT_UNIX: u64 = 1 << 17;
 /// Custom metric cells reserved in every slot.
 pub const CUSTOM_CELLS: usize = 1024;
 
@@ -80,7 +82,8 @@ pub struct ConnEntry {
     pub in_use: AtomicU64,
     /// Client IP as 16 bytes (IPv4 mapped into IPv6).
     pub client_ip: [AtomicU64; 2],
-    /// Client port (low 16 bits) and address family (bit 16 set = IPv6).
+    /// Client port (low 16 bits) and address family: bit 16 set = IPv6, bit 17 set = a Unix
+    /// socket client (no address; see [`CLIENT_UNIX`]).
     pub client_port: AtomicU64,
     /// Monotonic ns when the connection was accepted.
     pub opened_ns: AtomicU64,
@@ -165,6 +168,10 @@ pub struct SlotCounters {
     pub histogram: [AtomicU64; HISTOGRAM_BUCKETS],
     /// Counter: sum of request durations in ns.
     pub duration_sum_ns: AtomicU64,
+    /// Counter: TLS handshakes that failed (bad client hello, timeout, closed mid-handshake).
+    pub tls_handshake_failures: AtomicU64,
+    /// Reserved for later counters (zero).
+    pub reserved: [AtomicU64; 7],
     /// In [`LANE_OWN`] only: the token of the thread that owns the lane (pid << 32 | thread
     /// number in that process; 0 = not claimed yet). Claimed with a CAS by the worker, reset
     /// by the master whenever a worker starts or is gone.
@@ -306,7 +313,7 @@ pub struct Registry {
 const _: () = assert!(std::mem::size_of::<Header>() == 512);
 const _: () = assert!(std::mem::size_of::<ConnEntry>() == 576);
 const _: () = assert!(std::mem::size_of::<LastRequest>() == 256);
-const _: () = assert!(std::mem::size_of::<SlotCounters>() == 256);
+const _: () = assert!(std::mem::size_of::<SlotCounters>() == 320);
 const _: () = assert!(std::mem::size_of::<Slot>() % CACHE_LINE == 0);
 const _: () = assert!(CONN_ENTRIES <= 64, "conn_bitmap is one u64");
 const _: () = assert!(std::mem::size_of::<MetricEntry>() == 576);
@@ -391,10 +398,11 @@ mod tests {
         assert_eq!(offset_of!(ConnEntry, infos), 248);
         assert_eq!(offset_of!(Slot, conn_bitmap), 56);
         assert_eq!(offset_of!(Slot, counters), 64);
-        assert_eq!(offset_of!(Slot, last), 64 + 2 * 256);
-        assert_eq!(offset_of!(Slot, conns), 64 + 2 * 256 + 2 * 256);
-        assert_eq!(offset_of!(Slot, custom), 1088 + 64 * 576);
-        assert_eq!(size_of::<Slot>(), 1088 + 64 * 576 + 1024 * 8);
+        assert_eq!(offset_of!(Slot, last), 64 + 2 * 320);
+        assert_eq!(offset_of!(Slot, conns), 64 + 2 * 320 + 2 * 256);
+        assert_eq!(offset_of!(Slot, custom), 1216 + 64 * 576);
+        assert_eq!(size_of::<Slot>(), 1216 + 64 * 576 + 1024 * 8);
+        assert_eq!(offset_of!(SlotCounters, tls_handshake_failures), 248);
         assert_eq!(offset_of!(SlotCounters, status), 56);
         assert_eq!(offset_of!(SlotCounters, histogram), 104);
     }

@@ -74,7 +74,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 18] = [
+pub const BUILTIN: [Builtin; 19] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -116,6 +116,12 @@ pub const BUILTIN: [Builtin; 18] = [
         Kind::Counter,
         "Connections not shown in the connection table because it was full.",
         Source::Worker(|s| s.counters.conn_overflow),
+    ),
+    family(
+        "flora_tls_handshake_failures_total",
+        Kind::Counter,
+        "TLS handshakes that failed (0 without TLS).",
+        Source::Worker(|s| s.counters.tls_handshake_failures),
     ),
     family(
         "flora_worker_restarts_total",

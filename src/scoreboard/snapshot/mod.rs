@@ -57,6 +57,37 @@ impl HistogramSnapshot {
     }
 }
 
+/// Where a client connected from: an IP address and port, or a Unix socket (no address).
+/// Shown and serialized as `127.0.0.1:5000`, `[::1]:5000` or `unix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddr {
+    /// A TCP client.
+    Ip(SocketAddr),
+    /// A client of a Unix-socket listener.
+    Unix,
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ip(a) => a.fmt(f),
+            Self::Unix => f.write_str("unix"),
+        }
+    }
+}
+
+impl Serialize for ClientAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl PartialEq<SocketAddr> for ClientAddr {
+    fn eq(&self, other: &SocketAddr) -> bool {
+        matches!(self, Self::Ip(a) if a == other)
+    }
+}
+
 /// The request in flight on a connection.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestSnapshot {
@@ -81,8 +112,8 @@ pub struct RequestSnapshot {
 pub struct ConnSnapshot {
     /// Entry index in the slot's table.
     pub entry: usize,
-    /// Client address.
-    pub client: SocketAddr,
+    /// Client address (`unix` for a Unix-socket client).
+    pub client: ClientAddr,
     /// Seconds since the connection was accepted.
     pub age_seconds: f64,
     /// Seconds since the connection last finished a request (0 while one is in flight).
@@ -108,8 +139,8 @@ pub struct LastRequestSnapshot {
     pub finished_unix_ms: u64,
     /// Response body bytes.
     pub bytes_sent: u64,
-    /// Client address.
-    pub client: SocketAddr,
+    /// Client address (`unix` for a Unix-socket client).
+    pub client: ClientAddr,
 }
 
 /// The traffic figures of one slot, or of all slots summed (counters of dead and retired
@@ -134,6 +165,8 @@ pub struct Counters {
     pub status: [u64; STATUS_CLASSES],
     /// Request durations.
     pub histogram: HistogramSnapshot,
+    /// TLS handshakes that failed.
+    pub tls_handshake_failures: u64,
 }
 
 impl Counters {
@@ -158,6 +191,7 @@ impl Counters {
             bytes_out,
             status,
             histogram,
+            tls_handshake_failures,
         } = other;
         let add = |a: &mut u64, b: &u64| *a = a.wrapping_add(*b);
         add(&mut self.conns_open, conns_open);
@@ -172,6 +206,7 @@ impl Counters {
             .zip(status)
             .for_each(|(a, b)| add(a, b));
         self.histogram.add(histogram);
+        add(&mut self.tls_handshake_failures, tls_handshake_failures);
     }
 }
 

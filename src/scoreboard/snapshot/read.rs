@@ -1,10 +1,12 @@
 //! Reading the header, every slot and the seqlocked connection entries of a segment.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use super::ClientAddr;
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 use super::super::raw::layout::{
-    ConnEntry, LastRequest, Slot, SlotCounters, HISTOGRAM_BUCKETS, STATUS_CLASSES,
+    ConnEntry, LastRequest, Slot, SlotCounters, CLIENT_UNIX, HISTOGRAM_BUCKETS, STATUS_CLASSES,
 };
 use super::super::segment::{load_acquire, HeaderTruth, SlotTruth};
 use super::super::{mono_ns, strings, unix_ms, Segment, SlotState};
@@ -207,20 +209,24 @@ fn read_counters(s: &Slot) -> Counters {
                 .collect(),
             sum_seconds: lanes(s, |c| &c.duration_sum_ns) as f64 / 1e9,
         },
+        tls_handshake_failures: lanes(s, |c| &c.tls_handshake_failures),
     }
 }
 
-fn load_addr(ip: &[AtomicU64; 2], port: &AtomicU64) -> SocketAddr {
+fn load_addr(ip: &[AtomicU64; 2], port: &AtomicU64) -> ClientAddr {
+    let p = port.load(Relaxed);
+    if p & CLIENT_UNIX != 0 {
+        return ClientAddr::Unix;
+    }
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&ip[0].load(Relaxed).to_be_bytes());
     bytes[8..].copy_from_slice(&ip[1].load(Relaxed).to_be_bytes());
     let v6 = Ipv6Addr::from(bytes);
-    let p = port.load(Relaxed);
     let ip = match v6.to_ipv4_mapped() {
         Some(v4) if p & (1 << 16) == 0 => IpAddr::V4(v4),
         _ => IpAddr::V6(v6),
     };
-    SocketAddr::new(ip, (p & 0xffff) as u16)
+    ClientAddr::Ip(SocketAddr::new(ip, (p & 0xffff) as u16))
 }
 
 fn secs_between(later: u64, earlier: u64) -> f64 {

@@ -10,7 +10,7 @@ use super::lane::Lane;
 use super::SlotWriter;
 use crate::scoreboard::clock::fast_ns;
 use crate::scoreboard::raw::layout::{
-    ConnEntry, Slot, CONN_ENTRIES, HISTOGRAM_BOUNDS, INFO_KEY_BYTES, STATUS_CLASSES,
+    ConnEntry, Slot, CLIENT_UNIX, CONN_ENTRIES, HISTOGRAM_BOUNDS, INFO_KEY_BYTES, STATUS_CLASSES,
 };
 use crate::scoreboard::seqlock::{try_write, write_owned};
 use crate::scoreboard::strings;
@@ -70,11 +70,29 @@ fn store_addr(ip: &[AtomicU64; 2], port: &AtomicU64, words: [u64; 3]) {
 impl SlotWriter {
     /// Records an accepted connection from `peer` and claims a table entry for it.
     pub fn conn_open(&self, peer: SocketAddr) -> ConnGuard {
+        self.conn_open_words(addr_words(peer))
+    }
+
+    /// Records a connection accepted on a Unix socket (its client is shown as `unix`) and
+    /// claims a table entry for it.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let sb = flora_cluster::scoreboard::Scoreboard::create(&dir.path().join("s"), "t", 1).unwrap();
+    /// let conn = sb.writer(0).unwrap().conn_open_unix();
+    /// let snap = sb.snapshot();
+    /// assert_eq!(snap.slots[0].connections[0].client.to_string(), "unix");
+    /// # drop(conn);
+    /// ```
+    pub fn conn_open_unix(&self) -> ConnGuard {
+        self.conn_open_words([0, 0, CLIENT_UNIX])
+    }
+
+    fn conn_open_words(&self, peer: [u64; 3]) -> ConnGuard {
         let lane = Lane::of(self.slot());
         lane.add(&lane.counters.conns_open, 1);
         lane.add(&lane.counters.conns_total, 1);
         let entry = self.claim_entry();
-        let peer = addr_words(peer);
         match entry {
             Some(i) => {
                 let e = &self.slot().conns[i];

@@ -87,6 +87,21 @@ impl SlotWriter {
         lane.add(&lane.counters.bytes_out, n);
     }
 
+    /// Counts a TLS handshake that failed (the connection is dropped without a request).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let sb = flora_cluster::scoreboard::Scoreboard::create(&dir.path().join("s"), "t", 1).unwrap();
+    /// let writer = sb.writer(0).unwrap();
+    /// writer.tls_handshake_failed();
+    /// assert_eq!(sb.snapshot().totals.counters.tls_handshake_failures, 1);
+    /// ```
+    #[inline]
+    pub fn tls_handshake_failed(&self) {
+        let lane = Lane::of(self.slot());
+        lane.add(&lane.counters.tls_handshake_failures, 1);
+    }
+
     /// Cell `i` of this slot's custom metric cells.
     #[inline]
     pub(crate) fn custom_cell(&self, i: usize) -> Option<&AtomicU64> {

@@ -114,3 +114,42 @@ fn a_new_worker_claims_the_owner_lane_afresh() {
     );
     assert_eq!(sb.snapshot().slots[0].counters.requests_total, 2);
 }
+
+#[test]
+fn unix_clients_show_as_unix_in_the_table_and_the_last_request() {
+    let (_dir, sb) = segment(1);
+    let w = sb.writer(0).expect("writer");
+    let tcp = w.conn_open(peer());
+    let unix = w.conn_open_unix();
+    let req = unix.request_begin("GET", "/over-unix", 11);
+    let snap = sb.snapshot();
+    let clients: Vec<String> = snap.slots[0]
+        .connections
+        .iter()
+        .map(|c| c.client.to_string())
+        .collect();
+    assert_eq!(clients, ["127.0.0.1:4000", "unix"]);
+    req.finish(200, 0);
+    let snap = sb.snapshot();
+    let last = snap.slots[0].last_request.as_ref().expect("last");
+    assert_eq!(last.client.to_string(), "unix");
+    let json = serde_json::to_value(&snap.slots[0]).expect("json");
+    assert_eq!(json["connections"][1]["client"], "unix");
+    assert_eq!(json["connections"][0]["client"], "127.0.0.1:4000");
+    drop((tcp, unix));
+}
+
+#[test]
+fn tls_handshake_failures_count_from_every_thread() {
+    let (_dir, sb) = segment(2);
+    let w = sb.writer(1).expect("writer");
+    w.tls_handshake_failed();
+    let w2 = w.clone();
+    std::thread::spawn(move || w2.tls_handshake_failed())
+        .join()
+        .expect("thread");
+    let snap = sb.snapshot();
+    assert_eq!(snap.slots[1].counters.tls_handshake_failures, 2);
+    assert_eq!(snap.slots[0].counters.tls_handshake_failures, 0);
+    assert_eq!(snap.totals.counters.tls_handshake_failures, 2);
+}
