@@ -576,12 +576,26 @@ fn check_rules_healthy_and_quiet(prom: &PrometheusServer) {
     );
 }
 
+/// A few 404s and 503s from each worker: the error panels and the 5xx ratio select codes by
+/// class (`code=~"5.."`), and a code has a series only once it was answered (few enough to
+/// keep the 5xx alert quiet under the traffic).
+fn answer_errors_on_every_worker(port: u16) {
+    for (slot, mut c) in support::workers::conns_by_slot(port, &[0, 1]) {
+        for code in [404, 503] {
+            let r = support::workers::call(&mut c, &format!("/code/{code}"));
+            assert_eq!(r.status, code, "slot {slot}");
+        }
+        c.close();
+    }
+}
+
 #[test]
 fn every_dashboard_and_alert_expression_returns_data_from_a_real_cluster() {
     let dir = TestDir::new("dashboards");
     let cluster = dir.start(support::free_port(), 2, &[]);
     cluster.wait_ready(2);
     register_custom_metric(cluster.port);
+    answer_errors_on_every_worker(cluster.port);
     let status_addr = cluster
         .status_url()
         .trim_start_matches("http://")

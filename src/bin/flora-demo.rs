@@ -2,7 +2,8 @@
 //! routes that drive the custom-metric API (used by the tests and the quick start).
 //!
 //! Routes: `/` → `Hello World\n` (or `--body`), `/pid`, `/slot`, `/slow?ms=N`,
-//! `/info?ms=N&KEY=VALUE…` (sets request infos, then sleeps), `/status` (the in-app
+//! `/info?ms=N&KEY=VALUE…` (sets request infos, then sleeps), `/code/N` (answers status N),
+//! `/status` (the in-app
 //! `status()` as JSON), and the custom-metric routes `/m/register?kind=counter|gauge|histogram
 //! &name=N[&help=H][&agg=sum|max|min|latest][&dead=1][&buckets=0.1,1][&label=K:V]`,
 //! `/m/add?name=N&n=K`, `/m/set?name=N&v=X`, `/m/observe?name=N&v=X`, `/m/defer?name=N&n=K`
@@ -225,6 +226,14 @@ async fn child_fds() -> Reply {
     }
 }
 
+/// `/code/N`: answers status N (100..=999; 1xx codes are answered 200 by hyper's rules).
+fn code(n: &str) -> Reply {
+    match n.parse().ok().and_then(|n| StatusCode::from_u16(n).ok()) {
+        Some(status) => (status, format!("{n}\n")),
+        None => (StatusCode::BAD_REQUEST, "bad code\n".into()),
+    }
+}
+
 async fn route(app: &App, req: &Request<Incoming>) -> Reply {
     let q = query(req);
     let info = RequestInfo::current();
@@ -263,6 +272,7 @@ async fn route(app: &App, req: &Request<Incoming>) -> Reply {
         },
         "/m/set" => update(app, "set", &q, info.as_ref()),
         "/m/observe" => update(app, "observe", &q, info.as_ref()),
+        p if p.starts_with("/code/") => code(&p["/code/".len()..]),
         _ => (
             StatusCode::OK,
             String::from_utf8_lossy(&app.body).into_owned(),

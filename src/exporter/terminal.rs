@@ -95,6 +95,15 @@ pub fn render(doc: &StatusDoc) -> String {
         "{latency}  1xx {} 2xx {} 3xx {} 4xx {} 5xx {} other {}",
         s[0], s[1], s[2], s[3], s[4], s[5]
     );
+    let codes: Vec<String> = t
+        .counters
+        .codes
+        .seen()
+        .map(|(code, n)| format!("{code} {n}"))
+        .collect();
+    if !codes.is_empty() {
+        let _ = writeln!(out, "codes {}", codes.join("  "));
+    }
     let _ = writeln!(
         out,
         "workers ready {} starting {} draining {} of {}  reloads ok {} rolled back {}\n",

@@ -41,6 +41,7 @@ mod registry;
 mod segment;
 mod seqlock;
 mod snapshot;
+pub mod status;
 mod strings;
 mod writer;
 
@@ -60,8 +61,8 @@ pub use segment::SegmentLayout;
 pub use snapshot::families;
 pub use snapshot::{
     ClientAddr, ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot,
-    LastReloadSnapshot, LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, Totals,
-    WorkerValue,
+    LastReloadSnapshot, LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, StatusCounts,
+    Totals, WorkerValue,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 

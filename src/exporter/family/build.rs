@@ -6,9 +6,6 @@ use crate::exporter::procfs::ProcStats;
 use crate::scoreboard::families::{Builtin, Source};
 use crate::scoreboard::{HistogramSnapshot, SlotSnapshot, SlotState};
 
-/// Status classes, in the order of [`crate::scoreboard::Counters::status`].
-const CODES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-
 /// The states [`Source::WorkersByState`] counts.
 const STATES: [SlotState; 3] = [SlotState::Starting, SlotState::Ready, SlotState::Draining];
 
@@ -27,7 +24,7 @@ fn samples(source: Source, doc: &StatusDoc) -> Vec<Sample<'_>> {
     let [ok, failed] = doc.otlp_exports;
     match source {
         Source::Worker(get) => per_worker(doc, |s| Value::Int(get(s))),
-        Source::StatusClasses => status_classes(doc),
+        Source::StatusCodes => status_codes(doc),
         Source::Durations => per_worker(doc, durations),
         Source::WorkerInfo => worker_info(doc),
         Source::WorkersByState => workers_by_state(doc),
@@ -86,11 +83,12 @@ fn durations(s: &SlotSnapshot) -> Value<'_> {
     })
 }
 
-fn status_classes(doc: &StatusDoc) -> Vec<Sample<'_>> {
+/// One sample per worker and status counter that is not zero: a code once seen stays (the
+/// slot's counters only grow), codes never seen add no series.
+fn status_codes(doc: &StatusDoc) -> Vec<Sample<'_>> {
     slots(doc)
         .flat_map(|s| {
-            let classes = CODES.iter().zip(s.counters.status);
-            classes.map(|(code, n)| {
+            s.counters.codes.seen().map(|(code, n)| {
                 let labels = Labels::new([worker(s), ("code", LabelValue::Str(code))]);
                 sample(labels, Value::Int(n))
             })

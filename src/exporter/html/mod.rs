@@ -19,6 +19,7 @@ use std::borrow::Cow;
 
 use self::escape_html as esc;
 use super::model::StatusDoc;
+use crate::scoreboard::StatusCounts;
 use format::{bytes, count, duration, ms, utc, DASH};
 use tables::{connections_table, custom_table, workers_table};
 
@@ -177,7 +178,7 @@ fn cards(doc: &StatusDoc) -> String {
         card("In flight", &count(t.counters.requests_active), &open),
         card("Workers ready", &ready, &others),
         latency_card(doc),
-        status_card(&t.counters.status),
+        status_card(&t.counters.status, &t.counters.codes),
     ];
     format!("<section class=\"cards\">{}</section>\n", all.concat())
 }
@@ -199,8 +200,8 @@ fn latency_card(doc: &StatusDoc) -> String {
 }
 
 /// Responses by class as a stacked bar with a legend; CSS class `cN` colours class `N`xx
-/// (`c6` = other).
-fn status_card(status: &[u64]) -> String {
+/// (`c6` = other); under it the exact codes seen.
+fn status_card(status: &[u64], codes: &StatusCounts) -> String {
     const NAMES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
     // Counts come from shared memory and may be anything: sum as floats, never overflow.
     let total = status.iter().map(|&n| n as f64).sum::<f64>().max(1.0);
@@ -216,9 +217,14 @@ fn status_card(status: &[u64]) -> String {
             count(n)
         );
     }
+    let exact: String = codes
+        .seen()
+        .map(|(code, n)| format!("<span>{code} <b>{}</b></span>", count(n)))
+        .collect();
     format!(
         "<div class=\"card\"><div class=\"label\">Responses</div>\
-         <div class=\"bar\">{bar}</div><div class=\"legend\">{legend}</div></div>"
+         <div class=\"bar\">{bar}</div><div class=\"legend\">{legend}</div>\
+         <div class=\"legend codes\">{exact}</div></div>"
     )
 }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 /// `b"FLORASB\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLORASB\0");
 /// Bumped whenever the layout below changes in any way.
-pub const VERSION: u64 = 3;
+pub const VERSION: u64 = 4;
 /// Cache line size the slots are aligned to.
 pub const CACHE_LINE: usize = 64;
 /// Entries in each slot's table of open connections.
@@ -44,8 +44,9 @@ pub const HISTOGRAM_BOUNDS: [f64; 16] = [
 ];
 /// Histogram buckets including +Inf.
 pub const HISTOGRAM_BUCKETS: usize = HISTOGRAM_BOUNDS.len() + 1;
-/// Status classes counted: 1xx, 2xx, 3xx, 4xx, 5xx, other.
-pub const STATUS_CLASSES: usize = 6;
+/// Status counters per lane: the exact codes, one "other" per class, no response
+/// (`scoreboard::status` names them).
+pub const STATUS_COUNTERS: usize = 33;
 /// Bit of a stored client's port word: the client came over a Unix socket.
 pub const CLIENT_UNIX: u64 = 1 << 17;
 /// Custom metric cells reserved in every slot.
@@ -162,8 +163,8 @@ pub struct SlotCounters {
     pub bytes_in: AtomicU64,
     /// Counter: bytes written to clients (whole connection, headers included).
     pub bytes_out: AtomicU64,
-    /// Counter: finished requests by status class: 1xx..5xx, other (no response).
-    pub status: [AtomicU64; STATUS_CLASSES],
+    /// Counter: finished requests by status, indexed by `scoreboard::status::index`.
+    pub status: [AtomicU64; STATUS_COUNTERS],
     /// Counter: request durations per bucket (not cumulative; last = +Inf).
     pub histogram: [AtomicU64; HISTOGRAM_BUCKETS],
     /// Counter: sum of request durations in ns.
@@ -171,7 +172,7 @@ pub struct SlotCounters {
     /// Counter: TLS handshakes that failed (bad client hello, timeout, closed mid-handshake).
     pub tls_handshake_failures: AtomicU64,
     /// Reserved for later counters (zero).
-    pub reserved: [AtomicU64; 7],
+    pub reserved: [AtomicU64; 4],
     /// In [`LANE_OWN`] only: the token of the thread that owns the lane (pid << 32 | thread
     /// number in that process; 0 = not claimed yet). Claimed with a CAS by the worker, reset
     /// by the master whenever a worker starts or is gone.
@@ -313,7 +314,7 @@ pub struct Registry {
 const _: () = assert!(std::mem::size_of::<Header>() == 512);
 const _: () = assert!(std::mem::size_of::<ConnEntry>() == 576);
 const _: () = assert!(std::mem::size_of::<LastRequest>() == 256);
-const _: () = assert!(std::mem::size_of::<SlotCounters>() == 320);
+const _: () = assert!(std::mem::size_of::<SlotCounters>() == 512);
 const _: () = assert!(std::mem::size_of::<Slot>() % CACHE_LINE == 0);
 const _: () = assert!(CONN_ENTRIES <= 64, "conn_bitmap is one u64");
 const _: () = assert!(std::mem::size_of::<MetricEntry>() == 576);
@@ -350,7 +351,7 @@ pub const fn layout_hash() -> u64 {
         PATH_BYTES as u64,
         INFO_COUNT as u64,
         HISTOGRAM_BUCKETS as u64,
-        STATUS_CLASSES as u64,
+        STATUS_COUNTERS as u64,
         CUSTOM_CELLS as u64,
         std::mem::size_of::<MetricEntry>() as u64,
         MAX_SERIES as u64,
@@ -398,13 +399,14 @@ mod tests {
         assert_eq!(offset_of!(ConnEntry, infos), 248);
         assert_eq!(offset_of!(Slot, conn_bitmap), 56);
         assert_eq!(offset_of!(Slot, counters), 64);
-        assert_eq!(offset_of!(Slot, last), 64 + 2 * 320);
-        assert_eq!(offset_of!(Slot, conns), 64 + 2 * 320 + 2 * 256);
-        assert_eq!(offset_of!(Slot, custom), 1216 + 64 * 576);
-        assert_eq!(size_of::<Slot>(), 1216 + 64 * 576 + 1024 * 8);
-        assert_eq!(offset_of!(SlotCounters, tls_handshake_failures), 248);
+        assert_eq!(offset_of!(Slot, last), 64 + 2 * 512);
+        assert_eq!(offset_of!(Slot, conns), 64 + 2 * 512 + 2 * 256);
+        assert_eq!(offset_of!(Slot, custom), 1600 + 64 * 576);
+        assert_eq!(size_of::<Slot>(), 1600 + 64 * 576 + 1024 * 8);
         assert_eq!(offset_of!(SlotCounters, status), 56);
-        assert_eq!(offset_of!(SlotCounters, histogram), 104);
+        assert_eq!(offset_of!(SlotCounters, histogram), 56 + 33 * 8);
+        assert_eq!(offset_of!(SlotCounters, tls_handshake_failures), 464);
+        assert_eq!(offset_of!(SlotCounters, owner), 504);
     }
 
     #[test]

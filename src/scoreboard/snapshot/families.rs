@@ -27,8 +27,9 @@ pub enum Kind {
 pub enum Source {
     /// One sample per used slot, labelled `worker`, read from the slot.
     Worker(fn(&SlotSnapshot) -> u64),
-    /// One sample per used slot and status class, labelled `worker` and `code`.
-    StatusClasses,
+    /// One sample per used slot and status counter seen, labelled `worker` and `code`
+    /// (`"404"`, `"4xx"` for the class's other codes, `"other"` for no response).
+    StatusCodes,
     /// One histogram per used slot, labelled `worker`: the request durations.
     Durations,
     /// Value 1 for each slot with a process, labelled `worker`, `pid` and `generation`.
@@ -78,8 +79,8 @@ pub const BUILTIN: [Builtin; 19] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
-        "HTTP requests finished, by status class.",
-        Source::StatusClasses,
+        "HTTP requests finished by status code (4xx: other codes of the class; other: no response).",
+        Source::StatusCodes,
     ),
     family(
         "flora_http_requests_in_flight",

@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::raw::layout::{HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS, STATUS_CLASSES};
+use super::raw::layout::{HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS};
+use super::status;
 use super::SlotState;
 
 pub(super) use read::{gauge, take};
@@ -85,6 +86,50 @@ impl Serialize for ClientAddr {
 impl PartialEq<SocketAddr> for ClientAddr {
     fn eq(&self, other: &SocketAddr) -> bool {
         matches!(self, Self::Ip(a) if a == other)
+    }
+}
+
+/// Finished requests by status counter ([`status::index`]): the exact codes, one "other" per
+/// class, no response. Serialized as an object of the counters that are not zero, keyed by
+/// their label: `{"200": 10, "404": 2, "4xx": 1, "other": 1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusCounts(pub [u64; status::COUNTERS]);
+
+impl Default for StatusCounts {
+    fn default() -> Self {
+        Self([0; status::COUNTERS])
+    }
+}
+
+impl StatusCounts {
+    /// `(label, count)` of every counter that is not zero, in counter order.
+    pub fn seen(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n != 0)
+            .map(|(i, &n)| (status::label(i), n))
+    }
+
+    /// Counts by class: 1xx, 2xx, 3xx, 4xx, 5xx, no response.
+    pub fn classes(&self) -> [u64; 6] {
+        let mut c = [0u64; 6];
+        for (i, n) in self.0.iter().enumerate() {
+            let k = status::class(i);
+            c[k] = c[k].wrapping_add(*n);
+        }
+        c
+    }
+
+    /// All finished requests.
+    pub fn total(&self) -> u64 {
+        self.0.iter().fold(0u64, |a, n| a.wrapping_add(*n))
+    }
+}
+
+impl Serialize for StatusCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.seen())
     }
 }
 
@@ -161,8 +206,11 @@ pub struct Counters {
     pub bytes_in: u64,
     /// Bytes sent.
     pub bytes_out: u64,
-    /// Finished requests by class: 1xx, 2xx, 3xx, 4xx, 5xx, other.
-    pub status: [u64; STATUS_CLASSES],
+    /// Finished requests by class: 1xx, 2xx, 3xx, 4xx, 5xx, other (no response); derived
+    /// from `codes`.
+    pub status: [u64; 6],
+    /// Finished requests by exact code (the common ones), other code of a class, or none.
+    pub codes: StatusCounts,
     /// Request durations.
     pub histogram: HistogramSnapshot,
     /// TLS handshakes that failed.
@@ -190,6 +238,7 @@ impl Counters {
             bytes_in,
             bytes_out,
             status,
+            codes,
             histogram,
             tls_handshake_failures,
         } = other;
@@ -204,6 +253,11 @@ impl Counters {
         self.status
             .iter_mut()
             .zip(status)
+            .for_each(|(a, b)| add(a, b));
+        self.codes
+            .0
+            .iter_mut()
+            .zip(&codes.0)
             .for_each(|(a, b)| add(a, b));
         self.histogram.add(histogram);
         add(&mut self.tls_handshake_failures, tls_handshake_failures);

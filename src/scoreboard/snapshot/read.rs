@@ -2,11 +2,11 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use super::ClientAddr;
+use super::{ClientAddr, StatusCounts};
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 use super::super::raw::layout::{
-    ConnEntry, LastRequest, Slot, SlotCounters, CLIENT_UNIX, HISTOGRAM_BUCKETS, STATUS_CLASSES,
+    ConnEntry, LastRequest, Slot, SlotCounters, CLIENT_UNIX, HISTOGRAM_BUCKETS,
 };
 use super::super::segment::{load_acquire, HeaderTruth, SlotTruth};
 use super::super::{mono_ns, strings, unix_ms, Segment, SlotState};
@@ -192,17 +192,18 @@ fn read_slot(index: usize, s: &Slot, now: u64, unix_now_ms: u64) -> SlotSnapshot
 
 /// A slot's traffic figures, each summed over its writer lanes.
 fn read_counters(s: &Slot) -> Counters {
-    let status: [u64; STATUS_CLASSES] = std::array::from_fn(|i| lanes(s, |c| &c.status[i]));
+    let codes = StatusCounts(std::array::from_fn(|i| lanes(s, |c| &c.status[i])));
     Counters {
         conns_open: gauge(s, |c| &c.conns_open),
         conns_total: lanes(s, |c| &c.conns_total),
         conn_overflow: lanes(s, |c| &c.conn_overflow),
         requests_active: gauge(s, |c| &c.requests_active),
-        // Finished requests = the sum of the status classes (the writer keeps no separate total).
-        requests_total: status.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
+        // Finished requests = the sum of the status counters (the writer keeps no separate total).
+        requests_total: codes.total(),
         bytes_in: lanes(s, |c| &c.bytes_in),
         bytes_out: lanes(s, |c| &c.bytes_out),
-        status,
+        status: codes.classes(),
+        codes,
         histogram: HistogramSnapshot {
             counts: (0..HISTOGRAM_BUCKETS)
                 .map(|i| lanes(s, |c| &c.histogram[i]))

@@ -10,10 +10,10 @@ use super::lane::Lane;
 use super::SlotWriter;
 use crate::scoreboard::clock::fast_ns;
 use crate::scoreboard::raw::layout::{
-    ConnEntry, Slot, CLIENT_UNIX, CONN_ENTRIES, HISTOGRAM_BOUNDS, INFO_KEY_BYTES, STATUS_CLASSES,
+    ConnEntry, Slot, CLIENT_UNIX, CONN_ENTRIES, HISTOGRAM_BOUNDS, INFO_KEY_BYTES,
 };
 use crate::scoreboard::seqlock::{try_write, write_owned};
-use crate::scoreboard::strings;
+use crate::scoreboard::{status, strings};
 
 /// Subtracts one from a gauge, as a wrapping add.
 const MINUS_ONE: u64 = u64::MAX;
@@ -36,14 +36,6 @@ pub(crate) fn bucket_index(ns: u64) -> usize {
         return 0;
     }
     BOUNDS_NS.partition_point(|&b| b < ns)
-}
-
-/// Status class index: 0..=4 for 1xx..5xx, 5 for anything else (no response).
-pub(crate) fn status_class(status: u16) -> usize {
-    match status {
-        100..=599 => usize::from(status / 100 - 1),
-        _ => STATUS_CLASSES - 1,
-    }
 }
 
 /// A client address as the segment stores it: IP (IPv4 mapped into IPv6) in two words, then
@@ -346,8 +338,8 @@ impl RequestGuard {
         let lane = Lane::of(slot);
         let c = lane.counters;
         lane.add(&c.requests_active, MINUS_ONE);
-        // requests_total is the sum of the status classes: one add fewer per request.
-        lane.add(&c.status[status_class(self.status)], 1);
+        // requests_total is the sum of the status counters: one add fewer per request.
+        lane.add(&c.status[status::index(self.status)], 1);
         lane.add(&c.histogram[bucket_index(dur)], 1);
         lane.add(&c.duration_sum_ns, dur);
         if inner.has_pending.load(Relaxed) && inner.has_pending.swap(false, Relaxed) {
@@ -417,17 +409,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_and_classes() {
+    fn buckets() {
         assert_eq!(bucket_index(0), 0);
         assert_eq!(bucket_index(100_000), 0);
         assert_eq!(bucket_index(100_001), 1);
         assert_eq!(bucket_index(500_000), 2);
         assert_eq!(bucket_index(10_000_000_000), 15);
         assert_eq!(bucket_index(u64::MAX), 16);
-        for (code, class) in [(100, 0), (200, 1), (204, 1), (302, 2), (404, 3), (503, 4)] {
-            assert_eq!(status_class(code), class);
-        }
-        assert_eq!(status_class(0), 5);
-        assert_eq!(status_class(600), 5);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::*;
 use super::lane::thread_token;
 use super::ConnGuard;
 use crate::scoreboard::raw::layout::{LANE_OWN, LANE_SHARED};
+use crate::scoreboard::status::index;
 use crate::scoreboard::Scoreboard;
 
 fn segment(slots: usize) -> (tempfile::TempDir, Scoreboard) {
@@ -26,7 +27,7 @@ fn first_writing_thread_owns_the_plain_lane_others_share_the_atomic_one() {
     conn.request_begin("GET", "/", 11).finish(200, 1);
     let slot = sb.slot(0).expect("slot");
     assert_eq!(slot.counters[LANE_OWN].owner.load(Relaxed), thread_token());
-    assert_eq!(slot.counters[LANE_OWN].status[1].load(Relaxed), 1);
+    assert_eq!(slot.counters[LANE_OWN].status[index(200)].load(Relaxed), 1);
     let w2 = w.clone();
     std::thread::spawn(move || {
         w2.conn_open(peer())
@@ -35,8 +36,11 @@ fn first_writing_thread_owns_the_plain_lane_others_share_the_atomic_one() {
     })
     .join()
     .expect("thread");
-    assert_eq!(slot.counters[LANE_SHARED].status[3].load(Relaxed), 1);
-    assert_eq!(slot.counters[LANE_OWN].status[3].load(Relaxed), 0);
+    assert_eq!(
+        slot.counters[LANE_SHARED].status[index(404)].load(Relaxed),
+        1
+    );
+    assert_eq!(slot.counters[LANE_OWN].status[index(404)].load(Relaxed), 0);
     // The other thread's request finished last: it is the slot's last request.
     let snap = sb.snapshot();
     let last = snap.slots[0].last_request.as_ref().expect("last request");
@@ -105,7 +109,10 @@ fn a_new_worker_claims_the_owner_lane_afresh() {
         .request_begin("GET", "/", 11)
         .finish(200, 0);
     let slot = sb.slot(0).expect("slot");
-    assert_eq!(slot.counters[LANE_SHARED].status[1].load(Relaxed), 1);
+    assert_eq!(
+        slot.counters[LANE_SHARED].status[index(200)].load(Relaxed),
+        1
+    );
     sb.slot_spawned(0, 1, 2);
     assert_eq!(
         owner.load(Relaxed),
