@@ -38,6 +38,7 @@ mod clock;
 pub mod names;
 pub(crate) mod raw;
 mod registry;
+mod routes;
 mod segment;
 mod seqlock;
 mod snapshot;
@@ -54,9 +55,10 @@ use std::sync::Arc;
 pub use raw::layout::{
     CONN_ENTRIES, CUSTOM_CELLS, HISTOGRAM_BOUNDS, INFO_COUNT, INFO_KEY_BYTES, INFO_VALUE_BYTES,
     MAX_BUCKETS, MAX_SERIES, METHOD_BYTES, METRIC_HELP_BYTES, METRIC_LABELS_BYTES,
-    METRIC_NAME_BYTES, PATH_BYTES,
+    METRIC_NAME_BYTES, PATH_BYTES, ROUTE_BYTES,
 };
 pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
+pub use routes::{RouteSnapshot, DEFAULT_ROUTE_LIMIT, MAX_ROUTES, OVERFLOW_ROUTE};
 pub use segment::SegmentLayout;
 pub use snapshot::families;
 pub use snapshot::{
@@ -228,7 +230,7 @@ impl Scoreboard {
     /// [`ScoreboardError::NoSpace`] when the file system cannot hold it, [`ScoreboardError::Io`]
     /// when the file exists or cannot be created and mapped.
     pub fn create(path: &Path, name: &str, slots: usize) -> Result<Self> {
-        Ok(Self::wrap(Segment::create_file(path, name, slots)?))
+        Ok(Self::wrap(Segment::create_file(path, name, slots, 0)?))
     }
 
     /// Creates an anonymous segment (a `memfd`) with `slots` slots, every page allocated now
@@ -244,7 +246,7 @@ impl Scoreboard {
     /// # Errors
     /// As [`Scoreboard::create`].
     pub fn create_sealed(name: &str, slots: usize) -> Result<Self> {
-        Ok(Self::wrap(Segment::create_sealed(name, slots)?))
+        Ok(Self::wrap(Segment::create_sealed(name, slots, 0)?))
     }
 
     fn wrap(seg: Segment) -> Self {

@@ -74,6 +74,19 @@ pub(crate) fn read<const W: usize>(src: &AtomicStr<W>) -> (String, bool) {
     (String::from_utf8_lossy(&bytes).into_owned(), truncated)
 }
 
+/// Reads a stored string strictly: `None` when its bytes are not UTF-8 (a value other
+/// processes may have scribbled and that must not be shown altered). The length is clamped.
+pub(crate) fn read_strict<const W: usize>(src: &AtomicStr<W>) -> Option<String> {
+    let len = ((src.len.load(Relaxed) & !TRUNCATED) as usize).min(W * 8);
+    let mut bytes: Vec<u8> = src
+        .words
+        .iter()
+        .flat_map(|w| w.load(Relaxed).to_le_bytes())
+        .collect();
+    bytes.truncate(len);
+    String::from_utf8(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

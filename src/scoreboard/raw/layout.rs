@@ -8,15 +8,17 @@
 //! The segment is:
 //!
 //! ```text
-//! [ Header (512 B) | Slot 0 | Slot 1 | ... | Slot S-1 | Registry ]
+//! [ Header (512 B) | Slot 0 | ... | Slot S-1 | Registry | RouteName × R | RouteCells × S·LANES·(R+1) ]
 //! ```
+//!
+//! The route parts are empty unless per-route metrics are on (R = the route limit).
 
 use std::sync::atomic::AtomicU64;
 
 /// `b"FLORASB\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLORASB\0");
 /// Bumped whenever the layout below changes in any way.
-pub const VERSION: u64 = 4;
+pub const VERSION: u64 = 5;
 /// Cache line size the slots are aligned to.
 pub const CACHE_LINE: usize = 64;
 /// Entries in each slot's table of open connections.
@@ -27,6 +29,10 @@ pub const METHOD_BYTES: usize = 16;
 pub const PATH_BYTES: usize = 128;
 /// Per-request app infos kept per connection entry.
 pub const INFO_COUNT: usize = 4;
+/// Bytes kept of a route template (`/users/{id}`).
+pub const ROUTE_BYTES: usize = 64;
+/// Most distinct routes a cluster can count (`--route-limit`).
+pub const MAX_ROUTES: usize = 1024;
 /// Bytes kept of an info key.
 pub const INFO_KEY_BYTES: usize = 16;
 /// Bytes kept of an info value.
@@ -103,6 +109,8 @@ pub struct ConnEntry {
     pub method: AtomicStr<{ METHOD_BYTES / 8 }>,
     /// Path of the shown request (no query string).
     pub path: AtomicStr<{ PATH_BYTES / 8 }>,
+    /// Route template of the shown request, as the app set it (empty = unknown).
+    pub route: AtomicStr<{ ROUTE_BYTES / 8 }>,
     /// App-set infos of the shown request.
     pub infos: [InfoCell; INFO_COUNT],
 }
@@ -130,6 +138,8 @@ pub struct LastRequest {
     pub method: AtomicStr<{ METHOD_BYTES / 8 }>,
     /// Path.
     pub path: AtomicStr<{ PATH_BYTES / 8 }>,
+    /// Route template (empty = unknown).
+    pub route: AtomicStr<{ ROUTE_BYTES / 8 }>,
 }
 
 /// Writer lanes per slot: see [`SlotCounters`].
@@ -171,8 +181,10 @@ pub struct SlotCounters {
     pub duration_sum_ns: AtomicU64,
     /// Counter: TLS handshakes that failed (bad client hello, timeout, closed mid-handshake).
     pub tls_handshake_failures: AtomicU64,
+    /// Counter: requests counted as `route="other"` because the route table was full.
+    pub route_overflow: AtomicU64,
     /// Reserved for later counters (zero).
-    pub reserved: [AtomicU64; 4],
+    pub reserved: [AtomicU64; 3],
     /// In [`LANE_OWN`] only: the token of the thread that owns the lane (pid << 32 | thread
     /// number in that process; 0 = not claimed yet). Claimed with a CAS by the worker, reset
     /// by the master whenever a worker starts or is gone.
@@ -257,8 +269,32 @@ pub struct Header {
     pub otlp_exports_ok: AtomicU64,
     /// Counter: OTLP pushes that failed (collector down, slow, or refusing). Master-written.
     pub otlp_exports_failed: AtomicU64,
+    /// Routes the segment can count (0 = per-route metrics off). Master-written at creation.
+    pub route_limit: AtomicU64,
     /// Reserved for later master-written fields.
-    pub reserved: [AtomicU64; 2],
+    pub reserved: [AtomicU64; 1],
+}
+
+/// Cells of one route in one slot lane: the status counters ([`STATUS_COUNTERS`]), the
+/// duration histogram ([`HISTOGRAM_BUCKETS`], not cumulative) and the duration sum in ns.
+pub const ROUTE_CELLS: usize = STATUS_COUNTERS + HISTOGRAM_BUCKETS + 1;
+
+/// One entry of the cluster-wide route table. Claimed by any worker: `state` CAS 0 → 1, the
+/// name written, then `state` 2 with Release. A worker that dies between leaves the entry at 1
+/// for good (readers skip it). Readers validate the name: any worker may scribble it.
+#[repr(C)]
+pub struct RouteName {
+    /// 0 free, 1 being written, 2 published.
+    pub state: AtomicU64,
+    /// The route template.
+    pub name: AtomicStr<{ ROUTE_BYTES / 8 }>,
+}
+
+/// The counters of one route in one lane of one slot (same lane rules as [`SlotCounters`]).
+#[repr(C)]
+pub struct RouteCells {
+    /// Status counters, then histogram buckets, then the duration sum (ns).
+    pub cells: [AtomicU64; ROUTE_CELLS],
 }
 
 /// Series (metric name + label set) the registry holds.
@@ -312,8 +348,10 @@ pub struct Registry {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == 512);
-const _: () = assert!(std::mem::size_of::<ConnEntry>() == 576);
-const _: () = assert!(std::mem::size_of::<LastRequest>() == 256);
+const _: () = assert!(std::mem::size_of::<ConnEntry>() == 640);
+const _: () = assert!(std::mem::size_of::<LastRequest>() == 320);
+const _: () = assert!(std::mem::size_of::<RouteName>() == 80);
+const _: () = assert!(std::mem::size_of::<RouteCells>() == ROUTE_CELLS * 8);
 const _: () = assert!(std::mem::size_of::<SlotCounters>() == 512);
 const _: () = assert!(std::mem::size_of::<Slot>() % CACHE_LINE == 0);
 const _: () = assert!(CONN_ENTRIES <= 64, "conn_bitmap is one u64");
@@ -336,11 +374,15 @@ unsafe impl ShmSafe for Header {}
 unsafe impl ShmSafe for Slot {}
 // SAFETY: as above.
 unsafe impl ShmSafe for Registry {}
+// SAFETY: as above.
+unsafe impl ShmSafe for RouteName {}
+// SAFETY: as above.
+unsafe impl ShmSafe for RouteCells {}
 
 /// FNV-1a over the numbers that define the layout; two builds agree only when they lay
 /// the segment out identically.
 pub const fn layout_hash() -> u64 {
-    let parts: [u64; 15] = [
+    let parts: [u64; 17] = [
         VERSION,
         std::mem::size_of::<Header>() as u64,
         std::mem::size_of::<Slot>() as u64,
@@ -356,6 +398,8 @@ pub const fn layout_hash() -> u64 {
         std::mem::size_of::<MetricEntry>() as u64,
         MAX_SERIES as u64,
         MAX_BUCKETS as u64,
+        ROUTE_BYTES as u64,
+        ROUTE_CELLS as u64,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -371,9 +415,29 @@ pub const fn layout_hash() -> u64 {
     h
 }
 
-/// Size in bytes of a segment with `slots` slots: header, slots, registry.
-pub const fn segment_size(slots: usize) -> usize {
+/// Size in bytes of a segment with `slots` slots and room for `routes` routes: header,
+/// slots, registry, route table, route cells (no route parts when `routes` is 0).
+pub const fn segment_size(slots: usize, routes: usize) -> usize {
+    route_cells_offset(slots, routes) + route_cells_len(slots, routes)
+}
+
+/// Offset of the route table.
+pub const fn route_table_offset(slots: usize) -> usize {
     registry_offset(slots) + std::mem::size_of::<Registry>()
+}
+
+/// Offset of the first [`RouteCells`].
+pub const fn route_cells_offset(slots: usize, routes: usize) -> usize {
+    route_table_offset(slots) + routes * std::mem::size_of::<RouteName>()
+}
+
+/// Route cells: per slot and lane, one per route plus `other`.
+const fn route_cells_len(slots: usize, routes: usize) -> usize {
+    if routes == 0 {
+        0
+    } else {
+        slots * LANES * (routes + 1) * std::mem::size_of::<RouteCells>()
+    }
 }
 
 /// Offset of the custom-metric registry in a segment with `slots` slots.
@@ -393,20 +457,28 @@ mod tests {
         assert_eq!(offset_of!(Header, version), 8);
         assert_eq!(offset_of!(Header, slot_count), 40);
         assert_eq!(offset_of!(Header, name), 88);
-        assert_eq!(size_of::<ConnEntry>(), 576);
+        assert_eq!(size_of::<ConnEntry>(), 640);
         assert_eq!(offset_of!(ConnEntry, method), 88);
         assert_eq!(offset_of!(ConnEntry, path), 112);
-        assert_eq!(offset_of!(ConnEntry, infos), 248);
+        assert_eq!(offset_of!(ConnEntry, route), 248);
+        assert_eq!(offset_of!(ConnEntry, infos), 320);
+        assert_eq!(offset_of!(Header, route_limit), 496);
         assert_eq!(offset_of!(Slot, conn_bitmap), 56);
         assert_eq!(offset_of!(Slot, counters), 64);
         assert_eq!(offset_of!(Slot, last), 64 + 2 * 512);
-        assert_eq!(offset_of!(Slot, conns), 64 + 2 * 512 + 2 * 256);
-        assert_eq!(offset_of!(Slot, custom), 1600 + 64 * 576);
-        assert_eq!(size_of::<Slot>(), 1600 + 64 * 576 + 1024 * 8);
+        assert_eq!(offset_of!(Slot, conns), 64 + 2 * 512 + 2 * 320);
+        assert_eq!(offset_of!(Slot, custom), 1728 + 64 * 640);
+        assert_eq!(size_of::<Slot>(), 1728 + 64 * 640 + 1024 * 8);
         assert_eq!(offset_of!(SlotCounters, status), 56);
         assert_eq!(offset_of!(SlotCounters, histogram), 56 + 33 * 8);
         assert_eq!(offset_of!(SlotCounters, tls_handshake_failures), 464);
+        assert_eq!(offset_of!(SlotCounters, route_overflow), 472);
         assert_eq!(offset_of!(SlotCounters, owner), 504);
+        assert_eq!(segment_size(2, 0), route_table_offset(2));
+        assert_eq!(
+            segment_size(2, 10),
+            route_table_offset(2) + 10 * 80 + 2 * 2 * 11 * ROUTE_CELLS * 8
+        );
     }
 
     #[test]

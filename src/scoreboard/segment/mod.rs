@@ -110,6 +110,8 @@ pub(crate) struct Segment {
     pub map: Mapping,
     pub file: File,
     pub truth: Option<Truth>,
+    /// This process's cache of route ids (`super::routes`).
+    pub routes: super::routes::Cache,
 }
 
 /// What a worker is told about the segment it inherits (env [`crate::ipc::ENV_SCOREBOARD_LAYOUT`]):
@@ -120,22 +122,36 @@ pub struct SegmentLayout {
     pub slots: usize,
     /// The layout hash (`raw::layout::layout_hash`) of the master's build.
     pub hash: u64,
+    /// Routes the segment counts (0 = per-route metrics off).
+    pub routes: usize,
 }
 
 impl SegmentLayout {
-    /// `slots:hash` (hash in hex).
+    /// `slots:hash:routes` (hash in hex).
     pub fn encode(&self) -> String {
-        format!("{}:{:x}", self.slots, self.hash)
+        format!("{}:{:x}:{}", self.slots, self.hash, self.routes)
     }
 
     /// Parses [`SegmentLayout::encode`]'s form.
     pub fn decode(s: &str) -> Option<Self> {
-        let (slots, hash) = s.split_once(':')?;
-        Some(Self {
-            slots: slots.parse().ok()?,
-            hash: u64::from_str_radix(hash, 16).ok()?,
-        })
+        let mut parts = s.split(':');
+        let layout = Self {
+            slots: parts.next()?.parse().ok()?,
+            hash: u64::from_str_radix(parts.next()?, 16).ok()?,
+            routes: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(layout)
     }
+}
+
+fn check_routes(routes: usize) -> Result<()> {
+    if routes > layout::MAX_ROUTES {
+        return Err(ScoreboardError::Layout(format!(
+            "route limit {routes} above {}",
+            layout::MAX_ROUTES
+        )));
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> ScoreboardError + '_ {
@@ -170,8 +186,9 @@ fn back_fully(file: &File, size: usize, place: &Path) -> Result<()> {
 
 impl Segment {
     /// A sealed, fully backed anonymous segment (the master's).
-    pub(crate) fn create_sealed(name: &str, slots: usize) -> Result<Self> {
+    pub(crate) fn create_sealed(name: &str, slots: usize, routes: usize) -> Result<Self> {
         check_slots(slots)?;
+        check_routes(routes)?;
         let place = Path::new("<memfd>");
         let flags =
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING;
@@ -181,17 +198,23 @@ impl Segment {
         // A memfd starts at 0777; readers reach it through /proc: owner only, like a file.
         nix::sys::stat::fchmod(&file, nix::sys::stat::Mode::from_bits_truncate(0o600))
             .map_err(|e| io_err(place)(e.into()))?;
-        let size = layout::segment_size(slots);
+        let size = layout::segment_size(slots, routes);
         back_fully(&file, size, place)?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
         nix::fcntl::fcntl(&file, FcntlArg::F_ADD_SEALS(seals))
             .map_err(|e| io_err(place)(e.into()))?;
-        Self::init(file, name, slots, place)
+        Self::init(file, name, (slots, routes), place)
     }
 
     /// A fully backed segment file at `path` (mode 0600, must not exist).
-    pub(crate) fn create_file(path: &Path, name: &str, slots: usize) -> Result<Self> {
+    pub(crate) fn create_file(
+        path: &Path,
+        name: &str,
+        slots: usize,
+        routes: usize,
+    ) -> Result<Self> {
         check_slots(slots)?;
+        check_routes(routes)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -200,17 +223,17 @@ impl Segment {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(path)
             .map_err(io_err(path))?;
-        let size = layout::segment_size(slots);
+        let size = layout::segment_size(slots, routes);
         if let Err(e) = back_fully(&file, size, path.parent().unwrap_or(path)) {
             let _ = std::fs::remove_file(path);
             return Err(e);
         }
-        Self::init(file, name, slots, path)
+        Self::init(file, name, (slots, routes), path)
     }
 
-    fn init(file: File, name: &str, slots: usize, place: &Path) -> Result<Self> {
-        let map = Mapping::map(&file, layout::segment_size(slots), slots, false)
-            .map_err(io_err(place))?;
+    fn init(file: File, name: &str, (slots, routes): (usize, usize), place: &Path) -> Result<Self> {
+        let size = layout::segment_size(slots, routes);
+        let map = Mapping::map(&file, size, (slots, routes), false).map_err(io_err(place))?;
         let truth = Truth::default();
         *truth.header() = HeaderTruth {
             name: name.to_string(),
@@ -223,6 +246,7 @@ impl Segment {
             map,
             file,
             truth: Some(truth),
+            routes: super::routes::Cache::default(),
         };
         seg.restamp();
         Ok(seg)
@@ -269,15 +293,16 @@ impl Segment {
                 need: header_size,
             });
         }
-        let slots = {
+        let dims = {
             let head = Mapping::map_header(&file, len as usize).map_err(io_err(path))?;
             validate_header(head.header(), len)?
         };
-        let map = Mapping::map(&file, len as usize, slots, read_only).map_err(io_err(path))?;
+        let map = Mapping::map(&file, len as usize, dims, read_only).map_err(io_err(path))?;
         Ok(Self {
             map,
             file,
             truth: None,
+            routes: super::routes::Cache::default(),
         })
     }
 
@@ -286,6 +311,7 @@ impl Segment {
     pub(crate) fn attach_by_layout(file: File, layout: SegmentLayout) -> Result<Self> {
         let path = Path::new("<inherited fd>");
         check_slots(layout.slots)?;
+        check_routes(layout.routes)?;
         if layout.hash != layout::layout_hash() {
             return Err(ScoreboardError::Layout(format!(
                 "the master's layout hash is {:x}, this build's {:x}: worker and master are different flora-cluster versions",
@@ -294,15 +320,17 @@ impl Segment {
             )));
         }
         let len = file.metadata().map_err(io_err(path))?.len();
-        let need = layout::segment_size(layout.slots) as u64;
+        let need = layout::segment_size(layout.slots, layout.routes) as u64;
         if len < need {
             return Err(ScoreboardError::TooSmall { len, need });
         }
-        let map = Mapping::map(&file, len as usize, layout.slots, false).map_err(io_err(path))?;
+        let dims = (layout.slots, layout.routes);
+        let map = Mapping::map(&file, len as usize, dims, false).map_err(io_err(path))?;
         Ok(Self {
             map,
             file,
             truth: None,
+            routes: super::routes::Cache::default(),
         })
     }
 
@@ -323,6 +351,7 @@ impl Segment {
         SegmentLayout {
             slots: self.slot_count(),
             hash: layout::layout_hash(),
+            routes: self.map.route_limit(),
         }
     }
 
@@ -339,7 +368,9 @@ impl Segment {
         set(&h.header_size, std::mem::size_of::<Header>() as u64);
         set(&h.slot_size, std::mem::size_of::<Slot>() as u64);
         set(&h.slot_count, slots as u64);
-        set(&h.total_size, layout::segment_size(slots) as u64);
+        let routes = self.map.route_limit();
+        set(&h.route_limit, routes as u64);
+        set(&h.total_size, layout::segment_size(slots, routes) as u64);
         set(&h.master_pid, t.master_pid);
         set(&h.created_unix_ms, t.created_unix_ms);
         strings::write(&h.name, &t.name);
@@ -415,8 +446,8 @@ fn refuse_resizable_by_others(file: &File, path: &Path) -> Result<()> {
     })
 }
 
-/// Checks a header against this build's layout; returns the slot count.
-pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
+/// Checks a header against this build's layout; returns the slot count and route limit.
+pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<(usize, usize)> {
     let magic = load_acquire(&h.magic);
     if magic != layout::MAGIC {
         return Err(ScoreboardError::BadMagic(magic));
@@ -456,7 +487,11 @@ pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
     if slots == 0 || slots > MAX_SLOTS as u64 {
         return Err(ScoreboardError::Layout(format!("slot count {slots}")));
     }
-    let need = layout::segment_size(slots as usize) as u64;
+    let routes = h.route_limit.load(Ordering::Relaxed);
+    if routes > layout::MAX_ROUTES as u64 {
+        return Err(ScoreboardError::Layout(format!("route limit {routes}")));
+    }
+    let need = layout::segment_size(slots as usize, routes as usize) as u64;
     expect("total size", h.total_size.load(Ordering::Relaxed), need)?;
     if file_len < need {
         return Err(ScoreboardError::TooSmall {
@@ -464,7 +499,7 @@ pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<usize> {
             need,
         });
     }
-    Ok(slots as usize)
+    Ok((slots as usize, routes as usize))
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ impl HistogramSnapshot {
         }
     }
 
-    fn add(&mut self, other: &Self) {
+    pub(crate) fn add(&mut self, other: &Self) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a = a.wrapping_add(*b);
         }
@@ -142,6 +142,8 @@ pub struct RequestSnapshot {
     pub path: String,
     /// Whether the path was truncated.
     pub path_truncated: bool,
+    /// Route template the app set (truncated to [`super::ROUTE_BYTES`]; empty = unknown).
+    pub route: String,
     /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, … or empty when unknown.
     pub version: String,
     /// Seconds since the request started.
@@ -176,6 +178,8 @@ pub struct LastRequestSnapshot {
     pub method: String,
     /// Path.
     pub path: String,
+    /// Route template (empty = unknown).
+    pub route: String,
     /// Status code (0 = no response was sent).
     pub status: u16,
     /// Duration, seconds.
@@ -215,6 +219,8 @@ pub struct Counters {
     pub histogram: HistogramSnapshot,
     /// TLS handshakes that failed.
     pub tls_handshake_failures: u64,
+    /// Requests counted as the overflow route because the route table was full.
+    pub route_overflow: u64,
 }
 
 impl Counters {
@@ -241,6 +247,7 @@ impl Counters {
             codes,
             histogram,
             tls_handshake_failures,
+            route_overflow,
         } = other;
         let add = |a: &mut u64, b: &u64| *a = a.wrapping_add(*b);
         add(&mut self.conns_open, conns_open);
@@ -261,6 +268,7 @@ impl Counters {
             .for_each(|(a, b)| add(a, b));
         self.histogram.add(histogram);
         add(&mut self.tls_handshake_failures, tls_handshake_failures);
+        add(&mut self.route_overflow, route_overflow);
     }
 }
 
@@ -392,4 +400,8 @@ pub struct Snapshot {
     pub totals: Totals,
     /// Custom metrics, in registration order.
     pub custom: Vec<CustomMetricSnapshot>,
+    /// Distinct routes the cluster counts (0 = per-route metrics off).
+    pub route_limit: usize,
+    /// Per-route requests, by route name (empty when per-route metrics are off).
+    pub routes: Vec<super::RouteSnapshot>,
 }

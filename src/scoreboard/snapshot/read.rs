@@ -82,6 +82,8 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         slots,
         totals,
         custom,
+        route_limit: sb.map.route_limit(),
+        routes: super::super::routes::read(sb),
     }
 }
 
@@ -211,6 +213,7 @@ fn read_counters(s: &Slot) -> Counters {
             sum_seconds: lanes(s, |c| &c.duration_sum_ns) as f64 / 1e9,
         },
         tls_handshake_failures: lanes(s, |c| &c.tls_handshake_failures),
+        route_overflow: lanes(s, |c| &c.route_overflow),
     }
 }
 
@@ -255,6 +258,7 @@ fn read_entry(index: usize, e: &ConnEntry, now: u64) -> Option<ConnSnapshot> {
             method: strings::read(&e.method).0,
             path: strings::read(&e.path).0,
             path_truncated: strings::read(&e.path).1,
+            route: strings::read(&e.route).0,
             version: version_name(e.req_version.load(Relaxed)).to_string(),
             age_seconds: secs_between(now, req_start),
             in_flight: 0,
@@ -305,6 +309,7 @@ fn read_last(l: &LastRequest, now: u64, unix_now_ms: u64) -> Option<(u64, LastRe
                 LastRequestSnapshot {
                     method: strings::read(&l.method).0,
                     path: strings::read(&l.path).0,
+                    route: strings::read(&l.route).0,
                     status: l.status.load(Relaxed).min(u64::from(u16::MAX)) as u16,
                     duration_seconds: l.duration_ns.load(Relaxed) as f64 / 1e9,
                     finished_unix_ms: unix_now_ms

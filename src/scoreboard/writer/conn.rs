@@ -220,6 +220,7 @@ impl ConnGuard {
                 e.req_version.store(u64::from(version), Relaxed);
                 strings::write(&e.method, method);
                 strings::write(&e.path, path);
+                e.route.len.store(0, Relaxed);
                 // The previous request's infos, if it had any, do not belong to this one.
                 if self.inner.had_infos.load(Relaxed) {
                     self.inner.had_infos.store(false, Relaxed);
@@ -248,10 +249,25 @@ impl ConnGuard {
             conn: self.clone(),
             start_ns: start,
             status: 0,
+            route: 0,
             sequential,
             done: false,
             body_bytes: 0,
         }
+    }
+
+    /// Shows `route` (a route template such as `/users/{id}`, truncated to
+    /// [`crate::scoreboard::ROUTE_BYTES`]) as the route of the connection's in-flight request.
+    /// Display only: per-route metrics count a route set on the [`RequestGuard`].
+    pub fn set_route(&self, route: &str) {
+        if let Some(e) = self.inner.entry(self.inner.writer.slot()) {
+            try_write(&e.seq, || strings::write(&e.route, route));
+        }
+    }
+
+    /// Whether `other` is a handle on the same connection.
+    pub fn same_conn(&self, other: &ConnGuard) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Sets an app info on the connection's in-flight request (shown beside it while it is in
@@ -288,6 +304,8 @@ pub struct RequestGuard {
     conn: ConnGuard,
     start_ns: u64,
     status: u16,
+    /// Route id for per-route metrics (0 = none; see `scoreboard::routes`).
+    route: u32,
     /// An HTTP/1 request: the only writer of its connection's entry.
     sequential: bool,
     done: bool,
@@ -299,6 +317,33 @@ impl RequestGuard {
     /// Remembers the response status (recorded when the guard finishes or drops).
     pub fn set_status(&mut self, status: u16) {
         self.status = status;
+    }
+
+    /// Sets the request's route template (`/users/{id}`): shown with the request and its
+    /// last-request record, and, when the cluster counts routes, the route its metrics count
+    /// under. Never pass a raw path unless its values are few: the cluster's route table is
+    /// capped, and requests past the cap count as `route="other"`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let sb = flora_cluster::scoreboard::Scoreboard::create(&dir.path().join("s"), "t", 1).unwrap();
+    /// let conn = sb.writer(0).unwrap().conn_open(([127, 0, 0, 1], 1).into());
+    /// let mut req = conn.request_begin("GET", "/users/42", 11);
+    /// req.set_route("/users/{id}");
+    /// let snap = sb.snapshot();
+    /// assert_eq!(snap.slots[0].connections[0].request.as_ref().unwrap().route, "/users/{id}");
+    /// ```
+    pub fn set_route(&mut self, route: &str) {
+        let inner = &self.conn.inner;
+        if let Some(e) = inner.entry(inner.writer.slot()) {
+            let show = || strings::write(&e.route, route);
+            if self.sequential {
+                write_owned(&e.seq, show);
+            } else {
+                try_write(&e.seq, show);
+            }
+        }
+        self.route = inner.writer.route_id(route);
     }
 
     /// The connection this request belongs to.
@@ -342,6 +387,11 @@ impl RequestGuard {
         lane.add(&c.status[status::index(self.status)], 1);
         lane.add(&c.histogram[bucket_index(dur)], 1);
         lane.add(&c.duration_sum_ns, dur);
+        if self.route != 0 {
+            inner
+                .writer
+                .record_route(lane, self.route, self.status, dur);
+        }
         if inner.has_pending.load(Relaxed) && inner.has_pending.swap(false, Relaxed) {
             if let Ok(mut p) = inner.pending.lock() {
                 for (cell, n) in p.drain(..) {
@@ -382,6 +432,12 @@ impl RequestGuard {
                 &last.method.len,
             );
             copy_words(&e.path.words, &last.path.words, &e.path.len, &last.path.len);
+            copy_words(
+                &e.route.words,
+                &last.route.words,
+                &e.route.len,
+                &last.route.len,
+            );
         });
     }
 }

@@ -57,6 +57,12 @@ impl<'a> Lane<'a> {
         }
     }
 
+    /// Which lane this is (`LANE_OWN` or `LANE_SHARED`).
+    #[inline]
+    pub(super) fn index(self) -> usize {
+        self.index
+    }
+
     /// Adds `n` (wrapping: `u64::MAX` subtracts one) to a counter of this lane.
     #[inline]
     pub(super) fn add(self, counter: &AtomicU64, n: u64) {

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering::*};
 pub use conn::{ConnGuard, RequestGuard};
 use lane::Lane;
 
-use super::raw::layout::Slot;
+use super::raw::layout::{Slot, ROUTE_CELLS, STATUS_COUNTERS};
 use super::{Scoreboard, SlotState};
 
 /// Writer of one slot, held by the worker that owns it. Cheap to clone.
@@ -100,6 +100,30 @@ impl SlotWriter {
     pub fn tls_handshake_failed(&self) {
         let lane = Lane::of(self.slot());
         lane.add(&lane.counters.tls_handshake_failures, 1);
+    }
+
+    /// The route id of `route` (0 when the cluster does not count routes).
+    pub(crate) fn route_id(&self, route: &str) -> u32 {
+        if self.sb.inner.map.route_limit() == 0 {
+            return 0;
+        }
+        super::routes::id(&self.sb.inner, route)
+    }
+
+    /// Counts a finished request under route id `route` (not 0).
+    #[inline(never)]
+    fn record_route(&self, lane: Lane<'_>, route: u32, status: u16, dur_ns: u64) {
+        let seg = &self.sb.inner;
+        let Some(cells) = super::routes::cells(seg, self.index, lane.index(), route) else {
+            return;
+        };
+        let c = &cells.cells;
+        lane.add(&c[super::status::index(status)], 1);
+        lane.add(&c[STATUS_COUNTERS + conn::bucket_index(dur_ns)], 1);
+        lane.add(&c[ROUTE_CELLS - 1], dur_ns);
+        if super::routes::is_overflow(seg, route) {
+            lane.add(&lane.counters.route_overflow, 1);
+        }
     }
 
     /// Cell `i` of this slot's custom metric cells.
