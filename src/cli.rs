@@ -94,6 +94,12 @@ pub struct RunArgs {
     /// Show query strings on the status page and in the JSON (they often carry secrets).
     #[arg(long)]
     pub show_query_strings: bool,
+    /// Count requests per route template the app sets (flora_http_route_requests_total{route,code}).
+    #[arg(long)]
+    pub route_metrics: bool,
+    /// Distinct routes counted with --route-metrics; more count as route="other" (1 to 1024) [default: 64].
+    #[arg(long, value_name = "N")]
+    pub route_limit: Option<usize>,
     /// Also answer this Host name on a loopback status address (repeatable; IP addresses and localhost always work).
     #[arg(long, value_name = "NAME")]
     pub status_host: Vec<String>,

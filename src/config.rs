@@ -132,6 +132,13 @@ pub struct Config {
     /// Record query strings with request paths (status page, JSON). Defaults to false: query
     /// strings often carry secrets, so only paths are kept.
     pub show_query_strings: bool,
+    /// Count requests per route template (`flora_http_route_requests_total{route,code}` and
+    /// a duration histogram), for the routes the app sets (`RequestInfo::set_route`).
+    /// Defaults to false.
+    pub route_metrics: bool,
+    /// Distinct routes the cluster counts with `route_metrics` (1..=1024); requests of
+    /// further routes count as `route="other"`. Defaults to 64.
+    pub route_limit: usize,
     /// Host names the status server answers besides IP literals and `localhost` while it
     /// listens on a loopback address (a check against DNS rebinding). Defaults to none.
     pub status_hosts: Vec<String>,
@@ -170,6 +177,8 @@ impl Default for Config {
             status_token_file: None,
             status_hosts: Vec::new(),
             show_query_strings: false,
+            route_metrics: false,
+            route_limit: crate::scoreboard::DEFAULT_ROUTE_LIMIT,
             user: None,
             group: None,
             otlp_endpoint: None,
@@ -226,6 +235,15 @@ impl Config {
         self.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
+    }
+
+    /// Routes the scoreboard counts: `route_limit` with `route_metrics`, else 0 (off).
+    pub fn route_slots(&self) -> usize {
+        if self.route_metrics {
+            self.route_limit
+        } else {
+            0
+        }
     }
 
     /// Scoreboard slots (the configured count, or `2 × workers + 2`).
@@ -285,6 +303,16 @@ impl Config {
             if let Err(reason) = check_seconds(v) {
                 return invalid(key, reason);
             }
+        }
+        if !(1..=crate::scoreboard::MAX_ROUTES).contains(&self.route_limit) {
+            return invalid(
+                "route_limit",
+                format!(
+                    "{}: must be 1 to {}",
+                    self.route_limit,
+                    crate::scoreboard::MAX_ROUTES
+                ),
+            );
         }
         let min_slots = self.worker_count();
         if let Some(s) = self.slots {
@@ -411,6 +439,11 @@ mod tests {
             ("ready_timeout = -1\n", vec!["ready_timeout", "line 1"]),
             ("name = \"../etc\"\n", vec!["name"]),
             ("workers = 4\nslots = 2\n", vec!["slots", "line 2"]),
+            ("route_limit = 0\n", vec!["route_limit", "line 1"]),
+            (
+                "workers = 1\nroute_limit = 1025\n",
+                vec!["route_limit", "1024"],
+            ),
             (
                 "status_addr = \"everywhere\"\n",
                 vec!["status_addr", "line 1"],
@@ -421,6 +454,15 @@ mod tests {
                 assert!(msg.contains(n), "{msg:?} lacks {n:?}");
             }
         }
+    }
+
+    #[test]
+    fn route_metrics_are_off_unless_asked_for() {
+        let cfg = Config::from_toml_str("workers = 1\n").expect("config");
+        assert_eq!((cfg.route_metrics, cfg.route_slots()), (false, 0));
+        let text = "workers = 1\nroute_metrics = true\nroute_limit = 100\n";
+        let cfg = Config::from_toml_str(text).expect("config");
+        assert_eq!(cfg.route_slots(), 100);
     }
 
     #[test]

@@ -40,6 +40,10 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
         cfg.status_addr = v;
     }
     cfg.show_query_strings |= args.show_query_strings;
+    cfg.route_metrics |= args.route_metrics;
+    if let Some(v) = args.route_limit {
+        cfg.route_limit = v;
+    }
     if let Some(v) = args.user {
         cfg.user = Some(v);
     }

@@ -2,8 +2,8 @@
 //! routes that drive the custom-metric API (used by the tests and the quick start).
 //!
 //! Routes: `/` → `Hello World\n` (or `--body`), `/pid`, `/slot`, `/slow?ms=N`,
-//! `/info?ms=N&KEY=VALUE…` (sets request infos, then sleeps), `/code/N` (answers status N),
-//! `/status` (the in-app
+//! `/info?ms=N&KEY=VALUE…` (sets request infos, then sleeps), `/code/N` (answers status N;
+//! route `/code/{n}`), `/route/ANY` (route = the raw path), `/status` (the in-app
 //! `status()` as JSON), and the custom-metric routes `/m/register?kind=counter|gauge|histogram
 //! &name=N[&help=H][&agg=sum|max|min|latest][&dead=1][&buckets=0.1,1][&label=K:V]`,
 //! `/m/add?name=N&n=K`, `/m/set?name=N&v=X`, `/m/observe?name=N&v=X`, `/m/defer?name=N&n=K`
@@ -234,9 +234,24 @@ fn code(n: &str) -> Reply {
     }
 }
 
+/// The route template of `path`, as an app's router would name it: the fixed routes as
+/// themselves, `/code/{n}`, and `/route/…` by its raw path (a badly named route, for the
+/// route-cap tests); none for anything else.
+fn route_of(path: &str) -> Option<&str> {
+    match path {
+        p if p.starts_with("/code/") => Some("/code/{n}"),
+        p if p.starts_with("/route/") => Some(p),
+        "/" | "/pid" | "/slot" | "/slow" | "/info" | "/status" => Some(path),
+        _ => None,
+    }
+}
+
 async fn route(app: &App, req: &Request<Incoming>) -> Reply {
     let q = query(req);
     let info = RequestInfo::current();
+    if let (Some(info), Some(route)) = (&info, route_of(req.uri().path())) {
+        info.set_route(route);
+    }
     match req.uri().path() {
         "/pid" => (StatusCode::OK, std::process::id().to_string()),
         "/slot" => (StatusCode::OK, app.worker.slot().to_string()),

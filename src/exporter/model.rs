@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::procfs::{self, ProcStats};
 use crate::scoreboard::{
-    CustomMetricSnapshot, HistogramSnapshot, LastReloadSnapshot, SlotSnapshot, SlotState, Snapshot,
-    Totals,
+    CustomMetricSnapshot, HistogramSnapshot, LastReloadSnapshot, RouteSnapshot, SlotSnapshot,
+    SlotState, Snapshot, Totals,
 };
 
 /// Version of the JSON schema; bumped on any incompatible change.
@@ -98,6 +98,10 @@ pub struct StatusDoc {
     pub workers: Vec<WorkerDoc>,
     /// Custom metrics, combined across workers, in registration order.
     pub custom: Vec<CustomMetricSnapshot>,
+    /// Distinct routes the cluster counts (0 = per-route metrics off).
+    pub route_limit: usize,
+    /// Per-route requests and durations, by route (empty when off).
+    pub routes: Vec<RouteSnapshot>,
 }
 
 /// Estimates quantile `q` (0..=1) from per-bucket counts, interpolating linearly inside the
@@ -190,6 +194,8 @@ impl StatusDoc {
             histogram_bounds: HistogramSnapshot::bounds().to_vec(),
             workers,
             custom: snap.custom,
+            route_limit: snap.route_limit,
+            routes: snap.routes,
         }
     }
 }

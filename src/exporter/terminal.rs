@@ -135,13 +135,16 @@ pub fn render(doc: &StatusDoc) -> String {
             .connections
             .iter()
             .find_map(|c| c.request.as_ref())
-            .map(|r| format!("{} {} ({} so far)", r.method, r.path, ms(r.age_seconds)))
+            .map(|r| {
+                let path = with_route(&r.path, &r.route);
+                format!("{} {path} ({} so far)", r.method, ms(r.age_seconds))
+            })
             .or_else(|| {
                 sl.last_request.as_ref().map(|l| {
+                    let path = with_route(&l.path, &l.route);
                     format!(
-                        "{} {} {} {}",
+                        "{} {path} {} {}",
                         l.method,
-                        l.path,
                         l.status,
                         ms(l.duration_seconds)
                     )
@@ -191,6 +194,14 @@ pub fn render(doc: &StatusDoc) -> String {
     out
 }
 
+/// A path followed by its route template in brackets, when the app set one.
+fn with_route(path: &str, route: &str) -> String {
+    match route {
+        "" => path.to_string(),
+        r => format!("{path} [{r}]"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +216,7 @@ mod tests {
         assert_eq!(human_duration(7300.0), "2h 1m");
         assert_eq!(human_duration(90_000.0), "1d 1h");
         assert_eq!(sanitize("a\x1b[2Jb\n"), "a?[2Jb?");
+        assert_eq!(with_route("/u/7", "/u/{id}"), "/u/7 [/u/{id}]");
+        assert_eq!(with_route("/", ""), "/");
     }
 }

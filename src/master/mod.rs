@@ -295,7 +295,8 @@ impl Master {
             })?;
         }
         let _lock = InstanceLock::acquire(&dir, &cfg.name)?;
-        let sb = Scoreboard::create_sealed(&cfg.name, cfg.slot_count())?;
+        let sb =
+            Scoreboard::create_sealed_with_routes(&cfg.name, cfg.slot_count(), cfg.route_slots())?;
         let _published = PublishedSegment::publish(dir.clone(), &cfg.name, &sb)?;
         for spec in &self.metrics {
             sb.register(spec)?;

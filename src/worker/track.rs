@@ -162,6 +162,35 @@ impl RequestInfo {
         self.conn.set_info(key, value)
     }
 
+    /// Sets the request's route template (`/users/{id}`), shown next to its path on the
+    /// status page, in JSON and in `status`; with per-route metrics on, the request counts
+    /// under it. Called from the request's handler (its response future), the route counts;
+    /// from elsewhere (a task holding this handle) it is only shown. Pass a template, never
+    /// a raw path: routes past the cluster's cap count as `route="other"`.
+    ///
+    /// ```
+    /// # use flora_cluster::worker::RequestInfo;
+    /// # async fn handler(_req: hyper::Request<()>) {
+    /// if let Some(info) = RequestInfo::current() {
+    ///     info.set_route("/users/{id}");
+    /// }
+    /// # }
+    /// ```
+    pub fn set_route(&self, route: &str) {
+        let on_guard = CURRENT
+            .try_with(|c| {
+                let mut guard = c.take();
+                let mine = guard.as_mut().filter(|g| g.conn().same_conn(&self.conn));
+                let set = mine.map(|g| g.set_route(route)).is_some();
+                c.set(guard);
+                set
+            })
+            .unwrap_or(false);
+        if !on_guard {
+            self.conn.set_route(route);
+        }
+    }
+
     /// Adds `n` to `counter` when this request ends (its response body is sent or dropped) —
     /// the original's `req.flora.status.increment`. An add made after the request ended (from
     /// a task that kept this handle) counts when the next request on the connection ends, or

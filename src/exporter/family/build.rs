@@ -41,6 +41,9 @@ fn samples(source: Source, doc: &StatusDoc) -> Vec<Sample<'_>> {
         Source::StartTime => vec![plain(Value::Float(doc.started_unix_ms as f64 / 1000.0))],
         Source::ProcessCpu => processes(doc, |p| Value::Float(p.cpu_seconds)),
         Source::ProcessMemory => processes(doc, |p| Value::Int(p.rss_bytes)),
+        Source::RouteRequests => route_requests(doc),
+        Source::RouteDurations => route_durations(doc),
+        Source::RouteOverflow => per_worker(doc, |s| Value::Int(s.counters.route_overflow)),
     }
 }
 
@@ -92,6 +95,35 @@ fn status_codes(doc: &StatusDoc) -> Vec<Sample<'_>> {
                 let labels = Labels::new([worker(s), ("code", LabelValue::Str(code))]);
                 sample(labels, Value::Int(n))
             })
+        })
+        .collect()
+}
+
+/// One sample per route and status counter seen (no `worker`: routes are cluster-wide).
+fn route_requests(doc: &StatusDoc) -> Vec<Sample<'_>> {
+    doc.routes
+        .iter()
+        .flat_map(|r| {
+            r.codes.seen().map(|(code, n)| {
+                let route = ("route", LabelValue::Str(r.route.as_str()));
+                let labels = Labels::new([route, ("code", LabelValue::Str(code))]);
+                sample(labels, Value::Int(n))
+            })
+        })
+        .collect()
+}
+
+fn route_durations(doc: &StatusDoc) -> Vec<Sample<'_>> {
+    doc.routes
+        .iter()
+        .map(|r| {
+            let labels = Labels::new([("route", LabelValue::Str(r.route.as_str()))]);
+            let value = Value::Histogram(Buckets {
+                bounds: HistogramSnapshot::bounds(),
+                counts: &r.histogram.counts,
+                sum: r.histogram.sum_seconds,
+            });
+            sample(labels, value)
         })
         .collect()
 }

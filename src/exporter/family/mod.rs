@@ -32,7 +32,7 @@ pub(crate) use custom::{Fnv, FnvBuild};
 pub use crate::scoreboard::names::Kind;
 
 use super::model::StatusDoc;
-use crate::scoreboard::families::BUILTIN;
+use crate::scoreboard::families::{self, BUILTIN};
 
 /// Every family of one document: the built-in ones, then the app's.
 #[derive(Debug, Clone)]
@@ -50,7 +50,8 @@ impl<'a> Families<'a> {
     /// The families of `doc`: the built-in list, then the app's metrics that can be written.
     pub fn of(doc: &'a StatusDoc) -> Self {
         let mut list = Vec::with_capacity(BUILTIN.len() + doc.custom.len());
-        list.extend(BUILTIN.iter().map(|b| build::builtin(b, doc)));
+        let builtin = families::written(doc.route_limit > 0);
+        list.extend(builtin.map(|b| build::builtin(b, doc)));
         let builtin = list.len();
         list.extend(custom::families(&doc.custom));
         Self {

@@ -56,7 +56,13 @@ fn builtin_families_follow_the_list() {
     let doc = doc();
     let f = Families::of(&doc);
     let got: Vec<(&str, Kind)> = f.builtin().iter().map(|f| (f.name, f.kind)).collect();
-    let want: Vec<(&str, Kind)> = BUILTIN.iter().map(|b| (b.name, b.kind)).collect();
+    let want: Vec<(&str, Kind)> = crate::scoreboard::families::written(false)
+        .map(|b| (b.name, b.kind))
+        .collect();
+    assert!(
+        want.len() < BUILTIN.len(),
+        "the route families are left out"
+    );
     assert_eq!(got, want);
     assert_eq!(f.start_unix_ms, doc.started_unix_ms);
     for fam in f.builtin() {
@@ -198,4 +204,45 @@ fn units_from_names() {
     ] {
         assert_eq!(unit_of(name), unit, "{name}");
     }
+}
+
+#[test]
+fn route_families_only_with_route_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sb = Scoreboard::create_with_routes(&dir.path().join("s"), "t", 1, 2).expect("create");
+    sb.slot_spawned(0, 7, 1);
+    let conn = sb
+        .writer(0)
+        .expect("writer")
+        .conn_open(([127, 0, 0, 1], 1).into());
+    for (route, status) in [("/a/{id}", 200), ("/a/{id}", 404), ("/b", 200), ("/c", 200)] {
+        let mut req = conn.request_begin("GET", "/x", 11);
+        req.set_route(route);
+        req.finish(status, 0);
+    }
+    let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+    let f = Families::of(&doc);
+    assert_eq!(f.builtin().len(), BUILTIN.len());
+    let series: Vec<_> = family(&f, "flora_http_route_requests_total")
+        .samples
+        .iter()
+        .map(|s| (labels(s), s.value))
+        .collect();
+    let want = |route: &str, code: &str, n| {
+        let l = [("route", route), ("code", code)].map(|(k, v)| (k.to_string(), v.to_string()));
+        (l.to_vec(), Value::Int(n))
+    };
+    assert_eq!(
+        series,
+        [
+            want("/a/{id}", "200", 1),
+            want("/a/{id}", "404", 1),
+            want("/b", "200", 1),
+            want("other", "200", 1)
+        ]
+    );
+    let durations = &family(&f, "flora_http_route_request_duration_seconds").samples;
+    assert_eq!(durations.len(), 3);
+    let overflow = &family(&f, "flora_http_route_overflow_total").samples;
+    assert_eq!(overflow[0].value, Value::Int(1));
 }

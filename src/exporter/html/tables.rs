@@ -137,22 +137,27 @@ fn worker_request(s: &SlotSnapshot) -> String {
             .map_or_else(|| muted(DASH), last_request);
     };
     let now = badge("live", "now");
-    let line = request_line(&r.method, &r.path, r.path_truncated);
+    let line = request_line(&r.method, &r.path, r.path_truncated, &r.route);
     let age = duration(r.age_seconds);
     format!("{now} {line} <span class=\"muted\">for {age}</span>")
 }
 
 fn last_request(l: &LastRequestSnapshot) -> String {
     let last = badge("idle", "last");
-    let line = request_line(&l.method, &l.path, false);
+    let line = request_line(&l.method, &l.path, false, &l.route);
     let (status, took) = (status_code(l.status), ms(l.duration_seconds));
     format!("{last} {line} {status} <span class=\"muted\">in {took}</span>")
 }
 
-fn request_line(method: &str, path: &str, truncated: bool) -> String {
+/// Method and path, then the route template when the app set one.
+fn request_line(method: &str, path: &str, truncated: bool, route: &str) -> String {
     let more = if truncated { "…" } else { "" };
+    let route = match route {
+        "" => String::new(),
+        r => format!(" <code class=\"route\" title=\"route\">{}</code>", esc(r)),
+    };
     format!(
-        "<code class=\"m\">{}</code> <code class=\"path\">{}{more}</code>",
+        "<code class=\"m\">{}</code> <code class=\"path\">{}{more}</code>{route}",
         esc(method),
         esc(path)
     )
@@ -206,7 +211,7 @@ fn conn_request(r: &RequestSnapshot) -> String {
         0 | 1 => String::new(),
         n => format!(" <span class=\"muted\">+{} more</span>", n - 1),
     };
-    let line = request_line(&r.method, &r.path, r.path_truncated);
+    let line = request_line(&r.method, &r.path, r.path_truncated, &r.route);
     let version = esc(&r.version);
     format!("{line} <span class=\"muted\">{version}</span>{more}")
 }

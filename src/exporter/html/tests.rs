@@ -28,7 +28,8 @@ fn sample_doc() -> StatusDoc {
         .expect("writer")
         .conn_open(([127, 0, 0, 1], 50000).into());
     conn.request_begin("GET", "/", 11).finish(200, 5);
-    let req = conn.request_begin("POST", "/upload/avatar", 11);
+    let mut req = conn.request_begin("POST", "/upload/avatar", 11);
+    req.set_route("/upload/{kind}");
     assert!(req.set_info("user", "42"));
     let stats = ProcStats {
         cpu_seconds: 1.25,
@@ -100,6 +101,7 @@ fn shows_workers_connections_and_reload() {
         "<span class=\"chip\"><b>user</b>=42</span>",
         "<code>127.0.0.1:50000</code>",
         "<code>unix</code>",
+        "<code class=\"route\" title=\"route\">/upload/{kind}</code>",
         "/done</code> <b class=\"st c4\">404</b>",
         "b-bad\">rollback</span>",
         "worker 1 not ready in 30s",
@@ -132,6 +134,7 @@ fn inject([instance, path, key, value, reason]: [&str; 5]) -> String {
     let req = conn.request.as_mut().expect("in flight");
     (req.method, req.version) = (path.to_string(), value.to_string());
     req.path = format!("/<script>alert(1)</script>{path}");
+    req.route = format!("<img src=x>{key}");
     req.infos
         .push((key.to_string(), format!("<script>{value}")));
     let last = doc.workers[1].slot.last_request.as_mut().expect("last");

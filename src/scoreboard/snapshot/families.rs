@@ -50,6 +50,27 @@ pub enum Source {
     ProcessCpu,
     /// Resident memory of the master and each worker process, labelled `worker`.
     ProcessMemory,
+    /// Per-route requests by `route` and `code` (only with per-route metrics on).
+    RouteRequests,
+    /// Per-route request durations by `route` (only with per-route metrics on).
+    RouteDurations,
+    /// Requests counted as the overflow route, per `worker` (only with per-route metrics on).
+    RouteOverflow,
+}
+
+impl Builtin {
+    /// Whether the family exists only with per-route metrics on (never written without).
+    pub fn per_route(&self) -> bool {
+        matches!(
+            self.source,
+            Source::RouteRequests | Source::RouteDurations | Source::RouteOverflow
+        )
+    }
+}
+
+/// The built-in families written for a cluster with (`routes`) or without per-route metrics.
+pub fn written(routes: bool) -> impl Iterator<Item = &'static Builtin> {
+    BUILTIN.iter().filter(move |b| routes || !b.per_route())
 }
 
 /// One built-in family.
@@ -75,7 +96,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 19] = [
+pub const BUILTIN: [Builtin; 22] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -135,6 +156,24 @@ pub const BUILTIN: [Builtin; 19] = [
         Kind::Histogram,
         "Time from request start until its response body was sent.",
         Source::Durations,
+    ),
+    family(
+        "flora_http_route_requests_total",
+        Kind::Counter,
+        "HTTP requests finished per route template and status code (route metrics on).",
+        Source::RouteRequests,
+    ),
+    family(
+        "flora_http_route_request_duration_seconds",
+        Kind::Histogram,
+        "Time from request start until its response body was sent, per route template.",
+        Source::RouteDurations,
+    ),
+    family(
+        "flora_http_route_overflow_total",
+        Kind::Counter,
+        "Requests counted as route=\"other\" because the cluster's route table was full.",
+        Source::RouteOverflow,
     ),
     family(
         "flora_worker_info",

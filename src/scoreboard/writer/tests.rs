@@ -160,3 +160,43 @@ fn tls_handshake_failures_count_from_every_thread() {
     assert_eq!(snap.slots[0].counters.tls_handshake_failures, 0);
     assert_eq!(snap.totals.counters.tls_handshake_failures, 2);
 }
+
+#[test]
+fn a_connection_route_is_display_only_a_request_route_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sb = Scoreboard::create_with_routes(&dir.path().join("s"), "t", 1, 4).expect("segment");
+    let conn = sb.writer(0).expect("writer").conn_open(peer());
+    let req = conn.request_begin("GET", "/u/7", 11);
+    conn.set_route("/u/{id}");
+    let snap = sb.snapshot();
+    let shown = snap.slots[0].connections[0]
+        .request
+        .as_ref()
+        .expect("in flight");
+    assert_eq!(
+        (shown.path.as_str(), shown.route.as_str()),
+        ("/u/7", "/u/{id}")
+    );
+    req.finish(200, 0);
+    assert!(sb.snapshot().routes.is_empty(), "shown, not counted");
+    let mut req = conn.request_begin("GET", "/u/8", 11);
+    let snap = sb.snapshot();
+    let shown = snap.slots[0].connections[0]
+        .request
+        .as_ref()
+        .expect("in flight");
+    assert_eq!(shown.route, "", "a new request starts without a route");
+    req.set_route("/u/{id}");
+    req.finish(201, 0);
+    let snap = sb.snapshot();
+    assert_eq!(snap.routes.len(), 1);
+    assert_eq!(
+        snap.routes[0].codes.seen().collect::<Vec<_>>(),
+        [("201", 1)]
+    );
+    let last = snap.slots[0].last_request.as_ref().expect("last");
+    assert_eq!(
+        (last.path.as_str(), last.route.as_str()),
+        ("/u/8", "/u/{id}")
+    );
+}
