@@ -63,6 +63,21 @@ fn single_thread(c: &mut Criterion) {
             conn.request_begin("GET", "/", 11).finish(200, 12);
         })
     });
+    // Per-route metrics on: the route resolved through the per-process cache, its cells counted.
+    let (_rdir, rsb) = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sb =
+            Scoreboard::create_with_routes(&dir.path().join("r"), "bench", 4, 64).expect("segment");
+        (dir, sb)
+    };
+    let rconn = rsb.writer(0).expect("slot").conn_open(peer());
+    g.bench_function("request/begin_route_end", |b| {
+        b.iter(|| {
+            let mut r = rconn.request_begin("GET", "/api/users/42", 11);
+            r.set_route(black_box("/api/users/{id}"));
+            r.finish(200, 12)
+        })
+    });
     g.bench_function("bytes/add_in_out", |b| {
         b.iter(|| {
             w.add_bytes_in(black_box(100));

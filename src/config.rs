@@ -132,9 +132,7 @@ pub struct Config {
     /// Record query strings with request paths (status page, JSON). Defaults to false: query
     /// strings often carry secrets, so only paths are kept.
     pub show_query_strings: bool,
-    /// Count requests per route template (`flora_http_route_requests_total{route,code}` and
-    /// a duration histogram), for the routes the app sets (`RequestInfo::set_route`).
-    /// Defaults to false.
+    /// Count requests per route the app sets (`RequestInfo::set_route`). Defaults to false.
     pub route_metrics: bool,
     /// Distinct routes the cluster counts with `route_metrics` (1..=1024); requests of
     /// further routes count as `route="other"`. Defaults to 64.
@@ -239,11 +237,7 @@ impl Config {
 
     /// Routes the scoreboard counts: `route_limit` with `route_metrics`, else 0 (off).
     pub fn route_slots(&self) -> usize {
-        if self.route_metrics {
-            self.route_limit
-        } else {
-            0
-        }
+        usize::from(self.route_metrics) * self.route_limit
     }
 
     /// Scoreboard slots (the configured count, or `2 × workers + 2`).
@@ -304,14 +298,11 @@ impl Config {
                 return invalid(key, reason);
             }
         }
-        if !(1..=crate::scoreboard::MAX_ROUTES).contains(&self.route_limit) {
+        let (routes, max_routes) = (self.route_limit, crate::scoreboard::MAX_ROUTES);
+        if !(1..=max_routes).contains(&routes) {
             return invalid(
                 "route_limit",
-                format!(
-                    "{}: must be 1 to {}",
-                    self.route_limit,
-                    crate::scoreboard::MAX_ROUTES
-                ),
+                format!("{routes}: must be 1 to {max_routes}"),
             );
         }
         let min_slots = self.worker_count();
@@ -454,15 +445,6 @@ mod tests {
                 assert!(msg.contains(n), "{msg:?} lacks {n:?}");
             }
         }
-    }
-
-    #[test]
-    fn route_metrics_are_off_unless_asked_for() {
-        let cfg = Config::from_toml_str("workers = 1\n").expect("config");
-        assert_eq!((cfg.route_metrics, cfg.route_slots()), (false, 0));
-        let text = "workers = 1\nroute_metrics = true\nroute_limit = 100\n";
-        let cfg = Config::from_toml_str(text).expect("config");
-        assert_eq!(cfg.route_slots(), 100);
     }
 
     #[test]
