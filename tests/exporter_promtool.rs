@@ -88,6 +88,14 @@ fn check_structure(s: &Scrape) {
 }
 
 fn check_families(s: &Scrape) {
+    // Per-route families only with --route-metrics (off here).
+    for name in [
+        "flora_http_route_requests_total",
+        "flora_http_route_request_duration_seconds",
+        "flora_http_route_overflow_total",
+    ] {
+        assert_eq!(s.expo.type_of(name), None, "{name} without --route-metrics");
+    }
     for (name, typ) in FAMILIES {
         let declared = s.expo.type_of(name);
         let ok =

@@ -89,6 +89,16 @@ fn routes_stay_capped_under_a_scan() {
         &[("route", "/code/{n}"), ("code", "404")],
     );
     assert_eq!(not_found, Some(3.0));
+    // The same through the OpenMetrics reference parser.
+    tools::python_with_prometheus_client();
+    let om = status_server::scrape(status, Some(status_server::PROMETHEUS_ACCEPT));
+    let families = tools::parse_openmetrics_with_python(&om.text).expect("OpenMetrics parses");
+    let om_routes: BTreeSet<String> = families
+        .iter()
+        .filter(|f| f.name == "flora_http_route_requests")
+        .flat_map(|f| f.samples.iter().filter_map(|x| x.labels.get("route").cloned()))
+        .collect();
+    assert_eq!(om_routes, routes, "{}", om.text);
     let histograms: BTreeSet<String> = s
         .expo
         .named("flora_http_route_request_duration_seconds_count")
