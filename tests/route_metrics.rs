@@ -96,7 +96,11 @@ fn routes_stay_capped_under_a_scan() {
     let om_routes: BTreeSet<String> = families
         .iter()
         .filter(|f| f.name == "flora_http_route_requests")
-        .flat_map(|f| f.samples.iter().filter_map(|x| x.labels.get("route").cloned()))
+        .flat_map(|f| {
+            f.samples
+                .iter()
+                .filter_map(|x| x.labels.get("route").cloned())
+        })
         .collect();
     assert_eq!(om_routes, routes, "{}", om.text);
     let histograms: BTreeSet<String> = s

@@ -1,7 +1,7 @@
 //! Response status codes as the scoreboard counts them: the common codes exactly, the rest
 //! as one "other" per class (`4xx`), and requests without a response (`other`).
 //!
-//! The writer maps a code to its counter with one load from [`INDEX`], a table built at
+//! The writer maps a code to its counter with one load from `INDEX`, a table built at
 //! compile time; readers name counter `i` with [`label`].
 //!
 //! ```

@@ -4,7 +4,7 @@
 //!
 //! Prometheus text 0.0.4, OpenMetrics, OTLP and the app lines of `?auto` are encoders of this
 //! list; none of them names a built-in metric. The built-in families come from
-//! [`families::BUILTIN`](crate::scoreboard::families::BUILTIN) in the order listed there,
+//! [`families::BUILTIN`] in the order listed there,
 //! then the app's, grouped by name in registration order. The JSON, HTML
 //! and terminal views show the [`StatusDoc`] itself: connections, per-worker values and
 //! derived figures that are not metrics.
