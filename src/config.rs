@@ -151,8 +151,15 @@ pub struct Config {
     /// Resource attributes, `key=value` (defaults: `service.name` = the instance name,
     /// `host.name` = the host name, `service.instance.id` = host:instance).
     pub otlp_resource: Vec<String>,
-    /// Addresses to bind before the workers start (they are handed out on `listen`).
+    /// Addresses to bind before the workers start (they are handed out on `listen`):
+    /// `IP:PORT`, `HOST:PORT` or `unix:/abs/path`.
     pub listen: Vec<String>,
+    // --- Unix sockets (`unix:/path` listeners) ---
+    /// Mode of the Unix socket files the master creates, octal (`"0660"`). Defaults to 0660.
+    pub unix_mode: Option<String>,
+    /// Owner of the Unix socket files the master creates: `user`, `user:group` or `:group`
+    /// (e.g. `"app:www-data"` so nginx can connect). Defaults to the master's user and group.
+    pub unix_owner: Option<String>,
     /// The worker program and its arguments.
     pub program: Vec<String>,
 }
@@ -179,6 +186,8 @@ impl Default for Config {
             otlp_resource: Vec::new(),
             status_addr: DEFAULT_STATUS_ADDR.to_string(),
             listen: Vec::new(),
+            unix_mode: None,
+            unix_owner: None,
             program: Vec::new(),
         }
     }
@@ -348,7 +357,48 @@ impl Config {
         if self.program.first().is_some_and(String::is_empty) {
             return invalid("program", "the program name is empty".into());
         }
+        self.check_unix()
+    }
+
+    /// Checks the Unix socket settings (syntax only: names are looked up at start).
+    fn check_unix(&self) -> Result<(), ConfigError> {
+        use crate::unix_socket;
+        let invalid = |key, e: unix_socket::UnixSocketError| {
+            Err(ConfigError::Invalid {
+                key,
+                line: None,
+                reason: e.to_string(),
+            })
+        };
+        if let Some(Err(e)) = self.listen.iter().find_map(|a| unix_socket::unix_path(a)) {
+            return invalid("listen", e);
+        }
+        if let Some(Err(e)) = self.unix_mode.as_deref().map(unix_socket::parse_mode) {
+            return invalid("unix_mode", e);
+        }
+        if let Some(Err(e)) = self.unix_owner.as_deref().map(unix_socket::split_owner) {
+            return invalid("unix_owner", e);
+        }
         Ok(())
+    }
+
+    /// Mode and owner of the Unix socket files, with the owner's names looked up now.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `unix_mode` or `unix_owner`.
+    pub fn unix_options(&self) -> Result<crate::unix_socket::UnixOptions, ConfigError> {
+        crate::unix_socket::UnixOptions::resolve(
+            self.unix_mode.as_deref(),
+            self.unix_owner.as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: match e {
+                crate::unix_socket::UnixSocketError::Mode(_) => "unix_mode",
+                _ => "unix_owner",
+            },
+            line: None,
+            reason: e.to_string(),
+        })
     }
 
     /// Full validation before a master starts: `Config::check` plus a program to run.
@@ -421,6 +471,40 @@ mod tests {
                 assert!(msg.contains(n), "{msg:?} lacks {n:?}");
             }
         }
+    }
+
+    #[test]
+    fn unix_settings_are_checked_with_their_line() {
+        let c = Config::from_toml_str(
+            "listen = [\"unix:/run/app/http.sock\"]\nunix_mode = \"0640\"\nunix_owner = \"root:root\"\n",
+        )
+        .unwrap();
+        let o = c.unix_options().unwrap();
+        assert_eq!((o.mode, o.uid, o.gid), (0o640, Some(0), Some(0)));
+        assert_eq!(Config::default().unix_options().unwrap().mode, 0o660);
+        for (text, needles) in [
+            (
+                "listen = [\"unix:rel.sock\"]\n",
+                vec!["listen", "line 1", "absolute"],
+            ),
+            (
+                "\nunix_mode = \"0999\"\n",
+                vec!["unix_mode", "line 2", "octal"],
+            ),
+            ("unix_mode = \"4755\"\n", vec!["unix_mode", "0777"]),
+            ("unix_owner = \"a b\"\n", vec!["unix_owner", "line 1"]),
+        ] {
+            let msg = Config::from_toml_str(text).unwrap_err().to_string();
+            for n in needles {
+                assert!(msg.contains(n), "{msg:?} lacks {n:?}");
+            }
+        }
+        let c = Config::from_toml_str("unix_owner = \"no-such-user-flora\"\n").unwrap();
+        let msg = c.unix_options().unwrap_err().to_string();
+        assert!(
+            msg.contains("unix_owner") && msg.contains("no such user"),
+            "{msg}"
+        );
     }
 
     #[test]

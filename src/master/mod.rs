@@ -358,6 +358,7 @@ impl Master {
             })?;
             tracing::debug!("inherited {addr} from systemd ({name:?})");
         }
+        shell.listeners.set_unix_options(cfg.unix_options()?);
         for addr in &cfg.listen {
             shell
                 .listeners
