@@ -137,7 +137,8 @@ fn anything_else_at_the_name_is_refused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let elsewhere = dir.path().join("precious");
     std::fs::write(&elsewhere, "data").unwrap();
-    let cases: [(&str, &dyn Fn(&Path), &str); 4] = [
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Make, &str); 4] = [
         (
             "file",
             &|p| std::fs::write(p, "x").unwrap(),
