@@ -362,40 +362,8 @@ impl Config {
 
     /// Checks the Unix socket settings (syntax only: names are looked up at start).
     fn check_unix(&self) -> Result<(), ConfigError> {
-        use crate::unix_socket;
-        let invalid = |key, e: unix_socket::UnixSocketError| {
-            Err(ConfigError::Invalid {
-                key,
-                line: None,
-                reason: e.to_string(),
-            })
-        };
-        if let Some(Err(e)) = self.listen.iter().find_map(|a| unix_socket::unix_path(a)) {
-            return invalid("listen", e);
-        }
-        if let Some(Err(e)) = self.unix_mode.as_deref().map(unix_socket::parse_mode) {
-            return invalid("unix_mode", e);
-        }
-        if let Some(Err(e)) = self.unix_owner.as_deref().map(unix_socket::split_owner) {
-            return invalid("unix_owner", e);
-        }
-        Ok(())
-    }
-
-    /// Mode and owner of the Unix socket files, with the owner's names looked up now.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming `unix_mode` or `unix_owner`.
-    pub fn unix_options(&self) -> Result<crate::unix_socket::UnixOptions, ConfigError> {
-        crate::unix_socket::UnixOptions::resolve(
-            self.unix_mode.as_deref(),
-            self.unix_owner.as_deref(),
-        )
-        .map_err(|e| ConfigError::Invalid {
-            key: match e {
-                crate::unix_socket::UnixSocketError::Mode(_) => "unix_mode",
-                _ => "unix_owner",
-            },
+        crate::unix_socket::check_config(self).map_err(|(key, e)| ConfigError::Invalid {
+            key,
             line: None,
             reason: e.to_string(),
         })
@@ -471,40 +439,6 @@ mod tests {
                 assert!(msg.contains(n), "{msg:?} lacks {n:?}");
             }
         }
-    }
-
-    #[test]
-    fn unix_settings_are_checked_with_their_line() {
-        let c = Config::from_toml_str(
-            "listen = [\"unix:/run/app/http.sock\"]\nunix_mode = \"0640\"\nunix_owner = \"root:root\"\n",
-        )
-        .unwrap();
-        let o = c.unix_options().unwrap();
-        assert_eq!((o.mode, o.uid, o.gid), (0o640, Some(0), Some(0)));
-        assert_eq!(Config::default().unix_options().unwrap().mode, 0o660);
-        for (text, needles) in [
-            (
-                "listen = [\"unix:rel.sock\"]\n",
-                vec!["listen", "line 1", "absolute"],
-            ),
-            (
-                "\nunix_mode = \"0999\"\n",
-                vec!["unix_mode", "line 2", "octal"],
-            ),
-            ("unix_mode = \"4755\"\n", vec!["unix_mode", "0777"]),
-            ("unix_owner = \"a b\"\n", vec!["unix_owner", "line 1"]),
-        ] {
-            let msg = Config::from_toml_str(text).unwrap_err().to_string();
-            for n in needles {
-                assert!(msg.contains(n), "{msg:?} lacks {n:?}");
-            }
-        }
-        let c = Config::from_toml_str("unix_owner = \"no-such-user-flora\"\n").unwrap();
-        let msg = c.unix_options().unwrap_err().to_string();
-        assert!(
-            msg.contains("unix_owner") && msg.contains("no such user"),
-            "{msg}"
-        );
     }
 
     #[test]

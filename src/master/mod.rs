@@ -360,7 +360,9 @@ impl Master {
             })?;
             tracing::debug!("inherited {addr} from systemd ({name:?})");
         }
-        shell.listeners.set_unix_options(cfg.unix_options()?);
+        shell
+            .listeners
+            .set_unix_options(crate::unix_socket::UnixOptions::from_config(cfg)?);
         for addr in &cfg.listen {
             shell
                 .listeners

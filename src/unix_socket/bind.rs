@@ -270,7 +270,9 @@ fn put_in_place(
             }
         }
         Existing::Stale(old) => {
-            exchange(tmp, dir, name).map_err(io("rename into place"))?;
+            if !exchange(tmp, dir, name).map_err(io("rename into place"))? {
+                return Ok(());
+            }
             let out = fstatat(&tmp.fd, INNER, AtFlags::AT_SYMLINK_NOFOLLOW);
             if out.is_ok_and(|st| st.st_dev == old.st_dev && st.st_ino == old.st_ino) {
                 return Ok(());
@@ -282,16 +284,21 @@ fn put_in_place(
     }
 }
 
+/// Swaps the socket with the stale one (`true`). Where the file system cannot (`EINVAL`), a
+/// plain rename replaces it (`false`: nothing to check afterwards; a narrow window remains).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn exchange(tmp: &PrivateDir, dir: &OwnedFd, name: &OsStr) -> nix::Result<()> {
+fn exchange(tmp: &PrivateDir, dir: &OwnedFd, name: &OsStr) -> nix::Result<bool> {
     use nix::fcntl::RenameFlags;
-    nix::fcntl::renameat2(&tmp.fd, INNER, dir, name, RenameFlags::RENAME_EXCHANGE)
+    match nix::fcntl::renameat2(&tmp.fd, INNER, dir, name, RenameFlags::RENAME_EXCHANGE) {
+        Err(Errno::EINVAL) => nix::fcntl::renameat(&tmp.fd, INNER, dir, name).map(|()| false),
+        other => other.map(|()| true),
+    }
 }
 
-/// Without `renameat2`: a plain rename; the check after it then only reports the change.
+/// Without `renameat2`: a plain rename (`false`, as above).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn exchange(tmp: &PrivateDir, dir: &OwnedFd, name: &OsStr) -> nix::Result<()> {
-    nix::fcntl::renameat(&tmp.fd, INNER, dir, name)
+fn exchange(tmp: &PrivateDir, dir: &OwnedFd, name: &OsStr) -> nix::Result<bool> {
+    nix::fcntl::renameat(&tmp.fd, INNER, dir, name).map(|()| false)
 }
 
 /// A fresh directory (mode 0700) beside the final name where the socket is bound, chmodded
@@ -330,9 +337,10 @@ impl PrivateDir {
             }
             let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
             let fd = nix::fcntl::openat(&parent, name.as_str(), flags, Mode::empty());
-            let fd = match fd {
+            let fd = match fd.and_then(|fd| check_private(&fd).map(|()| fd)) {
                 Ok(fd) => fd,
                 Err(e) => {
+                    // Only an empty directory goes; one swapped in by someone else is not ours.
                     let _ = nix::unistd::unlinkat(&parent, name.as_str(), UnlinkatFlags::RemoveDir);
                     return Err(io("open the private directory")(e));
                 }
@@ -361,9 +369,74 @@ impl PrivateDir {
     }
 }
 
+/// The directory opened as ours must be ours: owned by us, mode 0700 (a group member of a
+/// group-writable parent could swap in a directory of theirs between `mkdirat` and `openat`).
+fn check_private(fd: &OwnedFd) -> nix::Result<()> {
+    let st = fstat(fd)?;
+    let ours = st.st_uid == nix::unistd::geteuid().as_raw() && st.st_mode & 0o7777 == 0o700;
+    if ours {
+        Ok(())
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
 impl Drop for PrivateDir {
     fn drop(&mut self) {
         let _ = nix::unistd::unlinkat(&self.fd, INNER, UnlinkatFlags::NoRemoveDir);
         let _ = nix::unistd::unlinkat(&self.parent, self.name.as_str(), UnlinkatFlags::RemoveDir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket bound in a private directory next to `path`, as `bind` does before step 5.
+    fn prepared(dir: &OwnedFd, path: &Path) -> (PrivateDir, OwnedFd) {
+        let tmp = PrivateDir::create(dir, path).unwrap();
+        let sock = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let addr = UnixAddr::new(&tmp.bind_path(path).unwrap()).unwrap();
+        socket::bind(sock.as_raw_fd(), &addr).unwrap();
+        (tmp, sock)
+    }
+
+    /// The races `inspect` cannot see: what appears or is swapped in between the look and the
+    /// move is never removed.
+    #[test]
+    fn a_file_planted_after_the_look_is_put_back_untouched() {
+        let base = tempfile::tempdir().unwrap();
+        let path = base.path().join("app.sock");
+        let (dir, name) = open_parent(&path).unwrap();
+
+        // Looked free, then a file appeared: link refuses.
+        let (tmp, _s) = prepared(&dir, &path);
+        std::fs::write(&path, "planted").unwrap();
+        let err = put_in_place(&tmp, &dir, name, &path, Existing::Nothing).unwrap_err();
+        assert!(matches!(err, UnixSocketError::Changed { .. }), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "planted");
+        drop(tmp);
+
+        // Looked stale (another inode), then a file took the name: swapped back.
+        let stale = base.path().join("other.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let old = fstatat(&dir, "other.sock", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+        let (tmp, _s) = prepared(&dir, &path);
+        let err = put_in_place(&tmp, &dir, name, &path, Existing::Stale(old)).unwrap_err();
+        assert!(matches!(err, UnixSocketError::Changed { .. }), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "planted");
+        drop(tmp);
+        let mut left: Vec<_> = std::fs::read_dir(base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["app.sock", "other.sock"], "no private dir left");
     }
 }

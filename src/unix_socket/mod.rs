@@ -204,6 +204,40 @@ impl UnixOptions {
     }
 }
 
+impl UnixOptions {
+    /// The options a [`Config`](crate::Config) gives (`unix_mode`, `unix_owner`), names looked up now.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`](crate::config::ConfigError::Invalid) naming the key.
+    pub fn from_config(cfg: &crate::Config) -> Result<Self, crate::config::ConfigError> {
+        Self::resolve(cfg.unix_mode.as_deref(), cfg.unix_owner.as_deref()).map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                key: match e {
+                    UnixSocketError::Mode(_) => "unix_mode",
+                    _ => "unix_owner",
+                },
+                line: None,
+                reason: e.to_string(),
+            }
+        })
+    }
+}
+
+/// Checks the Unix settings of a configuration (syntax only): the `unix:` addresses in
+/// `listen`, `unix_mode`, `unix_owner`. Returns the key at fault with the error.
+pub(crate) fn check_config(cfg: &crate::Config) -> Result<(), (&'static str, UnixSocketError)> {
+    if let Some(Err(e)) = cfg.listen.iter().find_map(|a| unix_path(a)) {
+        return Err(("listen", e));
+    }
+    if let Some(mode) = cfg.unix_mode.as_deref() {
+        parse_mode(mode).map_err(|e| ("unix_mode", e))?;
+    }
+    if let Some(owner) = cfg.unix_owner.as_deref() {
+        split_owner(owner).map_err(|e| ("unix_owner", e))?;
+    }
+    Ok(())
+}
+
 /// Parses an octal mode (`0660`, `660`, `0o660`), at most `0o777`.
 ///
 /// # Errors

@@ -234,3 +234,42 @@ fn owner_is_applied_before_the_socket_appears() {
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn unix_settings_are_checked_with_their_line() {
+    let c = crate::Config::from_toml_str(
+            "listen = [\"unix:/run/app/http.sock\"]\nunix_mode = \"0640\"\nunix_owner = \"root:root\"\n",
+        )
+        .unwrap();
+    let o = UnixOptions::from_config(&c).unwrap();
+    assert_eq!((o.mode, o.uid, o.gid), (0o640, Some(0), Some(0)));
+    assert_eq!(
+        UnixOptions::from_config(&crate::Config::default())
+            .unwrap()
+            .mode,
+        0o660
+    );
+    for (text, needles) in [
+        (
+            "listen = [\"unix:rel.sock\"]\n",
+            vec!["listen", "line 1", "absolute"],
+        ),
+        (
+            "\nunix_mode = \"0999\"\n",
+            vec!["unix_mode", "line 2", "octal"],
+        ),
+        ("unix_mode = \"4755\"\n", vec!["unix_mode", "0777"]),
+        ("unix_owner = \"a b\"\n", vec!["unix_owner", "line 1"]),
+    ] {
+        let msg = crate::Config::from_toml_str(text).unwrap_err().to_string();
+        for n in needles {
+            assert!(msg.contains(n), "{msg:?} lacks {n:?}");
+        }
+    }
+    let c = crate::Config::from_toml_str("unix_owner = \"no-such-user-flora\"\n").unwrap();
+    let msg = UnixOptions::from_config(&c).unwrap_err().to_string();
+    assert!(
+        msg.contains("unix_owner") && msg.contains("no such user"),
+        "{msg}"
+    );
+}
