@@ -70,10 +70,17 @@ impl Listeners {
             );
             self.unix.insert(path.to_owned(), (l, Some(file)));
         }
-        let (l, _) = self
+        let (l, file) = self
             .unix
             .get(path)
             .ok_or_else(|| io::Error::other("listener table out of sync"))?;
+        if file.as_ref().is_some_and(|f| !f.is_in_place()) {
+            tracing::warn!(
+                "{} no longer names the master's socket (removed or replaced): clients cannot \
+                 connect by that path until the master is restarted",
+                path.display()
+            );
+        }
         Ok((
             format!("{}{}", unix_socket::PREFIX, path.display()),
             l.as_fd(),
@@ -250,5 +257,15 @@ mod tests {
         drop(l);
         assert!(!path.exists(), "ours is removed at the final stop");
         assert!(other.exists(), "an inherited file is left to its owner");
+
+        // Removed behind the master's back: still served by descriptor, never re-created
+        // here; what the operator puts there later is not removed at the stop.
+        let mut l = Listeners::default();
+        l.get_or_bind(&addr).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(l.get_or_bind(&addr).is_ok());
+        std::fs::write(&path, "operator's").unwrap();
+        drop(l);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "operator's");
     }
 }

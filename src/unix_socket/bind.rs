@@ -45,17 +45,21 @@ impl SocketFile {
     pub fn id(&self) -> (u64, u64) {
         (self.dev, self.ino)
     }
-}
 
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let ours = fstatat(
+    /// Whether the path still names this socket (not removed or replaced meanwhile).
+    pub fn is_in_place(&self) -> bool {
+        fstatat(
             &self.dir,
             self.name.as_os_str(),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .is_ok_and(|st| st.st_dev == self.dev && st.st_ino == self.ino);
-        if ours {
+        .is_ok_and(|st| st.st_dev == self.dev && st.st_ino == self.ino)
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if self.is_in_place() {
             let _ =
                 nix::unistd::unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
