@@ -11,6 +11,8 @@ TOOLS=(
   "chromium:chromium"                                      # renders the status page headless
   "node:nodejs"                                            # dashboards/schema/validate.mjs
   "npm:npm"                                                # dashboards/schema/generate.sh
+  "nginx:nginx"                                            # reverse proxy on a unix socket (tests/unix_nginx.rs)
+  "wrk:wrk"                                                # load through it
 )
 need_pkgs=()
 for tool_pkg in "${TOOLS[@]}"; do

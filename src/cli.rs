@@ -124,9 +124,16 @@ pub struct RunArgs {
     /// Scoreboard slots [default: 2 × workers + 2].
     #[arg(long, value_name = "N")]
     pub slots: Option<usize>,
-    /// Bind ADDR before the workers start (repeatable).
+    /// Bind ADDR before the workers start (repeatable): IP:PORT, HOST:PORT or unix:/abs/path.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
+    // --- Unix sockets ---
+    /// Mode of the unix: socket files the master creates, octal [default: 0660].
+    #[arg(long, value_name = "MODE")]
+    pub unix_mode: Option<String>,
+    /// Owner of the unix: socket files: USER, USER:GROUP or :GROUP [default: the master's].
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub unix_owner: Option<String>,
     /// TOML file with the same settings (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

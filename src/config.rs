@@ -156,8 +156,15 @@ pub struct Config {
     /// Resource attributes, `key=value` (defaults: `service.name` = the instance name,
     /// `host.name` = the host name, `service.instance.id` = host:instance).
     pub otlp_resource: Vec<String>,
-    /// Addresses to bind before the workers start (they are handed out on `listen`).
+    /// Addresses to bind before the workers start (they are handed out on `listen`):
+    /// `IP:PORT`, `HOST:PORT` or `unix:/abs/path`.
     pub listen: Vec<String>,
+    // --- Unix sockets (`unix:/path` listeners) ---
+    /// Mode of the Unix socket files the master creates, octal (`"0660"`). Defaults to 0660.
+    pub unix_mode: Option<String>,
+    /// Owner of the Unix socket files the master creates: `user`, `user:group` or `:group`
+    /// (e.g. `"app:www-data"` so nginx can connect). Defaults to the master's user and group.
+    pub unix_owner: Option<String>,
     /// The worker program and its arguments.
     pub program: Vec<String>,
 }
@@ -186,6 +193,8 @@ impl Default for Config {
             otlp_resource: Vec::new(),
             status_addr: DEFAULT_STATUS_ADDR.to_string(),
             listen: Vec::new(),
+            unix_mode: None,
+            unix_owner: None,
             program: Vec::new(),
         }
     }
@@ -367,7 +376,16 @@ impl Config {
         if self.program.first().is_some_and(String::is_empty) {
             return invalid("program", "the program name is empty".into());
         }
-        Ok(())
+        self.check_unix()
+    }
+
+    /// Checks the Unix socket settings (syntax only: names are looked up at start).
+    fn check_unix(&self) -> Result<(), ConfigError> {
+        crate::unix_socket::check_config(self).map_err(|(key, e)| ConfigError::Invalid {
+            key,
+            line: None,
+            reason: e.to_string(),
+        })
     }
 
     /// Full validation before a master starts: `Config::check` plus a program to run.

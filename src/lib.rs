@@ -38,6 +38,7 @@ mod limits;
 pub mod master;
 pub mod metrics;
 pub mod scoreboard;
+pub mod unix_socket;
 pub mod worker;
 
 pub use config::Config;

@@ -66,6 +66,13 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
         cfg.slots = Some(v);
     }
     cfg.listen.extend(args.listen);
+    // Unix sockets.
+    if let Some(v) = args.unix_mode {
+        cfg.unix_mode = Some(v);
+    }
+    if let Some(v) = args.unix_owner {
+        cfg.unix_owner = Some(v);
+    }
     cfg.status_hosts.extend(args.status_host);
     if !args.program.is_empty() {
         cfg.program = args.program;

@@ -324,7 +324,9 @@ async fn run(args: Args) -> Result<(), flora_cluster::Error> {
     }
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "1337".into());
-    let listener = worker.listen(&format!("{host}:{port}")).await?;
+    // LISTEN (any address, e.g. unix:/run/app/http.sock) wins over HOST and PORT.
+    let addr = std::env::var("LISTEN").unwrap_or_else(|_| format!("{host}:{port}"));
+    let listener = worker.listen(&addr).await?;
     worker.set_tracking(!args.no_tracking);
     if let Some(ms) = args.crash_after_ms.filter(|_| misbehave) {
         tokio::spawn(async move {

@@ -1,10 +1,16 @@
 //! The master's listening sockets: each address is bound once and kept for every later
 //! generation, so reloads never close a socket (closing one drops its queued connections).
+//! Unix sockets (`unix:/path`) are never resolved; their files are removed when the master
+//! drops this table at its final stop (only if the name still holds the socket it made).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use crate::unix_socket::{self, SocketFile, UnixOptions};
 
 use nix::sys::socket::{
     self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage,
@@ -18,23 +24,67 @@ const BACKLOG: i32 = 1024;
 pub struct Listeners {
     by_request: HashMap<String, SocketAddr>,
     bound: HashMap<SocketAddr, TcpListener>,
+    /// Unix listeners by path; the file is `None` for an inherited socket (not ours to remove).
+    unix: HashMap<PathBuf, (UnixListener, Option<SocketFile>)>,
+    unix_options: UnixOptions,
 }
 
 impl Listeners {
-    /// The socket for `addr`, bound now if this is the first time it is asked for. Resolves a
-    /// host name in place: for start-up only (`--listen`); the running master resolves off
-    /// its loop and calls [`Listeners::bind_resolved`].
+    /// Mode and owner of the Unix socket files bound from now on.
+    pub fn set_unix_options(&mut self, options: UnixOptions) {
+        self.unix_options = options;
+    }
+
+    /// The socket for `addr` and its local address, bound now if this is the first time it
+    /// is asked for. Resolves a host name in place: for start-up only (`--listen`); the
+    /// running master resolves off its loop and calls [`Listeners::bind_resolved`].
     ///
     /// # Errors
     /// Resolution or bind errors.
-    pub fn get_or_bind(&mut self, addr: &str) -> io::Result<(SocketAddr, BorrowedFd<'_>)> {
+    pub fn get_or_bind(&mut self, addr: &str) -> io::Result<(String, BorrowedFd<'_>)> {
+        if let Some(path) = unix_socket::unix_path(addr) {
+            return self.get_or_bind_unix(path?);
+        }
         let resolved = match self.known(addr) {
             Some(a) => a,
             None => addr.to_socket_addrs()?.next().ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidInput, "address resolves to nothing")
             })?,
         };
-        self.bind_resolved(addr, resolved)
+        let (local, fd) = self.bind_resolved(addr, resolved)?;
+        Ok((local.to_string(), fd))
+    }
+
+    /// The Unix socket at `path` (checked by [`unix_socket::unix_path`]), bound now if new.
+    /// Its local address is `unix:PATH`.
+    ///
+    /// # Errors
+    /// [`unix_socket::UnixSocketError`] as an `io::Error`.
+    pub fn get_or_bind_unix(&mut self, path: &Path) -> io::Result<(String, BorrowedFd<'_>)> {
+        if !self.unix.contains_key(path) {
+            let (l, file) = unix_socket::bind(path, &self.unix_options)?;
+            tracing::info!(
+                "listening on unix:{} (mode {:04o})",
+                path.display(),
+                self.unix_options.mode
+            );
+            self.unix.insert(path.to_owned(), (l, Some(file)));
+        }
+        let (l, file) = self
+            .unix
+            .get(path)
+            .ok_or_else(|| io::Error::other("listener table out of sync"))?;
+        if file.as_ref().is_some_and(|f| !f.is_in_place()) {
+            tracing::warn!(
+                "{} no longer names the master's socket (removed or replaced): clients cannot \
+                 connect by that path until the master is restarted",
+                path.display()
+            );
+        }
+        Ok((
+            format!("{}{}", unix_socket::PREFIX, path.display()),
+            l.as_fd(),
+        ))
     }
 
     /// The bound address serving `addr` without resolving anything: one asked for before, an
@@ -50,6 +100,9 @@ impl Listeners {
     /// Whether `addr` was declared by the operator (`--listen`, socket activation): the only
     /// addresses unprivileged workers get.
     pub fn declared(&self, addr: &str) -> bool {
+        if let Some(path) = unix_socket::unix_path(addr) {
+            return path.is_ok_and(|p| self.unix.contains_key(p));
+        }
         self.by_request.contains_key(addr) || self.inherited_for(addr).is_some()
     }
 
@@ -78,17 +131,27 @@ impl Listeners {
 }
 
 impl Listeners {
-    /// Takes a listening socket the master inherited (systemd socket activation).
+    /// Takes a listening socket the master inherited (systemd socket activation): TCP, or a
+    /// Unix socket bound at a path (its file is systemd's, never removed here). Returns its
+    /// local address.
     ///
     /// # Errors
-    /// When the descriptor is not a bound TCP socket.
-    pub fn adopt(&mut self, fd: std::os::fd::OwnedFd) -> io::Result<SocketAddr> {
+    /// When the descriptor is not a bound TCP or path-bound Unix socket.
+    pub fn adopt(&mut self, fd: OwnedFd) -> io::Result<String> {
+        if let Some(path) = unix_path_of(&fd) {
+            let l = UnixListener::from(fd);
+            l.set_nonblocking(true)?;
+            let local = format!("{}{}", unix_socket::PREFIX, path.display());
+            tracing::info!("listening on {local} (socket activation)");
+            self.unix.insert(path, (l, None));
+            return Ok(local);
+        }
         let l = TcpListener::from(fd);
         let addr = l.local_addr()?;
         l.set_nonblocking(true)?;
         tracing::info!("listening on {addr} (socket activation)");
         self.bound.insert(addr, l);
-        Ok(addr)
+        Ok(addr.to_string())
     }
 
     /// An already-bound socket that serves `addr`: the same address, or the same port on the
@@ -102,6 +165,13 @@ impl Listeners {
                     && b.is_ipv4() == wanted.is_ipv4())
         })
     }
+}
+
+/// The path a Unix socket is bound at; `None` for other sockets (and unnamed or abstract ones).
+fn unix_path_of(fd: &OwnedFd) -> Option<PathBuf> {
+    let addr: SockaddrStorage = socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(fd)).ok()?;
+    let path = addr.as_unix_addr()?.path()?;
+    Some(path.to_owned())
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -146,5 +216,56 @@ mod tests {
             None,
             "a name is never resolved here"
         );
+    }
+
+    #[test]
+    fn unix_sockets_are_bound_once_and_removed_with_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        let addr = format!("unix:{}", path.display());
+        let mut l = Listeners::default();
+        l.set_unix_options(UnixOptions {
+            mode: 0o600,
+            ..UnixOptions::default()
+        });
+        assert!(!l.declared(&addr));
+        let (local, fd) = l.get_or_bind(&addr).unwrap();
+        assert_eq!(local, addr);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let (_, again) = l
+            .get_or_bind(&format!("unix:{}//app.sock", dir.path().display()))
+            .unwrap();
+        assert_eq!(
+            std::os::fd::AsRawFd::as_raw_fd(&again),
+            raw,
+            "the same socket"
+        );
+        assert!(l.declared(&addr));
+        assert!(!l.declared("unix:/elsewhere.sock"));
+        assert!(!l.declared("unix:relative.sock"));
+        assert!(l.get_or_bind("unix:relative.sock").is_err());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::symlink_metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        // An inherited unix socket is served but its file is not ours.
+        let other = dir.path().join("activated.sock");
+        let inherited = UnixListener::bind(&other).unwrap();
+        let local = l.adopt(OwnedFd::from(inherited)).unwrap();
+        assert_eq!(local, format!("unix:{}", other.display()));
+        assert!(l.declared(&local));
+        drop(l);
+        assert!(!path.exists(), "ours is removed at the final stop");
+        assert!(other.exists(), "an inherited file is left to its owner");
+
+        // Removed behind the master's back: still served by descriptor, never re-created
+        // here; what the operator puts there later is not removed at the stop.
+        let mut l = Listeners::default();
+        l.get_or_bind(&addr).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(l.get_or_bind(&addr).is_ok());
+        std::fs::write(&path, "operator's").unwrap();
+        drop(l);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "operator's");
     }
 }

@@ -354,11 +354,16 @@ impl Master {
         );
         for (fd, name) in systemd::listen_fds() {
             let addr = shell.listeners.adopt(fd).map_err(|source| Error::Io {
-                context: format!("socket-activated descriptor {name:?} is not a TCP listener"),
+                context: format!(
+                    "socket-activated descriptor {name:?} is not a TCP or unix listener"
+                ),
                 source,
             })?;
             tracing::debug!("inherited {addr} from systemd ({name:?})");
         }
+        shell
+            .listeners
+            .set_unix_options(crate::unix_socket::UnixOptions::from_config(cfg)?);
         for addr in &cfg.listen {
             shell
                 .listeners

@@ -59,7 +59,7 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
     .into()
 }
 
-pub use serve::Listener;
+pub use serve::{AnyListener, Listener};
 pub use track::RequestInfo;
 
 /// Errors of the worker API.
@@ -133,9 +133,9 @@ impl Worker {
     ///
     /// # Errors
     /// [`WorkerError::Listen`] when the address cannot be bound or the master does not answer.
-    pub async fn listen(&self, addr: &str) -> Result<Listener, crate::Error> {
+    pub async fn listen(&self, addr: &str) -> Result<AnyListener, crate::Error> {
         let Some(m) = &self.inner.managed else {
-            return Ok(Listener::bind(addr).await?);
+            return Ok(Listener::bind(addr).await?.into());
         };
         let fail = |reason: String| WorkerError::Listen {
             addr: addr.to_string(),
@@ -150,7 +150,7 @@ impl Worker {
             .map_err(|e| fail(e.to_string()))?;
         match reply {
             (ToWorker::Listening { .. }, mut fds) if fds.len() == 1 => {
-                Ok(Listener::from_fd(fds.remove(0)).map_err(|e| fail(e.to_string()))?)
+                Ok(AnyListener::from_fd(fds.remove(0)).map_err(|e| fail(e.to_string()))?)
             }
             (ToWorker::ListenFailed { error, .. }, _) => Err(fail(error).into()),
             (other, _) => Err(fail(format!("unexpected answer {other:?}")).into()),

@@ -51,6 +51,42 @@ pub struct Listener {
     local: SocketAddr,
 }
 
+/// TEMP (worker unix, replaced by engineer B's Listener): a listener the master handed over
+/// that is a Unix socket.
+#[derive(Debug)]
+pub struct UnixListenerTemp(tokio::net::UnixListener);
+
+/// TEMP: what `Worker::listen` returns.
+#[derive(Debug)]
+pub enum AnyListener {
+    /// TCP.
+    Tcp(Listener),
+    /// Unix.
+    Unix(UnixListenerTemp),
+}
+
+impl AnyListener {
+    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+        use nix::sys::socket::{getsockname, SockaddrStorage};
+        let addr = getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .map_err(io::Error::from)?;
+        if addr.as_unix_addr().is_some() {
+            let std = std::os::unix::net::UnixListener::from(fd);
+            std.set_nonblocking(true)?;
+            return Ok(Self::Unix(UnixListenerTemp(
+                tokio::net::UnixListener::from_std(std)?,
+            )));
+        }
+        Ok(Self::Tcp(Listener::from_fd(fd)?))
+    }
+}
+
+impl From<Listener> for AnyListener {
+    fn from(l: Listener) -> Self {
+        Self::Tcp(l)
+    }
+}
+
 impl Listener {
     pub(crate) async fn bind(addr: &str) -> Result<Self, WorkerError> {
         let err = |source| WorkerError::Io {
@@ -128,7 +164,11 @@ impl Worker {
     ///
     /// # Errors
     /// [`WorkerError::Channel`] when the master cannot be told the worker is ready.
-    pub async fn serve<S, B>(&self, listener: Listener, service: S) -> Result<(), crate::Error>
+    pub async fn serve<S, B>(
+        &self,
+        listener: impl Into<AnyListener>,
+        service: S,
+    ) -> Result<(), crate::Error>
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
@@ -137,6 +177,10 @@ impl Worker {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let listener = match listener.into() {
+            AnyListener::Tcp(l) => l,
+            AnyListener::Unix(u) => return self.serve_unix_temp(u, service).await,
+        };
         let writer = self.slot_writer().clone();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -213,6 +257,65 @@ impl Worker {
                 "drain did not finish within {timeout:?}; closing the remaining connections"
             );
         }
+        Ok(())
+    }
+}
+
+impl Worker {
+    /// TEMP: serves a Unix listener (no fairness yield; client recorded as 0.0.0.0:0).
+    async fn serve_unix_temp<S, B>(
+        &self,
+        listener: UnixListenerTemp,
+        service: S,
+    ) -> Result<(), crate::Error>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let writer = self.slot_writer().clone();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        self.ready().await?;
+        let mut shutdown = std::pin::pin!(self.shutdown_requested());
+        let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                res = listener.0.accept() => res,
+            };
+            let Ok((stream, _)) = accepted else {
+                tokio::time::sleep(FD_EXHAUSTED_BACKOFF).await;
+                continue;
+            };
+            let conn = writer.conn_open(peer);
+            let io = TokioIo::new(CountingIo::new(stream, writer.clone()));
+            let svc = TrackedService::new(service.clone(), conn.clone(), self.show_query());
+            let served =
+                graceful.watch(builder.serve_connection_with_upgrades(io, svc).into_owned());
+            tokio::spawn(async move {
+                let _ = served.await;
+                drop(conn);
+            });
+        }
+        drop(listener);
+        writer.set_state(SlotState::Draining);
+        let timeout = self.shutdown_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let grace_end = tokio::time::Instant::now() + DRAIN_GRACE.min(timeout);
+        while graceful.count() > 0 && tokio::time::Instant::now() < grace_end {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let _ = tokio::time::timeout_at(deadline, graceful.shutdown()).await;
         Ok(())
     }
 }

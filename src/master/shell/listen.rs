@@ -1,5 +1,5 @@
-//! Worker requests the shell answers without the core: listeners (resolved off the loop)
-//! and custom metric registration.
+//! Worker requests the shell answers without the core: listeners (resolved off the loop;
+//! `unix:` paths are never resolved) and custom metric registration.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -31,11 +31,15 @@ impl Shell {
         });
     }
 
-    /// A worker asks for a listener: answered at once when the address is known or an IP
-    /// literal; a host name is resolved off the loop with a timeout ([`TaskEvent::Resolved`]).
+    /// A worker asks for a listener: answered at once when the address is a `unix:` path,
+    /// known or an IP literal; a host name is resolved off the loop with a timeout
+    /// ([`TaskEvent::Resolved`]).
     pub(super) fn on_listen(&mut self, slot: usize, pid: u32, id: Option<u64>, addr: String) {
         if self.proc(slot, pid).is_none() {
             return;
+        }
+        if let Some(Err(e)) = crate::unix_socket::unix_path(&addr) {
+            return self.reply_listen(slot, pid, id, addr, Err(e.to_string()));
         }
         if self.credentials.is_some() && !self.listeners.declared(&addr) {
             let error = format!(
@@ -43,6 +47,14 @@ impl Shell {
                  (--listen or socket activation); {addr} is not one of them"
             );
             return self.reply_listen(slot, pid, id, addr, Err(error));
+        }
+        if let Some(Ok(path)) = crate::unix_socket::unix_path(&addr) {
+            let bound = self
+                .listeners
+                .get_or_bind_unix(path)
+                .and_then(|(local, fd)| Ok((local, fd.try_clone_to_owned()?)))
+                .map_err(|e| e.to_string());
+            return self.reply_listen(slot, pid, id, addr, bound);
         }
         if let Some(resolved) = self.listeners.known(&addr) {
             return self.on_resolved(slot, pid, id, &addr, Ok(resolved));
@@ -74,7 +86,7 @@ impl Shell {
                 .bind_resolved(addr, resolved)
                 .map_err(|e| e.to_string())?;
             let fd = fd.try_clone_to_owned().map_err(|e| e.to_string())?;
-            Ok((local, fd))
+            Ok((local.to_string(), fd))
         });
         self.reply_listen(slot, pid, id, addr.to_string(), bound);
     }
@@ -85,21 +97,14 @@ impl Shell {
         pid: u32,
         id: Option<u64>,
         addr: String,
-        bound: Result<(SocketAddr, OwnedFd), String>,
+        bound: Result<(String, OwnedFd), String>,
     ) {
         let Some(p) = self.proc(slot, pid) else {
             return;
         };
         let channel = p.channel.clone();
         let (msg, fd) = match bound {
-            Ok((local, fd)) => (
-                ToWorker::Listening {
-                    id,
-                    addr,
-                    local: local.to_string(),
-                },
-                Some(fd),
-            ),
+            Ok((local, fd)) => (ToWorker::Listening { id, addr, local }, Some(fd)),
             Err(error) => {
                 tracing::error!(slot, "cannot listen on {addr}: {error}");
                 (ToWorker::ListenFailed { id, addr, error }, None)
