@@ -1,0 +1,2 @@
+//! HTTPS served by the workers (feature `tls`).
+#![cfg(feature = "tls")]
