@@ -15,6 +15,7 @@
 //! certificates with no restart of the master.
 
 mod handshake;
+mod listener;
 #[cfg(test)]
 mod tests;
 
