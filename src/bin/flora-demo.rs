@@ -300,6 +300,12 @@ async fn run(args: Args) -> Result<(), flora_cluster::Error> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "1337".into());
     let listener = worker.listen(&format!("{host}:{port}")).await?;
+    // HTTPS when the master was given --tls-cert/--tls-key (built with the `tls` feature).
+    #[cfg(feature = "tls")]
+    let listener = match worker.tls_from_config()? {
+        Some(tls) => listener.with_tls(tls),
+        None => listener,
+    };
     worker.set_tracking(!args.no_tracking);
     if let Some(ms) = args.crash_after_ms.filter(|_| misbehave) {
         tokio::spawn(async move {

@@ -157,27 +157,26 @@ impl TlsConfig {
         let (cert_path, key_path) = (cert_chain.as_ref(), key.as_ref());
         let certs = read_certs(cert_path)?;
         let key = read_key(key_path)?;
-        let config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| match e {
-            rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
-                cert: cert_path.to_owned(),
-                key: key_path.to_owned(),
-            },
-            bad @ rustls::Error::InvalidCertificate(_) => TlsError::BadCertificate {
-                path: cert_path.to_owned(),
-                source: bad,
-            },
-            other => TlsError::UnsupportedKey {
-                path: key_path.to_owned(),
-                source: other,
-            },
-        })?;
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(TlsError::Config)?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+                        cert: cert_path.to_owned(),
+                        key: key_path.to_owned(),
+                    },
+                    bad @ rustls::Error::InvalidCertificate(_) => TlsError::BadCertificate {
+                        path: cert_path.to_owned(),
+                        source: bad,
+                    },
+                    other => TlsError::UnsupportedKey {
+                        path: key_path.to_owned(),
+                        source: other,
+                    },
+                })?;
         Ok(Self::from_rustls(Arc::new(config)))
     }
 

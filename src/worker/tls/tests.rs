@@ -79,17 +79,29 @@ fn loading_errors_say_what_is_wrong_with_which_file() {
     let missing = f.path("nope.pem");
 
     let e = load_err(&missing, &key);
-    assert!(matches!(&e, TlsError::Read { path, .. } if path == &missing), "{e}");
+    assert!(
+        matches!(&e, TlsError::Read { path, .. } if path == &missing),
+        "{e}"
+    );
     assert!(e.to_string().contains("nope.pem"), "{e}");
     let e = load_err(&cert, &missing);
-    assert!(matches!(&e, TlsError::Read { path, .. } if path == &missing), "{e}");
+    assert!(
+        matches!(&e, TlsError::Read { path, .. } if path == &missing),
+        "{e}"
+    );
 
     let e = load_err(&key, &key);
-    assert!(matches!(&e, TlsError::NoCertificate { path } if path == &key), "{e}");
+    assert!(
+        matches!(&e, TlsError::NoCertificate { path } if path == &key),
+        "{e}"
+    );
     assert!(e.to_string().contains("no certificate"), "{e}");
 
     let e = load_err(&cert, &cert_only);
-    assert!(matches!(&e, TlsError::NoKey { path } if path == &cert_only), "{e}");
+    assert!(
+        matches!(&e, TlsError::NoKey { path } if path == &cert_only),
+        "{e}"
+    );
     let e = load_err(&cert, &encrypted);
     assert!(matches!(e, TlsError::NoKey { .. }), "{e}");
     assert!(e.to_string().contains("unencrypted"), "{e}");
@@ -114,7 +126,10 @@ fn an_apps_own_alpn_list_is_kept() {
     let mut config = (*f.config().rustls_config()).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tls = TlsConfig::from_rustls(Arc::new(config));
-    assert_eq!(tls.rustls_config().alpn_protocols, vec![b"http/1.1".to_vec()]);
+    assert_eq!(
+        tls.rustls_config().alpn_protocols,
+        vec![b"http/1.1".to_vec()]
+    );
 }
 
 fn client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
@@ -122,12 +137,13 @@ fn client(cert_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     roots
         .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
         .unwrap();
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
@@ -160,7 +176,10 @@ async fn handshake_with(f: &Files, alpn: &[&[u8]]) -> Protocol {
 #[tokio::test]
 async fn alpn_picks_the_http_version() {
     let f = Files::new();
-    assert_eq!(handshake_with(&f, &[b"h2", b"http/1.1"]).await, Protocol::Http2);
+    assert_eq!(
+        handshake_with(&f, &[b"h2", b"http/1.1"]).await,
+        Protocol::Http2
+    );
     assert_eq!(handshake_with(&f, &[b"http/1.1"]).await, Protocol::Http1);
     assert_eq!(handshake_with(&f, &[]).await, Protocol::Detect);
 }
@@ -185,5 +204,8 @@ async fn a_silent_client_times_out() {
     let tls = f.config().with_handshake_timeout(Duration::from_millis(50));
     let (server_io, _client_io) = tokio::io::duplex(4096);
     let e = tls.handshake(server_io).await.unwrap_err();
-    assert!(matches!(e, TlsError::HandshakeTimeout(d) if d == Duration::from_millis(50)), "{e}");
+    assert!(
+        matches!(e, TlsError::HandshakeTimeout(d) if d == Duration::from_millis(50)),
+        "{e}"
+    );
 }
