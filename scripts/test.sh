@@ -11,6 +11,7 @@ TOOLS=(
   "chromium:chromium"                                      # renders the status page headless
   "node:nodejs"                                            # dashboards/schema/validate.mjs
   "npm:npm"                                                # dashboards/schema/generate.sh
+  "curl:curl"                                              # HTTPS client of tests/tls*.rs
 )
 need_pkgs=()
 for tool_pkg in "${TOOLS[@]}"; do
@@ -45,6 +46,8 @@ export FLORA_TEST_PYTHON="$PWD/$PYVENV/bin/python"
 dashboards/schema/generate.sh
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets --no-fail-fast
-cargo test --doc
+# Every feature on (`tls`: tests/tls*.rs); the default build must still compile on its own.
+cargo check --quiet --lib --bins
+cargo clippy --all-targets --all-features --quiet -- -D warnings
+cargo test --all-targets --all-features --no-fail-fast
+cargo test --doc --all-features

@@ -9,7 +9,8 @@
 //! (counted when the request ends), `/m/defer-late?name=N&n=K&ms=M` (the same add, made by a
 //! task M ms after the response). For the descriptor tests: `/child-fds` (the open descriptors
 //! a program started by the worker sees: `ls -l /proc/self/fd`) and `/from-env-again` (what a
-//! second `Worker::from_env()` returns).
+//! second `Worker::from_env()` returns). Built with the `tls` feature it serves HTTPS when the
+//! master has `--tls-cert`/`--tls-key`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
