@@ -63,7 +63,7 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
 
 pub use serve::Listener;
 #[cfg(feature = "tls")]
-pub use tls::{Protocol, TlsConfig, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
+pub use tls::{TlsConfig, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use track::RequestInfo;
 
 /// Errors of the worker API.

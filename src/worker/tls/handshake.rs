@@ -18,8 +18,7 @@ use crate::worker::Worker;
 
 /// The HTTP version a TLS client chose by ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// ALPN `http/1.1`.
     Http1,
     /// ALPN `h2`.

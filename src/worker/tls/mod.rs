@@ -2,7 +2,7 @@
 //!
 //! A [`TlsConfig`] comes from PEM files ([`TlsConfig::from_pem_files`], or the files the master
 //! was given: [`Worker::tls_from_config`]) or from an app's own rustls config
-//! ([`TlsConfig::from_rustls`]); [`Listener::with_tls`] makes a listener serve HTTPS with it.
+//! ([`TlsConfig::from_rustls`]); [`Listener::with_tls`](crate::worker::Listener::with_tls) makes a listener serve HTTPS with it.
 //!
 //! Each connection's handshake runs in that connection's task, never in the accept loop, and
 //! is bounded by a timeout ([`DEFAULT_HANDSHAKE_TIMEOUT`]): a client that sends nothing or
@@ -27,8 +27,6 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
-
-pub use handshake::Protocol;
 
 use super::Worker;
 use crate::ipc;
@@ -120,7 +118,7 @@ pub enum TlsError {
     HandshakeTimeout(Duration),
 }
 
-/// A server TLS configuration for [`Listener::with_tls`]. Cheap to clone.
+/// A server TLS configuration for [`Listener::with_tls`](crate::worker::Listener::with_tls). Cheap to clone.
 #[derive(Clone)]
 pub struct TlsConfig {
     acceptor: TlsAcceptor,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::handshake::Protocol;
 use super::*;
 
 /// A self-signed certificate for `localhost` and its key, as PEM.
