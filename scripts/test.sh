@@ -13,6 +13,7 @@ TOOLS=(
   "npm:npm"                                                # dashboards/schema/generate.sh
   "nginx:nginx"                                            # reverse proxy on a unix socket (tests/unix_nginx.rs)
   "wrk:wrk"                                                # load through it
+  "curl:curl"                                              # HTTPS client of tests/tls*.rs
 )
 need_pkgs=()
 for tool_pkg in "${TOOLS[@]}"; do
@@ -47,6 +48,8 @@ export FLORA_TEST_PYTHON="$PWD/$PYVENV/bin/python"
 dashboards/schema/generate.sh
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets --no-fail-fast
-cargo test --doc
+# Every feature on (`tls`: tests/tls*.rs); the default build must still compile on its own.
+cargo check --quiet --lib --bins
+cargo clippy --all-targets --all-features --quiet -- -D warnings
+cargo test --all-targets --all-features --no-fail-fast
+cargo test --doc --all-features

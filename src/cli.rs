@@ -124,6 +124,12 @@ pub struct RunArgs {
     /// Scoreboard slots [default: 2 × workers + 2].
     #[arg(long, value_name = "N")]
     pub slots: Option<usize>,
+    /// PEM certificate chain the workers serve HTTPS with (feature `tls`; needs --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Bind ADDR before the workers start (repeatable): IP:PORT, HOST:PORT or unix:/abs/path.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,

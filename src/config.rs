@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::MAX_SLOTS;
 
+// TLS certificate files (feature `tls`): checks and paths, beside this file.
+mod tls;
+
 /// Most workers one master runs.
 pub const MAX_WORKERS: usize = 1024;
 /// Default address of the management (status) server: loopback only. Also
@@ -156,6 +159,14 @@ pub struct Config {
     /// Resource attributes, `key=value` (defaults: `service.name` = the instance name,
     /// `host.name` = the host name, `service.instance.id` = host:instance).
     pub otlp_resource: Vec<String>,
+    // --- TLS (feature `tls`) ---
+    /// PEM certificate chain (leaf first) the workers serve HTTPS with; each worker reads it
+    /// when it starts (`Worker::tls_from_config`), so a reload picks up a renewed file.
+    /// Needs `tls_key`. Defaults to none.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (unencrypted PKCS#8, PKCS#1 or SEC1). Defaults to none.
+    pub tls_key: Option<PathBuf>,
+    // --- end TLS ---
     /// Addresses to bind before the workers start (they are handed out on `listen`):
     /// `IP:PORT`, `HOST:PORT` or `unix:/abs/path`.
     pub listen: Vec<String>,
@@ -191,6 +202,8 @@ impl Default for Config {
             otlp_headers: Vec::new(),
             otlp_gzip: false,
             otlp_resource: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             status_addr: DEFAULT_STATUS_ADDR.to_string(),
             listen: Vec::new(),
             unix_mode: None,
@@ -376,7 +389,8 @@ impl Config {
         if self.program.first().is_some_and(String::is_empty) {
             return invalid("program", "the program name is empty".into());
         }
-        self.check_unix()
+        self.check_unix()?;
+        self.check_tls_pair()
     }
 
     /// Checks the Unix socket settings (syntax only: names are looked up at start).
@@ -401,7 +415,7 @@ impl Config {
                 reason: "no worker program given (flora-cluster run -- PROGRAM [ARGS...])".into(),
             });
         }
-        Ok(())
+        self.check_tls_files()
     }
 }
 

@@ -15,6 +15,10 @@ pub enum Error {
     /// The worker API.
     #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
+    /// TLS set-up (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::worker::TlsError),
     /// A custom metric registration.
     #[error(transparent)]
     Metric(#[from] crate::scoreboard::MetricError),

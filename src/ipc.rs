@@ -47,6 +47,12 @@ pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "FLORA_SHUTDOWN_TIMEOUT_MS";
 /// Environment variable set to `1` when the status may show query strings.
 pub const ENV_SHOW_QUERY: &str = "FLORA_SHOW_QUERY";
 
+/// Environment variable with the PEM certificate chain file a worker serves HTTPS with
+/// (the master's `--tls-cert`; read by `Worker::tls_from_config`).
+pub const ENV_TLS_CERT: &str = "FLORA_TLS_CERT";
+/// Environment variable with the PEM private key file of [`ENV_TLS_CERT`] (`--tls-key`).
+pub const ENV_TLS_KEY: &str = "FLORA_TLS_KEY";
+
 /// Largest control message; a bigger one is a protocol error.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 

@@ -65,6 +65,10 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     if let Some(v) = args.slots {
         cfg.slots = Some(v);
     }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        cfg.tls_cert = Some(cert);
+        cfg.tls_key = Some(key);
+    }
     cfg.listen.extend(args.listen);
     // Unix sockets.
     if let Some(v) = args.unix_mode {

@@ -10,7 +10,8 @@
 //! (counted when the request ends), `/m/defer-late?name=N&n=K&ms=M` (the same add, made by a
 //! task M ms after the response). For the descriptor tests: `/child-fds` (the open descriptors
 //! a program started by the worker sees: `ls -l /proc/self/fd`) and `/from-env-again` (what a
-//! second `Worker::from_env()` returns).
+//! second `Worker::from_env()` returns). Built with the `tls` feature it serves HTTPS when the
+//! master has `--tls-cert`/`--tls-key`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -327,6 +328,12 @@ async fn run(args: Args) -> Result<(), flora_cluster::Error> {
     // LISTEN (any address, e.g. unix:/run/app/http.sock) wins over HOST and PORT.
     let addr = std::env::var("LISTEN").unwrap_or_else(|_| format!("{host}:{port}"));
     let listener = worker.listen(&addr).await?;
+    // HTTPS when the master was given --tls-cert/--tls-key (built with the `tls` feature).
+    #[cfg(feature = "tls")]
+    let listener = match worker.tls_from_config()? {
+        Some(tls) => listener.with_tls(tls),
+        None => listener,
+    };
     worker.set_tracking(!args.no_tracking);
     if let Some(ms) = args.crash_after_ms.filter(|_| misbehave) {
         tokio::spawn(async move {

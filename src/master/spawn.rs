@@ -37,6 +37,8 @@ pub struct SpawnSpec {
     pub show_query: bool,
     /// User and group the workers run as (none: the master's).
     pub credentials: Option<(u32, u32)>,
+    /// Certificate and key files the workers serve HTTPS with (`--tls-cert`, `--tls-key`).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Starts one worker for `slot` of `generation`, handing it `control` and `scoreboard`.
@@ -71,6 +73,13 @@ pub fn spawn(
         // workers in order.
         .process_group(0)
         .kill_on_drop(false);
+    // TLS files: the config is the one source, never a variable the master inherited.
+    match &spec.tls {
+        Some((cert, key)) => cmd.env(ipc::ENV_TLS_CERT, cert).env(ipc::ENV_TLS_KEY, key),
+        None => cmd
+            .env_remove(ipc::ENV_TLS_CERT)
+            .env_remove(ipc::ENV_TLS_KEY),
+    };
     if let Some((uid, gid)) = spec.credentials {
         // std drops the supplementary groups too when it changes the user.
         cmd.uid(uid).gid(gid);

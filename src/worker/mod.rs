@@ -35,6 +35,8 @@
 mod control;
 mod serve;
 mod setup;
+#[cfg(feature = "tls")]
+mod tls;
 mod track;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +62,8 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
 }
 
 pub use serve::{AnyListener, Listener};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use track::RequestInfo;
 
 /// Errors of the worker API.

@@ -49,6 +49,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Listener {
     fd: AsyncFd<StdListener>,
     local: SocketAddr,
+    /// HTTPS on accepted connections (`Listener::with_tls`).
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<super::tls::TlsConfig>,
 }
 
 /// TEMP (worker unix, replaced by engineer B's Listener): a listener the master handed over
@@ -108,6 +111,8 @@ impl Listener {
         Ok(Self {
             fd: crate::scoreboard::raw::fd::register_async(std)?,
             local,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
@@ -216,6 +221,11 @@ impl Worker {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            #[cfg(feature = "tls")]
+            if let Some(tls) = &listener.tls {
+                self.spawn_tls(tls, stream, peer, &builder, &graceful, &service);
+                continue;
+            }
             if !self.tracking() {
                 // Benchmark baseline only: no scoreboard writes at all.
                 let served = graceful.watch(

@@ -8,6 +8,7 @@
 //! - [`exposition`]: a parser of the text exposition formats;
 //! - [`tools`]: real external tools (`promtool`, Python's OpenMetrics parser, `prometheus`,
 //!   `prometheus-apache-exporter`) and the one `promtool` assertion;
+//! - [`tls`]: test certificates (rcgen) and curl over HTTPS;
 //! - `process` and [`hostile`]: process probes and signals; acting as another user.
 //!
 //! Every wait here is a poll of a condition with a deadline; nothing sleeps in place of
@@ -25,6 +26,7 @@ pub mod hostile;
 pub mod http;
 mod process;
 pub mod status_server;
+pub mod tls;
 pub mod tools;
 pub mod workers;
 

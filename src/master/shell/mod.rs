@@ -87,6 +87,8 @@ pub(super) struct Shell {
     show_query: bool,
     /// uid and gid of the workers (`--user`/`--group`).
     credentials: Option<(u32, u32)>,
+    /// Certificate and key files for the workers (TLS).
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Program copies by generation.
     specs: HashMap<u64, Arc<SpawnSpec>>,
     /// Live worker processes by slot.
@@ -130,6 +132,7 @@ impl Shell {
             shutdown_timeout: cfg.shutdown_timeout(),
             show_query: cfg.show_query_strings,
             credentials,
+            tls: cfg.tls_files(),
             specs: HashMap::new(),
             procs: HashMap::new(),
             waiters: HashMap::new(),

@@ -22,6 +22,7 @@ impl Shell {
             shutdown_timeout: self.shutdown_timeout,
             show_query: self.show_query,
             credentials: self.credentials,
+            tls: self.tls.clone(),
         };
         let tasks = self.tasks.clone();
         tokio::spawn(async move {
