@@ -5,6 +5,7 @@
 mod support;
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use support::http::connect;
 use support::tls::{curl, write_cert};
@@ -63,9 +64,19 @@ fn garbage_plain_http_and_silent_clients_do_not_stall_the_next_tls_client() {
             .unwrap_or_else(|e| panic!("{what}: not closed by the server: {e}"));
         assert!(!out.starts_with(b"HTTP/"), "{what}: {out:?}");
     }
-    // LEAD: tls_handshake_failed — once A's counter is merged, assert here that
-    // `flora_tls_handshake_failures_total` on the status server's /metrics is 2 (the
-    // garbage and the plain-HTTP client), e.g. with support::status_server's scrape.
+    // Both are counted as failed handshakes, on the slot and on /metrics (the silent ones
+    // still wait for their timeout).
+    let failures = || cluster.snapshot().totals.counters.tls_handshake_failures;
+    support::wait_until(Duration::from_secs(5), "two failed handshakes", || failures() == 2);
+    assert_eq!(failures(), 2, "garbage and plain http counted");
+    let metrics = support::status_server::scrape(support::status_server::status_port(&cluster), None);
+    assert!(
+        metrics
+            .text
+            .contains("flora_tls_handshake_failures_total{worker=\"0\"} 2"),
+        "{}",
+        metrics.text
+    );
 
     // Same worker, still serving.
     assert_eq!(cluster.wait_ready(1)[0], pid);

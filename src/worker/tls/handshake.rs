@@ -141,9 +141,7 @@ impl Worker {
                 Ok(()) => {}
                 Err(ConnError::Handshake(e)) => {
                     tracing::debug!("connection from {peer}: {e}");
-                    // LEAD: tls_handshake_failed — call `writer.tls_handshake_failed()` here
-                    // once engineer A's seam is merged.
-                    drop(writer);
+                    writer.tls_handshake_failed();
                 }
                 Err(ConnError::Http(e)) => tracing::trace!("connection from {peer}: {e}"),
             }
