@@ -59,7 +59,7 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
     .into()
 }
 
-pub use serve::Listener;
+pub use serve::{BoxError, HyperMarker, Listener, ServeService, TowerMarker};
 pub use track::RequestInfo;
 
 /// Errors of the worker API.

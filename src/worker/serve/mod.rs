@@ -1,0 +1,118 @@
+//! Serving: the accept loop, the connection stage, and the graceful drain.
+//!
+//! - `listener.rs`: the listening socket and the fair accept (load spreading, below);
+//! - `service.rs`: [`ServeService`], what `serve` accepts (hyper or tower services);
+//! - `conn.rs`: the connection stage, generic over the stream type (TCP, Unix, TLS).
+//!
+//! # Load spreading
+//! All workers of a generation accept from one shared listening socket. Left alone, the
+//! worker that wakes first can take a whole burst of connections and keep them. Before each
+//! accept a worker compares its open connections with the least loaded *ready* worker of its
+//! generation (read from the scoreboard: a few atomic loads, no syscall). If it holds more than
+//! [`FAIR_SLACK`](listener::FAIR_SLACK) above that, it lets the connection wait for up to [`YIELD_MAX`](listener::YIELD_MAX) so a peer can
+//! take it; a connection still pending after that is taken anyway, so a busy or stuck peer
+//! never strands clients. The listener is never closed, so zero-downtime reload is unaffected.
+
+mod conn;
+mod listener;
+mod service;
+
+use std::time::Duration;
+
+use conn::ConnStage;
+pub use listener::Listener;
+pub use service::{BoxError, HyperMarker, ServeService, TowerMarker};
+
+use super::Worker;
+use crate::scoreboard::SlotState;
+
+/// Pause after EMFILE/ENFILE before accepting again (fds may free up as connections close).
+const FD_EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
+/// On drain, how long busy keep-alive connections get to send their next request (answered
+/// with `Connection: close`) before the idle ones are closed. Closing an idle connection can
+/// race with a request the client is sending; after this grace only connections idle that long
+/// are exposed to that race.
+const DRAIN_GRACE: Duration = Duration::from_millis(1000);
+/// Poll interval while waiting for connections to close during the grace.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+impl Worker {
+    /// Serves HTTP/1.1 and HTTP/2 on `listener` with `service` until shutdown, tracking every
+    /// connection and request into this worker's slot. Marks the worker ready once it accepts.
+    ///
+    /// `service` is a hyper service (`hyper::service::service_fn`) or a tower service (an
+    /// `axum::Router`, a service built with tower layers); see [`ServeService`].
+    ///
+    /// On shutdown it stops accepting (the master keeps the socket, so nothing is refused) and
+    /// answers every further HTTP/1 request with `Connection: close`, so busy keep-alive
+    /// connections end cleanly after their next response; after a short grace the idle ones are
+    /// closed (HTTP/2: GOAWAY) and it returns when in-flight requests are done or the shutdown
+    /// timeout passed.
+    ///
+    /// # Errors
+    /// [`super::WorkerError::Channel`] when the master cannot be told the worker is ready.
+    pub async fn serve<S, M>(&self, listener: Listener, service: S) -> Result<(), crate::Error>
+    where
+        S: ServeService<M>,
+    {
+        let service = service.into_service();
+        let writer = self.slot_writer().clone();
+        let stage = ConnStage::new(self.show_query());
+        self.ready().await?;
+        let mut shutdown = std::pin::pin!(self.shutdown_requested());
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                res = listener.accept_fair(&writer) => res,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) if listener::is_fd_exhaustion(&e) => {
+                    tracing::warn!("accept: {e}; retrying");
+                    tokio::time::sleep(FD_EXHAUSTED_BACKOFF).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("accept: {e}");
+                    continue;
+                }
+            };
+            let Ok(stream) = stream
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(stream))
+            else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            // Untracked: the benchmarks' baseline, no scoreboard writes at all.
+            let conn = self
+                .tracking()
+                .then(|| (writer.clone(), writer.conn_open(peer)));
+            let served = stage.serve::<_, S, M>(stream, service.clone(), conn);
+            tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::trace!("connection from {peer}: {e}");
+                }
+            });
+        }
+        drop(listener);
+        // From now on HTTP/1 responses carry `Connection: close` (see `TrackedFuture`).
+        writer.set_state(SlotState::Draining);
+        let timeout = self.shutdown_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let grace_end = tokio::time::Instant::now() + DRAIN_GRACE.min(timeout);
+        while stage.open() > 0 && tokio::time::Instant::now() < grace_end {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if tokio::time::timeout_at(deadline, stage.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "drain did not finish within {timeout:?}; closing the remaining connections"
+            );
+        }
+        Ok(())
+    }
+}
