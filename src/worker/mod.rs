@@ -59,7 +59,9 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
     .into()
 }
 
-pub use serve::{BoxError, HyperMarker, Listener, ServeService, TowerMarker};
+pub use serve::{
+    BoxError, HyperMarker, ListenAddr, Listener, ServeService, TowerMarker, UNIX_PREFIX,
+};
 pub use track::RequestInfo;
 
 /// Errors of the worker API.
@@ -128,8 +130,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Asks for a listening socket on `addr` (`host:port`). Under a master the master binds it
-    /// (once for all generations) and passes it over; standalone it is bound here.
+    /// Asks for a listening socket on `addr`: `host:port`, or `unix:PATH` for a Unix socket.
+    /// Under a master the master binds it (once for all generations) and passes it over;
+    /// standalone it is bound here (a stale socket file at `PATH` is replaced; anything else
+    /// there, or a socket something still listens on, is refused).
     ///
     /// # Errors
     /// [`WorkerError::Listen`] when the address cannot be bound or the master does not answer.

@@ -1,10 +1,14 @@
-//! The listening socket and the fair accept (see the parent module's docs on load spreading).
+//! The listening socket (TCP or Unix) and the fair accept (see the parent module's docs on load spreading).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{getsockname, AddressFamily, SockaddrLike, SockaddrStorage};
 use tokio::io::unix::AsyncFd;
 
 use crate::scoreboard::SlotWriter;
@@ -17,64 +21,179 @@ const YIELD_STEP: Duration = Duration::from_millis(1);
 /// Longest a pending connection waits for a less loaded peer before this worker takes it.
 pub const YIELD_MAX: Duration = Duration::from_millis(4);
 
-/// A listening TCP socket handed to [`crate::Worker::serve`].
+/// A listening socket handed to [`crate::Worker::serve`]: TCP, or a Unix stream socket.
 #[derive(Debug)]
 pub struct Listener {
-    fd: AsyncFd<StdListener>,
-    local: SocketAddr,
+    family: Family,
+}
+
+#[derive(Debug)]
+enum Family {
+    Tcp {
+        fd: AsyncFd<StdListener>,
+        local: SocketAddr,
+    },
+    Unix {
+        fd: AsyncFd<UnixListener>,
+        path: Option<PathBuf>,
+    },
+}
+
+/// The address a [`Listener`] is bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket: its path (`None` for an unnamed or abstract socket).
+    Unix(Option<PathBuf>),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "{a}"),
+            Self::Unix(Some(p)) => write!(f, "{UNIX_PREFIX}{}", p.display()),
+            Self::Unix(None) => write!(f, "{UNIX_PREFIX}(unnamed)"),
+        }
+    }
+}
+
+/// How an address names a Unix socket path: `unix:/run/app/http.sock`.
+pub const UNIX_PREFIX: &str = "unix:";
+
+/// One accepted connection.
+pub(super) enum Accepted {
+    Tcp(std::net::TcpStream, SocketAddr),
+    Unix(std::os::unix::net::UnixStream),
 }
 
 impl Listener {
+    /// Binds `addr` here (standalone mode): `host:port`, or `unix:PATH`.
     pub(crate) async fn bind(addr: &str) -> Result<Self, WorkerError> {
         let err = |source| WorkerError::Io {
             context: format!("bind {addr}"),
             source,
         };
+        if let Some(path) = addr.strip_prefix(UNIX_PREFIX) {
+            return bind_unix(Path::new(path)).map_err(err);
+        }
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs().map_err(err)?.collect();
         let std = StdListener::bind(&addrs[..]).map_err(err)?;
-        Self::from_std(std).map_err(err)
+        Self::from_tcp(std).map_err(err)
     }
 
+    /// Adopts a listening socket (from the master): TCP or Unix, told apart by its address.
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Self> {
-        Self::from_std(StdListener::from(fd))
+        let local: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(io::Error::from)?;
+        if local.family() == Some(AddressFamily::Unix) {
+            Self::from_unix(UnixListener::from(fd))
+        } else {
+            Self::from_tcp(StdListener::from(fd))
+        }
     }
 
-    fn from_std(std: StdListener) -> io::Result<Self> {
+    fn from_tcp(std: StdListener) -> io::Result<Self> {
         std.set_nonblocking(true)?;
         let local = std.local_addr()?;
+        let fd = crate::scoreboard::raw::fd::register_async(std)?;
         Ok(Self {
-            fd: crate::scoreboard::raw::fd::register_async(std)?,
-            local,
+            family: Family::Tcp { fd, local },
         })
     }
 
-    /// The bound address.
+    fn from_unix(std: UnixListener) -> io::Result<Self> {
+        std.set_nonblocking(true)?;
+        let path = std.local_addr()?.as_pathname().map(Path::to_path_buf);
+        let fd = crate::scoreboard::raw::fd::register_async(std)?;
+        Ok(Self {
+            family: Family::Unix { fd, path },
+        })
+    }
+
+    /// The bound TCP address; for a Unix socket the unspecified address `0.0.0.0:0` (see
+    /// [`Listener::listen_addr`]).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        match &self.family {
+            Family::Tcp { local, .. } => *local,
+            Family::Unix { .. } => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
+    }
+
+    /// The bound address, TCP or Unix.
+    pub fn listen_addr(&self) -> ListenAddr {
+        match &self.family {
+            Family::Tcp { local, .. } => ListenAddr::Tcp(*local),
+            Family::Unix { path, .. } => ListenAddr::Unix(path.clone()),
+        }
     }
 
     /// Accepts the next connection, yielding to less loaded peers (see the module docs).
-    pub(super) async fn accept_fair(
-        &self,
-        writer: &SlotWriter,
-    ) -> io::Result<(std::net::TcpStream, SocketAddr)> {
-        let mut yielding_since: Option<Instant> = None;
-        loop {
-            let mut guard = self.fd.readable().await?;
-            if should_yield(writer.conn_share()) {
-                let since = *yielding_since.get_or_insert_with(Instant::now);
-                if since.elapsed() < YIELD_MAX {
-                    drop(guard);
-                    tokio::time::sleep(YIELD_STEP).await;
-                    continue;
-                }
+    pub(super) async fn accept_fair(&self, writer: &SlotWriter) -> io::Result<Accepted> {
+        match &self.family {
+            Family::Tcp { fd, .. } => {
+                let (s, peer) = accept_fair(fd, writer, |l| l.accept()).await?;
+                Ok(Accepted::Tcp(s, peer))
             }
-            match guard.try_io(|l| l.get_ref().accept()) {
-                Ok(res) => return res,
-                Err(_would_block) => yielding_since = None,
+            Family::Unix { fd, .. } => {
+                let (s, _) = accept_fair(fd, writer, |l| l.accept()).await?;
+                Ok(Accepted::Unix(s))
             }
         }
     }
+}
+
+/// Waits until `fd` has a connection and accepts it with `accept`, unless this worker should
+/// let its peers take it (for at most [`YIELD_MAX`]).
+async fn accept_fair<L, T>(
+    fd: &AsyncFd<L>,
+    writer: &SlotWriter,
+    accept: impl Fn(&L) -> io::Result<T>,
+) -> io::Result<T>
+where
+    L: std::os::fd::AsRawFd,
+{
+    let mut yielding_since: Option<Instant> = None;
+    loop {
+        let mut guard = fd.readable().await?;
+        if should_yield(writer.conn_share()) {
+            let since = *yielding_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < YIELD_MAX {
+                drop(guard);
+                tokio::time::sleep(YIELD_STEP).await;
+                continue;
+            }
+        }
+        match guard.try_io(|l| accept(l.get_ref())) {
+            Ok(res) => return res,
+            Err(_would_block) => yielding_since = None,
+        }
+    }
+}
+
+/// Binds a Unix socket at `path`. A socket file already there is taken over when nothing
+/// accepts on it (a stale one); anything else at the path is left alone and refused.
+fn bind_unix(path: &Path) -> io::Result<Listener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket (not removed)",
+            ));
+        }
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "a server is listening on this socket",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Listener::from_unix(UnixListener::bind(path)?)
 }
 
 /// Whether a worker with `share = (mine, fewest among ready peers)` should let peers accept.
@@ -103,5 +222,42 @@ mod tests {
         assert!(!should_yield(Some((12, 10))));
         assert!(should_yield(Some((13, 10))));
         assert!(!should_yield(Some((5, u64::MAX))));
+    }
+
+    #[tokio::test]
+    async fn an_adopted_descriptor_keeps_its_family() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sock");
+        let unix =
+            Listener::from_fd(UnixListener::bind(&path).expect("bind").into()).expect("unix");
+        assert_eq!(unix.listen_addr(), ListenAddr::Unix(Some(path.clone())));
+        assert_eq!(
+            unix.listen_addr().to_string(),
+            format!("unix:{}", path.display())
+        );
+        let tcp = StdListener::bind("127.0.0.1:0").expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        let tcp = Listener::from_fd(tcp.into()).expect("tcp");
+        assert_eq!(tcp.local_addr(), addr);
+        assert_eq!(tcp.listen_addr(), ListenAddr::Tcp(addr));
+    }
+
+    #[tokio::test]
+    async fn binding_a_unix_path_never_removes_what_is_not_a_stale_socket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "keep").expect("write");
+        let err = bind_unix(&file).expect_err("a regular file is refused");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&file).expect("still there"), "keep");
+
+        let path = dir.path().join("s.sock");
+        let live = bind_unix(&path).expect("bind");
+        let err = bind_unix(&path).expect_err("a live socket is refused");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(live); // leaves the socket file behind: stale now
+        assert!(path.exists());
+        let again = bind_unix(&path).expect("a stale socket is taken over");
+        assert_eq!(again.listen_addr(), ListenAddr::Unix(Some(path)));
     }
 }

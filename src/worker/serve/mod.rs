@@ -1,6 +1,6 @@
 //! Serving: the accept loop, the connection stage, and the graceful drain.
 //!
-//! - `listener.rs`: the listening socket and the fair accept (load spreading, below);
+//! - `listener.rs`: the listening socket (TCP or Unix) and the fair accept (load spreading, below);
 //! - `service.rs`: [`ServeService`], what `serve` accepts (hyper or tower services);
 //! - `conn.rs`: the connection stage, generic over the stream type (TCP, Unix, TLS).
 //!
@@ -17,10 +17,13 @@ mod conn;
 mod listener;
 mod service;
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use conn::ConnStage;
-pub use listener::Listener;
+use listener::Accepted;
+pub use listener::{ListenAddr, Listener, UNIX_PREFIX};
 pub use service::{BoxError, HyperMarker, ServeService, TowerMarker};
 
 use super::Worker;
@@ -66,8 +69,8 @@ impl Worker {
                 () = &mut shutdown => break,
                 res = listener.accept_fair(&writer) => res,
             };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
+            let accepted = match accepted {
+                Ok(accepted) => accepted,
                 Err(e) if listener::is_fd_exhaustion(&e) => {
                     tracing::warn!("accept: {e}; retrying");
                     tokio::time::sleep(FD_EXHAUSTED_BACKOFF).await;
@@ -78,23 +81,34 @@ impl Worker {
                     continue;
                 }
             };
-            let Ok(stream) = stream
-                .set_nonblocking(true)
-                .and_then(|()| tokio::net::TcpStream::from_std(stream))
-            else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
             // Untracked: the benchmarks' baseline, no scoreboard writes at all.
-            let conn = self
-                .tracking()
-                .then(|| (writer.clone(), writer.conn_open(peer)));
-            let served = stage.serve::<_, S, M>(stream, service.clone(), conn);
-            tokio::spawn(async move {
-                if let Err(e) = served.await {
-                    tracing::trace!("connection from {peer}: {e}");
+            let tracking = self.tracking();
+            match accepted {
+                Accepted::Tcp(stream, peer) => {
+                    let Ok(stream) = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpStream::from_std(stream))
+                    else {
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let conn = tracking.then(|| (writer.clone(), writer.conn_open(peer)));
+                    // TLS (engineer C): a TLS stage would wrap `stream` here, in the task.
+                    spawn_conn(stage.serve::<_, S, M>(stream, service.clone(), conn));
                 }
-            });
+                Accepted::Unix(stream) => {
+                    let Ok(stream) = stream
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::UnixStream::from_std(stream))
+                    else {
+                        continue;
+                    };
+                    // LEAD: conn_open_unix (engineer A's `writer.conn_open_unix()`).
+                    let unix = SocketAddr::from(([0, 0, 0, 0], 0));
+                    let conn = tracking.then(|| (writer.clone(), writer.conn_open(unix)));
+                    spawn_conn(stage.serve::<_, S, M>(stream, service.clone(), conn));
+                }
+            }
         }
         drop(listener);
         // From now on HTTP/1 responses carry `Connection: close` (see `TrackedFuture`).
@@ -115,4 +129,13 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Runs one connection in its own task.
+fn spawn_conn(served: impl Future<Output = Result<(), BoxError>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = served.await {
+            tracing::trace!("connection: {e}");
+        }
+    });
 }
