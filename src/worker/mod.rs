@@ -60,7 +60,8 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
 }
 
 pub use serve::{
-    BoxError, HyperMarker, ListenAddr, Listener, ServeService, TowerMarker, UNIX_PREFIX,
+    BoxError, HyperMarker, ListenAddr, Listener, ServeService, TowerMarker,
+    HEADER_READ_TIMEOUT_ENV, UNIX_PREFIX,
 };
 pub use track::RequestInfo;
 

@@ -2,7 +2,10 @@
 //!
 //! - `listener.rs`: the listening socket (TCP or Unix) and the fair accept (load spreading, below);
 //! - `service.rs`: [`ServeService`], what `serve` accepts (hyper or tower services);
-//! - `conn.rs`: the connection stage, generic over the stream type (TCP, Unix, TLS).
+//! - `conn.rs`: the connection stage, generic over the stream type (TCP, Unix, TLS): the
+//!   HTTP/2 preface check, then hyper's `http1` or `http2` connection directly;
+//! - `drain.rs`: open connections and the graceful drain (one flag checked per poll);
+//! - `timer.rs`: the coarse timer behind hyper's header-read timeout (slowloris guard).
 //!
 //! # Load spreading
 //! All workers of a generation accept from one shared listening socket. Left alone, the
@@ -14,11 +17,14 @@
 //! never strands clients. The listener is never closed, so zero-downtime reload is unaffected.
 
 mod conn;
+mod drain;
 mod listener;
 mod service;
+mod timer;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use conn::ConnStage;
@@ -38,6 +44,29 @@ const FD_EXHAUSTED_BACKOFF: Duration = Duration::from_millis(50);
 const DRAIN_GRACE: Duration = Duration::from_millis(1000);
 /// Poll interval while waiting for connections to close during the grace.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// Longest wait for a request's headers, idle keep-alive time included (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Overrides [`HEADER_READ_TIMEOUT`] (milliseconds), read once per `serve`: for tests.
+pub const HEADER_READ_TIMEOUT_ENV: &str = "FLORA_HEADER_READ_TIMEOUT_MS";
+
+/// The header-read timeout: [`HEADER_READ_TIMEOUT_ENV`] when set to a number of ms, else
+/// [`HEADER_READ_TIMEOUT`].
+fn header_read_timeout() -> Duration {
+    std::env::var(HEADER_READ_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map_or(HEADER_READ_TIMEOUT, Duration::from_millis)
+}
+
+/// Aborts the task it holds when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 impl Worker {
     /// Serves HTTP/1.1 and HTTP/2 on `listener` with `service` until shutdown, tracking every
@@ -60,7 +89,15 @@ impl Worker {
     {
         let service = service.into_service();
         let writer = self.slot_writer().clone();
-        let stage = ConnStage::new(self.show_query());
+        let header_timeout = header_read_timeout();
+        let timer = timer::CoarseTimer::new(header_timeout);
+        let stage = Arc::new(ConnStage::new(
+            self.show_query(),
+            header_timeout,
+            timer.clone(),
+        ));
+        let sweeper = timer.run_sweeper(stage.drain.clone());
+        let _sweeper = AbortOnDrop(tokio::spawn(sweeper));
         self.ready().await?;
         let mut shutdown = std::pin::pin!(self.shutdown_requested());
         loop {
@@ -94,7 +131,7 @@ impl Worker {
                     let _ = stream.set_nodelay(true);
                     let conn = tracking.then(|| (writer.clone(), writer.conn_open(peer)));
                     // TLS (engineer C): a TLS stage would wrap `stream` here, in the task.
-                    spawn_conn(stage.serve::<_, S, M>(stream, service.clone(), conn));
+                    spawn_conn(stage.clone().serve(stream, service.clone(), conn));
                 }
                 Accepted::Unix(stream) => {
                     let Ok(stream) = stream
@@ -106,7 +143,7 @@ impl Worker {
                     // LEAD: conn_open_unix (engineer A's `writer.conn_open_unix()`).
                     let unix = SocketAddr::from(([0, 0, 0, 0], 0));
                     let conn = tracking.then(|| (writer.clone(), writer.conn_open(unix)));
-                    spawn_conn(stage.serve::<_, S, M>(stream, service.clone(), conn));
+                    spawn_conn(stage.clone().serve(stream, service.clone(), conn));
                 }
             }
         }
@@ -116,10 +153,10 @@ impl Worker {
         let timeout = self.shutdown_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         let grace_end = tokio::time::Instant::now() + DRAIN_GRACE.min(timeout);
-        while stage.open() > 0 && tokio::time::Instant::now() < grace_end {
+        while stage.drain.open() > 0 && tokio::time::Instant::now() < grace_end {
             tokio::time::sleep(DRAIN_POLL).await;
         }
-        if tokio::time::timeout_at(deadline, stage.shutdown())
+        if tokio::time::timeout_at(deadline, stage.drain.shut_down_all())
             .await
             .is_err()
         {
