@@ -75,6 +75,8 @@ pub(super) struct CoarseTimer {
     tick: Duration,
     /// The header-read limit: hyper asks for `now() + limit` once per request.
     limit: Duration,
+    /// The same in ms.
+    limit_ms: u64,
 }
 
 /// This thread's last answer to `now()` and the deadline `now() + limit`: hyper asks for
@@ -101,6 +103,7 @@ impl CoarseTimer {
             }),
             tick: (limit / 4).clamp(MIN_TICK, MAX_TICK),
             limit,
+            limit_ms: u64::try_from(limit.as_millis()).unwrap_or(NEVER - 1),
         }
     }
 
@@ -191,8 +194,7 @@ impl hyper::rt::Timer for CoarseTimer {
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         let c = self.cached();
         if deadline == c.deadline {
-            let limit = u64::try_from(self.limit.as_millis()).unwrap_or(NEVER - 1);
-            return self.sleep_ms(c.ms.saturating_add(limit));
+            return self.sleep_ms(c.ms.saturating_add(self.limit_ms));
         }
         self.sleep_ms(self.ms(deadline))
     }
