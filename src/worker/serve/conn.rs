@@ -78,6 +78,7 @@ impl ConnStage {
         S::Error: Into<BoxError>,
         B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
     {
+        let _open = self.drain.enter();
         let Some((writer, conn)) = conn else {
             return self.serve_http(io, svc).await;
         };

@@ -1,6 +1,6 @@
-//! Open connections: the drain, and the entries the coarse timer arms.
+//! Open connections: their count, the drain, and the entries the coarse timer arms.
 //!
-//! A connection's future checks one flag when hyper has nothing to do (no channel polled per
+//! A connection counts as open from its accept ([`Drain::enter`]). A hyper connection's future checks one flag when hyper has nothing to do (no channel polled per
 //! request). To reach idle connections, each registers its task's waker once with its entry;
 //! the drain sets the flag and wakes them all, the timer's sweeper wakes those whose deadline
 //! passed ([`super::timer`]).
@@ -110,9 +110,15 @@ impl Drain {
         }
     }
 
-    /// Wraps a connection future: counted as open until it ends or is dropped.
-    pub(super) fn watch<C: Graceful>(self: &Arc<Self>, conn: C) -> Watched<C> {
+    /// Counts a connection as open until the returned guard is dropped: take it as soon as
+    /// the connection is accepted (before a protocol check or a TLS handshake).
+    pub(super) fn enter(self: &Arc<Self>) -> Open {
         self.open.fetch_add(1, Ordering::AcqRel);
+        Open(self.clone())
+    }
+
+    /// Wraps a hyper connection: shut down gracefully when the drain says so.
+    pub(super) fn watch<C: Graceful>(self: &Arc<Self>, conn: C) -> Watched<C> {
         Watched {
             conn,
             drain: self.clone(),
@@ -155,8 +161,17 @@ impl Drain {
             w.entries[k] = None;
             w.free.push(k);
         }
-        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.closed.notify_waiters();
+    }
+}
+
+/// An open connection (see [`Drain::enter`]).
+#[derive(Debug)]
+pub(super) struct Open(Arc<Drain>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
         }
     }
 }
@@ -207,6 +222,60 @@ impl<C: Graceful> Future for Watched<C> {
             if *this.shutting || !this.drain.draining.load(Ordering::Acquire) {
                 return Poll::Pending;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::worker::serve::timer::CoarseTimer;
+
+    /// A connection that stays pending until asked to shut down.
+    struct Idle {
+        shut: bool,
+    }
+
+    impl Future for Idle {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+            if self.shut {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl Graceful for Idle {
+        fn shut_down(self: Pin<&mut Self>) {
+            self.get_mut().shut = true;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_drain_reaches_idle_connections_and_waits_for_them() {
+        let drain = Arc::new(Drain::new(CoarseTimer::new(Duration::from_secs(1)).clock()));
+        let tasks: Vec<_> = (0..3)
+            .map(|_| {
+                let d = drain.clone();
+                let open = d.enter();
+                tokio::spawn(async move {
+                    d.watch(Idle { shut: false }).await;
+                    drop(open);
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await; // each task runs once and waits
+        assert_eq!(drain.open(), 3);
+        tokio::time::timeout(Duration::from_secs(5), drain.shut_down_all())
+            .await
+            .expect("every idle connection was shut down");
+        assert_eq!(drain.open(), 0);
+        for t in tasks {
+            t.await.expect("connection task");
         }
     }
 }
