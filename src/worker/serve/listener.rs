@@ -121,6 +121,16 @@ impl Listener {
     }
 
     /// The bound address, TCP or Unix.
+    ///
+    /// ```no_run
+    /// # async fn app(worker: flora_cluster::Worker) -> Result<(), flora_cluster::Error> {
+    /// use flora_cluster::worker::ListenAddr;
+    /// let listener = worker.listen("unix:/run/app/http.sock").await?;
+    /// if let ListenAddr::Unix(Some(path)) = listener.listen_addr() {
+    ///     println!("serving on {}", path.display());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn listen_addr(&self) -> ListenAddr {
         match &self.family {
             Family::Tcp { local, .. } => ListenAddr::Tcp(*local),

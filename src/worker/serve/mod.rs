@@ -46,7 +46,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(1000);
 const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// Longest wait for a request's headers, idle keep-alive time included (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Overrides [`HEADER_READ_TIMEOUT`] (milliseconds), read once per `serve`: for tests.
+/// Environment variable overriding the header-read limit of 30 s (a number of milliseconds),
+/// read once per [`Worker::serve`] call: for tests of the slowloris guard.
 pub const HEADER_READ_TIMEOUT_ENV: &str = "FLORA_HEADER_READ_TIMEOUT_MS";
 
 /// The header-read timeout: [`HEADER_READ_TIMEOUT_ENV`] when set to a number of ms, else
