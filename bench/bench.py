@@ -309,22 +309,36 @@ def bench_overhead(args):
 def compare_with_peer(args, start_peer, title, label, short):
     """flora-cluster against a peer server with the same hello response, runs alternated."""
     n, where = setup(args)
-    flora, peer = Cluster(n), None
+    flora, peer, old = Cluster(n), None, None
     try:
         peer = start_peer(n)
         fp = flora.wait_ready()
+        if args.before:
+            old = Cluster(n, worker_cmd=(args.before,), name="before")
+            op = old.wait_ready()
+            wrk(old.url, 1)
         wrk(flora.url, 1), wrk(peer.url, 1)
-        a, b = [], []
+        a, b, c = [], [], []
         for _ in range(args.runs):
             a.append(measured(flora.url, lambda: fp, args.secs, flora))
             b.append(measured(peer.url, peer.worker_pids, args.secs))
-        table(f"{title}: hello world, {where}", [a, b], ["flora-cluster (tracked)", label])
+            if old:
+                c.append(measured(old.url, lambda: op, args.secs, old))
+        rows, names = [a, b], ["flora-cluster (tracked)", label]
+        if old:
+            rows.append(c), names.append(f"flora-cluster before ({os.path.basename(args.before)})")
+        table(f"{title}: hello world, {where}", rows, names)
         print(f"\nthroughput ratio flora/{short}: {fmt(ratio(a, b, 'rps'), 3)}; "
               f"CPU/request ratio flora/{short}: {fmt(ratio(a, b, 'cpu_us_per_req'), 3)}")
+        if old:
+            print(f"before: throughput ratio before/{short}: {fmt(ratio(c, b, 'rps'), 3)}; "
+                  f"CPU/request ratio before/{short}: {fmt(ratio(c, b, 'cpu_us_per_req'), 3)}")
     finally:
         flora.stop()
         if peer:
             peer.stop()
+        if old:
+            old.stop()
 
 
 def bench_nginx(args):
@@ -502,6 +516,9 @@ def bench_instructions(args):
     port = free_port()
     servers = [("hello, tracked", [HELLO], {"HOST": "127.0.0.1", "PORT": str(port)}),
                ("hello, untracked", [HELLO], {"HOST": "127.0.0.1", "PORT": str(port), "HELLO_UNTRACKED": "1"})]
+    if args.before:
+        servers.append((f"hello before ({os.path.basename(args.before)}), tracked", [args.before],
+                        {"HOST": "127.0.0.1", "PORT": str(port)}))
     if shutil.which("nginx"):
         ng = tempfile.mkdtemp(prefix="flora-bench-nginx-cg-")
         write_nginx_conf(ng, port, "daemon off; master_process off; worker_processes 1;")
@@ -524,8 +541,9 @@ def bench_instructions(args):
     for name, ir in rows:
         print(f"| {name} | {ir:.0f} |")
     print(f"\ntracked/untracked: {rows[0][1] / rows[1][1]:.3f}; extra per request: {rows[0][1] - rows[1][1]:.0f} instructions")
-    if len(rows) > 2:
-        print(f"hello tracked/nginx: {rows[0][1] / rows[2][1]:.3f}")
+    ng_row = [ir for name, ir in rows if name == "nginx"]
+    if ng_row:
+        print(f"hello tracked/nginx: {rows[0][1] / ng_row[0]:.3f}")
 
 
 def main():
@@ -536,6 +554,8 @@ def main():
     p.add_argument("--secs", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--runs", type=int, default=3, help="runs of each side")
     p.add_argument("--workers", type=int, default=2, help="workers per server (overhead, nginx, node)")
+    p.add_argument("--before", metavar="HELLO",
+                   help="also measure this hello binary (built from an earlier commit: run.sh --before-ref REF)")
     p.add_argument("--pin", action="store_true",
                    help="one worker per server on CPU 1, wrk on CPU 0 (overhead, nginx, node)")
     args = p.parse_args()

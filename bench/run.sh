@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Load benchmarks with real processes and a real load generator, side by side, on 127.0.0.1.
 #   bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss|instructions] [--secs N] [--runs N] [--pin]
+#                [--before-ref GIT_REF]
+# --before-ref builds examples/hello from GIT_REF too and measures it beside the current one
+# (instructions, nginx, node): before and after in one run.
 # Installs wrk, nginx, Node.js and valgrind from Debian's packages when missing (as root), builds in
 # release mode, and prints Markdown tables (see BENCHMARKS.md). Everything stops by itself.
 set -euo pipefail
@@ -25,5 +28,24 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+args=()
+before_ref=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --before-ref) before_ref="$2"; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+if [ -n "$before_ref" ]; then
+  src=$(mktemp -d /tmp/flora-bench-before-XXXXXX)
+  git archive "$before_ref" | tar -x -C "$src"
+  out="${CARGO_TARGET_DIR:-$PWD/target}"
+  (cd "$src" && CARGO_TARGET_DIR="$out" cargo build --release --quiet --example hello)
+  mkdir -p "$out/bench-before"
+  before="$out/bench-before/hello-$(git rev-parse --short "$before_ref")"
+  cp "$out/release/examples/hello" "$before"
+  rm -rf "$src"
+  args+=(--before "$before")
+fi
 cargo build --release --quiet --bin flora-cluster --bin flora-demo --example hello
-exec python3 bench/bench.py "$@"
+exec python3 bench/bench.py "${args[@]}"

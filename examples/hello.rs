@@ -1,5 +1,6 @@
 //! The original `worker.js`: answers `Hello World\n` (text/plain) on `HOST:PORT` from the
-//! environment (defaults 127.0.0.1 and 1337). Runs under a master or standalone:
+//! environment (defaults 127.0.0.1 and 1337), or on `LISTEN` when set (any address
+//! `Worker::listen` takes, e.g. `unix:/run/hello.sock`). Runs under a master or standalone:
 //! `cargo run --example hello`.
 #![deny(warnings)]
 
@@ -20,7 +21,8 @@ async fn main() -> Result<(), flora_cluster::Error> {
     }
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "1337".into());
-    let listener = worker.listen(&format!("{host}:{port}")).await?;
+    let addr = std::env::var("LISTEN").unwrap_or_else(|_| format!("{host}:{port}"));
+    let listener = worker.listen(&addr).await?;
     let hello = hyper::service::service_fn(|_req| async {
         let mut resp = Response::new(Full::new(Bytes::from_static(b"Hello World\n")));
         resp.headers_mut()

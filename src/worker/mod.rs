@@ -61,7 +61,10 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
     .into()
 }
 
-pub use serve::{AnyListener, Listener};
+pub use serve::{
+    BoxError, HyperMarker, ListenAddr, Listener, ServeService, TowerMarker,
+    HEADER_READ_TIMEOUT_ENV, UNIX_PREFIX,
+};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
 pub use track::RequestInfo;
@@ -132,14 +135,16 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Asks for a listening socket on `addr` (`host:port`). Under a master the master binds it
-    /// (once for all generations) and passes it over; standalone it is bound here.
+    /// Asks for a listening socket on `addr`: `host:port`, or `unix:PATH` for a Unix socket.
+    /// Under a master the master binds it (once for all generations) and passes it over;
+    /// standalone it is bound here (a stale socket file at `PATH` is replaced; anything else
+    /// there, or a socket something still listens on, is refused).
     ///
     /// # Errors
     /// [`WorkerError::Listen`] when the address cannot be bound or the master does not answer.
-    pub async fn listen(&self, addr: &str) -> Result<AnyListener, crate::Error> {
+    pub async fn listen(&self, addr: &str) -> Result<Listener, crate::Error> {
         let Some(m) = &self.inner.managed else {
-            return Ok(Listener::bind(addr).await?.into());
+            return Ok(Listener::bind(addr).await?);
         };
         let fail = |reason: String| WorkerError::Listen {
             addr: addr.to_string(),
@@ -154,7 +159,9 @@ impl Worker {
             .map_err(|e| fail(e.to_string()))?;
         match reply {
             (ToWorker::Listening { .. }, mut fds) if fds.len() == 1 => {
-                Ok(AnyListener::from_fd(fds.remove(0)).map_err(|e| fail(e.to_string()))?)
+                Ok(Listener::from_fd(fds.remove(0))
+                    .map_err(|e| fail(e.to_string()))?
+                    .named(addr))
             }
             (ToWorker::ListenFailed { error, .. }, _) => Err(fail(error).into()),
             (other, _) => Err(fail(format!("unexpected answer {other:?}")).into()),

@@ -85,10 +85,12 @@ pub fn inherit_in_child(cmd: &mut tokio::process::Command, fds: Vec<RawFd>) {
 pub trait OwnsFd: std::os::fd::AsRawFd + private::Sealed {}
 impl OwnsFd for OwnedFd {}
 impl OwnsFd for std::net::TcpListener {}
+impl OwnsFd for std::os::unix::net::UnixListener {}
 mod private {
     pub trait Sealed {}
     impl Sealed for std::os::fd::OwnedFd {}
     impl Sealed for std::net::TcpListener {}
+    impl Sealed for std::os::unix::net::UnixListener {}
 }
 
 /// Registers an owned descriptor with the tokio reactor.
@@ -96,7 +98,7 @@ mod private {
 /// # Errors
 /// The registration error (no reactor, or epoll refused the descriptor).
 pub fn register_async<T: OwnsFd>(inner: T) -> std::io::Result<tokio::io::unix::AsyncFd<T>> {
-    // SAFETY: `T` owns its descriptor (OwnedFd, TcpListener: sealed above), so it stays open
+    // SAFETY: `T` owns its descriptor (OwnedFd, TcpListener, UnixListener: sealed above), so it stays open
     // and refers to the same file description until the AsyncFd — which owns `T` — drops it,
     // and `as_raw_fd` keeps returning that same number. Descriptor numbers are per process:
     // another process holding the same file cannot close this one.

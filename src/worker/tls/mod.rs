@@ -15,6 +15,7 @@
 //! certificates with no restart of the master.
 
 mod handshake;
+pub(crate) use handshake::Protocol;
 mod listener;
 #[cfg(test)]
 mod tests;
