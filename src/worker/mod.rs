@@ -33,6 +33,8 @@
 //! one-slot scoreboard; SIGINT and SIGTERM drain it.
 
 mod control;
+#[cfg(feature = "axum")]
+mod routes;
 mod serve;
 mod setup;
 #[cfg(feature = "tls")]
@@ -67,6 +69,8 @@ pub use serve::{
 };
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
+#[cfg(feature = "axum")]
+pub use routes::{RouteFuture, RouteLayer, RouteService};
 pub use track::RequestInfo;
 
 /// Errors of the worker API.

@@ -89,7 +89,9 @@ impl Listener {
             let path = path.map_err(unix_err)?;
             let (std, file) = bind_unix(path, &UnixOptions::default()).map_err(unix_err)?;
             let mut listener = Self::from_unix(std).map_err(err)?;
-            if let Family::Unix { _file, .. } = &mut listener.family {
+            if let Family::Unix { _file, path: named, .. } = &mut listener.family {
+                // Its own name is the temporary path it was bound at.
+                *named = Some(path.to_path_buf());
                 *_file = Some(file);
             }
             return Ok(listener);

@@ -89,8 +89,10 @@ impl Worker {
     /// [`super::WorkerError::Channel`] when the master cannot be told the worker is ready.
     pub async fn serve<S, M>(&self, listener: Listener, service: S) -> Result<(), crate::Error>
     where
-        S: ServeService<M>,
+        S: ServeService<M> + 'static,
     {
+        #[cfg(feature = "axum")]
+        let service = super::routes::with_routes(service);
         let service = service.into_service();
         let writer = self.slot_writer().clone();
         let header_timeout = header_read_timeout();
