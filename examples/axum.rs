@@ -58,7 +58,11 @@ async fn get_user(
         .users
         .read()
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    users.get(&id).cloned().map(Json).ok_or(StatusCode::NOT_FOUND)
+    users
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or(StatusCode::NOT_FOUND)
 }
 
 async fn create_user(

@@ -87,8 +87,13 @@ fn worker_argv() -> Vec<String> {
 
 /// Value of the series `name{labels}` on `text` (exact label text), if present.
 fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[test]
@@ -118,7 +123,9 @@ fn routes_show_as_templates_codes_count_exactly_and_route_series_stay_capped() {
     });
     let json = http::get_json(status, "/server-status.json").to_string();
     assert!(json.contains("\"/hold/{id}\""), "JSON: {json}");
-    let html = http::get(status, "/server-status").expect("status page").text();
+    let html = http::get(status, "/server-status")
+        .expect("status page")
+        .text();
     assert!(
         html.contains("<code class=\"route\" title=\"route\">/hold/{id}</code>"),
         "status page: {html}"
@@ -143,7 +150,10 @@ fn routes_show_as_templates_codes_count_exactly_and_route_series_stay_capped() {
     let half = (SCANNED / 2) as f64;
     let scrape = support::poll(SHOW_TIMEOUT, "the scan counted", || {
         let s = status_server::scrape(status, None);
-        match value(&s.text, "flora_http_requests_total{worker=\"0\",code=\"404\"}") {
+        match value(
+            &s.text,
+            "flora_http_requests_total{worker=\"0\",code=\"404\"}",
+        ) {
             Some(n) if n == half => Ok(s),
             other => Err(format!("404s: {other:?}\n{}", s.text)),
         }

@@ -67,9 +67,12 @@ fn garbage_plain_http_and_silent_clients_do_not_stall_the_next_tls_client() {
     // Both are counted as failed handshakes, on the slot and on /metrics (the silent ones
     // still wait for their timeout).
     let failures = || cluster.snapshot().totals.counters.tls_handshake_failures;
-    support::wait_until(Duration::from_secs(5), "two failed handshakes", || failures() == 2);
+    support::wait_until(Duration::from_secs(5), "two failed handshakes", || {
+        failures() == 2
+    });
     assert_eq!(failures(), 2, "garbage and plain http counted");
-    let metrics = support::status_server::scrape(support::status_server::status_port(&cluster), None);
+    let metrics =
+        support::status_server::scrape(support::status_server::status_port(&cluster), None);
     assert!(
         metrics
             .text

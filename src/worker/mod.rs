@@ -63,14 +63,14 @@ fn wrong_kind(spec: &MetricSpec, kind: &str) -> crate::Error {
     .into()
 }
 
+#[cfg(feature = "axum")]
+pub use routes::{RouteFuture, RouteLayer, RouteService};
 pub use serve::{
     BoxError, HyperMarker, ListenAddr, Listener, ServeService, TowerMarker,
     HEADER_READ_TIMEOUT_ENV, UNIX_PREFIX,
 };
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError, DEFAULT_HANDSHAKE_TIMEOUT};
-#[cfg(feature = "axum")]
-pub use routes::{RouteFuture, RouteLayer, RouteService};
 pub use track::RequestInfo;
 
 /// Errors of the worker API.

@@ -89,7 +89,10 @@ impl Listener {
             let path = path.map_err(unix_err)?;
             let (std, file) = bind_unix(path, &UnixOptions::default()).map_err(unix_err)?;
             let mut listener = Self::from_unix(std).map_err(err)?;
-            if let Family::Unix { _file, path: named, .. } = &mut listener.family {
+            if let Family::Unix {
+                _file, path: named, ..
+            } = &mut listener.family
+            {
                 // Its own name is the temporary path it was bound at.
                 *named = Some(path.to_path_buf());
                 *_file = Some(file);
@@ -284,7 +287,9 @@ mod tests {
         // A stale socket (its server gone, the file left) is taken over.
         drop(UnixListener::bind(&path).expect("bind"));
         assert!(path.exists());
-        let again = Listener::bind(&addr(&path)).await.expect("stale taken over");
+        let again = Listener::bind(&addr(&path))
+            .await
+            .expect("stale taken over");
         assert_eq!(again.listen_addr(), ListenAddr::Unix(Some(path)));
         Listener::bind("unix:relative.sock")
             .await
