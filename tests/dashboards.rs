@@ -592,7 +592,9 @@ fn answer_errors_on_every_worker(port: u16) {
 #[test]
 fn every_dashboard_and_alert_expression_returns_data_from_a_real_cluster() {
     let dir = TestDir::new("dashboards");
-    let cluster = dir.start(support::free_port(), 2, &[]);
+    // Route metrics on: the demo names its routes, so the route panels have data.
+    let args = ["--workers", "2", "--route-metrics"];
+    let cluster = dir.start_with(support::free_port(), &args, &[]);
     cluster.wait_ready(2);
     register_custom_metric(cluster.port);
     answer_errors_on_every_worker(cluster.port);
