@@ -24,6 +24,9 @@ use super::timer::CoarseTimer;
 use crate::scoreboard::{ConnGuard, SlotWriter};
 use crate::worker::track::{CountingIo, TrackedService};
 
+/// Interval of HTTP/2 keep-alive pings, and how long an answer may take.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
 /// What an HTTP/2 client sends first (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -50,7 +53,11 @@ impl ConnStage {
             .header_read_timeout(header_timeout)
             .writev(false);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new());
+        // Pings find HTTP/2 peers that are gone (HTTP/1 idle connections have the
+        // header-read timeout).
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE);
         Self {
             http1: h1,
             http2: h2,
@@ -98,11 +105,18 @@ impl ConnStage {
         B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
     {
         let mut pre = Prefixed::default();
-        let detect = pre.read_preface(&mut io);
-        let Ok(h2) = tokio::time::timeout(self.header_timeout, detect).await else {
-            return Ok(()); // nothing (or not enough) sent within the header-read timeout
+        let detect = tokio::time::timeout(self.header_timeout, pre.read_preface(&mut io));
+        // Only a connection with no request bytes yet (or part of the HTTP/2 preface) waits
+        // here: one that has sent nothing within the header-read timeout, or by the time the
+        // worker drains, is closed.
+        let h2 = tokio::select! {
+            biased;
+            detected = detect => match detected {
+                Ok(h2) => h2?,
+                Err(_elapsed) => return Ok(()),
+            },
+            () = self.drain.started() => return Ok(()),
         };
-        let h2 = h2?;
         self.serve_version(pre.with(io), svc, h2).await
     }
 
@@ -172,11 +186,17 @@ impl ConnStage {
         B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
     {
         use crate::worker::tls::Protocol;
-        let (stream, protocol) = match tls.handshake(io).await {
+        let handshake = tokio::select! {
+            biased;
+            done = tls.handshake(io) => done,
+            // A drain does not wait for handshakes: the client has sent no request yet.
+            () = self.drain.started() => return Ok(()),
+        };
+        let (stream, protocol) = match handshake {
             Ok(done) => done,
             Err(e) => {
                 tracing::debug!("tls: {e}");
-                if let Some(w) = writer {
+                if let (Some(w), true) = (writer, e.counts_as_failure()) {
                     w.tls_handshake_failed();
                 }
                 return Ok(());
@@ -184,8 +204,9 @@ impl ConnStage {
         };
         match protocol {
             Protocol::Http1 => self.serve_version(stream, svc, false).await,
-            Protocol::Http2 => self.serve_version(stream, svc, true).await,
-            Protocol::Detect => self.serve_http(stream, svc).await,
+            // ALPN h2 or none: the HTTP/2 preface must still come within the header-read
+            // timeout (a client that completes the handshake and sends nothing is closed).
+            Protocol::Http2 | Protocol::Detect => self.serve_http(stream, svc).await,
         }
     }
 }

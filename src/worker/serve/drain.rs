@@ -55,6 +55,9 @@ pub(super) struct Drain {
     open: AtomicUsize,
     wakers: Mutex<Wakers>,
     closed: Notify,
+    /// Told when the drain starts (connections still before hyper: a handshake, the
+    /// protocol check).
+    started: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +75,7 @@ impl Drain {
             open: AtomicUsize::new(0),
             wakers: Mutex::default(),
             closed: Notify::new(),
+            started: Notify::new(),
         }
     }
 
@@ -98,6 +102,7 @@ impl Drain {
     /// Shuts every connection down gracefully and waits until all are closed.
     pub(super) async fn shut_down_all(&self) {
         self.draining.store(true, Ordering::Release);
+        self.started.notify_waiters();
         for (_, w) in self.wakers().entries.iter().flatten() {
             w.wake_by_ref();
         }
@@ -107,6 +112,18 @@ impl Drain {
                 return;
             }
             closed.await;
+        }
+    }
+
+    /// Resolves once the drain has started: a connection that has not reached hyper yet (no
+    /// request bytes, a TLS handshake) gives up then instead of holding the drain.
+    pub(super) async fn started(&self) {
+        loop {
+            let started = self.started.notified();
+            if self.draining.load(Ordering::Acquire) {
+                return;
+            }
+            started.await;
         }
     }
 

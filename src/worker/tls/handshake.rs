@@ -27,6 +27,15 @@ impl Protocol {
     }
 }
 
+impl TlsError {
+    /// Whether a failed handshake counts in `flora_tls_handshake_failures_total`: not when the
+    /// client closed before finishing its hello (a TCP health check that connects and closes
+    /// sends nothing), which is not a failure of anything.
+    pub(crate) fn counts_as_failure(&self) -> bool {
+        !matches!(self, Self::Handshake(e) if e.kind() == std::io::ErrorKind::UnexpectedEof)
+    }
+}
+
 impl TlsConfig {
     /// Runs the server side of the handshake on `io`, bounded by the handshake timeout.
     ///
