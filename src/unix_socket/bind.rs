@@ -274,7 +274,12 @@ fn put_in_place(
             }
         }
         Existing::Stale(old) => {
-            if !exchange(tmp, dir, name).map_err(io("rename into place"))? {
+            let swapped = match exchange(tmp, dir, name) {
+                // The stale socket went away meanwhile: the name is free now.
+                Err(Errno::ENOENT) => return put_in_place(tmp, dir, name, path, Existing::Nothing),
+                other => other.map_err(io("rename into place"))?,
+            };
+            if !swapped {
                 return Ok(());
             }
             let out = fstatat(&tmp.fd, INNER, AtFlags::AT_SYMLINK_NOFOLLOW);
@@ -442,5 +447,21 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["app.sock", "other.sock"], "no private dir left");
+    }
+
+    /// Looked stale, then removed by someone else before the swap: the name is free, so the
+    /// socket is linked there instead of failing.
+    #[test]
+    fn a_stale_socket_removed_after_the_look_is_no_error() {
+        let base = tempfile::tempdir().unwrap();
+        let path = base.path().join("app.sock");
+        let (dir, name) = open_parent(&path).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let old = fstatat(&dir, "app.sock", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let (tmp, _s) = prepared(&dir, &path);
+        put_in_place(&tmp, &dir, name, &path, Existing::Stale(old)).unwrap();
+        let now = fstatat(&dir, "app.sock", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+        assert_ne!(now.st_ino, old.st_ino, "our new socket is in place");
     }
 }

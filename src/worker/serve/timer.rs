@@ -57,9 +57,14 @@ pub(super) fn with_entry<R>(entry: &mut Option<Arc<Entry>>, f: impl FnOnce() -> 
 /// The coarse clock: milliseconds since `base`, refreshed by the sweeper.
 #[derive(Debug)]
 pub(super) struct Clock {
+    /// Unique in the process (the per-thread cache's key; an address could be reused).
+    id: u64,
     base: Instant,
     now_ms: AtomicU64,
 }
+
+/// Ids of clocks made so far.
+static NEXT_CLOCK: AtomicU64 = AtomicU64::new(1);
 
 impl Clock {
     /// Milliseconds since the start, as of the last sweep.
@@ -83,7 +88,8 @@ pub(super) struct CoarseTimer {
 /// those once per request, and `Instant` arithmetic costs more than the rest of the timer.
 #[derive(Debug, Clone, Copy)]
 struct Cached {
-    clock: usize,
+    /// The clock's id.
+    clock: u64,
     ms: u64,
     now: Instant,
     deadline: Instant,
@@ -98,6 +104,7 @@ impl CoarseTimer {
     pub(super) fn new(limit: Duration) -> Self {
         Self {
             clock: Arc::new(Clock {
+                id: NEXT_CLOCK.fetch_add(1, Ordering::Relaxed),
                 base: Instant::now(),
                 now_ms: AtomicU64::new(0),
             }),
@@ -109,7 +116,7 @@ impl CoarseTimer {
 
     /// `now()` and `now() + limit` as of the clock's last tick (cached per thread).
     fn cached(&self) -> Cached {
-        let clock = Arc::as_ptr(&self.clock) as usize;
+        let clock = self.clock.id;
         let ms = self.now_ms();
         let hit = CACHED
             .try_with(Cell::get)
