@@ -33,6 +33,7 @@
 //! one-slot scoreboard; SIGINT and SIGTERM drain it.
 
 mod control;
+mod counting;
 #[cfg(feature = "axum")]
 mod routes;
 mod serve;

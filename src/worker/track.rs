@@ -1,5 +1,6 @@
-//! Automatic tracking: byte counting on the socket, a service wrapper that records each
-//! request, and a body wrapper that ends the request when its body is fully sent or dropped.
+//! Automatic tracking: a service wrapper that records each request, and a body wrapper that
+//! ends the request when its body is fully sent or dropped (byte counting on the socket is in
+//! `counting.rs`).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -9,81 +10,8 @@ use std::task::{ready, Context, Poll};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use hyper::{Request, Response, Version};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::scoreboard::{ConnGuard, RequestGuard, SlotWriter};
-
-pin_project_lite::pin_project! {
-    /// A socket that adds the bytes it reads and writes to the slot's counters.
-    pub(crate) struct CountingIo<T> {
-        #[pin]
-        inner: T,
-        writer: SlotWriter,
-    }
-}
-
-impl<T> CountingIo<T> {
-    pub(crate) fn new(inner: T, writer: SlotWriter) -> Self {
-        Self { inner, writer }
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for CountingIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.writer.add_bytes_in(n as u64);
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let res = ready!(this.inner.poll_write(cx, buf));
-        if let Ok(n) = &res {
-            this.writer.add_bytes_out(*n as u64);
-        }
-        Poll::Ready(res)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let res = ready!(this.inner.poll_write_vectored(cx, bufs));
-        if let Ok(n) = &res {
-            this.writer.add_bytes_out(*n as u64);
-        }
-        Poll::Ready(res)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-}
+use crate::scoreboard::{ConnGuard, RequestGuard};
 
 thread_local! {
     /// The request whose handler is running on this thread: set by [`TrackedFuture::poll`]

@@ -80,6 +80,14 @@ impl SlotWriter {
         lane.add(&lane.counters.bytes_in, n);
     }
 
+    /// Adds to the bytes-received and bytes-sent counters at once.
+    #[inline]
+    pub fn add_bytes(&self, bytes_in: u64, bytes_out: u64) {
+        let lane = Lane::of(self.slot());
+        lane.add(&lane.counters.bytes_in, bytes_in);
+        lane.add(&lane.counters.bytes_out, bytes_out);
+    }
+
     /// Adds to the bytes-sent counter.
     #[inline]
     pub fn add_bytes_out(&self, n: u64) {

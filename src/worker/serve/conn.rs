@@ -22,7 +22,8 @@ use super::drain::{Drain, Graceful};
 use super::service::BoxError;
 use super::timer::CoarseTimer;
 use crate::scoreboard::{ConnGuard, SlotWriter};
-use crate::worker::track::{CountingIo, TrackedService};
+use crate::worker::counting::CountingIo;
+use crate::worker::track::TrackedService;
 
 /// Interval of HTTP/2 keep-alive pings, and how long an answer may take.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
