@@ -61,6 +61,8 @@ fn with_current<R>(guard: &mut Option<RequestGuard>, f: impl FnOnce() -> R) -> R
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
     conn: ConnGuard,
+    /// Its request's start (`RequestGuard::started_ns`): which request of the connection.
+    request: u64,
 }
 
 impl RequestInfo {
@@ -75,6 +77,7 @@ impl RequestInfo {
                 let guard = c.take();
                 let info = guard.as_ref().map(|g| Self {
                     conn: g.conn().clone(),
+                    request: g.started_ns(),
                 });
                 c.set(guard);
                 info
@@ -108,7 +111,11 @@ impl RequestInfo {
         let on_guard = CURRENT
             .try_with(|c| {
                 let mut guard = c.take();
-                let mine = guard.as_mut().filter(|g| g.conn().same_conn(&self.conn));
+                // Its own request only: another HTTP/2 stream of the connection may be the
+                // one running now.
+                let mine = guard
+                    .as_mut()
+                    .filter(|g| g.conn().same_conn(&self.conn) && g.started_ns() == self.request);
                 let set = mine.map(|g| g.set_route(route)).is_some();
                 c.set(guard);
                 set
@@ -330,6 +337,49 @@ mod tests {
         assert_eq!(
             infos,
             want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
+    }
+
+    #[test]
+    fn a_route_set_through_another_streams_handle_does_not_count_for_the_running_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = Scoreboard::create_with_routes(&dir.path().join("s"), "t", 1, 4).expect("sb");
+        let conn = sb
+            .writer(0)
+            .expect("writer")
+            .conn_open("127.0.0.1:1".parse().expect("addr"));
+        // Two HTTP/2 streams of one connection.
+        let mut a = Some(conn.request_begin("GET", "/a/1", 20));
+        std::thread::sleep(std::time::Duration::from_micros(10));
+        let mut b = Some(conn.request_begin("GET", "/b/1", 20));
+        let info_a = with_current(&mut a, || RequestInfo::current().expect("a"));
+        with_current(&mut b, || {
+            RequestInfo::current().expect("b").set_route("/b/{id}");
+            info_a.set_route("/a/{id}"); // a's handle while b runs: not b's route
+        });
+        with_current(&mut a, || info_a.set_route("/a/{id}"));
+        if let Some(g) = b.take() {
+            g.finish(200, 0);
+        }
+        if let Some(g) = a.take() {
+            g.finish(404, 0);
+        }
+        let mut counted: Vec<(String, Vec<(String, u64)>)> = sb
+            .snapshot()
+            .routes
+            .iter()
+            .map(|r| {
+                let codes = r.codes.seen().map(|(c, n)| (c.to_string(), n)).collect();
+                (r.route.clone(), codes)
+            })
+            .collect();
+        counted.sort();
+        assert_eq!(
+            counted,
+            [
+                ("/a/{id}".to_string(), vec![("404".to_string(), 1)]),
+                ("/b/{id}".to_string(), vec![("200".to_string(), 1)]),
+            ]
         );
     }
 

@@ -346,6 +346,12 @@ impl RequestGuard {
         self.route = inner.writer.route_id(route);
     }
 
+    /// When the request began (monotonic ns): tells requests of one connection apart (HTTP/2
+    /// streams overlap).
+    pub fn started_ns(&self) -> u64 {
+        self.start_ns
+    }
+
     /// The connection this request belongs to.
     pub fn conn(&self) -> &ConnGuard {
         &self.conn
