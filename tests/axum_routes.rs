@@ -60,11 +60,7 @@ fn worker_entry() {
     if std::env::var(WORKER_ENV).is_err() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async move {
+    support::self_worker::run_worker(async move {
         let worker = Worker::from_env().expect("worker");
         let port = std::env::var("PORT").expect("PORT");
         let listener = worker
@@ -73,16 +69,6 @@ fn worker_entry() {
             .expect("listen");
         worker.serve(listener, router()).await.expect("serve");
     });
-}
-
-fn worker_argv() -> Vec<String> {
-    let exe = std::env::current_exe().expect("test binary path");
-    vec![
-        exe.to_string_lossy().into_owned(),
-        "worker_entry".into(),
-        "--exact".into(),
-        "--test-threads=1".into(),
-    ]
 }
 
 /// Value of the series `name{labels}` on `text` (exact label text), if present.
@@ -103,7 +89,7 @@ fn routes_show_as_templates_codes_count_exactly_and_route_series_stay_capped() {
     let cluster = dir
         .master(port)
         .args(&["--workers", "1", "--route-metrics"])
-        .program(&worker_argv())
+        .program(&support::self_worker::self_worker_argv())
         .env(WORKER_ENV, "1")
         .start();
     cluster.wait_ready(1);

@@ -116,11 +116,7 @@ fn worker_entry() {
     let Ok(which) = std::env::var(WORKER_ENV) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async move {
+    support::self_worker::run_worker(async move {
         let worker = Worker::from_env().expect("worker");
         let port = std::env::var("PORT").expect("PORT");
         let listener = worker
@@ -144,16 +140,6 @@ impl Drop for Reaped {
     }
 }
 
-fn worker_argv() -> Vec<String> {
-    let exe = std::env::current_exe().expect("test binary path");
-    vec![
-        exe.to_string_lossy().into_owned(),
-        "worker_entry".into(),
-        "--exact".into(),
-        "--test-threads=1".into(),
-    ]
-}
-
 #[test]
 fn an_axum_router_under_the_master_sees_its_request_in_handler_and_middleware() {
     let dir = TestDir::new("tower-axum");
@@ -161,7 +147,7 @@ fn an_axum_router_under_the_master_sees_its_request_in_handler_and_middleware() 
     let cluster = dir
         .master(port)
         .args(&["--workers", "1"])
-        .program(&worker_argv())
+        .program(&support::self_worker::self_worker_argv())
         .env(WORKER_ENV, "axum")
         .start();
     cluster.wait_ready(1);
@@ -216,8 +202,9 @@ fn an_axum_router_under_the_master_sees_its_request_in_handler_and_middleware() 
 #[test]
 fn a_tower_service_is_called_only_after_poll_ready() {
     let port = support::free_port();
-    let child = std::process::Command::new(&worker_argv()[0])
-        .args(&worker_argv()[1..])
+    let argv = support::self_worker::self_worker_argv();
+    let child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
         .env(WORKER_ENV, "gate")
         .env("PORT", port.to_string())
         .stdout(std::process::Stdio::null())

@@ -29,11 +29,7 @@ fn worker_entry() {
     let Ok(path) = std::env::var(WORKER_ENV) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async move {
+    support::self_worker::run_worker(async move {
         let worker = Worker::from_env().expect("worker");
         let listener = worker
             .listen(&format!("unix:{path}"))
@@ -65,9 +61,9 @@ impl Drop for Reaped {
 }
 
 fn start_worker(sock: &Path) -> Reaped {
-    let exe = std::env::current_exe().expect("test binary path");
-    let child = Command::new(exe)
-        .args(["worker_entry", "--exact", "--test-threads=1"])
+    let argv = support::self_worker::self_worker_argv();
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
         .env(WORKER_ENV, sock)
         .stdout(Stdio::null())
         .spawn()

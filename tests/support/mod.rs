@@ -25,6 +25,7 @@ pub mod exposition;
 pub mod hostile;
 pub mod http;
 mod process;
+pub mod self_worker;
 pub mod status_server;
 pub mod tls;
 pub mod tools;
