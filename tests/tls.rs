@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use support::http::raw_exchange;
-use support::tls::{curl, write_cert};
+use support::tls::{curl, scratch_cert};
 use support::{wait_for, TestDir};
 
 /// Longest wait for the counters of finished requests to show.
@@ -19,17 +19,11 @@ const SHOW_TIMEOUT: Duration = Duration::from_secs(10);
 fn curl_gets_http2_and_http1_over_tls_and_wire_bytes_are_counted() {
     let dir = TestDir::new("tls");
     let port = support::free_port();
-    let c = write_cert(
-        "flora-tls",
-        &dir.scratch("cert.pem"),
-        &dir.scratch("key.pem"),
-    );
+    let c = scratch_cert(&dir, "flora-tls");
     let cluster = dir
         .master(port)
-        .args(&["--workers", "1", "--tls-cert"])
-        .args(&[&c.cert])
-        .args(&["--tls-key"])
-        .args(&[&c.key])
+        .args(&["--workers", "1"])
+        .tls(&c)
         .demo(&[])
         .start();
     cluster.wait_ready(1);

@@ -8,25 +8,19 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use support::http::connect;
-use support::tls::{curl, write_cert};
+use support::tls::{curl, scratch_cert};
 use support::TestDir;
 
 #[test]
 fn garbage_plain_http_and_silent_clients_do_not_stall_the_next_tls_client() {
     let dir = TestDir::new("tls-bad");
     let port = support::free_port();
-    let c = write_cert(
-        "flora-bad",
-        &dir.scratch("cert.pem"),
-        &dir.scratch("key.pem"),
-    );
+    let c = scratch_cert(&dir, "flora-bad");
     // One worker with one thread: every connection below lands on the same event loop.
     let cluster = dir
         .master(port)
-        .args(&["--workers", "1", "--tls-cert"])
-        .args(&[&c.cert])
-        .args(&["--tls-key"])
-        .args(&[&c.key])
+        .args(&["--workers", "1"])
+        .tls(&c)
         .demo(&[])
         .start();
     let pid = cluster.wait_ready(1)[0];

@@ -16,10 +16,8 @@ fn a_reload_serves_the_renewed_certificate() {
     std::fs::copy(&first.cert, &first_ca).expect("keep the first certificate");
     let cluster = dir
         .master(port)
-        .args(&["--workers", "2", "--tls-cert"])
-        .args(&[&cert])
-        .args(&["--tls-key"])
-        .args(&[&key])
+        .args(&["--workers", "2"])
+        .tls(&first)
         .demo(&[])
         .start();
     let old = cluster.wait_ready(2);

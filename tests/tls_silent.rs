@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use flora_cluster::worker::HEADER_READ_TIMEOUT_ENV;
 use support::http::connect;
-use support::tls::write_cert;
+use support::tls::scratch_cert;
 use support::{kill_and_reap, wait_child, Cluster, TestDir};
 
 /// A TLS client (Python's `ssl`, a real TLS stack) that offers ALPN `h2`, completes the
@@ -62,17 +62,11 @@ fn output(mut child: Child, timeout: Duration) -> String {
 }
 
 fn start(dir: &TestDir, port: u16, header_ms: Option<&str>) -> (Cluster, std::path::PathBuf) {
-    let c = write_cert(
-        "flora-silent",
-        &dir.scratch("cert.pem"),
-        &dir.scratch("key.pem"),
-    );
+    let c = scratch_cert(dir, "flora-silent");
     let mut m = dir
         .master(port)
-        .args(&["--workers", "1", "--shutdown-timeout", "20", "--tls-cert"])
-        .args(&[&c.cert])
-        .args(&["--tls-key"])
-        .args(&[&c.key])
+        .args(&["--workers", "1", "--shutdown-timeout", "20"])
+        .tls(&c)
         .demo(&[]);
     if let Some(ms) = header_ms {
         m = m.env(HEADER_READ_TIMEOUT_ENV, ms);

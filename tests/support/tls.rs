@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{kill_and_reap, wait_child};
+use super::{kill_and_reap, wait_child, MasterCommand, TestDir};
 
 /// Longest a single curl run may take (its own `--max-time` is shorter).
 const CURL_DEADLINE: Duration = Duration::from_secs(20);
@@ -37,6 +37,28 @@ pub fn write_cert(common_name: &str, cert: &Path, key: &Path) -> TestCert {
     TestCert {
         cert: cert.to_owned(),
         key: key.to_owned(),
+    }
+}
+
+/// [`write_cert`] into `dir`'s scratch files `cert.pem` and `key.pem`.
+pub fn scratch_cert(dir: &TestDir, common_name: &str) -> TestCert {
+    write_cert(
+        common_name,
+        &dir.scratch("cert.pem"),
+        &dir.scratch("key.pem"),
+    )
+}
+
+impl MasterCommand<'_> {
+    /// Serves HTTPS with `cert`: `--tls-cert` and `--tls-key`.
+    pub fn tls(self, cert: &TestCert) -> Self {
+        let flag = std::ffi::OsStr::new;
+        self.args(&[
+            flag("--tls-cert"),
+            cert.cert.as_os_str(),
+            flag("--tls-key"),
+            cert.key.as_os_str(),
+        ])
     }
 }
 
