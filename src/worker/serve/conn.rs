@@ -25,6 +25,36 @@ use crate::scoreboard::{ConnGuard, SlotWriter};
 use crate::worker::counting::CountingIo;
 use crate::worker::track::TrackedService;
 
+/// A stream a connection is served on: TCP, Unix, or TLS over either.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// The hyper service a connection runs (the app's, wrapped for tracking or not).
+pub(super) trait ConnService<B>:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Send
+    + 'static
+{
+}
+impl<S, B> ConnService<B> for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Send
+        + 'static
+{
+}
+
+/// A response body hyper can send from any thread.
+pub(super) trait ConnBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static {}
+impl<B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static> ConnBody for B {}
+
 /// Interval of HTTP/2 keep-alive pings, and how long an answer may take.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
@@ -80,11 +110,9 @@ impl ConnStage {
         conn: Option<(SlotWriter, ConnGuard)>,
     ) -> Result<(), BoxError>
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+        IO: Stream,
+        S: ConnService<B>,
+        B: ConnBody,
     {
         let _open = self.drain.enter();
         let Some((writer, conn)) = conn else {
@@ -99,11 +127,9 @@ impl ConnStage {
 
     async fn serve_http<IO, S, B>(&self, mut io: IO, svc: S) -> Result<(), BoxError>
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+        IO: Stream,
+        S: ConnService<B>,
+        B: ConnBody,
     {
         let mut pre = Prefixed::default();
         let detect = tokio::time::timeout(self.header_timeout, pre.read_preface(&mut io));
@@ -124,11 +150,9 @@ impl ConnStage {
     /// Serves `io` with hyper's HTTP/2 (`h2`) or HTTP/1 connection, under the drain.
     async fn serve_version<IO, S, B>(&self, io: IO, svc: S, h2: bool) -> Result<(), BoxError>
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+        IO: Stream,
+        S: ConnService<B>,
+        B: ConnBody,
     {
         let io = TokioIo::new(io);
         if h2 {
@@ -154,11 +178,9 @@ impl ConnStage {
         conn: Option<(SlotWriter, ConnGuard)>,
     ) -> Result<(), BoxError>
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+        IO: Stream,
+        S: ConnService<B>,
+        B: ConnBody,
     {
         let _open = self.drain.enter();
         let Some((writer, conn)) = conn else {
@@ -180,11 +202,9 @@ impl ConnStage {
         writer: Option<&SlotWriter>,
     ) -> Result<(), BoxError>
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+        IO: Stream,
+        S: ConnService<B>,
+        B: ConnBody,
     {
         use crate::worker::tls::Protocol;
         let handshake = tokio::select! {

@@ -26,15 +26,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conn::ConnStage;
+use conn::{ConnBody, ConnService, ConnStage, Stream};
 use listener::Accepted;
 pub use listener::{ListenAddr, Listener, UNIX_PREFIX};
 pub use service::{BoxError, HyperMarker, ServeService, TowerMarker};
 
 use super::Worker;
-use hyper::body::{Body, Incoming};
-use hyper::{Request, Response};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::scoreboard::{ConnGuard, SlotState, SlotWriter};
 
@@ -179,11 +176,9 @@ fn spawn_stream<IO, S, B>(
     svc: S,
     conn: Option<(SlotWriter, ConnGuard)>,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+    IO: Stream,
+    S: ConnService<B>,
+    B: ConnBody,
 {
     #[cfg(feature = "tls")]
     if let Some(tls) = &listener.tls {
