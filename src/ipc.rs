@@ -46,6 +46,11 @@ pub const ENV_INSTANCE: &str = "FLORA_INSTANCE";
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "FLORA_SHUTDOWN_TIMEOUT_MS";
 /// Environment variable set to `1` when the status may show query strings.
 pub const ENV_SHOW_QUERY: &str = "FLORA_SHOW_QUERY";
+/// Environment variable with the request timeout in ms (`--request-timeout`; unset = none).
+pub const ENV_REQUEST_TIMEOUT_MS: &str = "FLORA_REQUEST_TIMEOUT_MS";
+/// Environment variable with the heartbeat interval in ms (set with `--heartbeat-timeout`:
+/// the worker sends [`ToMaster::Heartbeat`] this often; unset = no heartbeat).
+pub const ENV_HEARTBEAT_MS: &str = "FLORA_HEARTBEAT_MS";
 
 /// Environment variable with the PEM certificate chain file a worker serves HTTPS with
 /// (the master's `--tls-cert`; read by `Worker::tls_from_config`).
@@ -73,6 +78,14 @@ pub enum ToMaster {
     },
     /// The worker is ready to serve.
     Ready,
+    /// The worker's event loop turns: sent every [`ENV_HEARTBEAT_MS`] by a task of its
+    /// runtime (no per-request cost).
+    Heartbeat {
+        /// How late this heartbeat's timer fired, in microseconds (event-loop lag).
+        lag_us: u64,
+        /// Requests this worker process finished so far (its own count, not the slot's).
+        requests: u64,
+    },
     /// Registers a custom metric series (answered with `Registered` or `RegisterFailed`).
     Register {
         /// Request id, echoed in the answer.
@@ -132,7 +145,7 @@ impl ToMaster {
     pub fn id(&self) -> Option<RequestId> {
         match self {
             Self::Listen { id, .. } | Self::Register { id, .. } => *id,
-            Self::Ready => None,
+            Self::Ready | Self::Heartbeat { .. } => None,
         }
     }
 }

@@ -116,6 +116,27 @@ pub enum Event {
     },
     /// A signal.
     Signal(SignalEvent),
+    /// A worker's heartbeat arrived on its control channel (its event loop turns). The
+    /// shell feeds it as it comes; the core keeps the time it was handled.
+    Heartbeat {
+        /// Its slot.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+        /// How late the worker's heartbeat timer fired (event-loop lag).
+        lag: Duration,
+        /// Requests the worker process finished so far (its own count).
+        requests: u64,
+    },
+    /// The master sampled a worker's resident memory (`/proc/<pid>/statm`, about every second).
+    MemorySample {
+        /// Its slot.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+        /// Resident set size in bytes.
+        rss: u64,
+    },
     /// A hook of [`Action::RunHook`] finished (an error also for a panic or a timeout).
     HookDone {
         /// Which.
@@ -161,6 +182,53 @@ pub enum Notify {
         /// The generation being started.
         generation: u64,
     },
+}
+
+/// Why the master kills a worker (`flora_worker_kills_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KillReason {
+    /// Its heartbeat stopped for longer than the heartbeat timeout (a blocked event loop).
+    Heartbeat,
+    /// It was still draining when the shutdown timeout ran out.
+    ShutdownTimeout,
+}
+
+impl KillReason {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 2] = [Self::Heartbeat, Self::ShutdownTimeout];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Heartbeat => "heartbeat",
+            Self::ShutdownTimeout => "shutdown_timeout",
+        }
+    }
+}
+
+/// Why the master recycles a worker (`flora_worker_recycles_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RecycleReason {
+    /// Its resident memory stayed over `--max-memory`.
+    Memory,
+    /// It served `--max-requests` (plus its jitter) requests.
+    MaxRequests,
+    /// It lived `--max-worker-age` (plus its jitter).
+    Age,
+}
+
+impl RecycleReason {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 3] = [Self::Memory, Self::MaxRequests, Self::Age];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::MaxRequests => "max_requests",
+            Self::Age => "age",
+        }
+    }
 }
 
 /// Something for the shell to do, in order.
@@ -238,4 +306,30 @@ pub enum Action {
     },
     /// Scoreboard: a reload ended.
     RecordReload(ReloadOutcome),
+    /// The worker in `slot` is about to be killed: save what the scoreboard and `/proc` show
+    /// of it (the kill record: in-flight requests, threads' `wchan`, `syscall`, state), count
+    /// `flora_worker_kills_total{reason}` and show the reason on the slot. Comes before the
+    /// [`Action::Signal`] that kills it.
+    RecordKill {
+        /// The slot.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+        /// Why.
+        reason: KillReason,
+        /// One line for the log and the record (e.g. "no heartbeat for 3.0s").
+        detail: String,
+    },
+    /// A recycle of the worker in `slot` begins (its replacement is spawned next): count
+    /// `flora_worker_recycles_total{reason}` and show the reason on the slot.
+    RecordRecycle {
+        /// The slot of the worker being replaced.
+        slot: usize,
+        /// Its pid.
+        pid: u32,
+        /// Why.
+        reason: RecycleReason,
+        /// One line for the log (e.g. "rss 120.0 MiB over 100.0 MiB for 3 samples").
+        detail: String,
+    },
 }

@@ -66,6 +66,7 @@
 //! "the cluster is stopping".
 
 mod event;
+mod guards;
 mod reload;
 mod status;
 mod stop;
@@ -77,7 +78,12 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-pub use event::{Action, Event, Hook, Level, Log, Notify, Phase, Sig, SignalEvent, WaiterId};
+#[allow(unused_imports)] // the reasons are matched by the shell once it records them
+pub use event::{
+    Action, Event, Hook, KillReason, Level, Log, Notify, Phase, RecycleReason, Sig, SignalEvent,
+    WaiterId,
+};
+pub use guards::Guards;
 
 use super::backoff::Backoff;
 use crate::control::{ReloadOutcome, Reply};
@@ -103,6 +109,8 @@ pub struct Settings {
     pub before_reload: bool,
     /// Whether a before-shutdown hook is set.
     pub before_shutdown: bool,
+    /// Heartbeat kill and recycle limits.
+    pub guards: Guards,
 }
 
 /// Where the stop stands (orthogonal to starting/running: a start goes on while the
@@ -204,6 +212,13 @@ impl Core {
             Event::Signal(SignalEvent::Stop) => self.request_stop("stop signal"),
             Event::Signal(SignalEvent::Reload) => self.request_reload(None),
             Event::HookDone { hook, result } => self.on_hook_done(hook, result),
+            Event::Heartbeat {
+                slot,
+                pid,
+                lag,
+                requests,
+            } => self.on_heartbeat(slot, pid, lag, requests),
+            Event::MemorySample { slot, pid, rss } => self.on_memory_sample(slot, pid, rss),
         }
         std::mem::take(&mut self.out)
     }

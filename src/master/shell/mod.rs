@@ -117,6 +117,7 @@ impl Shell {
             shutdown_timeout: cfg.shutdown_timeout(),
             before_reload: hooks.before_reload.is_some(),
             before_shutdown: hooks.before_shutdown.is_some(),
+            guards: core::Guards::default(),
         };
         let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
         Self {
@@ -218,6 +219,7 @@ impl Shell {
                 self.sb
                     .record_reload(success, r.generation, r.reason.as_deref());
             }
+            Action::RecordKill { .. } | Action::RecordRecycle { .. } => {}
         }
         None
     }
@@ -226,6 +228,12 @@ impl Shell {
         match ev {
             TaskEvent::Control { slot, pid, msg } => match msg {
                 ToMaster::Ready => self.feed(Event::WorkerReady { slot, pid }),
+                ToMaster::Heartbeat { lag_us, requests } => self.feed(Event::Heartbeat {
+                    slot,
+                    pid,
+                    lag: Duration::from_micros(lag_us),
+                    requests,
+                }),
                 ToMaster::Register { id, spec } => self.on_register(slot, pid, id, &spec),
                 ToMaster::Listen { id, addr } => self.on_listen(slot, pid, id, addr),
             },

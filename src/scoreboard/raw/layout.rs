@@ -183,8 +183,10 @@ pub struct SlotCounters {
     pub tls_handshake_failures: AtomicU64,
     /// Counter: requests counted as `route="other"` because the route table was full.
     pub route_overflow: AtomicU64,
+    /// Counter: requests answered 503 by the worker because they ran past `--request-timeout`.
+    pub request_timeouts: AtomicU64,
     /// Reserved for later counters (zero).
-    pub reserved: [AtomicU64; 3],
+    pub reserved: [AtomicU64; 2],
     /// In [`LANE_OWN`] only: the token of the thread that owns the lane (pid << 32 | thread
     /// number in that process; 0 = not claimed yet). Claimed with a CAS by the worker, reset
     /// by the master whenever a worker starts or is gone.

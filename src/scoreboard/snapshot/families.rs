@@ -96,7 +96,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 22] = [
+pub const BUILTIN: [Builtin; 23] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -144,6 +144,12 @@ pub const BUILTIN: [Builtin; 22] = [
         Kind::Counter,
         "TLS handshakes that failed (0 without TLS).",
         Source::Worker(|s| s.counters.tls_handshake_failures),
+    ),
+    family(
+        "flora_request_timeouts_total",
+        Kind::Counter,
+        "Requests answered 503 by their worker because they ran past the request timeout.",
+        Source::Worker(|s| s.counters.request_timeouts),
     ),
     family(
         "flora_worker_restarts_total",

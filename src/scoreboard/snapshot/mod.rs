@@ -221,6 +221,8 @@ pub struct Counters {
     pub tls_handshake_failures: u64,
     /// Requests counted as the overflow route because the route table was full.
     pub route_overflow: u64,
+    /// Requests answered 503 because they ran past the request timeout.
+    pub request_timeouts: u64,
 }
 
 impl Counters {
@@ -248,6 +250,7 @@ impl Counters {
             histogram,
             tls_handshake_failures,
             route_overflow,
+            request_timeouts,
         } = other;
         let add = |a: &mut u64, b: &u64| *a = a.wrapping_add(*b);
         add(&mut self.conns_open, conns_open);
@@ -269,6 +272,7 @@ impl Counters {
         self.histogram.add(histogram);
         add(&mut self.tls_handshake_failures, tls_handshake_failures);
         add(&mut self.route_overflow, route_overflow);
+        add(&mut self.request_timeouts, request_timeouts);
     }
 }
 

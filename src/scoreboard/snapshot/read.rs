@@ -214,6 +214,7 @@ fn read_counters(s: &Slot) -> Counters {
         },
         tls_handshake_failures: lanes(s, |c| &c.tls_handshake_failures),
         route_overflow: lanes(s, |c| &c.route_overflow),
+        request_timeouts: lanes(s, |c| &c.request_timeouts),
     }
 }
 

@@ -27,6 +27,7 @@ fn settings(slots: usize, workers: usize) -> Settings {
         shutdown_timeout: SHUTDOWN_TIMEOUT,
         before_reload: false,
         before_shutdown: false,
+        guards: Default::default(),
     }
 }
 
