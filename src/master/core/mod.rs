@@ -87,6 +87,7 @@ pub use guards::Guards;
 
 use super::backoff::Backoff;
 use crate::control::{ReloadOutcome, Reply};
+use guards::{Jitter, Recycle};
 use reload::ReloadTx;
 use workers::{SpawnKind, Worker};
 
@@ -162,11 +163,15 @@ pub struct Core {
     /// Reloads asked for during a reload or the start (`Some` even without waiters).
     queued: Option<Vec<WaiterId>>,
     last_reload: Option<ReloadOutcome>,
+    /// Recycles under way, by the slot of the worker being replaced.
+    recycles: BTreeMap<usize, Recycle>,
+    /// Draws the guards' per-worker jitter.
+    jitter: Jitter,
 }
 
 impl Core {
     /// A core that has started nothing yet (feed [`Event::Start`]); `seed` varies the
-    /// respawn jitter between masters.
+    /// respawn jitter and the guards' per-worker jitter between masters.
     pub fn new(cfg: Settings, seed: u64, now: Instant) -> Self {
         let slots = cfg.slots;
         Self {
@@ -193,6 +198,8 @@ impl Core {
             reload: None,
             queued: None,
             last_reload: None,
+            recycles: BTreeMap::new(),
+            jitter: Jitter::new(seed),
         }
     }
 
@@ -220,6 +227,7 @@ impl Core {
             } => self.on_heartbeat(slot, pid, lag, requests),
             Event::MemorySample { slot, pid, rss } => self.on_memory_sample(slot, pid, rss),
         }
+        self.run_guards();
         std::mem::take(&mut self.out)
     }
 
@@ -231,6 +239,7 @@ impl Core {
             .chain(self.start_deadline)
             .chain(self.reload.as_ref().and_then(ReloadTx::deadline))
             .chain(self.workers.values().filter_map(|w| w.kill_at))
+            .chain(self.guard_deadlines())
             .min()
     }
 

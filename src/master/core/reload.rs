@@ -74,6 +74,10 @@ impl Core {
             let msg = "reload requested while another is in progress: queued";
             self.log(Level::Info, msg.into());
             self.queued.get_or_insert_with(Vec::new).extend(waiter);
+        } else if !self.recycles.is_empty() {
+            let msg = "reload requested during a worker recycle: queued until it ends";
+            self.log(Level::Info, msg.into());
+            self.queued.get_or_insert_with(Vec::new).extend(waiter);
         } else {
             self.begin_reload(waiter.into_iter().collect());
         }

@@ -81,8 +81,8 @@ impl Core {
         self.enter_stopping("start failed", StopHow::Drain);
     }
 
-    /// The one way into `Stopping`: no more respawns, start deadline, spawns or reloads
-    /// (every waiter answered); every worker drains (or is killed).
+    /// The one way into `Stopping`: no more respawns, start deadline, spawns, recycles or
+    /// reloads (every waiter answered); every worker drains (or is killed).
     pub(super) fn enter_stopping(&mut self, why: &str, how: StopHow) {
         if self.stop == Stop::Stopping {
             if how == StopHow::Kill {
@@ -102,6 +102,8 @@ impl Core {
         self.respawn_at.clear();
         self.start_deadline = None;
         self.spawn_queue.clear();
+        // Replacements, ready or not, drain with everything else.
+        self.recycles.clear();
         self.cancel_reloads(&Reply::error("the cluster is stopping"));
         match how {
             StopHow::Drain => {

@@ -4,6 +4,7 @@
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use super::guards::Watch;
 use super::{Action, Core, Level, Notify, Phase, Sig, Stop};
 use crate::control::Reply;
 
@@ -18,6 +19,8 @@ pub(super) enum SpawnKind {
     Respawn,
     /// A scale-up: retried with backoff.
     Scale,
+    /// A recycle's replacement: the recycle fails, the old worker keeps serving.
+    Recycle,
 }
 
 /// One worker process (or the spawn that will be one).
@@ -33,6 +36,8 @@ pub(super) struct Worker {
     pub(super) kill_at: Option<Instant>,
     /// A signal asked for before the pid was known.
     deferred: Option<Sig>,
+    /// What the guards keep of it (heartbeat, requests, memory, limits).
+    pub(super) watch: Watch,
 }
 
 impl Worker {
@@ -67,7 +72,7 @@ pub(super) fn describe_exit(status: Option<&ExitStatus>) -> String {
 
 impl Core {
     /// The live worker in `slot` with `pid`.
-    fn worker_mut(&mut self, slot: usize, pid: u32) -> Option<&mut super::Worker> {
+    pub(super) fn worker_mut(&mut self, slot: usize, pid: u32) -> Option<&mut super::Worker> {
         self.workers.get_mut(&slot).filter(|w| w.pid == Some(pid))
     }
 
@@ -97,6 +102,7 @@ impl Core {
             if kind == SpawnKind::Respawn {
                 self.out.push(Action::SlotRestarted { slot });
             }
+            let watch = self.new_watch();
             self.workers.insert(
                 slot,
                 Worker {
@@ -107,6 +113,7 @@ impl Core {
                     draining: false,
                     kill_at: None,
                     deferred: None,
+                    watch,
                 },
             );
             self.spawning = Some((slot, kind));
@@ -146,13 +153,21 @@ impl Core {
         };
         self.spawning = None;
         let generation = self.workers.remove(&slot).map(|w| w.generation);
+        if let (SpawnKind::Recycle, Some(old)) = (kind, self.replaced_by(slot)) {
+            self.recycle_failed(old, &format!("cannot spawn its replacement: {error}"));
+            self.spawn_next();
+            return;
+        }
         match kind {
             SpawnKind::Start => self.fail_start(format!("slot {slot}: {error}")),
             SpawnKind::Reload if generation.is_some_and(|g| self.reloading(g)) => {
                 self.rollback(format!("cannot spawn a new worker in slot {slot}: {error}"));
             }
             SpawnKind::Reload => {}
-            SpawnKind::Respawn | SpawnKind::Scale if self.stop != Stop::Stopping => {
+            // A replacement whose old worker exited owns its slot: retried like a respawn.
+            SpawnKind::Respawn | SpawnKind::Scale | SpawnKind::Recycle
+                if self.stop != Stop::Stopping =>
+            {
                 let delay = self.backoff[slot].on_exit(Duration::ZERO);
                 let msg = if kind == SpawnKind::Respawn {
                     self.out.push(Action::SlotExited { slot, status: -1 });
@@ -163,23 +178,27 @@ impl Core {
                 self.log_about(Level::Error, msg, Some(slot), None, None);
                 self.respawn_at.insert(slot, self.now + delay);
             }
-            SpawnKind::Respawn | SpawnKind::Scale => {}
+            SpawnKind::Respawn | SpawnKind::Scale | SpawnKind::Recycle => {}
         }
         self.spawn_next();
     }
 
     pub(super) fn on_ready(&mut self, slot: usize, pid: u32) {
+        let now = self.now;
         let Some(w) = self.worker_mut(slot, pid) else {
             return;
         };
         if !w.ready {
             w.ready = true;
+            // Ready counts as a heartbeat: none is checked before.
+            w.watch.last_beat = Some(now);
             let generation = w.generation;
             let msg = "worker ready".to_string();
             self.log_about(Level::Info, msg, Some(slot), Some(pid), Some(generation));
         }
         self.check_started();
         self.check_reload_ready();
+        self.on_replacement_ready(slot);
     }
 
     /// A worker that broke its channel is replaced (unless it is on its way out anyway).
@@ -232,6 +251,11 @@ impl Core {
             self.log_about(Level::Info, format!("worker exited ({how})"), s, p, g);
             self.forget_unused_generations();
             self.slot_freed();
+        } else if let Some(old) = self.replaced_by(slot) {
+            let why = format!("its replacement in slot {slot} exited before it was ready ({how})");
+            self.recycle_failed(old, &why);
+        } else if self.recycles.contains_key(&slot) {
+            self.on_recycled_exit(slot, &w, &how);
         } else if self.start_deadline.is_some() && !w.ready && w.generation == self.generation {
             self.fail_start(format!(
                 "worker in slot {slot} (pid {pid}) exited during start-up ({how})"
@@ -254,9 +278,15 @@ impl Core {
     fn respawn_later(&mut self, slot: usize, w: &Worker, how: &str) {
         let lived = self.now.saturating_duration_since(w.spawned_at);
         let delay = self.backoff[slot].on_exit(lived);
-        let msg = format!(
-            "worker exited unexpectedly ({how}) after {lived:.1?}; respawning in {delay:.1?}"
-        );
+        let msg = match w.watch.killed {
+            Some(reason) => format!(
+                "killed worker exited ({}: {how}) after {lived:.1?}; respawning in {delay:.1?}",
+                reason.as_str()
+            ),
+            None => format!(
+                "worker exited unexpectedly ({how}) after {lived:.1?}; respawning in {delay:.1?}"
+            ),
+        };
         self.log_about(Level::Warn, msg, Some(slot), w.pid, Some(w.generation));
         self.respawn_at.insert(slot, self.now + delay);
         if delay.is_zero() {
@@ -274,6 +304,7 @@ impl Core {
             ));
         }
         self.reload_deadline();
+        self.recycle_timeouts();
         self.kill_overdue();
         let now = self.now;
         let due: Vec<usize> = self
@@ -291,7 +322,8 @@ impl Core {
         self.spawn_next();
     }
 
-    /// SIGKILLs the workers still draining at their deadline.
+    /// SIGKILLs the workers still draining (or killed) at their deadline, each after its
+    /// kill record.
     fn kill_overdue(&mut self) {
         let now = self.now;
         let due: Vec<(usize, Option<u32>)> = self
@@ -301,8 +333,7 @@ impl Core {
             .map(|(s, w)| (*s, w.pid))
             .collect();
         for (slot, pid) in due {
-            let t = self.cfg.shutdown_timeout;
-            let msg = format!("worker still draining after {t:?}: killing it");
+            let msg = self.record_overdue_kill(slot);
             self.log_about(Level::Warn, msg, Some(slot), pid, None);
             self.signal(slot, Sig::Kill);
         }
@@ -329,7 +360,7 @@ impl Core {
             return;
         };
         w.draining = true;
-        w.kill_at = Some(kill_at);
+        w.kill_at = Some(w.kill_at.map_or(kill_at, |k| k.min(kill_at)));
         match w.pid {
             Some(pid) => self.out.push(Action::Drain { slot, pid }),
             None => w.deferred = w.deferred.max(Some(Sig::Term)),
@@ -343,7 +374,7 @@ impl Core {
             return;
         };
         w.draining = true;
-        w.kill_at = Some(kill_at);
+        w.kill_at = Some(w.kill_at.map_or(kill_at, |k| k.min(kill_at)));
         self.signal(slot, Sig::Term);
     }
 
@@ -358,6 +389,9 @@ impl Core {
         }
         if self.reload.is_some() || self.start_deadline.is_some() {
             return Reply::error("a reload or start is in progress; scale again when it is done");
+        }
+        if !self.recycles.is_empty() {
+            return Reply::error("a worker recycle is in progress; scale again when it is done");
         }
         let generation = self.generation;
         let mine: Vec<usize> = (0..self.owner.len())

@@ -1,17 +1,22 @@
 //! Tests of the core: a small simulated shell ([`Sim`]) drives it with events, answers its
 //! spawns at once (as the real shell does) and checks the invariants after every action.
 
+mod heartbeat;
 mod prop;
+mod recycle;
 mod reload;
 mod start_stop;
 mod workers;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use super::{Action, Core, Event, Hook, Level, Phase, Settings, Sig, SignalEvent, WaiterId};
+use super::{
+    Action, Core, Event, Hook, KillReason, Level, Phase, RecycleReason, Settings, Sig, SignalEvent,
+    Stop, WaiterId,
+};
 use crate::control::{Reply, Request};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +56,14 @@ struct Sim {
     generation: u64,
     /// Everything the core did.
     all: Vec<Action>,
+    /// Pids with their `RecordKill` out (one each).
+    recorded: BTreeSet<u32>,
+    /// Pids the core may SIGKILL without a record: a broken channel, a second stop.
+    excused: BTreeSet<u32>,
+    /// Pids that got SIGKILL.
+    sigkilled: BTreeSet<u32>,
+    /// The requests each live worker reported so far.
+    requests: BTreeMap<u32, u64>,
 }
 
 impl Sim {
@@ -72,6 +85,10 @@ impl Sim {
             stopping_began: false,
             generation: 0,
             all: Vec::new(),
+            recorded: BTreeSet::new(),
+            excused: BTreeSet::new(),
+            sigkilled: BTreeSet::new(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -86,6 +103,7 @@ impl Sim {
 
     /// Feeds `ev` and what answers it; returns every action of this step.
     fn feed(&mut self, ev: Event) -> Vec<Action> {
+        self.excuse(&ev);
         let mut step = Vec::new();
         let mut queue = VecDeque::from([ev]);
         loop {
@@ -108,6 +126,23 @@ impl Sim {
         step
     }
 
+    /// The SIGKILLs that come without a kill record: a broken channel, a second stop.
+    fn excuse(&mut self, ev: &Event) {
+        let stop = matches!(
+            ev,
+            Event::Signal(SignalEvent::Stop)
+                | Event::Control {
+                    request: Request::Stop,
+                    ..
+                }
+        );
+        match ev {
+            Event::WorkerBroken { pid, .. } => drop(self.excused.insert(*pid)),
+            _ if stop && self.core.stop != Stop::No => self.excused.extend(self.live.values()),
+            _ => {}
+        }
+    }
+
     /// Checks one action against the invariants; returns the shell's answer to it.
     fn check(&mut self, action: &Action) -> Option<Event> {
         match action {
@@ -126,11 +161,40 @@ impl Sim {
                 self.live.insert(*slot, pid);
                 return Some(Event::Spawned { slot: *slot, pid });
             }
-            Action::Signal { slot, pid, .. } | Action::Drain { slot, pid } => {
+            Action::Signal { slot, pid, sig } => {
                 assert_eq!(
                     self.live.get(slot),
                     Some(pid),
                     "{action:?} to a dead worker"
+                );
+                if *sig == Sig::Kill {
+                    assert!(
+                        self.recorded.contains(pid) || self.excused.contains(pid),
+                        "SIGKILL of {pid} without a kill record"
+                    );
+                    self.sigkilled.insert(*pid);
+                }
+            }
+            Action::Drain { slot, pid } => {
+                assert_eq!(
+                    self.live.get(slot),
+                    Some(pid),
+                    "{action:?} to a dead worker"
+                );
+            }
+            Action::RecordKill { slot, pid, .. } => {
+                assert_eq!(
+                    self.live.get(slot),
+                    Some(pid),
+                    "{action:?} of a dead worker"
+                );
+                assert!(self.recorded.insert(*pid), "second kill record for {pid}");
+            }
+            Action::RecordRecycle { slot, pid, .. } => {
+                assert_eq!(
+                    self.live.get(slot),
+                    Some(pid),
+                    "{action:?} of a dead worker"
                 );
             }
             Action::Reply { waiter, reply } => {
@@ -178,6 +242,27 @@ impl Sim {
             .into_iter()
             .flat_map(|s| self.exit(s, Some(0)))
             .collect()
+    }
+
+    /// A heartbeat from the worker in `slot` that served `more` requests since its last.
+    fn beat(&mut self, slot: usize, more: u64) -> Vec<Action> {
+        let pid = self.pid(slot);
+        let requests = self.requests.entry(pid).or_default();
+        *requests += more;
+        let requests = *requests;
+        let lag = Duration::ZERO;
+        self.feed(Event::Heartbeat {
+            slot,
+            pid,
+            lag,
+            requests,
+        })
+    }
+
+    /// A memory sample of the worker in `slot`.
+    fn sample(&mut self, slot: usize, rss: u64) -> Vec<Action> {
+        let pid = self.pid(slot);
+        self.feed(Event::MemorySample { slot, pid, rss })
     }
 
     fn advance(&mut self, d: Duration) -> Vec<Action> {
@@ -258,6 +343,36 @@ fn logs(actions: &[Action], level: Level) -> Vec<String> {
         .iter()
         .filter_map(|a| match a {
             Action::Log(l) if l.level == level => Some(l.message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kills(actions: &[Action]) -> Vec<(usize, KillReason, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RecordKill {
+                slot,
+                reason,
+                detail,
+                ..
+            } => Some((*slot, *reason, detail.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn recycles(actions: &[Action]) -> Vec<(usize, RecycleReason, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RecordRecycle {
+                slot,
+                reason,
+                detail,
+                ..
+            } => Some((*slot, *reason, detail.clone())),
             _ => None,
         })
         .collect()
