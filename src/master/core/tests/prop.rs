@@ -1,12 +1,17 @@
 //! Random event sequences: after every step the invariants of [`Sim::check`] hold (one
 //! process per slot, one reply per waiter, no spawn once stopping began, the generation
-//! never goes back), the core's workers are the live processes, and a stop followed by
-//! every exit finishes the master with every waiter answered. Without a stop (which answers
-//! every waiter with "stopping" and so hides a stranded one), a settled core has answered
-//! every waiter, ended every reload and restored its worker count.
+//! never goes back, every SIGKILL of a live worker comes after its one kill record unless a
+//! broken channel or a second stop asked for it), the core's workers are the live
+//! processes, at most `max_recycling` recycles run, a recycle never lowers the ready workers
+//! of the serving generation below the target, and a stop followed by every exit finishes
+//! the master with every waiter answered. Without a stop (which answers every waiter with
+//! "stopping" and so hides a stranded one), a settled core has answered every waiter, ended
+//! every reload and restored its worker count. The guards are on in most cases: random
+//! heartbeats, memory samples and ticks drive kills and recycles.
 
 use proptest::prelude::*;
 
+use super::super::Guards;
 use super::*;
 
 const SLOTS: usize = 4;
@@ -28,9 +33,22 @@ enum Op {
     Prepared(bool),
     HookDone(bool),
     SpawnsFail(bool),
+    /// A heartbeat with this many more requests.
+    Beat(usize, u64),
+    /// A memory sample, over the limit or not.
+    Sample(usize, bool),
+    /// Every SIGKILLed process exits.
+    Reap,
+    /// Every draining worker exits.
+    Drained,
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    op_with(4)
+}
+
+/// Ops with reloads weighted `reloads` (reload signals half as much, rounded up).
+fn op_with(reloads: u32) -> impl Strategy<Value = Op> {
     let slot = 0..SLOTS;
     let mostly = || proptest::bool::weighted(0.8);
     prop_oneof![
@@ -38,16 +56,20 @@ fn op() -> impl Strategy<Value = Op> {
         8 => Just(Op::ReadyAll),
         3 => slot.clone().prop_map(Op::Crash),
         1 => slot.clone().prop_map(Op::Killed),
-        1 => slot.prop_map(Op::Broken),
+        1 => slot.clone().prop_map(Op::Broken),
         4 => (0..500u64).prop_map(Op::Advance),
         2 => (0..40_000u64).prop_map(Op::Advance),
-        4 => Just(Op::Reload),
-        2 => Just(Op::SignalReload),
+        reloads => Just(Op::Reload),
+        reloads.div_ceil(2) => Just(Op::SignalReload),
         2 => (1..=SLOTS).prop_map(Op::Scale),
         1 => Just(Op::Status),
         6 => mostly().prop_map(Op::Prepared),
         5 => mostly().prop_map(Op::HookDone),
         1 => mostly().prop_map(|ok| Op::SpawnsFail(!ok)),
+        10 => (slot.clone(), 0..30u64).prop_map(|(s, n)| Op::Beat(s, n)),
+        10 => (slot.clone(), proptest::bool::weighted(0.7)).prop_map(|(s, o)| Op::Sample(s, o)),
+        2 => Just(Op::Reap),
+        3 => Just(Op::Drained),
         // Stops end the interesting part: rarer than the rest.
         1 => Just(Op::Stop),
         1 => Just(Op::SignalStop),
@@ -87,7 +109,120 @@ fn apply(sim: &mut Sim, op: Op) {
             }));
         }
         Op::SpawnsFail(fail) => sim.spawn_error = fail.then(|| "spawn failed".into()),
+        Op::Beat(slot, more) if live(sim, slot) => drop(sim.beat(slot, more)),
+        Op::Sample(slot, over) if live(sim, slot) => {
+            drop(sim.sample(slot, if over { MEMORY + 1 } else { MEMORY }));
+        }
+        Op::Reap => reap(sim),
+        Op::Drained => {
+            let gone: Vec<usize> = sim
+                .core
+                .workers
+                .iter()
+                .filter(|(_, w)| w.draining)
+                .map(|(s, _)| *s)
+                .collect();
+            for slot in gone {
+                sim.exit(slot, Some(0));
+            }
+        }
         _ => {}
+    }
+}
+
+/// Every process that got SIGKILL exits.
+fn reap(sim: &mut Sim) {
+    let dead: Vec<usize> = sim
+        .live
+        .iter()
+        .filter(|(_, pid)| sim.sigkilled.contains(pid))
+        .map(|(slot, _)| *slot)
+        .collect();
+    for slot in dead {
+        sim.exit(slot, None);
+    }
+}
+
+/// The memory limit of the random guards.
+const MEMORY: u64 = 100;
+
+/// Random guards: each one on or off; `None` for none at all.
+fn guards() -> impl Strategy<Value = Option<Guards>> {
+    let secs = |r: std::ops::Range<u64>| r.prop_map(Duration::from_secs);
+    let on = (
+        // At least 2 s: the settling loop beats every second.
+        proptest::option::weighted(0.5, secs(2..6)),
+        proptest::option::weighted(0.8, 1..=3u32),
+        proptest::option::weighted(0.8, (5..40u64, 0..10u64)),
+        proptest::option::of((secs(5..120), secs(0..30))),
+        1..=2usize,
+    )
+        .prop_map(
+            |(heartbeat, samples, requests, age, max_recycling)| Guards {
+                heartbeat_timeout: heartbeat,
+                max_memory: samples.map(|_| MEMORY),
+                memory_samples: samples.unwrap_or(3),
+                max_requests: requests.map(|r| r.0),
+                max_requests_jitter: requests.map_or(0, |r| r.1),
+                max_age: age.map(|a| a.0),
+                max_age_jitter: age.map_or(Duration::ZERO, |a| a.1),
+                max_recycling,
+            },
+        );
+    proptest::option::weighted(0.8, on)
+}
+
+/// Ready, not draining workers of the serving generation.
+fn serving(sim: &Sim) -> usize {
+    let g = sim.core.generation();
+    let ok = |w: &&super::super::Worker| w.ready && !w.draining && w.generation == g;
+    sim.core.workers.values().filter(ok).count()
+}
+
+/// Ops after which the serving workers can only fall because of a recycle (no exit, no
+/// scale, no stop).
+fn keeps_serving(op: &Op) -> bool {
+    !matches!(
+        op,
+        Op::Crash(_)
+            | Op::Killed(_)
+            | Op::Broken(_)
+            | Op::Scale(_)
+            | Op::Stop
+            | Op::SignalStop
+            | Op::Reap
+            | Op::Drained
+    )
+}
+
+/// Applies `op` and checks the recycles' invariants around it.
+fn apply_checked(sim: &mut Sim, op: Op) {
+    let (before, generation) = (serving(sim), sim.core.generation());
+    let stop = sim.core.stop;
+    let neutral = keeps_serving(&op);
+    apply(sim, op);
+    let max = sim.core.cfg.guards.max_recycling;
+    assert!(sim.core.recycles.len() <= max, "more than {max} recycles");
+    for (old, r) in &sim.core.recycles {
+        assert!(
+            sim.core.workers.contains_key(old),
+            "recycle of a gone worker"
+        );
+        let owner = sim.core.owner[r.replacement];
+        assert_eq!(
+            owner,
+            Some(sim.core.generation()),
+            "a replacement of another generation"
+        );
+    }
+    let same = sim.core.generation() == generation && stop == Stop::No;
+    if neutral && same && sim.core.stop == Stop::No {
+        let floor = before.min(sim.core.target());
+        assert!(
+            serving(sim) >= floor,
+            "serving fell from {before} to {}",
+            serving(sim)
+        );
     }
 }
 
@@ -144,10 +279,12 @@ proptest! {
         workers in 1..=3usize,
         running in any::<bool>(),
         auto_prepare in any::<bool>(),
+        guards in guards(),
     ) {
         let mut cfg = settings(SLOTS, workers);
         cfg.before_reload = before_reload;
         cfg.before_shutdown = before_shutdown;
+        cfg.guards = guards.unwrap_or_default();
         let mut sim = if running { Sim::running(cfg) } else { Sim::new(cfg) };
         sim.auto_prepare = auto_prepare;
         if !running {
@@ -155,16 +292,17 @@ proptest! {
         }
         let mut generation = 0;
         for op in ops {
-            apply(&mut sim, op);
+            apply_checked(&mut sim, op);
             check_state(&sim, &mut generation);
         }
         stop_and_settle(&mut sim);
     }
 }
 
-/// Without a stop: every hook and copy finishes, spawns work, workers get ready and drained
-/// ones exit, time passes. Then every waiter has its answer, no reload is left and every
-/// slot of the serving generation has a ready worker.
+/// Without a stop: every hook and copy finishes, spawns work, workers get ready, beat and
+/// stay under the memory limit, drained and SIGKILLed ones exit, time passes. Then every
+/// waiter has its answer, no reload is left and every slot of the serving generation has a
+/// ready worker.
 fn settle_running(sim: &mut Sim) {
     sim.spawn_error = None;
     for _ in 0..200 {
@@ -175,16 +313,14 @@ fn settle_running(sim: &mut Sim) {
             sim.prepared(Ok(()));
         }
         sim.ready_all();
-        let gone: Vec<usize> = sim
-            .core
-            .workers
-            .iter()
-            .filter(|(_, w)| w.draining)
-            .map(|(s, _)| *s)
-            .collect();
-        for slot in gone {
-            sim.exit(slot, Some(0));
+        // Live workers beat and stay under the memory limit: no new kills.
+        let slots: Vec<usize> = sim.live.keys().copied().collect();
+        for slot in slots {
+            sim.beat(slot, 0);
+            sim.sample(slot, MEMORY);
         }
+        reap(sim);
+        apply(sim, Op::Drained);
         sim.advance(Duration::from_secs(1));
     }
 }
@@ -198,13 +334,15 @@ proptest! {
         before_reload in any::<bool>(),
         workers in 1..=3usize,
         auto_prepare in any::<bool>(),
+        guards in guards(),
     ) {
         let mut cfg = settings(SLOTS, workers);
         cfg.before_reload = before_reload;
+        cfg.guards = guards.unwrap_or_default();
         let mut sim = Sim::running(cfg);
         sim.auto_prepare = auto_prepare;
         for op in ops {
-            apply(&mut sim, op);
+            apply_checked(&mut sim, op);
         }
         settle_running(&mut sim);
         if sim.core.stop == super::super::Stop::No {
@@ -216,5 +354,27 @@ proptest! {
             let serving = sim.core.workers.values().filter(|w| w.generation == g && w.ready && !w.draining).count();
             prop_assert_eq!(serving, sim.core.target(), "target not restored");
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The guards always on and reloads rare, so that most sequences kill and recycle.
+    #[test]
+    fn guards_under_random_events_keep_the_invariants(
+        ops in proptest::collection::vec(op_with(1), 0..80),
+        workers in 1..=3usize,
+        guards in guards().prop_filter("guards on", Option::is_some),
+    ) {
+        let mut cfg = settings(SLOTS, workers);
+        cfg.guards = guards.unwrap_or_default();
+        let mut sim = Sim::running(cfg);
+        let mut generation = 0;
+        for op in ops {
+            apply_checked(&mut sim, op);
+            check_state(&sim, &mut generation);
+        }
+        stop_and_settle(&mut sim);
     }
 }
