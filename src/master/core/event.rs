@@ -117,7 +117,8 @@ pub enum Event {
     /// A signal.
     Signal(SignalEvent),
     /// A worker's heartbeat arrived on its control channel (its event loop turns). The
-    /// shell feeds it as it comes; the core keeps the time it was handled.
+    /// shell feeds it as it comes; the core keeps the time it was handled (a worker's ready
+    /// counts as a beat too) and its request count for `--max-requests`.
     Heartbeat {
         /// Its slot.
         slot: usize,
@@ -128,7 +129,8 @@ pub enum Event {
         /// Requests the worker process finished so far (its own count).
         requests: u64,
     },
-    /// The master sampled a worker's resident memory (`/proc/<pid>/statm`, about every second).
+    /// The master sampled a worker's resident memory (`/proc/<pid>/statm`, about every second);
+    /// the core counts the samples over `--max-memory` in a row.
     MemorySample {
         /// Its slot.
         slot: usize,
@@ -309,7 +311,8 @@ pub enum Action {
     /// The worker in `slot` is about to be killed: save what the scoreboard and `/proc` show
     /// of it (the kill record: in-flight requests, threads' `wchan`, `syscall`, state), count
     /// `flora_worker_kills_total{reason}` and show the reason on the slot. Comes before the
-    /// [`Action::Signal`] that kills it.
+    /// [`Action::Signal`] that kills it, once per worker: a heartbeat kill's record (before
+    /// its SIGTERM) also stands for the SIGKILL that follows if it does not exit.
     RecordKill {
         /// The slot.
         slot: usize,
@@ -321,7 +324,8 @@ pub enum Action {
         detail: String,
     },
     /// A recycle of the worker in `slot` begins (its replacement is spawned next): count
-    /// `flora_worker_recycles_total{reason}` and show the reason on the slot.
+    /// `flora_worker_recycles_total{reason}` and show the reason on the slot. A failed
+    /// recycle is tried again later, with a new record.
     RecordRecycle {
         /// The slot of the worker being replaced.
         slot: usize,

@@ -1,8 +1,9 @@
 //! The master's decisions as a pure state machine: events in, actions out.
 //!
 //! [`Core`] owns all master state: the phase, the generations, which generation owns each
-//! slot, the workers by slot (pid, generation, ready, draining, kill deadline), the reload
-//! transaction and the reloads queued behind it, the respawn timers and the stop. Its
+//! slot, the workers by slot (pid, generation, ready, draining, kill deadline, what the
+//! guards keep of it), the reload transaction and the reloads queued behind it, the
+//! recycles, the respawn timers and the stop. Its
 //! [`Core::handle`] takes an [`Event`] and the current time and returns [`Action`]s; it makes
 //! no syscalls, reads no clock and runs no tasks. Time comes in as an argument and goes out
 //! as [`Core::poll_timeout`]. The shell (`super::shell`) runs the actions and feeds back
@@ -64,6 +65,47 @@
 //! ```
 //! A stop at any step answers the reload's waiters and the queued ones with
 //! "the cluster is stopping".
+//!
+//! # Worker guards (`guards/`, checked after every event)
+//! The heartbeat kill, for a ready, not draining worker of any generation (none is
+//! checked before it is ready; its ready counts as a beat):
+//! ```text
+//!   ready ──► beating ◄── Heartbeat (the core's `now` when it is handled)
+//!               │ no heartbeat for heartbeat_timeout (the deadline is in poll_timeout)
+//!               ▼
+//!   RecordKill(heartbeat), SIGTERM ──► it exits ──► respawned like any exit (the backoff
+//!               │                                   resets after a long life); logged
+//!               │ still there after the shutdown timeout        as a kill
+//!               ▼
+//!             SIGKILL (no second record)
+//! ```
+//! A worker still there at its drain deadline gets `RecordKill(shutdown_timeout)` before
+//! its SIGKILL: one record per worker, before every SIGKILL of a deadline. (A second stop
+//! and a broken control channel SIGKILL without one.)
+//!
+//! A recycle: RSS over `max_memory` for `memory_samples` samples in a row, the request
+//! count of the latest heartbeat at the worker's limit, or its age past its limit (both
+//! limits with a jitter drawn per worker). Only for a ready, not draining, not killed
+//! worker of the serving generation; never during the start, a reload (or one queued) or a
+//! stop; at most `max_recycling` at once.
+//! ```text
+//!   due ── no free slot ──► waits (warned once per worker); tried after every event
+//!    │ a free slot
+//!    ▼
+//!   RecordRecycle; the replacement (same generation) spawns into the free slot
+//!    │             │ its spawn fails, it exits before it is ready, or ready_timeout passes
+//!    │             ▼
+//!    │   failed: its slot is freed (a live replacement gets SIGTERM), the old worker
+//!    │   serves on; no new try before ready_timeout
+//!    │
+//!    │ the old worker exits first: the replacement takes its place (no respawn)
+//!    │ the replacement is ready
+//!    ▼
+//!   the old worker drains like after a reload; its slot is freed when it exits
+//!    └──► a reload asked for during the recycle begins
+//! ```
+//! A scale request during a recycle is refused; a stop drops the recycles (the
+//! replacement drains with everything else).
 
 mod event;
 mod guards;

@@ -3,7 +3,8 @@
 use super::Core;
 
 impl Core {
-    /// Phase, generation, target, last reload and the workers by slot.
+    /// Phase, generation, target, last reload, the recycles under way and the workers by
+    /// slot.
     pub(super) fn status(&self) -> serde_json::Value {
         let workers: Vec<_> = self
             .workers
@@ -17,6 +18,17 @@ impl Core {
                 })
             })
             .collect();
+        let recycles: Vec<_> = self
+            .recycles
+            .iter()
+            .map(|(slot, r)| {
+                serde_json::json!({
+                    "slot": slot,
+                    "replacement": r.replacement,
+                    "reason": r.reason.as_str(),
+                })
+            })
+            .collect();
         serde_json::json!({
             "instance": self.cfg.name,
             "master_pid": self.cfg.master_pid,
@@ -25,6 +37,7 @@ impl Core {
             "target_workers": self.target,
             "reload_in_progress": self.reload.is_some(),
             "last_reload": self.last_reload,
+            "recycles": recycles,
             "workers": workers,
         })
     }

@@ -60,9 +60,15 @@ fn the_replacement_is_ready_before_the_old_worker_drains() {
     assert!(record < spawn, "the record comes first");
     assert!(drains(&out).is_empty(), "the old one serves on");
     assert_eq!(serving(&sim), 2);
+    let doc = sim.core.status();
+    assert_eq!(
+        doc["recycles"],
+        serde_json::json!([{"slot": 0, "replacement": 2, "reason": "memory"}])
+    );
     let ready = sim.ready(2);
     assert_eq!(drains(&ready), [0]);
     assert_eq!(serving(&sim), 2);
+    assert_eq!(sim.core.status()["recycles"], serde_json::json!([]));
     assert!(logs(&ready, Level::Info)
         .iter()
         .any(|l| l.contains("replacement in slot 2 is ready; draining")));
