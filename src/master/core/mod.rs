@@ -120,7 +120,6 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-#[allow(unused_imports)] // the reasons are matched by the shell once it records them
 pub use event::{
     Action, Event, Hook, KillReason, Level, Log, Notify, Phase, RecycleReason, Sig, SignalEvent,
     WaiterId,
