@@ -98,6 +98,7 @@ impl Worker {
             self.show_query(),
             header_timeout,
             timer.clone(),
+            self.request_timeout(),
         ));
         let sweeper = timer.run_sweeper(stage.drain.clone());
         let _sweeper = AbortOnDrop(tokio::spawn(sweeper));
