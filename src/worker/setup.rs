@@ -280,10 +280,46 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipc::ToMaster;
     use std::os::fd::AsRawFd;
 
     fn is_open(fd: i32) -> bool {
         crate::scoreboard::raw::fd::check_inherited_fd(fd, |_| Ok(())).is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_managed_worker_sends_heartbeats_only_once_ready() {
+        let (worker_end, master_end) = ipc::pair().expect("socketpair");
+        let channel = Arc::new(Channel::new(worker_end).expect("worker end"));
+        let (control, _answers) = Control::new(channel, Duration::from_secs(1));
+        let master = Channel::new(master_end).expect("master end");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 1).expect("segment");
+        let every = Duration::from_millis(50);
+        let settings = Settings {
+            shutdown_timeout: Duration::from_secs(1),
+            show_query: false,
+            request_timeout: None,
+            heartbeat: Some(every),
+        };
+        let worker = settings.worker(sb.writer(0).expect("writer"), 0, Some(control));
+        let next = || tokio::time::timeout(Duration::from_secs(5), master.recv::<ToMaster>());
+        let quiet = tokio::time::timeout(every * 3, master.recv::<ToMaster>()).await;
+        assert!(quiet.is_err(), "nothing before ready: {quiet:?}");
+        worker.ready().await.expect("ready");
+        let first = next().await.expect("in time").expect("recv");
+        assert!(matches!(first, Some((ToMaster::Ready, _))), "{first:?}");
+        let mut last = 0;
+        for _ in 0..3 {
+            match next().await.expect("in time").expect("recv") {
+                Some((ToMaster::Heartbeat { lag_us, requests }, _)) => {
+                    assert!(lag_us < 1_000_000, "lag {lag_us} us");
+                    assert!(requests >= last, "the count only grows");
+                    last = requests;
+                }
+                other => panic!("expected a heartbeat: {other:?}"),
+            }
+        }
     }
 
     #[test]
