@@ -10,6 +10,7 @@
 //! which comes right after the request's head was read.
 
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,50 +21,43 @@ use hyper::{Response, StatusCode};
 /// The status a timed-out request is answered with.
 pub(crate) const TIMED_OUT: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
 
-/// One request's deadline: nothing until its handler first waits, then a timer.
-#[derive(Debug)]
-pub(crate) struct Deadline {
-    /// The request timeout (`None`: none).
-    timeout: Option<Duration>,
-    /// Made on the handler's first `Pending`.
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+/// A request timeout as a deadline takes it: whole ms (at least 1), small enough that the
+/// per-request future stays small.
+pub(crate) type TimeoutMs = Option<NonZeroU32>;
+
+/// `timeout` in whole ms, rounded up (`None` or zero: none; at most about 49 days).
+pub(crate) fn timeout_ms(timeout: Option<Duration>) -> TimeoutMs {
+    let d = timeout.filter(|d| !d.is_zero())?;
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    NonZeroU32::new(u32::try_from(ms).unwrap_or(u32::MAX))
 }
 
-impl Deadline {
-    /// A deadline `timeout` after the handler's first wait (`None`: never).
-    #[inline]
-    pub(crate) const fn new(timeout: Option<Duration>) -> Self {
-        Self {
-            timeout,
-            sleep: None,
-        }
-    }
+/// One request's deadline timer: `None` until its handler first waits (kept as two fields of
+/// the request's future, beside its timeout, so the future stays small).
+pub(crate) type Timer = Option<Pin<Box<tokio::time::Sleep>>>;
 
-    /// Call after the handler returned `Pending`: ready once the deadline passed (the first
-    /// call arms it and registers `cx`'s waker, so the task is polled again then).
-    #[inline]
-    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(timeout) = self.timeout else {
-            return Poll::Pending;
-        };
-        self.sleep
-            .get_or_insert_with(|| arm(timeout))
-            .as_mut()
-            .poll(cx)
-    }
-
-    /// Whether the timer exists (the handler waited at least once).
-    #[cfg(test)]
-    pub(crate) fn armed(&self) -> bool {
-        self.sleep.is_some()
-    }
+/// Call after the handler returned `Pending`: ready once `timeout` passed since the first
+/// call, which arms `timer` and registers `cx`'s waker, so the task is polled again then.
+/// Never ready without a timeout.
+#[inline]
+pub(crate) fn poll_expired(
+    timer: &mut Timer,
+    timeout: TimeoutMs,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(ms) = timeout else {
+        return Poll::Pending;
+    };
+    timer.get_or_insert_with(|| arm(ms)).as_mut().poll(cx)
 }
 
 /// The timer of a request whose handler waits (out of line: the first poll stays small).
 #[cold]
 #[inline(never)]
-fn arm(timeout: Duration) -> Pin<Box<tokio::time::Sleep>> {
-    Box::pin(tokio::time::sleep(timeout))
+fn arm(ms: NonZeroU32) -> Pin<Box<tokio::time::Sleep>> {
+    Box::pin(tokio::time::sleep(Duration::from_millis(u64::from(
+        ms.get(),
+    ))))
 }
 
 /// The answer to a timed-out request: 503, `content-length: 0`, and on HTTP/1

@@ -26,7 +26,9 @@
 //! [`Worker::serve`] tracks every connection and request into the worker's slot and marks
 //! the worker ready, and the worker drains and exits when the master says so, when it gets
 //! SIGTERM, or when the master is gone (end of file on the control socket, or the
-//! parent-death signal).
+//! parent-death signal). With `--heartbeat-timeout` a task of the worker's runtime tells the
+//! master every so often that the runtime turns (`heartbeat.rs`); with `--request-timeout`
+//! a request whose handler takes longer is answered 503 ([`Worker::set_request_timeout`]).
 //!
 //! # Standalone
 //! Without those variables the worker binds its own sockets and tracks into a private
@@ -355,6 +357,7 @@ impl Worker {
     /// Turns request tracking off (or on) for later `serve` calls: the benchmarks' untracked
     /// baseline. Untracked connections appear nowhere in the scoreboard, load spreading has
     /// nothing to go by, and drains close keep-alive connections without `Connection: close`.
+    /// The request timeout still applies (its 503s are not counted).
     pub fn set_tracking(&self, on: bool) {
         self.inner.tracking.store(on, Ordering::Relaxed);
     }

@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use hyper::{Request, Response, Version};
 
-use super::deadline::{self, Deadline};
+use super::deadline::{self, TimeoutMs};
 use crate::scoreboard::{ConnGuard, RequestGuard};
 
 thread_local! {
@@ -159,7 +159,7 @@ pub(crate) struct TrackedService<S> {
     /// Record the query string with the path.
     show_query: bool,
     /// The request timeout (`None`: none).
-    timeout: Option<Duration>,
+    timeout: TimeoutMs,
 }
 
 impl<S> TrackedService<S> {
@@ -173,7 +173,7 @@ impl<S> TrackedService<S> {
             inner,
             conn,
             show_query,
-            timeout,
+            timeout: deadline::timeout_ms(timeout),
         }
     }
 }
@@ -202,15 +202,17 @@ where
 
 pin_project_lite::pin_project! {
     /// The app's response future; hands the request guard to the response body. Past its
-    /// deadline it drops the app's future and answers 503 ([`super::deadline`]).
+    /// deadline it answers 503 ([`super::deadline`]); hyper then drops it, and with it the
+    /// app's future (a finished response future is dropped at once, before its answer is
+    /// written).
     pub(crate) struct TrackedFuture<F> {
-        // `None` once dropped for the timeout.
         #[pin]
-        inner: Option<F>,
+        inner: F,
         guard: Option<RequestGuard>,
         // Answered with `Connection: close` when the worker drains or the request timed out.
         http1: bool,
-        deadline: Deadline,
+        timeout: TimeoutMs,
+        timer: deadline::Timer,
     }
 }
 
@@ -222,20 +224,21 @@ impl<F> TrackedFuture<F> {
         inner: F,
         guard: Option<RequestGuard>,
         http1: bool,
-        timeout: Option<Duration>,
+        timeout: TimeoutMs,
     ) -> Self {
         Self {
-            inner: Some(inner),
+            inner,
             guard,
             http1,
-            deadline: Deadline::new(timeout),
+            timeout,
+            timer: None,
         }
     }
 
     /// Whether its deadline is armed (a timer exists).
     #[cfg(test)]
     pub(crate) fn armed(&self) -> bool {
-        self.deadline.armed()
+        self.timer.is_some()
     }
 }
 
@@ -246,11 +249,8 @@ where
     type Output = Result<Response<TrackedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        // Polled again after the timeout's answer: nothing more to give.
-        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Pending;
-        };
+        let this = self.project();
+        let inner = this.inner;
         match with_current(this.guard, || inner.poll(cx)) {
             Poll::Ready(res) => {
                 // An error drops the guard: recorded as a request without response.
@@ -262,8 +262,7 @@ where
             }
             // Only a request whose handler waits arms a deadline (the first time here).
             Poll::Pending => {
-                ready!(this.deadline.poll_expired(cx));
-                this.inner.set(None);
+                ready!(deadline::poll_expired(this.timer, *this.timeout, cx));
                 Poll::Ready(Ok(timed_out(this.guard.take(), *this.http1)))
             }
         }

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes};
 use hyper::Response;
 
-use super::Deadline;
+use super::{poll_expired, timeout_ms};
 use crate::scoreboard::{RequestGuard, Scoreboard};
 use crate::worker::track::{TrackedBody, TrackedFuture};
 
@@ -77,11 +77,22 @@ fn counted(sb: &Scoreboard) -> (Vec<(&'static str, u64)>, u64) {
 }
 
 #[test]
+fn timeouts_round_up_to_whole_ms_and_zero_is_none() {
+    let ms = |d| timeout_ms(Some(d)).map(std::num::NonZeroU32::get);
+    assert_eq!(timeout_ms(None), None);
+    assert_eq!(ms(Duration::ZERO), None);
+    assert_eq!(ms(Duration::from_nanos(1)), Some(1));
+    assert_eq!(ms(Duration::from_micros(2500)), Some(3));
+    assert_eq!(ms(Duration::from_secs(2)), Some(2000));
+    assert_eq!(ms(Duration::MAX), Some(u32::MAX));
+}
+
+#[test]
 fn no_timeout_never_expires_and_arms_nothing() {
-    let mut d = Deadline::new(None);
+    let mut timer = None;
     let mut cx = Context::from_waker(Waker::noop());
-    assert_eq!(d.poll_expired(&mut cx), Poll::Pending);
-    assert!(!d.armed());
+    assert_eq!(poll_expired(&mut timer, None, &mut cx), Poll::Pending);
+    assert!(timer.is_none());
 }
 
 #[test]
@@ -91,7 +102,7 @@ fn a_handler_ready_in_its_first_poll_arms_no_timer() {
         std::future::ready(hello("hi\n")),
         Some(guard(&sb, 11)),
         true,
-        Some(Duration::from_millis(1)),
+        timeout_ms(Some(Duration::from_millis(1))),
     );
     let mut fut = pin!(fut);
     let mut cx = Context::from_waker(Waker::noop());
@@ -114,7 +125,7 @@ async fn a_handler_past_its_deadline_is_dropped_and_answered_503_with_an_empty_b
         handler(Duration::from_secs(3600), &dropped),
         Some(guard(&sb, 11)),
         true,
-        Some(timeout),
+        timeout_ms(Some(timeout)),
     );
     let start = Instant::now();
     let resp: Answer = tokio::time::timeout(BOUND, fut).await.expect("answered");
@@ -139,7 +150,7 @@ async fn an_http2_stream_past_its_deadline_gets_no_connection_header() {
         handler(Duration::from_secs(3600), &dropped),
         Some(guard(&sb, 20)),
         false,
-        Some(Duration::from_millis(20)),
+        timeout_ms(Some(Duration::from_millis(20))),
     );
     let resp: Answer = tokio::time::timeout(BOUND, fut).await.expect("answered");
     let resp = resp.expect("no error");
@@ -158,7 +169,7 @@ async fn a_handler_that_waits_but_answers_in_time_is_not_cut() {
         handler(Duration::from_millis(20), &dropped),
         Some(guard(&sb, 11)),
         true,
-        Some(Duration::from_secs(60)),
+        timeout_ms(Some(Duration::from_secs(60))),
     );
     let mut fut = pin!(fut);
     let mut cx = Context::from_waker(Waker::noop());
@@ -181,7 +192,7 @@ async fn untracked_the_timeout_still_answers_503_and_counts_nothing() {
         handler(Duration::from_secs(3600), &dropped),
         None,
         true,
-        Some(Duration::from_millis(20)),
+        timeout_ms(Some(Duration::from_millis(20))),
     );
     let resp: Answer = tokio::time::timeout(BOUND, fut).await.expect("answered");
     let resp = resp.expect("no error");

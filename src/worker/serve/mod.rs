@@ -82,6 +82,9 @@ impl Worker {
     /// closed (HTTP/2: GOAWAY) and it returns when in-flight requests are done or the shutdown
     /// timeout passed.
     ///
+    /// A request still without a response head after the request timeout
+    /// ([`Worker::set_request_timeout`]) is answered 503 and its handler dropped.
+    ///
     /// # Errors
     /// [`super::WorkerError::Channel`] when the master cannot be told the worker is ready.
     pub async fn serve<S, M>(&self, listener: Listener, service: S) -> Result<(), crate::Error>
