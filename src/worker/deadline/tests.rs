@@ -71,6 +71,18 @@ async fn body_bytes(resp: Response<TrackedBody<Full<Bytes>>>) -> usize {
     body.collect().await.expect("body").to_bytes().len()
 }
 
+/// Sweeps deadlines of `ms` while the returned guard lives (as `serve` does).
+fn sweeper(ms: u64) -> impl Drop {
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let ms = timeout_ms(Some(Duration::from_millis(ms))).expect("a timeout");
+    Abort(tokio::spawn(super::sweep(ms)))
+}
+
 fn counted(sb: &Scoreboard) -> (Vec<(&'static str, u64)>, u64) {
     let counters = sb.snapshot().totals.counters;
     (counters.codes.seen().collect(), counters.request_timeouts)
@@ -106,7 +118,7 @@ fn a_handler_ready_in_its_first_poll_arms_no_timer() {
     );
     let mut fut = pin!(fut);
     let mut cx = Context::from_waker(Waker::noop());
-    // No runtime here: arming a tokio timer would panic.
+    // No runtime and no sweeper here: nothing is armed.
     let Poll::Ready(Ok(resp)) = fut.as_mut().poll(&mut cx) else {
         panic!("a ready handler answers in the first poll");
     };
@@ -119,6 +131,7 @@ fn a_handler_ready_in_its_first_poll_arms_no_timer() {
 #[tokio::test]
 async fn a_handler_past_its_deadline_is_dropped_and_answered_503_with_an_empty_body() {
     let (_dir, sb) = segment();
+    let _sweeper = sweeper(50);
     let dropped = Arc::new(AtomicBool::new(false));
     let timeout = Duration::from_millis(50);
     let fut = TrackedFuture::new(
@@ -145,6 +158,7 @@ async fn a_handler_past_its_deadline_is_dropped_and_answered_503_with_an_empty_b
 #[tokio::test]
 async fn an_http2_stream_past_its_deadline_gets_no_connection_header() {
     let (_dir, sb) = segment();
+    let _sweeper = sweeper(20);
     let dropped = Arc::new(AtomicBool::new(false));
     let fut = TrackedFuture::new(
         handler(Duration::from_secs(3600), &dropped),
@@ -164,6 +178,7 @@ async fn an_http2_stream_past_its_deadline_gets_no_connection_header() {
 #[tokio::test]
 async fn a_handler_that_waits_but_answers_in_time_is_not_cut() {
     let (_dir, sb) = segment();
+    let _sweeper = sweeper(60_000);
     let dropped = Arc::new(AtomicBool::new(false));
     let fut = TrackedFuture::new(
         handler(Duration::from_millis(20), &dropped),
@@ -187,6 +202,7 @@ async fn a_handler_that_waits_but_answers_in_time_is_not_cut() {
 #[tokio::test]
 async fn untracked_the_timeout_still_answers_503_and_counts_nothing() {
     let (_dir, sb) = segment();
+    let _sweeper = sweeper(20);
     let dropped = Arc::new(AtomicBool::new(false));
     let fut = TrackedFuture::new(
         handler(Duration::from_secs(3600), &dropped),

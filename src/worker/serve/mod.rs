@@ -105,6 +105,11 @@ impl Worker {
         ));
         let sweeper = timer.run_sweeper(stage.drain.clone());
         let _sweeper = AbortOnDrop(tokio::spawn(sweeper));
+        // Request deadlines are swept while this call serves (the clock is fresh from now).
+        let _deadlines = super::deadline::timeout_ms(self.request_timeout()).map(|ms| {
+            super::deadline::refresh_clock();
+            AbortOnDrop(tokio::spawn(super::deadline::sweep(ms)))
+        });
         self.ready().await?;
         let mut shutdown = std::pin::pin!(self.shutdown_requested());
         loop {
