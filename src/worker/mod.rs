@@ -26,7 +26,9 @@
 //! [`Worker::serve`] tracks every connection and request into the worker's slot and marks
 //! the worker ready, and the worker drains and exits when the master says so, when it gets
 //! SIGTERM, or when the master is gone (end of file on the control socket, or the
-//! parent-death signal).
+//! parent-death signal). With `--heartbeat-timeout` a task of the worker's runtime tells the
+//! master every so often that the runtime turns (`heartbeat.rs`); with `--request-timeout`
+//! a request whose handler takes longer is answered 503 ([`Worker::set_request_timeout`]).
 //!
 //! # Standalone
 //! Without those variables the worker binds its own sockets and tracks into a private
@@ -34,6 +36,8 @@
 
 mod control;
 mod counting;
+mod deadline;
+mod heartbeat;
 #[cfg(feature = "axum")]
 mod routes;
 mod serve;
@@ -42,7 +46,7 @@ mod setup;
 mod tls;
 mod track;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -131,6 +135,15 @@ struct Inner {
     tracking: AtomicBool,
     /// Whether request targets keep their query strings (the master's `--show-query-strings`).
     show_query: bool,
+    /// The request timeout in ns (0: none), read by each `serve` call.
+    request_timeout_ns: AtomicU64,
+    /// How often the heartbeat is sent once ready (`None`: never; only under a master).
+    heartbeat: Option<Duration>,
+}
+
+/// `timeout` in ns for [`Inner::request_timeout_ns`] (0: none).
+fn timeout_ns(timeout: Option<Duration>) -> u64 {
+    timeout.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A worker process's handle on its cluster. Cheap to clone.
@@ -282,8 +295,26 @@ impl Worker {
         self.inner.writer.set_state(SlotState::Ready);
         if let Some(m) = &self.inner.managed {
             m.send(&ToMaster::Ready).await?;
+            if let Some(every) = self.inner.heartbeat {
+                self.spawn_heartbeat(every);
+            }
         }
         Ok(())
+    }
+
+    /// Sends the heartbeat every `every` from a task of this runtime, until the master is gone.
+    fn spawn_heartbeat(&self, every: Duration) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(m) = &me.inner.managed {
+                heartbeat::run(
+                    m,
+                    every,
+                    crate::scoreboard::RequestGuard::finished_in_process,
+                )
+                .await;
+            }
+        });
     }
 
     /// Starts a graceful shutdown: [`Worker::serve`] stops accepting, finishes in-flight requests
@@ -326,8 +357,52 @@ impl Worker {
     /// Turns request tracking off (or on) for later `serve` calls: the benchmarks' untracked
     /// baseline. Untracked connections appear nowhere in the scoreboard, load spreading has
     /// nothing to go by, and drains close keep-alive connections without `Connection: close`.
+    /// The request timeout still applies (its 503s are not counted).
     pub fn set_tracking(&self, on: bool) {
         self.inner.tracking.store(on, Ordering::Relaxed);
+    }
+
+    /// Sets the request timeout of later [`Worker::serve`] calls (`None` or zero: none; under
+    /// a master it starts as `--request-timeout`, from `FLORA_REQUEST_TIMEOUT_MS`). A request
+    /// whose handler has not produced its response head within the timeout is answered
+    /// `503 Service Unavailable` with an empty body (`content-length: 0`; on HTTP/1 also
+    /// `Connection: close`), its handler's future is dropped, and it counts as a 503 in
+    /// `flora_http_requests_total` and in `flora_request_timeouts_total`. A response whose
+    /// body already started is not cut. It works for HTTP/1, each HTTP/2 stream and TLS.
+    ///
+    /// It costs nothing for a handler that answers in its first poll: a deadline is armed
+    /// (a tokio timer) only when the handler waits. With tracking off
+    /// ([`Worker::set_tracking`]) the timeout still applies but nothing is counted. It needs
+    /// a runtime with the time driver enabled (as `serve` does anyway).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use flora_cluster::worker::Worker;
+    /// # use http_body_util::Full;
+    /// # use hyper::{body::Bytes, service::service_fn, Response};
+    ///
+    /// # async fn app() -> Result<(), flora_cluster::Error> {
+    /// let worker = Worker::from_env()?;
+    /// // Standalone too: requests still waiting after 30 s are answered 503.
+    /// worker.set_request_timeout(Some(Duration::from_secs(30)));
+    /// let listener = worker.listen("127.0.0.1:1337").await?;
+    /// let svc = service_fn(|_req| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("hi\n"))))
+    /// });
+    /// worker.serve(listener, svc).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_request_timeout(&self, timeout: Option<Duration>) {
+        let ns = timeout_ns(timeout);
+        self.inner.request_timeout_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The request timeout later `serve` calls apply (`None`: none).
+    pub fn request_timeout(&self) -> Option<Duration> {
+        match self.inner.request_timeout_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
     }
 
     pub(crate) fn show_query(&self) -> bool {

@@ -2,7 +2,7 @@
 //! process, the control reader, parent-death and signal watching.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::control::{self, Control};
 use super::{Inner, Worker, WorkerError};
 use crate::ipc::{self, Channel};
-use crate::scoreboard::{Scoreboard, SegmentLayout};
+use crate::scoreboard::{Scoreboard, SegmentLayout, SlotWriter};
 
 /// Drain time when the master did not say (standalone, or an old master).
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,6 +93,48 @@ fn check_inherited(control_fd: i32, sb_fd: i32) -> Result<(), WorkerError> {
     Ok(())
 }
 
+/// What the environment sets besides the descriptors.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    shutdown_timeout: Duration,
+    show_query: bool,
+    /// `None`: no request timeout.
+    request_timeout: Option<Duration>,
+    /// `None`: no heartbeat.
+    heartbeat: Option<Duration>,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self, WorkerError> {
+        let ms = |name| Ok::<_, WorkerError>(env_num::<u64>(name)?.map(Duration::from_millis));
+        Ok(Self {
+            shutdown_timeout: ms(ipc::ENV_SHUTDOWN_TIMEOUT_MS)?.unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT),
+            show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
+            request_timeout: ms(ipc::ENV_REQUEST_TIMEOUT_MS)?.filter(|d| !d.is_zero()),
+            heartbeat: ms(ipc::ENV_HEARTBEAT_MS)?.filter(|d| !d.is_zero()),
+        })
+    }
+
+    /// The worker on `writer`'s slot with these settings.
+    fn worker(self, writer: SlotWriter, generation: u64, managed: Option<Control>) -> Worker {
+        let (shutdown_tx, _) = watch::channel(false);
+        Worker {
+            inner: Arc::new(Inner {
+                writer,
+                generation,
+                managed,
+                ready_sent: AtomicBool::new(false),
+                shutdown_tx,
+                shutdown_timeout: self.shutdown_timeout,
+                tracking: AtomicBool::new(true),
+                show_query: self.show_query,
+                request_timeout_ns: AtomicU64::new(super::timeout_ns(self.request_timeout)),
+                heartbeat: self.heartbeat,
+            }),
+        }
+    }
+}
+
 impl Worker {
     /// Joins the master named by the environment, or starts standalone when there is none.
     /// Call it inside a tokio runtime; the worker's tasks run on that runtime.
@@ -101,6 +143,10 @@ impl Worker {
     /// (made close-on-exec, so programs the app starts do not inherit them); every later call
     /// returns [`WorkerError::AlreadySetUp`] — clone the returned `Worker` (cheap) instead.
     /// Standalone works the same, so a program that runs standalone also runs under a master.
+    ///
+    /// Besides the master's protocol it reads `FLORA_REQUEST_TIMEOUT_MS` (the request timeout
+    /// in ms, also standalone; see [`Worker::set_request_timeout`]) and, under a master,
+    /// `FLORA_HEARTBEAT_MS` (how often the worker tells the master that its runtime turns).
     ///
     /// # Errors
     /// [`WorkerError::Env`] for malformed protocol variables, [`WorkerError::Scoreboard`] when
@@ -111,17 +157,16 @@ impl Worker {
         if SET_UP.swap(true, Ordering::AcqRel) {
             return Err(WorkerError::AlreadySetUp.into());
         }
-        let timeout = env_num::<u64>(ipc::ENV_SHUTDOWN_TIMEOUT_MS)?
-            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_millis);
+        let settings = Settings::from_env()?;
         let worker = match env_num::<i32>(ipc::ENV_CONTROL_FD)? {
-            Some(fd) => Self::managed(fd, timeout)?,
-            None => Self::standalone(timeout)?,
+            Some(fd) => Self::managed(fd, settings)?,
+            None => Self::standalone(settings)?,
         };
         worker.watch_signals();
         Ok(worker)
     }
 
-    fn managed(control_fd: i32, shutdown_timeout: Duration) -> Result<Self, WorkerError> {
+    fn managed(control_fd: i32, settings: Settings) -> Result<Self, WorkerError> {
         let sb_fd = required(
             ipc::ENV_SCOREBOARD_FD,
             env_num::<i32>(ipc::ENV_SCOREBOARD_FD)?,
@@ -151,41 +196,22 @@ impl Worker {
         let writer = sb.writer(slot)?;
         let channel = Arc::new(Channel::new(control).map_err(WorkerError::Channel)?);
         let (client, answers) = Control::new(channel.clone(), control::REPLY_TIMEOUT);
-        let (shutdown_tx, _) = watch::channel(false);
-        let worker = Self {
-            inner: Arc::new(Inner {
-                writer,
-                generation,
-                managed: Some(client),
-                ready_sent: AtomicBool::new(false),
-                shutdown_tx,
-                shutdown_timeout,
-                tracking: AtomicBool::new(true),
-                show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
-            }),
-        };
+        let worker = settings.worker(writer, generation, Some(client));
         worker.spawn_control_reader(channel, answers);
         worker.watch_parent();
         Ok(worker)
     }
 
-    fn standalone(shutdown_timeout: Duration) -> Result<Self, WorkerError> {
+    fn standalone(settings: Settings) -> Result<Self, WorkerError> {
         let sb = Scoreboard::create_sealed("standalone", 1)?;
         // No master: this process records its own slot's pid and start.
         sb.slot_spawned(0, std::process::id(), 0);
-        let (shutdown_tx, _) = watch::channel(false);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                writer: sb.writer(0)?,
-                generation: 0,
-                managed: None,
-                ready_sent: AtomicBool::new(false),
-                shutdown_tx,
-                shutdown_timeout,
-                tracking: AtomicBool::new(true),
-                show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
-            }),
-        })
+        // No master to hear a heartbeat.
+        let settings = Settings {
+            heartbeat: None,
+            ..settings
+        };
+        Ok(settings.worker(sb.writer(0)?, 0, None))
     }
 
     fn spawn_control_reader(&self, channel: Arc<Channel>, answers: mpsc::Sender<control::Answer>) {
@@ -254,10 +280,46 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ipc::ToMaster;
     use std::os::fd::AsRawFd;
 
     fn is_open(fd: i32) -> bool {
         crate::scoreboard::raw::fd::check_inherited_fd(fd, |_| Ok(())).is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_managed_worker_sends_heartbeats_only_once_ready() {
+        let (worker_end, master_end) = ipc::pair().expect("socketpair");
+        let channel = Arc::new(Channel::new(worker_end).expect("worker end"));
+        let (control, _answers) = Control::new(channel, Duration::from_secs(1));
+        let master = Channel::new(master_end).expect("master end");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sb = Scoreboard::create(&dir.path().join("s"), "t", 1).expect("segment");
+        let every = Duration::from_millis(50);
+        let settings = Settings {
+            shutdown_timeout: Duration::from_secs(1),
+            show_query: false,
+            request_timeout: None,
+            heartbeat: Some(every),
+        };
+        let worker = settings.worker(sb.writer(0).expect("writer"), 0, Some(control));
+        let next = || tokio::time::timeout(Duration::from_secs(5), master.recv::<ToMaster>());
+        let quiet = tokio::time::timeout(every * 3, master.recv::<ToMaster>()).await;
+        assert!(quiet.is_err(), "nothing before ready: {quiet:?}");
+        worker.ready().await.expect("ready");
+        let first = next().await.expect("in time").expect("recv");
+        assert!(matches!(first, Some((ToMaster::Ready, _))), "{first:?}");
+        let mut last = 0;
+        for _ in 0..3 {
+            match next().await.expect("in time").expect("recv") {
+                Some((ToMaster::Heartbeat { lag_us, requests }, _)) => {
+                    assert!(lag_us < 1_000_000, "lag {lag_us} us");
+                    assert!(requests >= last, "the count only grows");
+                    last = requests;
+                }
+                other => panic!("expected a heartbeat: {other:?}"),
+            }
+        }
     }
 
     #[test]

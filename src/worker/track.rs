@@ -1,16 +1,18 @@
 //! Automatic tracking: a service wrapper that records each request, and a body wrapper that
 //! ends the request when its body is fully sent or dropped (byte counting on the socket is in
-//! `counting.rs`).
+//! `counting.rs`). The same wrapper applies the request timeout (`deadline.rs`).
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use hyper::{Request, Response, Version};
 
+use super::deadline::{self, TimeoutMs};
 use crate::scoreboard::{ConnGuard, RequestGuard};
 
 thread_local! {
@@ -146,21 +148,32 @@ fn version_code(v: Version) -> u8 {
     }
 }
 
-/// Wraps the app's service: every request is tracked from call to the end of its body.
+/// Wraps the app's service: every request is tracked from call to the end of its body, and
+/// answered 503 when its handler runs past the request timeout. Without a connection guard
+/// (tracking off) only the timeout applies.
 #[derive(Debug, Clone)]
 pub(crate) struct TrackedService<S> {
     inner: S,
-    conn: ConnGuard,
+    /// The connection's scoreboard entry (`None`: untracked, the timeout only).
+    conn: Option<ConnGuard>,
     /// Record the query string with the path.
     show_query: bool,
+    /// The request timeout (`None`: none).
+    timeout: TimeoutMs,
 }
 
 impl<S> TrackedService<S> {
-    pub(crate) fn new(inner: S, conn: ConnGuard, show_query: bool) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        conn: Option<ConnGuard>,
+        show_query: bool,
+        timeout: Option<Duration>,
+    ) -> Self {
         Self {
             inner,
             conn,
             show_query,
+            timeout: deadline::timeout_ms(timeout),
         }
     }
 }
@@ -174,31 +187,58 @@ where
     type Future = TrackedFuture<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let uri = req.uri();
-        let target = match (self.show_query, uri.path_and_query()) {
-            (true, Some(pq)) => pq.as_str(),
-            _ => uri.path(),
-        };
-        let guard =
-            self.conn
-                .request_begin(req.method().as_str(), target, version_code(req.version()));
+        let guard = self.conn.as_ref().map(|conn| {
+            let uri = req.uri();
+            let target = match (self.show_query, uri.path_and_query()) {
+                (true, Some(pq)) => pq.as_str(),
+                _ => uri.path(),
+            };
+            conn.request_begin(req.method().as_str(), target, version_code(req.version()))
+        });
         let http1 = req.version() < Version::HTTP_2;
-        TrackedFuture {
-            inner: self.inner.call(req),
-            guard: Some(guard),
-            http1,
-        }
+        TrackedFuture::new(self.inner.call(req), guard, http1, self.timeout)
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The app's response future; hands the request guard to the response body.
+    /// The app's response future; hands the request guard to the response body. Past its
+    /// deadline it answers 503 ([`super::deadline`]); hyper then drops it, and with it the
+    /// app's future (a finished response future is dropped at once, before its answer is
+    /// written).
     pub(crate) struct TrackedFuture<F> {
         #[pin]
         inner: F,
         guard: Option<RequestGuard>,
-        // Answered with `Connection: close` when the worker drains.
+        // Answered with `Connection: close` when the worker drains or the request timed out.
         http1: bool,
+        timeout: TimeoutMs,
+        timer: deadline::Timer,
+    }
+}
+
+impl<F> TrackedFuture<F> {
+    /// The future of one request: `guard` its scoreboard record (`None`: untracked),
+    /// `timeout` the request timeout (`None`: none).
+    #[inline]
+    pub(crate) fn new(
+        inner: F,
+        guard: Option<RequestGuard>,
+        http1: bool,
+        timeout: TimeoutMs,
+    ) -> Self {
+        Self {
+            inner,
+            guard,
+            http1,
+            timeout,
+            timer: None,
+        }
+    }
+
+    /// Whether its deadline is armed (a timer exists).
+    #[cfg(test)]
+    pub(crate) fn armed(&self) -> bool {
+        self.timer.is_some()
     }
 }
 
@@ -211,14 +251,35 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let inner = this.inner;
-        let res = ready!(with_current(this.guard, || inner.poll(cx)));
-        // An error drops the guard: recorded as a request without response.
-        let guard = this.guard.take();
-        Poll::Ready(match res {
-            Ok(resp) => Ok(track_response(resp, guard, *this.http1)),
-            Err(e) => Err(e),
-        })
+        match with_current(this.guard, || inner.poll(cx)) {
+            Poll::Ready(res) => {
+                // An error drops the guard: recorded as a request without response.
+                let guard = this.guard.take();
+                Poll::Ready(match res {
+                    Ok(resp) => Ok(track_response(resp, guard, *this.http1)),
+                    Err(e) => Err(e),
+                })
+            }
+            // Only a request whose handler waits arms a deadline (the first time here).
+            Poll::Pending => {
+                ready!(deadline::poll_expired(this.timer, *this.timeout, cx));
+                Poll::Ready(Ok(timed_out(this.guard.take(), *this.http1)))
+            }
+        }
     }
+}
+
+/// The answer to a request past its deadline (its handler's future is dropped): 503 with an
+/// empty body, recorded with that status and counted as a timeout.
+#[cold]
+#[inline(never)]
+fn timed_out<B>(mut guard: Option<RequestGuard>, http1: bool) -> Response<TrackedBody<B>> {
+    if let Some(g) = guard.as_mut() {
+        g.set_status(deadline::TIMED_OUT.as_u16());
+        g.conn().writer().request_timed_out();
+    }
+    tracing::debug!("a request ran past the request timeout: answered 503");
+    deadline::timed_out_response(TrackedBody::empty(guard), http1)
 }
 
 /// Hands the request guard to the response body; marks HTTP/1 answers of a draining worker
@@ -238,17 +299,29 @@ fn track_response<B>(
             );
         }
     }
-    Response::from_parts(parts, TrackedBody { inner: body, guard })
+    let body = TrackedBody {
+        inner: Some(body),
+        guard,
+    };
+    Response::from_parts(parts, body)
 }
 
 pin_project_lite::pin_project! {
     /// A response body that records its request when it ends or is dropped. The guard counts
     /// the body bytes as frames go out: hyper drops a body that says it is at its end without
     /// polling it again (a `Full` after its one frame), and the guard's drop records them.
+    /// Empty (`inner` is `None`) for the answer to a timed-out request.
     pub struct TrackedBody<B> {
         #[pin]
-        inner: B,
+        inner: Option<B>,
         guard: Option<RequestGuard>,
+    }
+}
+
+impl<B> TrackedBody<B> {
+    /// An empty body (no frame, `content-length: 0`) that records `guard`'s request.
+    pub(crate) fn empty(guard: Option<RequestGuard>) -> Self {
+        Self { inner: None, guard }
     }
 }
 
@@ -269,7 +342,11 @@ impl<B: Body> Body for TrackedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_frame(cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            end(this.guard);
+            return Poll::Ready(None);
+        };
+        let res = ready!(inner.poll_frame(cx));
         match &res {
             Some(Ok(frame)) => {
                 if let (Some(d), Some(g)) = (frame.data_ref(), this.guard.as_mut()) {
@@ -283,11 +360,13 @@ impl<B: Body> Body for TrackedBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

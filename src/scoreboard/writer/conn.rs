@@ -352,6 +352,12 @@ impl RequestGuard {
         self.start_ns
     }
 
+    /// Requests this process finished so far: its own count in process memory, which no
+    /// other worker can write (the heartbeat sends it; `--max-requests` is decided on it).
+    pub(crate) fn finished_in_process() -> u64 {
+        super::finished::total()
+    }
+
     /// The connection this request belongs to.
     pub fn conn(&self) -> &ConnGuard {
         &self.conn
@@ -393,6 +399,7 @@ impl RequestGuard {
         lane.add(&c.status[status::index(self.status)], 1);
         lane.add(&c.histogram[bucket_index(dur)], 1);
         lane.add(&c.duration_sum_ns, dur);
+        super::finished::count_one();
         if self.route != 0 {
             inner
                 .writer

@@ -3,6 +3,7 @@
 //!
 //! - this file: [`SlotWriter`], a worker's handle on its slot;
 //! - `conn`: [`ConnGuard`] and [`RequestGuard`], the per-connection and per-request hot path;
+//! - `finished`: the requests this process finished, in process memory (the heartbeat's count);
 //! - `lane`: which copy of the slot's counters the calling thread writes;
 //! - `lifecycle`: the master's writes around a worker's life.
 //!
@@ -20,6 +21,7 @@
 //! set-up) therefore records a request without any atomic read-modify-write on the segment.
 
 mod conn;
+mod finished;
 mod lane;
 mod lifecycle;
 #[cfg(test)]
@@ -108,6 +110,22 @@ impl SlotWriter {
     pub fn tls_handshake_failed(&self) {
         let lane = Lane::of(self.slot());
         lane.add(&lane.counters.tls_handshake_failures, 1);
+    }
+
+    /// Counts a request answered 503 because it ran past the request timeout
+    /// (`flora_request_timeouts_total`; the request itself is recorded by its guard).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let sb = flora_cluster::scoreboard::Scoreboard::create(&dir.path().join("s"), "t", 1).unwrap();
+    /// let writer = sb.writer(0).unwrap();
+    /// writer.request_timed_out();
+    /// assert_eq!(sb.snapshot().totals.counters.request_timeouts, 1);
+    /// ```
+    #[inline]
+    pub fn request_timed_out(&self) {
+        let lane = Lane::of(self.slot());
+        lane.add(&lane.counters.request_timeouts, 1);
     }
 
     /// The route id of `route` (0 when the cluster does not count routes).

@@ -70,11 +70,18 @@ pub(super) struct ConnStage {
     /// Longest wait for a request's headers (also for the first bytes of a connection).
     header_timeout: Duration,
     show_query: bool,
+    /// The request timeout (`None`: none; see `worker::deadline`).
+    request_timeout: Option<Duration>,
 }
 
 impl ConnStage {
     /// The stage of one `serve` call; `timer`'s sweeper must run while connections do.
-    pub(super) fn new(show_query: bool, header_timeout: Duration, timer: CoarseTimer) -> Self {
+    pub(super) fn new(
+        show_query: bool,
+        header_timeout: Duration,
+        timer: CoarseTimer,
+        request_timeout: Option<Duration>,
+    ) -> Self {
         let mut h1 = http1::Builder::new();
         // `writev(false)`: the head and a body chunk are copied into one buffer and sent with
         // one write(2). For the small answers most requests get, that is cheaper than hyper's
@@ -95,6 +102,7 @@ impl ConnStage {
             drain: Arc::new(Drain::new(timer.clock())),
             header_timeout,
             show_query,
+            request_timeout,
         }
     }
 
@@ -116,13 +124,26 @@ impl ConnStage {
     {
         let _open = self.drain.enter();
         let Some((writer, conn)) = conn else {
-            return self.serve_http(io, svc).await;
+            return match self.request_timeout {
+                None => self.serve_http(io, svc).await,
+                Some(_) => self.serve_http(io, self.untracked(svc)).await,
+            };
         };
         let io = CountingIo::new(io, writer);
-        let svc = TrackedService::new(svc, conn.clone(), self.show_query);
+        let svc = self.tracked(svc, conn.clone());
         let res = self.serve_http(io, svc).await;
         drop(conn);
         res
+    }
+
+    /// The app's service tracked into `conn`, under the request timeout.
+    fn tracked<S>(&self, svc: S, conn: ConnGuard) -> TrackedService<S> {
+        TrackedService::new(svc, Some(conn), self.show_query, self.request_timeout)
+    }
+
+    /// The app's service under the request timeout only (tracking off).
+    fn untracked<S>(&self, svc: S) -> TrackedService<S> {
+        TrackedService::new(svc, None, false, self.request_timeout)
     }
 
     async fn serve_http<IO, S, B>(&self, mut io: IO, svc: S) -> Result<(), BoxError>
@@ -184,10 +205,13 @@ impl ConnStage {
     {
         let _open = self.drain.enter();
         let Some((writer, conn)) = conn else {
-            return self.tls_http(&tls, io, svc, None).await;
+            return match self.request_timeout {
+                None => self.tls_http(&tls, io, svc, None).await,
+                Some(_) => self.tls_http(&tls, io, self.untracked(svc), None).await,
+            };
         };
         let io = CountingIo::new(io, writer.clone());
-        let svc = TrackedService::new(svc, conn.clone(), self.show_query);
+        let svc = self.tracked(svc, conn.clone());
         let res = self.tls_http(&tls, io, svc, Some(&writer)).await;
         drop(conn);
         res

@@ -82,6 +82,9 @@ impl Worker {
     /// closed (HTTP/2: GOAWAY) and it returns when in-flight requests are done or the shutdown
     /// timeout passed.
     ///
+    /// A request still without a response head after the request timeout
+    /// ([`Worker::set_request_timeout`]) is answered 503 and its handler dropped.
+    ///
     /// # Errors
     /// [`super::WorkerError::Channel`] when the master cannot be told the worker is ready.
     pub async fn serve<S, M>(&self, listener: Listener, service: S) -> Result<(), crate::Error>
@@ -98,9 +101,15 @@ impl Worker {
             self.show_query(),
             header_timeout,
             timer.clone(),
+            self.request_timeout(),
         ));
         let sweeper = timer.run_sweeper(stage.drain.clone());
         let _sweeper = AbortOnDrop(tokio::spawn(sweeper));
+        // Request deadlines are swept while this call serves (the clock is fresh from now).
+        let _deadlines = super::deadline::timeout_ms(self.request_timeout()).map(|ms| {
+            super::deadline::refresh_clock();
+            AbortOnDrop(tokio::spawn(super::deadline::sweep(ms)))
+        });
         self.ready().await?;
         let mut shutdown = std::pin::pin!(self.shutdown_requested());
         loop {
