@@ -18,6 +18,7 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    guard_flags(&mut cfg, &args);
     if let Some(v) = args.workers {
         cfg.workers = Some(v);
     }
@@ -83,6 +84,22 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The worker guards' flags over the config file's values.
+fn guard_flags(cfg: &mut Config, args: &cli::RunArgs) {
+    let set_f64 = |slot: &mut Option<f64>, v: Option<f64>| *slot = v.or(*slot);
+    set_f64(&mut cfg.request_timeout, args.request_timeout);
+    set_f64(&mut cfg.heartbeat_timeout, args.heartbeat_timeout);
+    set_f64(&mut cfg.max_worker_age, args.max_worker_age);
+    set_f64(&mut cfg.max_worker_age_jitter, args.max_worker_age_jitter);
+    let set_u64 = |slot: &mut Option<u64>, v: Option<u64>| *slot = v.or(*slot);
+    set_u64(&mut cfg.max_memory, args.max_memory);
+    set_u64(&mut cfg.max_requests, args.max_requests);
+    set_u64(&mut cfg.max_requests_jitter, args.max_requests_jitter);
+    if let Some(v) = args.max_recycling {
+        cfg.max_recycling = v;
+    }
 }
 
 fn run(args: cli::RunArgs) -> Result<(), Error> {

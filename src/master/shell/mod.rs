@@ -89,6 +89,10 @@ pub(super) struct Shell {
     credentials: Option<(u32, u32)>,
     /// Certificate and key files for the workers (TLS).
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `--request-timeout`, for the workers' environment.
+    request_timeout: Option<Duration>,
+    /// The workers' heartbeat interval, for their environment.
+    heartbeat_interval: Duration,
     /// Program copies by generation.
     specs: HashMap<u64, Arc<SpawnSpec>>,
     /// Live worker processes by slot.
@@ -117,7 +121,7 @@ impl Shell {
             shutdown_timeout: cfg.shutdown_timeout(),
             before_reload: hooks.before_reload.is_some(),
             before_shutdown: hooks.before_shutdown.is_some(),
-            guards: core::Guards::default(),
+            guards: guards_of(cfg),
         };
         let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
         Self {
@@ -134,6 +138,8 @@ impl Shell {
             show_query: cfg.show_query_strings,
             credentials,
             tls: cfg.tls_files(),
+            request_timeout: cfg.request_timeout(),
+            heartbeat_interval: cfg.heartbeat_interval(),
             specs: HashMap::new(),
             procs: HashMap::new(),
             waiters: HashMap::new(),
@@ -320,6 +326,20 @@ impl Shell {
             program::remove(&self.dir, &spec.exe);
         }
         self.specs.clear();
+    }
+}
+
+/// The core's guard limits from the configuration.
+fn guards_of(cfg: &Config) -> core::Guards {
+    core::Guards {
+        heartbeat_timeout: cfg.heartbeat_timeout(),
+        max_memory: cfg.max_memory,
+        max_requests: cfg.max_requests,
+        max_requests_jitter: cfg.max_requests_jitter.unwrap_or(0),
+        max_age: cfg.max_worker_age(),
+        max_age_jitter: cfg.max_worker_age_jitter(),
+        max_recycling: cfg.max_recycling,
+        ..core::Guards::default()
     }
 }
 
