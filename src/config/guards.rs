@@ -17,7 +17,9 @@ fn check_jitter_seconds(secs: f64) -> Result<f64, String> {
     if secs.is_finite() && secs >= 0.0 && secs <= MAX_TIMEOUT_SECS {
         Ok(secs)
     } else {
-        Err(format!("{secs}: must be seconds in [0, {MAX_TIMEOUT_SECS}]"))
+        Err(format!(
+            "{secs}: must be seconds in [0, {MAX_TIMEOUT_SECS}]"
+        ))
     }
 }
 
@@ -68,7 +70,9 @@ impl Config {
     /// [`MAX_HEARTBEAT_INTERVAL`] (also without a timeout: the event-loop lag is always shown).
     pub fn heartbeat_interval(&self) -> Duration {
         self.heartbeat_timeout()
-            .map_or(MAX_HEARTBEAT_INTERVAL, |t| (t / 4).min(MAX_HEARTBEAT_INTERVAL))
+            .map_or(MAX_HEARTBEAT_INTERVAL, |t| {
+                (t / 4).min(MAX_HEARTBEAT_INTERVAL)
+            })
             .max(Duration::from_millis(1))
     }
 

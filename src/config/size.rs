@@ -60,7 +60,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
     let bytes = if number.contains('.') {
         if scale == 1 {
-            return Err(format!("{text:?}: a fraction of a byte (add a unit: 1.5MiB)"));
+            return Err(format!(
+                "{text:?}: a fraction of a byte (add a unit: 1.5MiB)"
+            ));
         }
         let v = number.parse::<f64>().map_err(|_| usage())? * scale as f64;
         // 2^64 is the first value that does not fit.

@@ -150,14 +150,26 @@ const BAD_GUARDS: &[(&str, &str)] = &[
     ("max_requests = 0", "max_requests"),
     ("max_requests = -3", "max_requests"),
     ("max_requests = 1.5", "max_requests"),
-    ("max_requests = 10\nmax_requests_jitter = -1", "max_requests_jitter"),
+    (
+        "max_requests = 10\nmax_requests_jitter = -1",
+        "max_requests_jitter",
+    ),
     ("max_requests_jitter = 5", "max_requests_jitter"),
     ("max_worker_age = 0", "max_worker_age"),
     ("max_worker_age = nan", "max_worker_age"),
     ("max_worker_age = 1e12", "max_worker_age"),
-    ("max_worker_age = 60\nmax_worker_age_jitter = -1", "max_worker_age_jitter"),
-    ("max_worker_age = 60\nmax_worker_age_jitter = nan", "max_worker_age_jitter"),
-    ("max_worker_age = 60\nmax_worker_age_jitter = inf", "max_worker_age_jitter"),
+    (
+        "max_worker_age = 60\nmax_worker_age_jitter = -1",
+        "max_worker_age_jitter",
+    ),
+    (
+        "max_worker_age = 60\nmax_worker_age_jitter = nan",
+        "max_worker_age_jitter",
+    ),
+    (
+        "max_worker_age = 60\nmax_worker_age_jitter = inf",
+        "max_worker_age_jitter",
+    ),
     ("max_worker_age_jitter = 5", "max_worker_age_jitter"),
     ("max_recycling = 0", "max_recycling"),
     ("max_recycling = 100000", "max_recycling"),
@@ -183,7 +195,10 @@ fn guards_are_off_by_default_and_map_to_durations() {
     assert_eq!(c.heartbeat_timeout(), None);
     assert_eq!(c.max_worker_age(), None);
     assert_eq!(c.max_worker_age_jitter(), Duration::ZERO);
-    assert_eq!((c.max_memory, c.max_requests, c.max_recycling), (None, None, 1));
+    assert_eq!(
+        (c.max_memory, c.max_requests, c.max_recycling),
+        (None, None, 1)
+    );
     // The lag gauge is always on: a heartbeat every second without a timeout.
     assert_eq!(c.heartbeat_interval(), Duration::from_secs(1));
     let c = Config::from_toml_str(concat!(
