@@ -4,7 +4,9 @@
 //! systemd, hooks and program copies. It decides nothing itself; it never blocks (sends,
 //! hooks, copies and name lookups run in tasks that report back as [`TaskEvent`]s).
 
+mod guards;
 mod listen;
+mod procfs;
 mod procs;
 mod tasks;
 
@@ -93,6 +95,8 @@ pub(super) struct Shell {
     request_timeout: Option<Duration>,
     /// The workers' heartbeat interval, for their environment.
     heartbeat_interval: Duration,
+    /// Whether to sample the workers' memory (`--max-memory`).
+    sample_memory: bool,
     /// Program copies by generation.
     specs: HashMap<u64, Arc<SpawnSpec>>,
     /// Live worker processes by slot.
@@ -140,6 +144,7 @@ impl Shell {
             tls: cfg.tls_files(),
             request_timeout: cfg.request_timeout(),
             heartbeat_interval: cfg.heartbeat_interval(),
+            sample_memory: cfg.max_memory.is_some(),
             specs: HashMap::new(),
             procs: HashMap::new(),
             waiters: HashMap::new(),
@@ -167,10 +172,17 @@ impl Shell {
         self.feed(Event::Start);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Memory samples only with --max-memory.
+        let mut memory = self.sample_memory.then(|| {
+            let mut i = tokio::time::interval(guards::MEMORY_SAMPLE_INTERVAL);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         while !self.core.finished() {
             let timer = self.core.poll_timeout();
             tokio::select! {
                 _ = housekeeping.tick() => self.housekeeping(),
+                () = tick_opt(&mut memory) => self.sample_memory(),
                 ev = signals.next() => self.feed(Event::Signal(ev)),
                 Some(ev) = inbox.recv() => self.on_task(ev),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
@@ -205,7 +217,7 @@ impl Shell {
             Action::Drain { slot, pid } => self.drain_worker(slot, pid),
             Action::Reply { waiter, reply } => {
                 if let Some(tx) = self.waiters.remove(&waiter) {
-                    let _ = tx.send(reply);
+                    let _ = tx.send(self.with_guards(reply));
                 }
             }
             Action::Notify(n) => self.notify(n),
@@ -225,7 +237,18 @@ impl Shell {
                 self.sb
                     .record_reload(success, r.generation, r.reason.as_deref());
             }
-            Action::RecordKill { .. } | Action::RecordRecycle { .. } => {}
+            Action::RecordKill {
+                slot,
+                pid,
+                reason,
+                detail,
+            } => self.record_kill(slot, pid, reason, &detail),
+            Action::RecordRecycle {
+                slot,
+                pid,
+                reason,
+                detail,
+            } => self.record_recycle(slot, pid, reason, &detail),
         }
         None
     }
@@ -234,12 +257,9 @@ impl Shell {
         match ev {
             TaskEvent::Control { slot, pid, msg } => match msg {
                 ToMaster::Ready => self.feed(Event::WorkerReady { slot, pid }),
-                ToMaster::Heartbeat { lag_us, requests } => self.feed(Event::Heartbeat {
-                    slot,
-                    pid,
-                    lag: Duration::from_micros(lag_us),
-                    requests,
-                }),
+                ToMaster::Heartbeat { lag_us, requests } => {
+                    self.on_heartbeat(slot, pid, lag_us, requests);
+                }
                 ToMaster::Register { id, spec } => self.on_register(slot, pid, id, &spec),
                 ToMaster::Listen { id, addr } => self.on_listen(slot, pid, id, addr),
             },
@@ -355,6 +375,16 @@ fn log(l: Log) {
         Level::Info => tracing::info!(slot, pid, generation, "{message}"),
         Level::Warn => tracing::warn!(slot, pid, generation, "{message}"),
         Level::Error => tracing::error!(slot, pid, generation, "{message}"),
+    }
+}
+
+/// The next tick of `interval`, or never without one.
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
