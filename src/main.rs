@@ -232,9 +232,13 @@ fn status(target: &cli::Target, json: bool) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let doc = flora_cluster::exporter::StatusDoc::build(sb.snapshot());
-    let master_alive = doc.master_pid != 0
-        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(doc.master_pid as i32), None).is_ok();
+    let mut snap = sb.snapshot();
+    let master_alive = snap.master_pid != 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(snap.master_pid as i32), None).is_ok();
+    if master_alive {
+        add_guards(target, &mut snap);
+    }
+    let doc = flora_cluster::exporter::StatusDoc::build(snap);
     if !master_alive {
         eprintln!(
             "flora-cluster: warning: master pid {} is not running; this scoreboard is stale",
@@ -256,6 +260,28 @@ fn status(target: &cli::Target, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// How long `status` waits for the master's guard records on its control socket.
+const GUARDS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The guard records are the master's own (not in the segment): asks the master for them on
+/// its control socket. Without an answer they stay unknown (`"guards": null`).
+fn add_guards(target: &cli::Target, snap: &mut flora_cluster::Snapshot) {
+    let reply = match control::call(&socket_of(target), &Request::Status, GUARDS_TIMEOUT) {
+        Ok(reply) => reply,
+        Err(e) => {
+            eprintln!("flora-cluster: warning: no guard records from the master: {e}");
+            return;
+        }
+    };
+    let report = reply
+        .status
+        .and_then(|mut s| s.get_mut("guards").map(serde_json::Value::take))
+        .and_then(|g| serde_json::from_value(g).ok());
+    if let Some(report) = report {
+        snap.apply_guards(report);
     }
 }
 

@@ -14,7 +14,7 @@ pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Checks a jitter in seconds: finite, at least 0 and at most [`MAX_TIMEOUT_SECS`].
 fn check_jitter_seconds(secs: f64) -> Result<f64, String> {
-    if secs.is_finite() && secs >= 0.0 && secs <= MAX_TIMEOUT_SECS {
+    if secs.is_finite() && (0.0..=MAX_TIMEOUT_SECS).contains(&secs) {
         Ok(secs)
     } else {
         Err(format!(

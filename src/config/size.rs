@@ -65,8 +65,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ));
         }
         let v = number.parse::<f64>().map_err(|_| usage())? * scale as f64;
-        // 2^64 is the first value that does not fit.
-        if !(v < 18_446_744_073_709_551_616.0) {
+        // 2^64 is the first value that does not fit (NaN cannot come from digits and a dot).
+        if v >= 18_446_744_073_709_551_616.0 {
             return Err(format!("{text:?}: more than {} bytes", u64::MAX));
         }
         v.round() as u64
