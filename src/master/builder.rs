@@ -64,7 +64,7 @@ impl MasterBuilder {
         self
     }
 
-    /// Directory of the scoreboard and lock. Defaults to [`default_runtime_dir`].
+    /// Directory of the scoreboard and lock. Defaults to [`super::default_runtime_dir`].
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.runtime_dir = Some(dir.into());
         self
