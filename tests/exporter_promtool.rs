@@ -35,6 +35,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("flora_worker_restarts_total", "counter"),
     ("flora_worker_recycles_total", "counter"),
     ("flora_worker_kills_total", "counter"),
+    ("flora_worker_event_loop_lag_seconds", "gauge"),
     ("flora_request_timeouts_total", "counter"),
     ("flora_reloads_total", "counter"),
     ("flora_generation", "gauge"),
@@ -53,7 +54,7 @@ const REASONS: &[(&str, &[&str])] = &[
         &["heartbeat", "shutdown_timeout"],
     ),
 ];
-/// A gauge per live worker once its heartbeats arrive (declared from the start).
+/// A gauge per ready worker (its readiness counts as its first heartbeat).
 const LAG: &str = "flora_worker_event_loop_lag_seconds";
 /// Families labelled per process, where the master appears as `worker="master"`.
 const PROCESS_FAMILIES: &[&str] = &["process_cpu_seconds_total", "process_resident_memory_bytes"];
@@ -149,7 +150,13 @@ fn check_guards(s: &Scrape) {
             s.text
         );
     }
-    assert_eq!(s.expo.type_of(LAG), Some("gauge"), "{}", s.text);
+    let ready = s.expo.value("flora_workers", &[("state", "ready")]);
+    let lags = s.expo.named(LAG).count() as f64;
+    assert!(
+        ready.is_some_and(|r| lags >= r),
+        "a lag per ready worker\n{}",
+        s.text
+    );
     for lag in s.expo.named(LAG) {
         let worker = lag.labels.get("worker").map(|w| w.parse::<usize>());
         assert!(matches!(worker, Some(Ok(_))), "{}", lag.series());

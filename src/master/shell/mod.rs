@@ -256,7 +256,13 @@ impl Shell {
     fn on_task(&mut self, ev: TaskEvent) {
         match ev {
             TaskEvent::Control { slot, pid, msg } => match msg {
-                ToMaster::Ready => self.feed(Event::WorkerReady { slot, pid }),
+                ToMaster::Ready => {
+                    // Its event loop turns: the lag is shown from now on, heartbeat or not.
+                    let interval = self.heartbeat_interval;
+                    self.sb
+                        .record_heartbeat(slot, pid, Duration::ZERO, interval);
+                    self.feed(Event::WorkerReady { slot, pid });
+                }
                 ToMaster::Heartbeat { lag_us, requests } => {
                     self.on_heartbeat(slot, pid, lag_us, requests);
                 }

@@ -87,7 +87,8 @@ impl Scoreboard {
     }
 
     /// A heartbeat of worker `pid` in `slot` arrived: `lag` is how late its timer fired,
-    /// `interval` how often it sends one (master).
+    /// `interval` how often it sends one (master). Its `Ready` counts as a first heartbeat
+    /// with no lag, so every ready worker shows a lag.
     pub(crate) fn record_heartbeat(
         &self,
         slot: usize,

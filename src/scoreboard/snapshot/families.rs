@@ -60,8 +60,8 @@ pub enum Source {
     Recycles,
     /// Kills by `reason`: heartbeat, shutdown_timeout (the master's records).
     Kills,
-    /// Each live worker's event-loop lag in seconds, labelled `worker` (once it sent a
-    /// heartbeat).
+    /// Each live worker's event-loop lag in seconds, labelled `worker` (once it is ready:
+    /// readiness counts as a first heartbeat).
     EventLoopLag,
 }
 

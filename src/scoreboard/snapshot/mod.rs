@@ -315,7 +315,7 @@ pub struct SlotSnapshot {
     /// Last finished request.
     pub last_request: Option<LastRequestSnapshot>,
     /// Event-loop lag of the current worker, seconds: how late its last heartbeat timer fired,
-    /// or how overdue its next heartbeat is when that is longer (none: no heartbeat yet, no
+    /// or how overdue its next heartbeat is when that is longer (none: not ready yet, no
     /// worker, or a reader without the master's records).
     pub event_loop_lag_seconds: Option<f64>,
     /// The last recycle or kill of the slot's worker (kept across respawns).
