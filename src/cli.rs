@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use flora_cluster::config::parse_seconds;
+use flora_cluster::config::{
+    parse_heartbeat_seconds, parse_jitter_seconds, parse_seconds, parse_size,
+};
 
 /// flora-cluster: run and supervise N workers of an HTTP server.
 #[derive(Debug, Parser)]
@@ -140,6 +142,35 @@ pub struct RunArgs {
     /// Owner of the unix: socket files: USER, USER:GROUP or :GROUP [default: the master's].
     #[arg(long, value_name = "USER[:GROUP]")]
     pub unix_owner: Option<String>,
+    // --- Worker guards (all off by default) ---
+    /// Answer a request still without a response after SECS with 503 and drop it (fractions allowed) [default: off].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_hyphen_values = true)]
+    pub request_timeout: Option<f64>,
+    /// Kill a ready worker whose event loop sent no heartbeat for SECS (at least 1) [default: off].
+    #[arg(long, value_name = "SECS", value_parser = parse_heartbeat_seconds,
+          allow_hyphen_values = true)]
+    pub heartbeat_timeout: Option<f64>,
+    /// Recycle a worker whose resident memory stays over SIZE (3 samples, 1 s apart): bytes, or K/M/G (powers of 1000), KiB/MiB/GiB (powers of 1024), e.g. 512MiB [default: off].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
+    pub max_memory: Option<u64>,
+    /// Recycle a worker after it served N requests [default: off].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          allow_hyphen_values = true)]
+    pub max_requests: Option<u64>,
+    /// Add up to N requests to --max-requests, drawn per worker (so workers do not recycle together) [default: 0].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub max_requests_jitter: Option<u64>,
+    /// Recycle a worker after it lived SECS [default: off].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_hyphen_values = true)]
+    pub max_worker_age: Option<f64>,
+    /// Add up to SECS to --max-worker-age, drawn per worker [default: 0].
+    #[arg(long, value_name = "SECS", value_parser = parse_jitter_seconds,
+          allow_hyphen_values = true)]
+    pub max_worker_age_jitter: Option<f64>,
+    /// Recycles running at once (each needs a spare slot) [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize),
+          allow_hyphen_values = true)]
+    pub max_recycling: Option<usize>,
     /// TOML file with the same settings (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -15,8 +15,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::MAX_SLOTS;
 
+// The worker guards' settings and byte sizes, beside this file.
+mod guards;
+mod size;
 // TLS certificate files (feature `tls`): checks and paths, beside this file.
 mod tls;
+
+pub use guards::{
+    parse_heartbeat_seconds, parse_jitter_seconds, MAX_HEARTBEAT_INTERVAL,
+    MIN_HEARTBEAT_TIMEOUT_SECS,
+};
+pub use size::parse_size;
 
 /// Most workers one master runs.
 pub const MAX_WORKERS: usize = 1024;
@@ -176,6 +185,27 @@ pub struct Config {
     /// Owner of the Unix socket files the master creates: `user`, `user:group` or `:group`
     /// (e.g. `"app:www-data"` so nginx can connect). Defaults to the master's user and group.
     pub unix_owner: Option<String>,
+    // --- Worker guards (all off by default) ---
+    /// Seconds a request may run until its worker answers 503 and drops it (up to the
+    /// response head). Defaults to none.
+    pub request_timeout: Option<f64>,
+    /// Seconds without a heartbeat after which the master kills a ready worker (its event
+    /// loop is blocked), at least 1. Defaults to none.
+    pub heartbeat_timeout: Option<f64>,
+    /// Resident memory (bytes, or text such as `"512MiB"`) over which a worker is recycled
+    /// after three samples in a row. Defaults to none.
+    #[serde(deserialize_with = "size::de_opt_size")]
+    pub max_memory: Option<u64>,
+    /// Requests after which a worker is recycled (at least 1). Defaults to none.
+    pub max_requests: Option<u64>,
+    /// Up to this many more requests, drawn per worker (needs `max_requests`). Defaults to 0.
+    pub max_requests_jitter: Option<u64>,
+    /// Seconds a worker lives before it is recycled. Defaults to none.
+    pub max_worker_age: Option<f64>,
+    /// Up to this many more seconds, drawn per worker (needs `max_worker_age`). Defaults to 0.
+    pub max_worker_age_jitter: Option<f64>,
+    /// Recycles running at once. Defaults to 1.
+    pub max_recycling: usize,
     /// The worker program and its arguments.
     pub program: Vec<String>,
 }
@@ -208,6 +238,14 @@ impl Default for Config {
             listen: Vec::new(),
             unix_mode: None,
             unix_owner: None,
+            request_timeout: None,
+            heartbeat_timeout: None,
+            max_memory: None,
+            max_requests: None,
+            max_requests_jitter: None,
+            max_worker_age: None,
+            max_worker_age_jitter: None,
+            max_recycling: 1,
             program: Vec::new(),
         }
     }
@@ -390,6 +428,7 @@ impl Config {
             return invalid("program", "the program name is empty".into());
         }
         self.check_unix()?;
+        self.check_guards()?;
         self.check_tls_pair()
     }
 

@@ -18,6 +18,7 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    guard_flags(&mut cfg, &args);
     if let Some(v) = args.workers {
         cfg.workers = Some(v);
     }
@@ -83,6 +84,22 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The worker guards' flags over the config file's values.
+fn guard_flags(cfg: &mut Config, args: &cli::RunArgs) {
+    let set_f64 = |slot: &mut Option<f64>, v: Option<f64>| *slot = v.or(*slot);
+    set_f64(&mut cfg.request_timeout, args.request_timeout);
+    set_f64(&mut cfg.heartbeat_timeout, args.heartbeat_timeout);
+    set_f64(&mut cfg.max_worker_age, args.max_worker_age);
+    set_f64(&mut cfg.max_worker_age_jitter, args.max_worker_age_jitter);
+    let set_u64 = |slot: &mut Option<u64>, v: Option<u64>| *slot = v.or(*slot);
+    set_u64(&mut cfg.max_memory, args.max_memory);
+    set_u64(&mut cfg.max_requests, args.max_requests);
+    set_u64(&mut cfg.max_requests_jitter, args.max_requests_jitter);
+    if let Some(v) = args.max_recycling {
+        cfg.max_recycling = v;
+    }
 }
 
 fn run(args: cli::RunArgs) -> Result<(), Error> {
@@ -215,9 +232,13 @@ fn status(target: &cli::Target, json: bool) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let doc = flora_cluster::exporter::StatusDoc::build(sb.snapshot());
-    let master_alive = doc.master_pid != 0
-        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(doc.master_pid as i32), None).is_ok();
+    let mut snap = sb.snapshot();
+    let master_alive = snap.master_pid != 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(snap.master_pid as i32), None).is_ok();
+    if master_alive {
+        add_guards(target, &mut snap);
+    }
+    let doc = flora_cluster::exporter::StatusDoc::build(snap);
     if !master_alive {
         eprintln!(
             "flora-cluster: warning: master pid {} is not running; this scoreboard is stale",
@@ -239,6 +260,28 @@ fn status(target: &cli::Target, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// How long `status` waits for the master's guard records on its control socket.
+const GUARDS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The guard records are the master's own (not in the segment): asks the master for them on
+/// its control socket. Without an answer they stay unknown (`"guards": null`).
+fn add_guards(target: &cli::Target, snap: &mut flora_cluster::Snapshot) {
+    let reply = match control::call(&socket_of(target), &Request::Status, GUARDS_TIMEOUT) {
+        Ok(reply) => reply,
+        Err(e) => {
+            eprintln!("flora-cluster: warning: no guard records from the master: {e}");
+            return;
+        }
+    };
+    let report = reply
+        .status
+        .and_then(|mut s| s.get_mut("guards").map(serde_json::Value::take))
+        .and_then(|g| serde_json::from_value(g).ok());
+    if let Some(report) = report {
+        snap.apply_guards(report);
     }
 }
 

@@ -33,12 +33,29 @@ const FAMILIES: &[(&str, &str)] = &[
     ("flora_workers", "gauge"),
     ("flora_worker_info", "gauge"),
     ("flora_worker_restarts_total", "counter"),
+    ("flora_worker_recycles_total", "counter"),
+    ("flora_worker_kills_total", "counter"),
+    ("flora_worker_event_loop_lag_seconds", "gauge"),
+    ("flora_request_timeouts_total", "counter"),
     ("flora_reloads_total", "counter"),
     ("flora_generation", "gauge"),
     ("flora_start_time_seconds", "gauge"),
     ("process_cpu_seconds_total", "counter"),
     ("process_resident_memory_bytes", "gauge"),
 ];
+/// The guards' families with one series per reason, every reason present from the start.
+const REASONS: &[(&str, &[&str])] = &[
+    (
+        "flora_worker_recycles_total",
+        &["memory", "max_requests", "age"],
+    ),
+    (
+        "flora_worker_kills_total",
+        &["heartbeat", "shutdown_timeout"],
+    ),
+];
+/// A gauge per ready worker (its readiness counts as its first heartbeat).
+const LAG: &str = "flora_worker_event_loop_lag_seconds";
 /// Families labelled per process, where the master appears as `worker="master"`.
 const PROCESS_FAMILIES: &[&str] = &["process_cpu_seconds_total", "process_resident_memory_bytes"];
 /// Whether `code` is a value of the `code` label of `flora_http_requests_total`: an exact
@@ -118,6 +135,39 @@ fn check_families(s: &Scrape) {
     }
 }
 
+fn check_guards(s: &Scrape) {
+    for (name, reasons) in REASONS {
+        let got: BTreeSet<&str> = s
+            .expo
+            .named(name)
+            .filter_map(|x| x.labels.get("reason").map(String::as_str))
+            .collect();
+        assert_eq!(got, reasons.iter().copied().collect(), "{name}\n{}", s.text);
+        assert_eq!(
+            s.expo.sum(name),
+            0.0,
+            "nothing recycled or killed\n{}",
+            s.text
+        );
+    }
+    let ready = s.expo.value("flora_workers", &[("state", "ready")]);
+    let lags = s.expo.named(LAG).count() as f64;
+    assert!(
+        ready.is_some_and(|r| lags >= r),
+        "a lag per ready worker\n{}",
+        s.text
+    );
+    for lag in s.expo.named(LAG) {
+        let worker = lag.labels.get("worker").map(|w| w.parse::<usize>());
+        assert!(matches!(worker, Some(Ok(_))), "{}", lag.series());
+        assert!(
+            lag.value.is_finite() && lag.value >= 0.0,
+            "{}",
+            lag.series()
+        );
+    }
+}
+
 fn check_labels(s: &Scrape) {
     for sample in &s.expo.samples {
         let Some(w) = sample.labels.get("worker") else {
@@ -186,6 +236,7 @@ fn check_scrape(s: &Scrape) {
     check_structure(s);
     check_promtool(s);
     check_families(s);
+    check_guards(s);
     check_labels(s);
     check_histogram(s);
 }

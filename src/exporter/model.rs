@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::procfs::{self, ProcStats};
 use crate::scoreboard::{
-    CustomMetricSnapshot, HistogramSnapshot, LastReloadSnapshot, RouteSnapshot, SlotSnapshot,
-    SlotState, Snapshot, Totals,
+    CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot, RouteSnapshot,
+    SlotSnapshot, SlotState, Snapshot, Totals,
 };
 
 /// Version of the JSON schema; bumped on any incompatible change.
@@ -88,6 +88,9 @@ pub struct StatusDoc {
     pub otlp_exports: [u64; 2],
     /// Sums over all slots.
     pub totals: Totals,
+    /// Recycles and kills by reason and the last kill records, oldest first (the master's
+    /// records: none when a reader in another process could not get them).
+    pub guards: Option<GuardsSnapshot>,
     /// Lifetime rates.
     pub rates: Rates,
     /// Latency from the histogram, when any request finished.
@@ -189,6 +192,7 @@ impl StatusDoc {
                 last: snap.last_reload,
             },
             totals: snap.totals,
+            guards: snap.guards,
             rates,
             latency,
             histogram_bounds: HistogramSnapshot::bounds().to_vec(),
@@ -213,6 +217,91 @@ mod tests {
             h.counts[i] = c;
         }
         h
+    }
+
+    /// The JSON names other tools read: `guards` at the top, the lag and last guard event
+    /// per worker, kill records with the connection table's request objects plus the client.
+    #[test]
+    fn json_carries_the_guards_with_hostile_strings_escaped() {
+        use crate::scoreboard::{Scoreboard, SlotState, ThreadSnapshot};
+        let evil = "\"}</script>\u{1b}[2J\n\\";
+        let sb = Scoreboard::create_sealed("j", 2).expect("create");
+        sb.slot_spawned(1, 4101, 3);
+        sb.writer(1).expect("writer").set_state(SlotState::Ready);
+        let conn = sb
+            .writer(1)
+            .expect("writer")
+            .conn_open(([127, 0, 0, 1], 9).into());
+        let mut req = conn.request_begin("GET", &format!("/p{evil}"), 11);
+        assert!(req.set_info("why", evil));
+        let hour = std::time::Duration::from_secs(3600);
+        sb.record_heartbeat(1, 4101, std::time::Duration::from_micros(2500), hour);
+        sb.record_recycle(1, "max_requests");
+        let (id, _) = sb.record_kill(1, 4101, "heartbeat", evil).expect("master");
+        let thread = ThreadSnapshot {
+            tid: 7,
+            name: evil.into(),
+            state: "D".into(),
+            wchan: "futex_wait_queue".into(),
+            syscall: "202 0x1".into(),
+        };
+        sb.set_kill_threads(id, vec![thread]);
+        let snap = sb.snapshot();
+        drop(req);
+        let text = serde_json::to_string(&StatusDoc::build_with(snap, |_| None)).expect("json");
+        assert!(!text.contains('\u{1b}') && !text.contains('\n'), "{text}");
+        let doc: serde_json::Value = serde_json::from_str(&text).expect("parse");
+        let g = &doc["guards"];
+        assert_eq!(
+            g["recycles"],
+            serde_json::json!({"memory": 0, "max_requests": 1, "age": 0})
+        );
+        assert_eq!(
+            g["kills"],
+            serde_json::json!({"heartbeat": 1, "shutdown_timeout": 0})
+        );
+        let r = &g["kill_records"][0];
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let want = "detail generation pid reason requests slot threads unix_ms";
+        assert_eq!(keys(r).join(" "), want);
+        assert_eq!(
+            (r["slot"].as_u64(), r["pid"].as_u64()),
+            (Some(1), Some(4101))
+        );
+        assert_eq!(
+            (r["generation"].as_u64(), r["detail"].as_str()),
+            (Some(3), Some(evil))
+        );
+        let killed = &r["requests"][0];
+        assert_eq!(killed["path"].as_str(), Some(format!("/p{evil}").as_str()));
+        assert_eq!(killed["infos"][0], serde_json::json!(["why", evil]));
+        assert_eq!(killed["client"], "127.0.0.1:9");
+        let mut request = keys(&doc["workers"][0]["connections"][0]["request"]);
+        request.push("client".into());
+        request.sort();
+        assert_eq!(
+            keys(killed),
+            request,
+            "a connection's request object plus the client"
+        );
+        let t = &r["threads"][0];
+        assert_eq!(keys(t).join(" "), "name state syscall tid wchan");
+        assert_eq!(
+            (t["tid"].as_u64(), t["name"].as_str()),
+            (Some(7), Some(evil))
+        );
+        let w = &doc["workers"][0];
+        assert_eq!(w["event_loop_lag_seconds"].as_f64(), Some(0.0025));
+        let e = &w["last_guard_event"];
+        assert_eq!(keys(e).join(" "), "kind reason unix_ms");
+        assert_eq!(
+            (e["kind"].as_str(), e["reason"].as_str()),
+            (Some("kill"), Some("heartbeat"))
+        );
     }
 
     #[test]

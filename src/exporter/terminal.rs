@@ -106,7 +106,7 @@ pub fn render(doc: &StatusDoc) -> String {
     }
     let _ = writeln!(
         out,
-        "workers ready {} starting {} draining {} of {}  reloads ok {} rolled back {}\n",
+        "workers ready {} starting {} draining {} of {}  reloads ok {} rolled back {}",
         t.workers_ready,
         t.workers_starting,
         t.workers_draining,
@@ -114,9 +114,10 @@ pub fn render(doc: &StatusDoc) -> String {
         doc.reloads.success,
         doc.reloads.rollback
     );
+    guards(&mut out, doc);
     let _ = writeln!(
         out,
-        "{:>4} {:>8} {:>4} {:<9} {:>8} {:>4} {:>6} {:>6} {:>10} {:>8} {:>10}  CURRENT / LAST REQUEST",
+        "{:>4} {:>8} {:>4} {:<9} {:>8} {:>4} {:>6} {:>6} {:>10} {:>8} {:>10} {:>9} {:<24}  CURRENT / LAST REQUEST",
         "SLOT",
         "PID",
         "GEN",
@@ -127,7 +128,9 @@ pub fn render(doc: &StatusDoc) -> String {
         "ACTIVE",
         "REQUESTS",
         "CPU s",
-        "RSS"
+        "RSS",
+        "LAG",
+        "LAST GUARD"
     );
     for w in &doc.workers {
         let sl = &w.slot;
@@ -153,7 +156,7 @@ pub fn render(doc: &StatusDoc) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:>4} {:>8} {:>4} {:<9} {:>8} {:>4} {:>6} {:>6} {:>10} {:>8} {:>10}  {}",
+            "{:>4} {:>8} {:>4} {:<9} {:>8} {:>4} {:>6} {:>6} {:>10} {:>8} {:>10} {:>9} {:<24}  {}",
             sl.index,
             if sl.pid == 0 {
                 "-".into()
@@ -171,6 +174,8 @@ pub fn render(doc: &StatusDoc) -> String {
                 .map_or_else(|| "-".into(), |p| format!("{:.2}", p.cpu_seconds)),
             w.process
                 .map_or_else(|| "-".into(), |p| human_bytes(p.rss_bytes)),
+            sl.event_loop_lag_seconds.map_or_else(|| "-".into(), ms),
+            last_guard(sl.last_guard_event.as_ref(), doc.now_unix_ms),
             sanitize(&current)
         );
     }
@@ -194,6 +199,66 @@ pub fn render(doc: &StatusDoc) -> String {
     out
 }
 
+/// Kill records shown (the newest).
+const SHOWN_KILLS: usize = 3;
+
+/// The guards' counts and the newest kill records (with their requests).
+fn guards(out: &mut String, doc: &StatusDoc) {
+    let Some(g) = &doc.guards else {
+        let _ = writeln!(out, "guards: unknown (the master did not answer)\n");
+        return;
+    };
+    let line = |pairs: &[(&str, u64)]| -> String {
+        let parts: Vec<String> = pairs.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        parts.join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "recycles {}  kills {} ({})",
+        line(&g.recycles.by_reason()),
+        g.kills.total(),
+        line(&g.kills.by_reason())
+    );
+    for r in g.kill_records.iter().rev().take(SHOWN_KILLS) {
+        let ago = human_duration(doc.now_unix_ms.saturating_sub(r.unix_ms) as f64 / 1000.0);
+        let requests: Vec<String> = r
+            .requests
+            .iter()
+            .map(|k| {
+                let q = &k.request;
+                let path = with_route(&q.path, &q.route);
+                format!("{} {path} ({} so far)", q.method, ms(q.age_seconds))
+            })
+            .collect();
+        let requests = if requests.is_empty() {
+            "no request in flight".to_string()
+        } else {
+            requests.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  killed {ago} ago: slot {} pid {} {}: {}; {}",
+            r.slot,
+            r.pid,
+            sanitize(&r.reason),
+            sanitize(&r.detail),
+            sanitize(&requests)
+        );
+    }
+    out.push('\n');
+}
+
+/// `kill heartbeat 5m 2s ago`, or `-`.
+fn last_guard(event: Option<&crate::scoreboard::GuardEvent>, now_ms: u64) -> String {
+    event.map_or_else(
+        || "-".into(),
+        |e| {
+            let ago = human_duration(now_ms.saturating_sub(e.unix_ms) as f64 / 1000.0);
+            sanitize(&format!("{} {} {ago} ago", e.kind.as_str(), e.reason))
+        },
+    )
+}
+
 /// A path followed by its route template in brackets, when the app set one.
 fn with_route(path: &str, route: &str) -> String {
     match route {
@@ -205,6 +270,35 @@ fn with_route(path: &str, route: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scoreboard::{Scoreboard, SlotState};
+
+    #[test]
+    fn shows_guard_counts_kills_and_each_slots_last_event() {
+        let sb = Scoreboard::create_sealed("t", 2).expect("create");
+        sb.slot_spawned(1, 4101, 3);
+        sb.writer(1).expect("writer").set_state(SlotState::Ready);
+        let conn = sb
+            .writer(1)
+            .expect("writer")
+            .conn_open(([127, 0, 0, 1], 9).into());
+        let req = conn.request_begin("GET", "/stuck\x1b[2J", 11);
+        sb.record_recycle(0, "age");
+        sb.record_kill(1, 4101, "heartbeat", "no heartbeat for 3.0s\x07");
+        drop(req);
+        let mut doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+        let out = render(&doc);
+        assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out}");
+        for want in [
+            "recycles memory 0 max_requests 0 age 1  kills 1 (heartbeat 1 shutdown_timeout 0)",
+            "slot 1 pid 4101 heartbeat: no heartbeat for 3.0s?; GET /stuck?[2J (",
+            "LAST GUARD",
+            "kill heartbeat 0s ago",
+        ] {
+            assert!(out.contains(want), "{want}\n{out}");
+        }
+        doc.guards = None;
+        assert!(render(&doc).contains("guards: unknown"));
+    }
 
     #[test]
     fn humans() {

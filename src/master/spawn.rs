@@ -39,6 +39,16 @@ pub struct SpawnSpec {
     pub credentials: Option<(u32, u32)>,
     /// Certificate and key files the workers serve HTTPS with (`--tls-cert`, `--tls-key`).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `--request-timeout`, told to the worker in [`ipc::ENV_REQUEST_TIMEOUT_MS`].
+    pub request_timeout: Option<Duration>,
+    /// How often the worker sends a heartbeat ([`ipc::ENV_HEARTBEAT_MS`]; always set, so the
+    /// event-loop lag is shown also without `--heartbeat-timeout`).
+    pub heartbeat_interval: Duration,
+}
+
+/// Whole milliseconds of `d`, rounded up so that a short but non-zero duration stays non-zero.
+fn ceil_ms(d: Duration) -> u128 {
+    d.as_micros().div_ceil(1000).max(1)
 }
 
 /// Starts one worker for `slot` of `generation`, handing it `control` and `scoreboard`.
@@ -68,11 +78,20 @@ pub fn spawn(
             spec.shutdown_timeout.as_millis().to_string(),
         )
         .env(ipc::ENV_SHOW_QUERY, if spec.show_query { "1" } else { "0" })
+        .env(
+            ipc::ENV_HEARTBEAT_MS,
+            ceil_ms(spec.heartbeat_interval).to_string(),
+        )
         .stdin(Stdio::null())
         // Own process group: a terminal's Ctrl-C reaches only the master, which stops the
         // workers in order.
         .process_group(0)
         .kill_on_drop(false);
+    // Guards: the config is the one source, never a variable the master inherited.
+    match spec.request_timeout {
+        Some(t) => cmd.env(ipc::ENV_REQUEST_TIMEOUT_MS, ceil_ms(t).to_string()),
+        None => cmd.env_remove(ipc::ENV_REQUEST_TIMEOUT_MS),
+    };
     // TLS files: the config is the one source, never a variable the master inherited.
     match &spec.tls {
         Some((cert, key)) => cmd.env(ipc::ENV_TLS_CERT, cert).env(ipc::ENV_TLS_KEY, key),

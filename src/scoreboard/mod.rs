@@ -59,12 +59,13 @@ pub use raw::layout::{
 };
 pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
 pub use routes::{RouteSnapshot, DEFAULT_ROUTE_LIMIT, MAX_ROUTES, OVERFLOW_ROUTE};
-pub use segment::SegmentLayout;
+pub use segment::{SegmentLayout, MAX_KILL_RECORDS};
 pub use snapshot::families;
 pub use snapshot::{
-    ClientAddr, ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, HistogramSnapshot,
-    LastReloadSnapshot, LastRequestSnapshot, RequestSnapshot, SlotSnapshot, Snapshot, StatusCounts,
-    Totals, WorkerValue,
+    ClientAddr, ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, GuardEvent,
+    GuardKind, GuardsReport, GuardsSnapshot, HistogramSnapshot, KillCounts, KillRecord,
+    KilledRequest, LastReloadSnapshot, LastRequestSnapshot, RecycleCounts, RequestSnapshot,
+    SlotGuards, SlotSnapshot, Snapshot, StatusCounts, ThreadSnapshot, Totals, WorkerValue,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 

@@ -44,6 +44,20 @@ fn samples(source: Source, doc: &StatusDoc) -> Vec<Sample<'_>> {
         Source::RouteRequests => route_requests(doc),
         Source::RouteDurations => route_durations(doc),
         Source::RouteOverflow => per_worker(doc, |s| Value::Int(s.counters.route_overflow)),
+        Source::Recycles => doc
+            .guards
+            .as_ref()
+            .map_or_else(Vec::new, |g| by("reason", g.recycles.by_reason())),
+        Source::Kills => doc
+            .guards
+            .as_ref()
+            .map_or_else(Vec::new, |g| by("reason", g.kills.by_reason())),
+        Source::EventLoopLag => slots(doc)
+            .filter_map(|s| {
+                let lag = s.event_loop_lag_seconds?;
+                Some(sample(Labels::new([worker(s)]), Value::Float(lag)))
+            })
+            .collect(),
     }
 }
 

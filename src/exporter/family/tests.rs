@@ -246,3 +246,57 @@ fn route_families_only_with_route_metrics() {
     let overflow = &family(&f, "flora_http_route_overflow_total").samples;
     assert_eq!(overflow[0].value, Value::Int(1));
 }
+
+#[test]
+fn guard_families_have_every_reason_and_a_lag_per_live_worker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s");
+    let sb = Scoreboard::create(&path, "t", 3).expect("create");
+    sb.slot_spawned(0, 40, 1);
+    sb.slot_spawned(1, 41, 1);
+    let minute = std::time::Duration::from_secs(60);
+    sb.record_heartbeat(1, 41, std::time::Duration::from_millis(250), minute);
+    sb.record_recycle(0, "age");
+    sb.record_kill(0, 40, "heartbeat", "no heartbeat for 3s");
+    sb.record_kill(0, 40, "heartbeat", "no heartbeat for 3s");
+    let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+    let f = Families::of(&doc);
+    let by_reason = |name| -> Vec<(Vec<(String, String)>, Value<'_>)> {
+        family(&f, name)
+            .samples
+            .iter()
+            .map(|s| (labels(s), s.value))
+            .collect()
+    };
+    let reason = |r: &str, n| (vec![("reason".to_string(), r.to_string())], Value::Int(n));
+    assert_eq!(
+        by_reason("flora_worker_recycles_total"),
+        [
+            reason("memory", 0),
+            reason("max_requests", 0),
+            reason("age", 1)
+        ]
+    );
+    assert_eq!(
+        by_reason("flora_worker_kills_total"),
+        [reason("heartbeat", 2), reason("shutdown_timeout", 0)]
+    );
+    let lag = family(&f, "flora_worker_event_loop_lag_seconds");
+    assert_eq!(lag.unit, "s");
+    let [one] = &lag.samples[..] else {
+        panic!("one worker sent a heartbeat: {:?}", lag.samples)
+    };
+    assert_eq!(labels(one), [("worker".to_string(), "1".to_string())]);
+    assert_eq!(one.value, Value::Float(0.25));
+    // A reader without the master's records writes no guard samples rather than zeros.
+    let reader = Scoreboard::open_read_only(&path).expect("open");
+    let doc = StatusDoc::build_with(reader.snapshot(), |_| None);
+    let f = Families::of(&doc);
+    for name in [
+        "flora_worker_recycles_total",
+        "flora_worker_kills_total",
+        "flora_worker_event_loop_lag_seconds",
+    ] {
+        assert!(family(&f, name).samples.is_empty(), "{name}");
+    }
+}

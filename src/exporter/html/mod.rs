@@ -1,6 +1,7 @@
 //! The HTML status page (`GET /server-status`), in the spirit of Apache's `mod_status` but
 //! readable at a glance: a header with the instance and its last reload, summary cards, one
-//! row per worker and one row per open connection with its in-flight request.
+//! row per worker, one row per open connection with its in-flight request, and the guards'
+//! recycles, kills and kill records.
 //!
 //! [`render`] is a pure function of the [`StatusDoc`]. The page is self-contained: one inline
 //! stylesheet, no scripts, no images, no external assets, so it works offline and under a
@@ -10,9 +11,11 @@
 //! clients or operators: every string taken from the document goes through [`escape_html`].
 //! Numbers are formatted here and need no escaping.
 //!
-//! `tables.rs` writes the three tables, `format.rs` the numbers, sizes, durations and times.
+//! `tables.rs` writes the three tables, `guards.rs` the guards' counts and kill records,
+//! `format.rs` the numbers, sizes, durations and times.
 
 mod format;
+mod guards;
 mod tables;
 
 use std::borrow::Cow;
@@ -74,12 +77,13 @@ pub fn render(doc: &StatusDoc, opts: &HtmlOptions) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{meta}\
          <title>{} · server status</title><style>{STYLE}</style></head>\n<body><main>\n\
-         {}{}{}{}{}{}</main></body></html>\n",
+         {}{}{}{}{}{}{}</main></body></html>\n",
         esc(&doc.instance),
         header(doc),
         cards(doc),
         workers_table(doc),
         connections_table(doc),
+        guards::section(doc),
         custom_table(doc),
         footer(doc, refresh)
     )

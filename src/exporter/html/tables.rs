@@ -10,11 +10,11 @@ use crate::scoreboard::{
 
 /// A table: its id, heading, columns (`|`-separated; a leading `#` marks a numeric,
 /// right-aligned column) and what it says when it has no rows.
-struct Table {
-    id: &'static str,
-    title: &'static str,
-    columns: &'static str,
-    empty: &'static str,
+pub(super) struct Table {
+    pub(super) id: &'static str,
+    pub(super) title: &'static str,
+    pub(super) columns: &'static str,
+    pub(super) empty: &'static str,
 }
 
 const WORKERS: Table = Table {
@@ -22,7 +22,7 @@ const WORKERS: Table = Table {
     title: "Workers",
     columns: concat!(
         "#Slot|#PID|#Gen|State|#Uptime|#Restarts|#Conns open / total|#Reqs active / total|",
-        "#CPU|#RSS|Current or last request"
+        "#CPU|#RSS|#Lag|Last guard event|Current or last request"
     ),
     empty: "No worker started yet",
 };
@@ -51,7 +51,7 @@ impl Table {
     }
 
     /// The whole table under its heading; `rows` are `<tr>`s made by [`Table::row`].
-    fn render(&self, rows: String) -> String {
+    pub(super) fn render(&self, rows: String) -> String {
         let heads: String = self
             .columns()
             .map(|(name, num)| format!("<th{}>{name}</th>", align(num)))
@@ -70,7 +70,7 @@ impl Table {
     }
 
     /// One `<tr>` of already-escaped cells, aligned as the columns say.
-    fn row(&self, class: &str, cells: &[String]) -> String {
+    pub(super) fn row(&self, class: &str, cells: &[String]) -> String {
         let tds: String = self
             .columns()
             .zip(cells)
@@ -92,11 +92,14 @@ fn align(numeric: bool) -> &'static str {
 pub(super) fn workers_table(doc: &StatusDoc) -> String {
     let mut workers: Vec<&WorkerDoc> = doc.workers.iter().collect();
     workers.sort_by_key(|w| w.slot.state == SlotState::Dead);
-    let rows = workers.into_iter().map(worker_row).collect();
+    let rows = workers
+        .into_iter()
+        .map(|w| worker_row(w, doc.now_unix_ms))
+        .collect();
     WORKERS.render(rows)
 }
 
-fn worker_row(w: &WorkerDoc) -> String {
+fn worker_row(w: &WorkerDoc, now_ms: u64) -> String {
     let s = &w.slot;
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| DASH.to_string());
     let cells = [
@@ -118,6 +121,8 @@ fn worker_row(w: &WorkerDoc) -> String {
         ),
         or_dash(w.process.map(|p| format!("{:.2}s", p.cpu_seconds))),
         or_dash(w.process.map(|p| bytes(p.rss_bytes as f64))),
+        or_dash(s.event_loop_lag_seconds.map(ms)),
+        super::guards::last_event(s.last_guard_event.as_ref(), now_ms),
         worker_request(s),
     ];
     let class = if s.state == SlotState::Dead {
@@ -150,7 +155,7 @@ fn last_request(l: &LastRequestSnapshot) -> String {
 }
 
 /// Method and path, then the route template when the app set one.
-fn request_line(method: &str, path: &str, truncated: bool, route: &str) -> String {
+pub(super) fn request_line(method: &str, path: &str, truncated: bool, route: &str) -> String {
     let more = if truncated { "…" } else { "" };
     let route = match route {
         "" => String::new(),
@@ -259,7 +264,7 @@ fn custom_row(m: &CustomMetricSnapshot) -> String {
     CUSTOM.row("", &cells)
 }
 
-fn chips(infos: &[(String, String)]) -> String {
+pub(super) fn chips(infos: &[(String, String)]) -> String {
     infos
         .iter()
         .map(|(k, v)| format!("<span class=\"chip\"><b>{}</b>={}</span>", esc(k), esc(v)))

@@ -177,3 +177,80 @@ proptest! {
         }
     }
 }
+
+/// A master's document with one kill record whose request and thread carry `s` everywhere
+/// a string goes, a recycle of slot 1 and a heartbeat of slot 0.
+fn guarded_doc(s: &str) -> StatusDoc {
+    let sb = Scoreboard::create_sealed("g", 3).expect("create");
+    for (slot, pid) in [(0, 4100), (1, 4101)] {
+        sb.slot_spawned(slot, pid, 2);
+        sb.writer(slot).expect("writer").set_state(SlotState::Ready);
+    }
+    let conn = sb
+        .writer(0)
+        .expect("writer")
+        .conn_open(([127, 0, 0, 1], 40000).into());
+    let mut req = conn.request_begin(s, &format!("/block/{s}"), 11);
+    req.set_route(&format!("/r/{s}"));
+    assert!(req.set_info("k", s));
+    let minute = std::time::Duration::from_secs(60);
+    sb.record_heartbeat(0, 4100, std::time::Duration::from_millis(4), minute);
+    sb.record_recycle(1, "memory");
+    let (id, _) = sb
+        .record_kill(0, 4100, "heartbeat", &format!("detail {s}"))
+        .expect("master");
+    let thread = crate::scoreboard::ThreadSnapshot {
+        tid: 4100,
+        name: format!("t{s}"),
+        state: s.into(),
+        wchan: format!("w{s}"),
+        syscall: format!("s{s}"),
+    };
+    sb.set_kill_threads(id, vec![thread]);
+    drop(req);
+    StatusDoc::build_with(sb.snapshot(), |_| None)
+}
+
+#[test]
+fn guards_section_shows_counts_records_and_last_events() {
+    let page = render(&guarded_doc("x"), &HtmlOptions::default());
+    for want in [
+        "<h2>Guards</h2>",
+        "memory <b>1</b> · max_requests <b>0</b> · age <b>0</b>",
+        "heartbeat <b>1</b> · shutdown_timeout <b>0</b>",
+        "<table id=\"kills\">",
+        "b-bad\">heartbeat</span>",
+        "detail x",
+        "<code class=\"path\">/block/x</code>",
+        "<span class=\"chip\"><b>k</b>=x</span>",
+        "<code>127.0.0.1:40000</code>",
+        "<summary>1 threads</summary>",
+        "<code>tx</code>",
+        "<code>wx</code>",
+        "b-bad\">kill</span> heartbeat",
+        "b-warn\">recycle</span> memory",
+        "4.00 ms",
+    ] {
+        assert!(page.contains(want), "{want}\n{page}");
+    }
+    // A reader without the master's records says so instead of showing zeros.
+    let mut doc = guarded_doc("x");
+    doc.guards = None;
+    let page = render(&doc, &HtmlOptions::default());
+    assert!(page.contains("kept by the master") && !page.contains("id=\"kills\""));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn kill_record_strings_cannot_inject(s in hostile()) {
+        let page = render(&guarded_doc(&s), &HtmlOptions::default());
+        let lower = page.to_ascii_lowercase();
+        prop_assert!(!lower.contains("<script") && !lower.contains("<img"));
+        let plain = render(&guarded_doc(if s.is_empty() { "" } else { "x" }), &HtmlOptions::default());
+        for c in ['<', '>', '"', '\''] {
+            prop_assert_eq!(page.matches(c).count(), plain.matches(c).count(), "{}", c);
+        }
+    }
+}

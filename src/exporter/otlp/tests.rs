@@ -13,7 +13,8 @@ const CPU: ProcStats = ProcStats {
 
 /// Two ready workers: slot 0 finished 200, 200, 404 and keeps its connection open, slot 1
 /// finished a 500; custom counter (5, in slot 1), histogram (0.05, 0.5, 2 with bounds 0.1
-/// and 1) and gauge (2.5); one OTLP push succeeded and two failed.
+/// and 1) and gauge (2.5); one OTLP push succeeded and two failed; slot 1 sent a heartbeat
+/// 3 ms late, slot 0 was recycled for its age and killed once for its heartbeat.
 fn sample() -> StatusDoc {
     let dir = tempfile::tempdir().expect("tempdir");
     let sb = Scoreboard::create(&dir.path().join("s"), "web", 2).expect("create");
@@ -40,6 +41,10 @@ fn sample() -> StatusDoc {
     for ok in [true, false, false] {
         sb.record_otlp_export(ok);
     }
+    let hour = std::time::Duration::from_secs(3600);
+    sb.record_heartbeat(1, 4101, std::time::Duration::from_millis(3), hour);
+    sb.record_recycle(0, "age");
+    sb.record_kill(0, 4100, "heartbeat", "no heartbeat");
     StatusDoc::build_with(sb.snapshot(), |_| Some(CPU))
 }
 
@@ -197,6 +202,17 @@ fn values_buckets_and_attributes() {
         p.sum
     );
     assert_eq!(number(find(&req, "queue_depth"), &[]), Value::AsDouble(2.5));
+    // The guards' families go out like the others.
+    let kills = find(&req, "flora_worker_kills_total");
+    assert_eq!(number(kills, &[("reason", "heartbeat")]), Value::AsInt(1));
+    assert_eq!(
+        number(kills, &[("reason", "shutdown_timeout")]),
+        Value::AsInt(0)
+    );
+    let recycles = find(&req, "flora_worker_recycles_total");
+    assert_eq!(number(recycles, &[("reason", "age")]), Value::AsInt(1));
+    let lag = find(&req, "flora_worker_event_loop_lag_seconds");
+    assert_eq!(number(lag, &[("worker", "1")]), Value::AsDouble(0.003));
     let exports = find(&req, "flora_otlp_exports_total");
     assert_eq!(number(exports, &[("result", "success")]), Value::AsInt(1));
     assert_eq!(number(exports, &[("result", "failure")]), Value::AsInt(2));

@@ -4,7 +4,9 @@
 //! systemd, hooks and program copies. It decides nothing itself; it never blocks (sends,
 //! hooks, copies and name lookups run in tasks that report back as [`TaskEvent`]s).
 
+mod guards;
 mod listen;
+mod procfs;
 mod procs;
 mod tasks;
 
@@ -89,6 +91,12 @@ pub(super) struct Shell {
     credentials: Option<(u32, u32)>,
     /// Certificate and key files for the workers (TLS).
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `--request-timeout`, for the workers' environment.
+    request_timeout: Option<Duration>,
+    /// The workers' heartbeat interval, for their environment.
+    heartbeat_interval: Duration,
+    /// Whether to sample the workers' memory (`--max-memory`).
+    sample_memory: bool,
     /// Program copies by generation.
     specs: HashMap<u64, Arc<SpawnSpec>>,
     /// Live worker processes by slot.
@@ -117,7 +125,7 @@ impl Shell {
             shutdown_timeout: cfg.shutdown_timeout(),
             before_reload: hooks.before_reload.is_some(),
             before_shutdown: hooks.before_shutdown.is_some(),
-            guards: core::Guards::default(),
+            guards: guards_of(cfg),
         };
         let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
         Self {
@@ -134,6 +142,9 @@ impl Shell {
             show_query: cfg.show_query_strings,
             credentials,
             tls: cfg.tls_files(),
+            request_timeout: cfg.request_timeout(),
+            heartbeat_interval: cfg.heartbeat_interval(),
+            sample_memory: cfg.max_memory.is_some(),
             specs: HashMap::new(),
             procs: HashMap::new(),
             waiters: HashMap::new(),
@@ -161,10 +172,17 @@ impl Shell {
         self.feed(Event::Start);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Memory samples only with --max-memory.
+        let mut memory = self.sample_memory.then(|| {
+            let mut i = tokio::time::interval(guards::MEMORY_SAMPLE_INTERVAL);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         while !self.core.finished() {
             let timer = self.core.poll_timeout();
             tokio::select! {
                 _ = housekeeping.tick() => self.housekeeping(),
+                () = tick_opt(&mut memory) => self.sample_memory(),
                 ev = signals.next() => self.feed(Event::Signal(ev)),
                 Some(ev) = inbox.recv() => self.on_task(ev),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
@@ -199,7 +217,7 @@ impl Shell {
             Action::Drain { slot, pid } => self.drain_worker(slot, pid),
             Action::Reply { waiter, reply } => {
                 if let Some(tx) = self.waiters.remove(&waiter) {
-                    let _ = tx.send(reply);
+                    let _ = tx.send(self.with_guards(reply));
                 }
             }
             Action::Notify(n) => self.notify(n),
@@ -219,7 +237,18 @@ impl Shell {
                 self.sb
                     .record_reload(success, r.generation, r.reason.as_deref());
             }
-            Action::RecordKill { .. } | Action::RecordRecycle { .. } => {}
+            Action::RecordKill {
+                slot,
+                pid,
+                reason,
+                detail,
+            } => self.record_kill(slot, pid, reason, &detail),
+            Action::RecordRecycle {
+                slot,
+                pid,
+                reason,
+                detail,
+            } => self.record_recycle(slot, pid, reason, &detail),
         }
         None
     }
@@ -227,13 +256,16 @@ impl Shell {
     fn on_task(&mut self, ev: TaskEvent) {
         match ev {
             TaskEvent::Control { slot, pid, msg } => match msg {
-                ToMaster::Ready => self.feed(Event::WorkerReady { slot, pid }),
-                ToMaster::Heartbeat { lag_us, requests } => self.feed(Event::Heartbeat {
-                    slot,
-                    pid,
-                    lag: Duration::from_micros(lag_us),
-                    requests,
-                }),
+                ToMaster::Ready => {
+                    // Its event loop turns: the lag is shown from now on, heartbeat or not.
+                    let interval = self.heartbeat_interval;
+                    self.sb
+                        .record_heartbeat(slot, pid, Duration::ZERO, interval);
+                    self.feed(Event::WorkerReady { slot, pid });
+                }
+                ToMaster::Heartbeat { lag_us, requests } => {
+                    self.on_heartbeat(slot, pid, lag_us, requests);
+                }
                 ToMaster::Register { id, spec } => self.on_register(slot, pid, id, &spec),
                 ToMaster::Listen { id, addr } => self.on_listen(slot, pid, id, addr),
             },
@@ -323,6 +355,20 @@ impl Shell {
     }
 }
 
+/// The core's guard limits from the configuration.
+fn guards_of(cfg: &Config) -> core::Guards {
+    core::Guards {
+        heartbeat_timeout: cfg.heartbeat_timeout(),
+        max_memory: cfg.max_memory,
+        max_requests: cfg.max_requests,
+        max_requests_jitter: cfg.max_requests_jitter.unwrap_or(0),
+        max_age: cfg.max_worker_age(),
+        max_age_jitter: cfg.max_worker_age_jitter(),
+        max_recycling: cfg.max_recycling,
+        ..core::Guards::default()
+    }
+}
+
 fn log(l: Log) {
     let Log {
         level,
@@ -335,6 +381,16 @@ fn log(l: Log) {
         Level::Info => tracing::info!(slot, pid, generation, "{message}"),
         Level::Warn => tracing::warn!(slot, pid, generation, "{message}"),
         Level::Error => tracing::error!(slot, pid, generation, "{message}"),
+    }
+}
+
+/// The next tick of `interval`, or never without one.
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -23,6 +23,8 @@ impl Shell {
             show_query: self.show_query,
             credentials: self.credentials,
             tls: self.tls.clone(),
+            request_timeout: self.request_timeout,
+            heartbeat_interval: self.heartbeat_interval,
         };
         let tasks = self.tasks.clone();
         tokio::spawn(async move {

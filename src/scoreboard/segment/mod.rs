@@ -24,8 +24,11 @@ use super::registry::EntryView;
 use super::{strings, unix_ms, Result, ScoreboardError, SlotState, MAX_SLOTS};
 
 mod dims;
+mod guards;
 pub use dims::SegmentLayout;
 use dims::{check_routes, check_slots};
+use guards::GuardTruth;
+pub use guards::MAX_KILL_RECORDS;
 
 /// A load that publishes like `Acquire`, done as a `Relaxed` load and an `Acquire` fence: the
 /// form readers use on every mapping, including read-only ones.
@@ -88,6 +91,8 @@ pub(crate) struct Truth {
     header: Mutex<HeaderTruth>,
     registry: Mutex<LocalRegistry>,
     slots: Mutex<Vec<SlotTruth>>,
+    /// What the worker guards did (counts, last events, lag, kill records).
+    guards: Mutex<GuardTruth>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,6 +110,10 @@ impl Truth {
 
     pub(crate) fn registry(&self) -> MutexGuard<'_, LocalRegistry> {
         lock(&self.registry)
+    }
+
+    pub(crate) fn guards(&self) -> MutexGuard<'_, GuardTruth> {
+        lock(&self.guards)
     }
 }
 

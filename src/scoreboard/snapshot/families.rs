@@ -56,6 +56,13 @@ pub enum Source {
     RouteDurations,
     /// Requests counted as the overflow route, per `worker` (only with per-route metrics on).
     RouteOverflow,
+    /// Recycles by `reason`: memory, max_requests, age (the master's records).
+    Recycles,
+    /// Kills by `reason`: heartbeat, shutdown_timeout (the master's records).
+    Kills,
+    /// Each live worker's event-loop lag in seconds, labelled `worker` (once it is ready:
+    /// readiness counts as a first heartbeat).
+    EventLoopLag,
 }
 
 impl Builtin {
@@ -96,7 +103,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 23] = [
+pub const BUILTIN: [Builtin; 26] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -156,6 +163,24 @@ pub const BUILTIN: [Builtin; 23] = [
         Kind::Counter,
         "Respawns of the worker slot after unexpected exits.",
         Source::Worker(|s| s.restarts),
+    ),
+    family(
+        "flora_worker_recycles_total",
+        Kind::Counter,
+        "Workers replaced gracefully by a guard, by reason (memory, max_requests, age).",
+        Source::Recycles,
+    ),
+    family(
+        "flora_worker_kills_total",
+        Kind::Counter,
+        "Workers the master killed, by reason (heartbeat: a blocked event loop; shutdown_timeout: still draining).",
+        Source::Kills,
+    ),
+    family(
+        "flora_worker_event_loop_lag_seconds",
+        Kind::Gauge,
+        "How late the worker's event loop ran its last heartbeat, or how overdue the next one is.",
+        Source::EventLoopLag,
     ),
     family(
         "flora_http_request_duration_seconds",

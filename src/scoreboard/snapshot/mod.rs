@@ -6,22 +6,28 @@
 //! - `read.rs`: reading the header, the slots and their seqlocked entries.
 //! - `custom.rs`: the app's metrics combined across slots.
 //! - `families.rs`: the list of built-in metric families every output writes.
+//! - `guards.rs`: what the worker guards left to show (the master's records).
 
 mod custom;
 pub mod families;
+mod guards;
 mod read;
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::raw::layout::{HISTOGRAM_BOUNDS, HISTOGRAM_BUCKETS};
 use super::status;
 use super::SlotState;
 
-pub(super) use read::{gauge, take};
+pub use guards::{
+    GuardEvent, GuardKind, GuardsReport, GuardsSnapshot, KillCounts, KillRecord, KilledRequest,
+    RecycleCounts, SlotGuards, ThreadSnapshot,
+};
+pub(super) use read::{gauge, read_one, take};
 
 /// A request-duration histogram: per-bucket counts (not cumulative) and the sum.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -83,6 +89,16 @@ impl Serialize for ClientAddr {
     }
 }
 
+impl<'de> Deserialize<'de> for ClientAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "unix" => Ok(Self::Unix),
+            a => a.parse().map(Self::Ip).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 impl PartialEq<SocketAddr> for ClientAddr {
     fn eq(&self, other: &SocketAddr) -> bool {
         matches!(self, Self::Ip(a) if a == other)
@@ -134,7 +150,7 @@ impl Serialize for StatusCounts {
 }
 
 /// The request in flight on a connection.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestSnapshot {
     /// Method (truncated to [`super::METHOD_BYTES`]).
     pub method: String,
@@ -298,6 +314,12 @@ pub struct SlotSnapshot {
     pub connections: Vec<ConnSnapshot>,
     /// Last finished request.
     pub last_request: Option<LastRequestSnapshot>,
+    /// Event-loop lag of the current worker, seconds: how late its last heartbeat timer fired,
+    /// or how overdue its next heartbeat is when that is longer (none: not ready yet, no
+    /// worker, or a reader without the master's records).
+    pub event_loop_lag_seconds: Option<f64>,
+    /// The last recycle or kill of the slot's worker (kept across respawns).
+    pub last_guard_event: Option<GuardEvent>,
 }
 
 /// Sums over every slot (counters of dead and retired slots included, so they never go down).
@@ -408,4 +430,7 @@ pub struct Snapshot {
     pub route_limit: usize,
     /// Per-route requests, by route name (empty when per-route metrics are off).
     pub routes: Vec<super::RouteSnapshot>,
+    /// Recycles and kills by reason and the last kill records: the master's own records, so
+    /// none in a reader of another process until it [`Snapshot::apply_guards`].
+    pub guards: Option<GuardsSnapshot>,
 }

@@ -42,10 +42,12 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
     let mut slots: Vec<SlotSnapshot> = (0..sb.slot_count())
         .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now, unix_now_ms)))
         .collect();
+    let mut guards = None;
     let header = match &sb.truth {
         // The creator shows what it knows, whatever a worker wrote over the header.
         Some(t) => {
             overlay_slots(&mut slots, &t.slots());
+            guards = Some(t.guards().overlay(&mut slots));
             t.header().clone()
         }
         None => read_header(sb),
@@ -84,7 +86,19 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         custom,
         route_limit: sb.map.route_limit(),
         routes: super::super::routes::read(sb),
+        guards,
     }
+}
+
+/// Slot `index` alone, as [`take`] shows it (without the master's guard records).
+pub(in crate::scoreboard) fn read_one(sb: &Segment, index: usize) -> Option<SlotSnapshot> {
+    let slot = sb.slot(index)?;
+    let mut one = [read_slot(index, slot, mono_ns(), unix_ms())];
+    if let Some(t) = &sb.truth {
+        overlay_slots(&mut one, t.slots().get(index..).unwrap_or_default());
+    }
+    let [one] = one;
+    Some(one)
 }
 
 /// The header as the segment has it (readers other than the creator).
@@ -189,6 +203,8 @@ fn read_slot(index: usize, s: &Slot, now: u64, unix_now_ms: u64) -> SlotSnapshot
             .filter_map(|l| read_last(l, now, unix_now_ms))
             .max_by_key(|(finished, _)| *finished)
             .map(|(_, last)| last),
+        event_loop_lag_seconds: None,
+        last_guard_event: None,
     }
 }
 
