@@ -22,6 +22,7 @@
 
 pub mod cluster;
 pub mod exposition;
+pub mod guards;
 pub mod hostile;
 pub mod http;
 mod process;
