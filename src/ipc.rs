@@ -48,8 +48,9 @@ pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "FLORA_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_SHOW_QUERY: &str = "FLORA_SHOW_QUERY";
 /// Environment variable with the request timeout in ms (`--request-timeout`; unset = none).
 pub const ENV_REQUEST_TIMEOUT_MS: &str = "FLORA_REQUEST_TIMEOUT_MS";
-/// Environment variable with the heartbeat interval in ms (set with `--heartbeat-timeout`:
-/// the worker sends [`ToMaster::Heartbeat`] this often; unset = no heartbeat).
+/// Environment variable with the heartbeat interval in ms: the worker sends
+/// [`ToMaster::Heartbeat`] this often. The master always sets it (a quarter of
+/// `--heartbeat-timeout`, at most 1 s); unset or 0 (a worker run standalone) = no heartbeat.
 pub const ENV_HEARTBEAT_MS: &str = "FLORA_HEARTBEAT_MS";
 
 /// Environment variable with the PEM certificate chain file a worker serves HTTPS with

@@ -25,7 +25,7 @@ use support::{get, wait_for, Cluster, Http, TestDir, IO_TIMEOUT};
 /// Set (to anything) in the environment of the re-started test binary: run the worker.
 const WORKER_ENV: &str = "FLORA_TIMEOUT_WORKER";
 /// The request timeout under test, in ms.
-const TIMEOUT_MS: &str = "2000";
+const TIMEOUT_SECS: &str = "2";
 /// What a handler past the timeout must be answered within: about the timeout, well before
 /// its own sleep of 10 s ends.
 const ANSWERED_AFTER: Duration = Duration::from_millis(1500);
@@ -72,12 +72,9 @@ fn worker_entry() {
 fn start(dir: &TestDir, port: u16, tls: bool) -> Cluster {
     let mut master = dir
         .master(port)
-        .args(&["--workers", "1"])
+        .args(&["--workers", "1", "--request-timeout", TIMEOUT_SECS])
         .program(&support::self_worker::self_worker_argv())
-        .env(WORKER_ENV, "1")
-        // TODO(lead): `.args(&["--request-timeout", "2"])` instead, once the CLI has it (the
-        // workers inherit this variable from the master's environment until then).
-        .env("FLORA_REQUEST_TIMEOUT_MS", TIMEOUT_MS);
+        .env(WORKER_ENV, "1");
     if tls {
         master = master.tls(&scratch_cert(dir, "timeout"));
     }

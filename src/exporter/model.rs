@@ -232,7 +232,7 @@ mod tests {
             .writer(1)
             .expect("writer")
             .conn_open(([127, 0, 0, 1], 9).into());
-        let mut req = conn.request_begin("GET", &format!("/p{evil}"), 11);
+        let req = conn.request_begin("GET", &format!("/p{evil}"), 11);
         assert!(req.set_info("why", evil));
         let hour = std::time::Duration::from_secs(3600);
         sb.record_heartbeat(1, 4101, std::time::Duration::from_micros(2500), hour);
