@@ -196,6 +196,10 @@ pub enum KillReason {
 }
 
 impl KillReason {
+    /// Every reason, in label order.
+    #[cfg(test)]
+    pub const ALL: [Self; 2] = [Self::Heartbeat, Self::ShutdownTimeout];
+
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -217,6 +221,10 @@ pub enum RecycleReason {
 }
 
 impl RecycleReason {
+    /// Every reason, in label order.
+    #[cfg(test)]
+    pub const ALL: [Self; 3] = [Self::Memory, Self::MaxRequests, Self::Age];
+
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {

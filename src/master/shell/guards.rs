@@ -161,7 +161,7 @@ mod tests {
             request,
             client: ClientAddr::Unix,
         };
-        let line = describe(&[one.clone()]);
+        let line = describe(std::slice::from_ref(&one));
         assert_eq!(
             line,
             "1 in flight: GET /block\\n/x [/block/{x}] 2.2s from unix {job=42}"
