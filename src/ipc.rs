@@ -48,6 +48,10 @@ pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "FLORA_SHUTDOWN_TIMEOUT_MS";
 pub const ENV_SHOW_QUERY: &str = "FLORA_SHOW_QUERY";
 /// Environment variable with the request timeout in ms (`--request-timeout`; unset = none).
 pub const ENV_REQUEST_TIMEOUT_MS: &str = "FLORA_REQUEST_TIMEOUT_MS";
+/// Environment variable with `--max-requests` (without its jitter; unset = none): from this
+/// many finished requests on, the worker checks its count every 50 ms and sends a heartbeat
+/// as soon as it grew, so that the master's recycle does not wait for the next regular one.
+pub const ENV_MAX_REQUESTS: &str = "FLORA_MAX_REQUESTS";
 /// Environment variable with the heartbeat interval in ms: the worker sends
 /// [`ToMaster::Heartbeat`] this often. The master always sets it (a quarter of
 /// `--heartbeat-timeout`, at most 1 s); unset or 0 (a worker run standalone) = no heartbeat.

@@ -44,6 +44,8 @@ pub struct SpawnSpec {
     /// How often the worker sends a heartbeat ([`ipc::ENV_HEARTBEAT_MS`]; always set, so the
     /// event-loop lag is shown also without `--heartbeat-timeout`).
     pub heartbeat_interval: Duration,
+    /// `--max-requests` (without jitter), told to the worker in [`ipc::ENV_MAX_REQUESTS`].
+    pub max_requests: Option<u64>,
 }
 
 /// Whole milliseconds of `d`, rounded up so that a short but non-zero duration stays non-zero.
@@ -91,6 +93,10 @@ pub fn spawn(
     match spec.request_timeout {
         Some(t) => cmd.env(ipc::ENV_REQUEST_TIMEOUT_MS, ceil_ms(t).to_string()),
         None => cmd.env_remove(ipc::ENV_REQUEST_TIMEOUT_MS),
+    };
+    match spec.max_requests {
+        Some(n) => cmd.env(ipc::ENV_MAX_REQUESTS, n.to_string()),
+        None => cmd.env_remove(ipc::ENV_MAX_REQUESTS),
     };
     // TLS files: the config is the one source, never a variable the master inherited.
     match &spec.tls {

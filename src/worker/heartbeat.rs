@@ -14,19 +14,47 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::control::Control;
 use crate::ipc::ToMaster;
 
-/// Sends a heartbeat every `every` (the first at once) until a send fails; `requests` gives
-/// the count each one carries.
-pub(super) async fn run(control: &Control, every: Duration, requests: impl Fn() -> u64) {
-    let mut ticks = tokio::time::interval(every);
+/// How often the count is checked once it reached `--max-requests`.
+const PROMPT_STEP: Duration = Duration::from_millis(50);
+
+/// What the heartbeat is told by the master.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Beat {
+    /// The regular interval.
+    pub(super) every: Duration,
+    /// `--max-requests`: from this count on, a beat also goes out within [`PROMPT_STEP`] of
+    /// the count growing (the master recycles on a count it was told).
+    pub(super) prompt_from: Option<u64>,
+}
+
+/// Sends a heartbeat every `beat.every` (the first at once), and promptly once the count is
+/// past `beat.prompt_from`, until a send fails; `requests` gives the count each one carries.
+pub(super) async fn run(control: &Control, beat: Beat, requests: impl Fn() -> u64) {
+    let step = match beat.prompt_from {
+        Some(_) => beat.every.min(PROMPT_STEP),
+        None => beat.every,
+    };
+    let mut ticks = tokio::time::interval(step);
     // After a stall: one late tick (it tells the lag), then the schedule restarts from it
     // (no burst of catch-up ticks).
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last: Option<(Instant, u64)> = None;
     loop {
         let scheduled = ticks.tick().await;
-        let lag = Instant::now().saturating_duration_since(scheduled);
+        let now = Instant::now();
+        let count = requests();
+        let regular = last.is_none_or(|(at, _)| now.duration_since(at) + step / 2 >= beat.every);
+        let prompt = beat
+            .prompt_from
+            .is_some_and(|from| count >= from && last.is_none_or(|(_, sent)| count > sent));
+        if !(regular || prompt) {
+            continue;
+        }
+        last = Some((now, count));
+        let lag = now.saturating_duration_since(scheduled);
         let beat = ToMaster::Heartbeat {
             lag_us: u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
-            requests: requests(),
+            requests: count,
         };
         if let Err(e) = control.send(&beat).await {
             tracing::debug!("heartbeat stopped: {e}");
@@ -46,7 +74,7 @@ mod tests {
 
     /// A heartbeat as the master receives it, with its time of arrival.
     #[derive(Debug, Clone, Copy)]
-    struct Beat {
+    struct Received {
         at: StdInstant,
         lag: Duration,
         requests: u64,
@@ -54,7 +82,7 @@ mod tests {
 
     /// Plays the master: receives heartbeats on its own runtime until `until` have come, or
     /// the channel ends, or 10 s passed.
-    fn receive(master: OwnedFd, until: usize) -> std::thread::JoinHandle<Vec<Beat>> {
+    fn receive(master: OwnedFd, until: usize) -> std::thread::JoinHandle<Vec<Received>> {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -68,7 +96,7 @@ mod tests {
                     let got = tokio::time::timeout_at(deadline, channel.recv::<ToMaster>()).await;
                     let Ok(Ok(Some((msg, _)))) = got else { break };
                     if let ToMaster::Heartbeat { lag_us, requests } = msg {
-                        beats.push(Beat {
+                        beats.push(Received {
                             at: StdInstant::now(),
                             lag: Duration::from_micros(lag_us),
                             requests,
@@ -93,7 +121,11 @@ mod tests {
         let blocked_at = rt.block_on(async move {
             let channel = Arc::new(Channel::new(worker_end).expect("worker end"));
             let (control, _answers) = Control::new(channel, Duration::from_secs(1));
-            let beats = tokio::spawn(async move { run(&control, every, || 42).await });
+            let beat = Beat {
+                every,
+                prompt_from: None,
+            };
+            let beats = tokio::spawn(async move { run(&control, beat, || 42).await });
             tokio::time::sleep(every * 5).await;
             // A handler that blocks the (only) runtime thread.
             let blocked_at = StdInstant::now();
@@ -106,7 +138,7 @@ mod tests {
         let beats = master.join().expect("master thread");
         assert!(beats.len() >= 8, "beats: {beats:?}");
         assert!(beats.iter().all(|b| b.requests == 42));
-        let (before, after): (Vec<&Beat>, Vec<&Beat>) =
+        let (before, after): (Vec<&Received>, Vec<&Received>) =
             beats.iter().partition(|b| b.at < blocked_at);
         assert!(before.len() >= 3, "beats before the block: {before:?}");
         // None arrived while the runtime was blocked.
@@ -123,6 +155,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn past_max_requests_a_grown_count_is_told_at_once() {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        let (worker_end, master_end) = ipc::pair().expect("socketpair");
+        let master = Channel::new(master_end).expect("master end");
+        let channel = Arc::new(Channel::new(worker_end).expect("worker end"));
+        let (control, _answers) = Control::new(channel, Duration::from_secs(1));
+        let count = Arc::new(AtomicU64::new(0));
+        let seen = count.clone();
+        let beat = Beat {
+            every: Duration::from_secs(30),
+            prompt_from: Some(5),
+        };
+        let task =
+            tokio::spawn(async move { run(&control, beat, move || seen.load(Relaxed)).await });
+        let next = |wait| tokio::time::timeout(wait, master.recv::<ToMaster>());
+        let requests = |got: Result<_, _>| match got {
+            Ok(Ok(Some((ToMaster::Heartbeat { requests, .. }, _)))) => Some(requests),
+            _ => None,
+        };
+        // The first beat at once; the regular ones are 30 s apart.
+        assert_eq!(requests(next(Duration::from_secs(5)).await), Some(0));
+        count.store(3, Relaxed);
+        assert!(
+            next(Duration::from_millis(300)).await.is_err(),
+            "under the limit: quiet"
+        );
+        count.store(6, Relaxed);
+        assert_eq!(requests(next(Duration::from_secs(2)).await), Some(6));
+        // Unchanged: quiet again; grown: told again.
+        assert!(
+            next(Duration::from_millis(300)).await.is_err(),
+            "same count: quiet"
+        );
+        count.store(9, Relaxed);
+        assert_eq!(requests(next(Duration::from_secs(2)).await), Some(9));
+        task.abort();
+    }
+
+    #[tokio::test]
     async fn a_failed_send_ends_the_task() {
         let (worker_end, master_end) = ipc::pair().expect("socketpair");
         drop(master_end);
@@ -130,7 +201,14 @@ mod tests {
         let (control, _answers) = Control::new(channel, Duration::from_secs(1));
         let ended = tokio::time::timeout(
             Duration::from_secs(5),
-            run(&control, Duration::from_millis(10), || 0),
+            run(
+                &control,
+                Beat {
+                    every: Duration::from_millis(10),
+                    prompt_from: None,
+                },
+                || 0,
+            ),
         )
         .await;
         assert!(ended.is_ok(), "the heartbeat ends when the master is gone");

@@ -137,8 +137,8 @@ struct Inner {
     show_query: bool,
     /// The request timeout in ns (0: none), read by each `serve` call.
     request_timeout_ns: AtomicU64,
-    /// How often the heartbeat is sent once ready (`None`: never; only under a master).
-    heartbeat: Option<Duration>,
+    /// The heartbeat sent once ready (`None`: never; only under a master).
+    heartbeat: Option<heartbeat::Beat>,
 }
 
 /// `timeout` in ns for [`Inner::request_timeout_ns`] (0: none).
@@ -295,21 +295,21 @@ impl Worker {
         self.inner.writer.set_state(SlotState::Ready);
         if let Some(m) = &self.inner.managed {
             m.send(&ToMaster::Ready).await?;
-            if let Some(every) = self.inner.heartbeat {
-                self.spawn_heartbeat(every);
+            if let Some(beat) = self.inner.heartbeat {
+                self.spawn_heartbeat(beat);
             }
         }
         Ok(())
     }
 
-    /// Sends the heartbeat every `every` from a task of this runtime, until the master is gone.
-    fn spawn_heartbeat(&self, every: Duration) {
+    /// Sends the heartbeat from a task of this runtime, until the master is gone.
+    fn spawn_heartbeat(&self, beat: heartbeat::Beat) {
         let me = self.clone();
         tokio::spawn(async move {
             if let Some(m) = &me.inner.managed {
                 heartbeat::run(
                     m,
-                    every,
+                    beat,
                     crate::scoreboard::RequestGuard::finished_in_process,
                 )
                 .await;

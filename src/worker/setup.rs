@@ -102,6 +102,8 @@ struct Settings {
     request_timeout: Option<Duration>,
     /// `None`: no heartbeat.
     heartbeat: Option<Duration>,
+    /// `--max-requests`: report promptly from this count on.
+    max_requests: Option<u64>,
 }
 
 impl Settings {
@@ -112,6 +114,7 @@ impl Settings {
             show_query: env_num::<u8>(ipc::ENV_SHOW_QUERY).ok().flatten() == Some(1),
             request_timeout: ms(ipc::ENV_REQUEST_TIMEOUT_MS)?.filter(|d| !d.is_zero()),
             heartbeat: ms(ipc::ENV_HEARTBEAT_MS)?.filter(|d| !d.is_zero()),
+            max_requests: env_num::<u64>(ipc::ENV_MAX_REQUESTS)?,
         })
     }
 
@@ -129,7 +132,10 @@ impl Settings {
                 tracking: AtomicBool::new(true),
                 show_query: self.show_query,
                 request_timeout_ns: AtomicU64::new(super::timeout_ns(self.request_timeout)),
-                heartbeat: self.heartbeat,
+                heartbeat: self.heartbeat.map(|every| super::heartbeat::Beat {
+                    every,
+                    prompt_from: self.max_requests,
+                }),
             }),
         }
     }
@@ -301,6 +307,7 @@ mod tests {
             show_query: false,
             request_timeout: None,
             heartbeat: Some(every),
+            max_requests: None,
         };
         let worker = settings.worker(sb.writer(0).expect("writer"), 0, Some(control));
         let next = || tokio::time::timeout(Duration::from_secs(5), master.recv::<ToMaster>());

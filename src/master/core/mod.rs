@@ -87,7 +87,8 @@
 //! count of the latest heartbeat at the worker's limit, or its age past its limit (both
 //! limits with a jitter drawn per worker). Only for a ready, not draining, not killed
 //! worker of the serving generation; never during the start, a reload (or one queued) or a
-//! stop; at most `max_recycling` at once.
+//! stop, nor while fewer healthy workers serve than the target; at most `max_recycling` at
+//! once.
 //! ```text
 //!   due ── no free slot ──► waits (warned once per worker); tried after every event
 //!    │ a free slot

@@ -95,6 +95,8 @@ pub(super) struct Shell {
     request_timeout: Option<Duration>,
     /// The workers' heartbeat interval, for their environment.
     heartbeat_interval: Duration,
+    /// `--max-requests` (told to the workers: they report promptly once past it).
+    max_requests: Option<u64>,
     /// Whether to sample the workers' memory (`--max-memory`).
     sample_memory: bool,
     /// Program copies by generation.
@@ -144,6 +146,7 @@ impl Shell {
             tls: cfg.tls_files(),
             request_timeout: cfg.request_timeout(),
             heartbeat_interval: cfg.heartbeat_interval(),
+            max_requests: cfg.max_requests,
             sample_memory: cfg.max_memory.is_some(),
             specs: HashMap::new(),
             procs: HashMap::new(),

@@ -25,6 +25,7 @@ impl Shell {
             tls: self.tls.clone(),
             request_timeout: self.request_timeout,
             heartbeat_interval: self.heartbeat_interval,
+            max_requests: self.max_requests,
         };
         let tasks = self.tasks.clone();
         tokio::spawn(async move {

@@ -20,12 +20,22 @@ pub(in crate::master::core) struct Recycle {
 }
 
 impl Core {
-    /// Whether a recycle may begin now.
+    /// Whether a recycle may begin now: not during the start, a reload or a stop, nor while
+    /// fewer healthy workers serve than the target (one killed, crashed or still starting).
     fn recycles_allowed(&self) -> bool {
+        let generation = self.generation;
+        let healthy = self
+            .workers
+            .values()
+            .filter(|w| {
+                w.ready && !w.draining && w.watch.killed.is_none() && w.generation == generation
+            })
+            .count();
         self.stop == Stop::No
             && self.start_deadline.is_none()
             && self.reload.is_none()
             && self.queued.is_none()
+            && healthy >= self.target
     }
 
     /// Whether the worker in `slot` may be recycled at all: a ready, serving worker of the

@@ -354,3 +354,30 @@ fn a_killed_worker_is_not_recycled() {
     assert_eq!(kills(&sim.all).len(), 1);
     assert!(recycles(&over(&mut sim, 0)).is_empty());
 }
+
+#[test]
+fn no_recycle_begins_while_a_heartbeat_killed_worker_is_not_replaced_yet() {
+    let mut cfg = memory(5, 2);
+    cfg.guards.heartbeat_timeout = Some(Duration::from_secs(2));
+    let mut sim = Sim::running(cfg);
+    for _ in 0..12 {
+        sim.now += Duration::from_secs(1);
+        sim.beat(0, 1);
+        sim.beat(1, 1);
+    }
+    // Worker 0 goes silent and is killed; worker 1 is then over its memory limit.
+    sim.now += Duration::from_secs(2);
+    sim.beat(1, 1);
+    sim.advance(Duration::ZERO);
+    assert!(sim.core.workers[&0].watch.killed.is_some());
+    assert!(recycles(&over(&mut sim, 1)).is_empty(), "one worker short");
+    // The killed one exits: its slot respawns first; still none while that one starts.
+    let out = sim.exit(0, None);
+    assert_eq!(spawns(&out), [(0, 1)]);
+    assert!(recycles(&over(&mut sim, 1)).is_empty());
+    // Back at full strength: the recycle due begins at once.
+    let out = sim.ready(0);
+    assert_eq!(recycles(&out).len(), 1);
+    assert_eq!(recycles(&out)[0].0, 1);
+    assert_eq!(spawns(&out).len(), 1);
+}
