@@ -40,10 +40,12 @@ if [ -n "$before_ref" ]; then
   src=$(mktemp -d /tmp/flora-bench-before-XXXXXX)
   git archive "$before_ref" | tar -x -C "$src"
   out="${CARGO_TARGET_DIR:-$PWD/target}"
-  (cd "$src" && CARGO_TARGET_DIR="$out" cargo build --release --quiet --example hello)
+  # Its own target dir: built into the shared one, the earlier hello would overwrite the
+  # current one's binary, which cargo then thinks fresh and does not link again.
+  (cd "$src" && CARGO_TARGET_DIR="$out/bench-before-target" cargo build --release --quiet --example hello)
   mkdir -p "$out/bench-before"
   before="$out/bench-before/hello-$(git rev-parse --short "$before_ref")"
-  cp "$out/release/examples/hello" "$before"
+  cp "$out/bench-before-target/release/examples/hello" "$before"
   rm -rf "$src"
   args+=(--before "$before")
 fi
