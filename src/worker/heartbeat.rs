@@ -39,9 +39,13 @@ pub(super) async fn run(control: &Control, beat: Beat, requests: impl Fn() -> u6
     // (no burst of catch-up ticks).
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last: Option<(Instant, u64)> = None;
+    // The largest lag of the ticks since the last beat (a tick that sends nothing still
+    // tells a stall).
+    let mut worst = Duration::ZERO;
     loop {
         let scheduled = ticks.tick().await;
         let now = Instant::now();
+        worst = worst.max(now.saturating_duration_since(scheduled));
         let count = requests();
         let regular = last.is_none_or(|(at, _)| now.duration_since(at) + step / 2 >= beat.every);
         let prompt = beat
@@ -51,7 +55,7 @@ pub(super) async fn run(control: &Control, beat: Beat, requests: impl Fn() -> u6
             continue;
         }
         last = Some((now, count));
-        let lag = now.saturating_duration_since(scheduled);
+        let lag = std::mem::take(&mut worst);
         let beat = ToMaster::Heartbeat {
             lag_us: u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
             requests: count,

@@ -371,7 +371,7 @@ impl Worker {
     /// body already started is not cut. It works for HTTP/1, each HTTP/2 stream and TLS.
     ///
     /// It costs nothing for a handler that answers in its first poll: a deadline is armed
-    /// (a tokio timer) only when the handler waits. With tracking off
+    /// (an entry in a table swept every few hundred ms) only when the handler waits. With tracking off
     /// ([`Worker::set_tracking`]) the timeout still applies but nothing is counted. It needs
     /// a runtime with the time driver enabled (as `serve` does anyway).
     ///

@@ -13,11 +13,13 @@ use crate::scoreboard::KilledRequest;
 pub(super) const MEMORY_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the loop waits for a kill record's threads before it goes on (the signal that
 /// follows may end the process): `/proc` reads take microseconds, but a thread of the worker
-/// in the middle of an `exec` holds the lock `syscall` needs.
-const THREADS_READ_WAIT: Duration = Duration::from_millis(200);
-/// Longest answer of the control socket's `status` (its line limit is 64 KiB): the oldest kill
-/// records are left out beyond it.
-pub(super) const GUARDS_REPLY_BYTES: usize = 48 * 1024;
+/// in the middle of an `exec` holds the lock `syscall` needs. Short, as it holds the loop;
+/// a read that takes longer still fills the record when it ends.
+const THREADS_READ_WAIT: Duration = Duration::from_millis(20);
+/// Longest answer of the control socket's `status` (its line limit is 64 KiB, less a margin):
+/// the oldest kill records are left out beyond it, and the guards entirely if even that is
+/// not enough (many workers).
+pub(super) const GUARDS_REPLY_BYTES: usize = crate::control::MAX_LINE - 4 * 1024;
 /// Requests named in a kill's log line.
 const LOGGED_REQUESTS: usize = 8;
 
@@ -93,9 +95,14 @@ impl Shell {
         let Some(serde_json::Value::Object(doc)) = &mut reply.status else {
             return reply;
         };
-        let report = self.sb.snapshot().guards_report();
-        let value = report.map(|r| serde_json::to_value(r.fit(GUARDS_REPLY_BYTES)));
-        if let Some(Ok(value)) = value {
+        let Some(report) = self.sb.snapshot().guards_report() else {
+            return reply;
+        };
+        let rest = serde_json::to_vec(&*doc).map_or(usize::MAX, |v| v.len());
+        let budget = GUARDS_REPLY_BYTES.saturating_sub(rest);
+        let report = report.fit(budget);
+        let fits = serde_json::to_vec(&report).is_ok_and(|v| v.len() <= budget);
+        if let (true, Ok(value)) = (fits, serde_json::to_value(report)) {
             doc.insert("guards".into(), value);
         }
         reply
@@ -110,7 +117,12 @@ fn describe(requests: &[KilledRequest]) -> String {
     let mut out = format!("{} in flight:", requests.len());
     for r in requests.iter().take(LOGGED_REQUESTS) {
         let q = &r.request;
-        let _ = write!(out, " {} {}", q.method, q.path.escape_debug());
+        let _ = write!(
+            out,
+            " {} {}",
+            q.method.escape_debug(),
+            q.path.escape_debug()
+        );
         if !q.route.is_empty() {
             let _ = write!(out, " [{}]", q.route.escape_debug());
         }

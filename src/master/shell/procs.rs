@@ -109,6 +109,10 @@ async fn reap(
     }
 }
 
+/// Heartbeats closer together than this are dropped (a worker past `--max-requests` sends one
+/// every 50 ms; one that floods its channel must not flood the master's loop).
+const MIN_BEAT_GAP: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Forwards a worker's control messages until its channel closes.
 async fn read(
     reader: Arc<Channel>,
@@ -116,9 +120,17 @@ async fn read(
     pid: u32,
     tasks: mpsc::UnboundedSender<TaskEvent>,
 ) {
+    let mut last_beat: Option<std::time::Instant> = None;
     loop {
         match reader.recv::<ToMaster>().await {
             Ok(Some((msg, _fds))) => {
+                if let ToMaster::Heartbeat { .. } = msg {
+                    let now = std::time::Instant::now();
+                    if last_beat.is_some_and(|t| now.duration_since(t) < MIN_BEAT_GAP) {
+                        continue;
+                    }
+                    last_beat = Some(now);
+                }
                 if tasks.send(TaskEvent::Control { slot, pid, msg }).is_err() {
                     return;
                 }

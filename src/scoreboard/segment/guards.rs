@@ -27,6 +27,9 @@ struct Heartbeat {
     interval: Duration,
 }
 
+/// Requests kept in a kill record (the oldest in flight).
+const KILL_RECORD_REQUESTS: usize = 16;
+
 impl Heartbeat {
     /// The lag to show at `now`: the reported one, or how overdue the next heartbeat is when
     /// that is longer (a blocked event loop sends none, so its lag grows until it is killed).
@@ -131,7 +134,7 @@ impl Scoreboard {
     ) -> Option<(u64, KillRecord)> {
         let shown = read_one(self.segment(), slot);
         let generation = shown.as_ref().map_or(0, |s| s.generation);
-        let requests = shown
+        let mut requests: Vec<KilledRequest> = shown
             .into_iter()
             .flat_map(|s| s.connections)
             .filter_map(|c| {
@@ -139,6 +142,9 @@ impl Scoreboard {
                 c.request.map(|request| KilledRequest { request, client })
             })
             .collect();
+        // The oldest ones tell what the worker was stuck in; the record stays small.
+        requests.sort_by(|a, b| b.request.age_seconds.total_cmp(&a.request.age_seconds));
+        requests.truncate(KILL_RECORD_REQUESTS);
         let record = KillRecord {
             slot,
             pid,

@@ -167,7 +167,7 @@ pub const BUILTIN: [Builtin; 26] = [
     family(
         "flora_worker_recycles_total",
         Kind::Counter,
-        "Workers replaced gracefully by a guard, by reason (memory, max_requests, age).",
+        "Workers recycled by a guard, by reason (memory, max_requests, age); counted once per worker when its recycle begins.",
         Source::Recycles,
     ),
     family(

@@ -97,16 +97,18 @@ impl Worker {
         let writer = self.slot_writer().clone();
         let header_timeout = header_read_timeout();
         let timer = timer::CoarseTimer::new(header_timeout);
+        // Read once: the stage's deadlines and their sweeper agree.
+        let request_timeout = self.request_timeout();
         let stage = Arc::new(ConnStage::new(
             self.show_query(),
             header_timeout,
             timer.clone(),
-            self.request_timeout(),
+            request_timeout,
         ));
         let sweeper = timer.run_sweeper(stage.drain.clone());
         let _sweeper = AbortOnDrop(tokio::spawn(sweeper));
         // Request deadlines are swept while this call serves (the clock is fresh from now).
-        let _deadlines = super::deadline::timeout_ms(self.request_timeout()).map(|ms| {
+        let _deadlines = super::deadline::timeout_ms(request_timeout).map(|ms| {
             super::deadline::refresh_clock();
             AbortOnDrop(tokio::spawn(super::deadline::sweep(ms)))
         });

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use super::super::workers::Worker;
 use super::super::{Action, Core, KillReason, Level, Sig};
 
+/// How long past a heartbeat deadline the core may handle it and still trust that the shell
+/// read every heartbeat sent before it. Later, the master itself did not run (stopped,
+/// paused, starved) and the workers' heartbeats may wait unread: they get this long again
+/// instead of a kill for the master's own stall.
+pub(in crate::master::core) const STALL_GRACE: Duration = Duration::from_millis(500);
+
 impl Core {
     /// A heartbeat from the worker in `slot`: it beat now, and reports its request count.
     pub(in crate::master::core) fn on_heartbeat(
@@ -20,18 +26,22 @@ impl Core {
         let now = self.now;
         if let Some(w) = self.worker_mut(slot, pid) {
             w.watch.last_beat = Some(now);
+            w.watch.beats = true;
             w.watch.requests = requests;
         }
     }
 
     /// When `w` must have beaten by: only a ready, not draining, not yet killed worker
-    /// (of any generation) with a heartbeat timeout set.
+    /// (of any generation) with a heartbeat timeout set, once it sent a heartbeat.
     fn beat_due(&self, w: &Worker) -> Option<Instant> {
         let timeout = self.cfg.guards.heartbeat_timeout?;
         if !w.ready || w.draining || w.watch.killed.is_some() || w.pid.is_none() {
             return None;
         }
-        w.watch.last_beat?.checked_add(timeout)
+        let due = w.watch.last_beat?.checked_add(timeout)?;
+        let due = due.max(w.watch.stall_grace.unwrap_or(due));
+        // A worker that never beat: one deadline, for the warning only.
+        (w.watch.beats || !w.watch.silent_logged).then_some(due)
     }
 
     pub(in crate::master::core) fn heartbeat_deadlines(
@@ -40,17 +50,35 @@ impl Core {
         self.workers.values().filter_map(|w| self.beat_due(w))
     }
 
-    /// Kills every worker whose heartbeat deadline has come.
+    /// Kills every worker whose heartbeat deadline has come (see [`STALL_GRACE`]); a worker
+    /// that never sent one is warned about once and not watched.
     pub(in crate::master::core) fn kill_silent(&mut self) {
         let now = self.now;
-        let silent: Vec<usize> = self
+        let timeout = self.cfg.guards.heartbeat_timeout.unwrap_or_default();
+        let silent: Vec<(usize, Instant)> = self
             .workers
             .iter()
-            .filter(|(_, w)| self.beat_due(w).is_some_and(|t| t <= now))
-            .map(|(s, _)| *s)
+            .filter_map(|(s, w)| self.beat_due(w).map(|t| (*s, t)))
+            .filter(|(_, t)| *t <= now)
             .collect();
-        for slot in silent {
-            self.kill_for_heartbeat(slot);
+        for (slot, due) in silent {
+            let Some(w) = self.workers.get_mut(&slot) else {
+                continue;
+            };
+            if !w.watch.beats {
+                w.watch.silent_logged = true;
+                let (pid, generation) = (w.pid, w.generation);
+                let msg = format!(
+                    "worker sent no heartbeat within {timeout:?} of its ready (built with an \
+                     older flora-cluster library?): --heartbeat-timeout does not apply to it"
+                );
+                self.log_about(Level::Warn, msg, Some(slot), pid, Some(generation));
+            } else if now.saturating_duration_since(due) > STALL_GRACE {
+                // The master missed this deadline itself: heartbeats may wait unread.
+                w.watch.stall_grace = Some(now + STALL_GRACE);
+            } else {
+                self.kill_for_heartbeat(slot);
+            }
         }
     }
 

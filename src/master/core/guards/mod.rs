@@ -5,7 +5,7 @@
 //! control channel: heartbeats (time of arrival, and the request count they carry), RSS
 //! samples from `/proc`, and its own spawn time. Nothing here reads the scoreboard.
 
-mod heartbeat;
+pub(super) mod heartbeat;
 mod recycle;
 
 use std::time::{Duration, Instant};
@@ -56,6 +56,12 @@ impl Default for Guards {
 pub(super) struct Watch {
     /// When its last heartbeat arrived, or when it turned ready (the later).
     pub(super) last_beat: Option<Instant>,
+    /// Not killed before then: the master itself missed its heartbeat deadline.
+    pub(super) stall_grace: Option<Instant>,
+    /// A heartbeat came (a worker built with a library that sends none is not watched).
+    pub(super) beats: bool,
+    /// The "sends no heartbeats" warning was logged.
+    pub(super) silent_logged: bool,
     /// Requests it reported in its latest heartbeat.
     pub(super) requests: u64,
     /// Memory samples over the limit in a row.
@@ -71,6 +77,8 @@ pub(super) struct Watch {
     pub(super) killed: Option<KillReason>,
     /// No recycle before then (the last one failed).
     pub(super) retry_at: Option<Instant>,
+    /// Its recycle was recorded (a retry after a failed replacement is not counted again).
+    pub(super) recycle_recorded: bool,
     /// The "no free slot for a recycle" warning was logged.
     pub(super) wait_logged: bool,
 }

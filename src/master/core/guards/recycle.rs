@@ -75,7 +75,7 @@ impl Core {
 
     /// Begins the recycles that are due, up to `max_recycling` at once, in slot order.
     pub(in crate::master::core) fn begin_due_recycles(&mut self) {
-        if !self.recycles_allowed() {
+        if self.recycles.len() >= self.cfg.guards.max_recycling || !self.recycles_allowed() {
             return;
         }
         let due: Vec<(usize, RecycleReason, String)> = self
@@ -112,12 +112,19 @@ impl Core {
         };
         let Some(pid) = pid else { return };
         let msg = format!("recycling worker ({detail}): its replacement starts in slot {free}");
-        self.out.push(Action::RecordRecycle {
-            slot,
-            pid,
-            reason,
-            detail,
-        });
+        // Counted once per worker: a retry after a failed replacement is the same recycle.
+        let first = self
+            .workers
+            .get_mut(&slot)
+            .is_some_and(|w| !std::mem::replace(&mut w.watch.recycle_recorded, true));
+        if first {
+            self.out.push(Action::RecordRecycle {
+                slot,
+                pid,
+                reason,
+                detail,
+            });
+        }
         self.log_about(Level::Info, msg, Some(slot), Some(pid), Some(generation));
         let deadline = self.now + self.cfg.ready_timeout;
         self.recycles.insert(

@@ -218,9 +218,13 @@ impl Sim {
         self.live[&slot]
     }
 
+    /// The worker in `slot` says it is ready, then sends its first heartbeat at once (as a
+    /// worker does).
     fn ready(&mut self, slot: usize) -> Vec<Action> {
         let pid = self.pid(slot);
-        self.feed(Event::WorkerReady { slot, pid })
+        let mut out = self.feed(Event::WorkerReady { slot, pid });
+        out.extend(self.beat(slot, 0));
+        out
     }
 
     fn ready_all(&mut self) -> Vec<Action> {
