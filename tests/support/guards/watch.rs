@@ -137,6 +137,17 @@ impl WatchReport {
     pub fn timeline(&self) -> String {
         self.timeline.join("\n")
     }
+
+    /// Recycles ran one at a time and never left fewer than `target` workers ready.
+    pub fn assert_one_recycle_at_a_time(&self, target: usize) {
+        assert!(
+            self.min_ready >= target && self.max_starting <= 1,
+            "min ready {}, max starting {}:\n{}",
+            self.min_ready,
+            self.max_starting,
+            self.timeline()
+        );
+    }
 }
 
 /// A thread reading the scoreboard every [`WATCH_EVERY`] until stopped (on drop too).
