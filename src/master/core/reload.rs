@@ -308,6 +308,7 @@ impl Core {
         }
         let reason = match self.restore_after_rollback() {
             0 => reason,
+            1 => format!("{reason}; 1 old worker respawns"),
             n => format!("{reason}; {n} old workers respawn"),
         };
         self.finish_reload(tx, Outcome::Rollback, Some(reason));

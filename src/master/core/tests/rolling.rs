@@ -142,7 +142,7 @@ fn the_ready_timeout_of_a_later_batch_rolls_back_and_names_the_batch() {
     let out = sim.advance(READY_TIMEOUT);
     assert_eq!(
         sim.reload_reason(w),
-        "only 0 of 1 new workers (batch 2) were ready after 30s; 1 old workers respawn"
+        "only 0 of 1 new workers (batch 2) were ready after 30s; 1 old worker respawns"
     );
     assert_eq!(signals(&out), [(0, Sig::Term)]);
     assert_eq!(drains(&out), [4]);
@@ -161,7 +161,7 @@ fn a_spawn_failure_in_a_later_batch_rolls_back_and_the_restore_retries() {
     assert_eq!(spawns(&out), [(0, 2), (0, 1)]);
     assert_eq!(
         sim.reload_reason(w),
-        "cannot spawn a new worker in slot 0: no such file; 1 old workers respawn"
+        "cannot spawn a new worker in slot 0: no such file; 1 old worker respawns"
     );
     // The restore's spawn failed too: retried with backoff like any respawn.
     sim.spawn_error = None;
