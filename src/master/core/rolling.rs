@@ -52,10 +52,10 @@ impl Core {
         let batch = slots.clone();
         tx.done.extend(&batch);
         let (generation, done) = (tx.generation, tx.done.len());
-        let msg = format!(
-            "reload: {done} of {target} new workers ready; {} old workers drain",
-            batch.len()
-        );
+        let msg = match batch.len() {
+            1 => format!("reload: {done} of {target} new workers ready; 1 old worker drains"),
+            n => format!("reload: {done} of {target} new workers ready; {n} old workers drain"),
+        };
         self.log_about(Level::Info, msg, None, None, Some(generation));
         self.retire_old(batch.len());
         self.spawn_batch();

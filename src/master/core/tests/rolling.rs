@@ -65,7 +65,7 @@ fn a_batch_waits_for_the_peak_even_with_free_slots() {
     assert!(spawns(&out).is_empty(), "5 live: the next batch waits");
     assert!(logs(&out, Level::Info)
         .iter()
-        .any(|l| l.contains("1 of 4 new workers ready; 1 old workers drain")));
+        .any(|l| l.contains("1 of 4 new workers ready; 1 old worker drains")));
     assert_eq!(spawns(&sim.exit(0, Some(0))), [(0, 2)]);
     assert!(!sim.replies.contains_key(&w));
 }
