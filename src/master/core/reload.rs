@@ -44,6 +44,9 @@ pub(super) struct ReloadTx {
     started: Instant,
     waiters: Vec<WaiterId>,
     pub(super) step: Step,
+    /// Rolling: new workers started at a time (`None`: all at once). Per reload, so that
+    /// another kind of reload can choose its own.
+    pub(super) batch: Option<usize>,
     /// Rolling: the new generation's slots of the batches already ready (they serve).
     pub(super) done: Vec<usize>,
 }
@@ -107,6 +110,7 @@ impl Core {
             started: self.now,
             waiters,
             step: Step::Hook,
+            batch: self.cfg.reload_batch,
             done: Vec::new(),
         });
         if self.cfg.before_reload {
@@ -179,6 +183,11 @@ impl Core {
             if !matches!(step, Step::WaitingForSlots { .. }) {
                 self.wait_for_slots(generation, draining);
             }
+        } else if !room && free.len() >= need {
+            let live = self.workers.len();
+            self.rollback(format!(
+                "{live} workers live and none draining: no room for a batch of {need} under the rolling peak"
+            ));
         } else if !room {
             self.rollback(format!(
                 "not enough free slots for a new generation: {} free, {need} needed (start with a larger --slots)",

@@ -11,9 +11,11 @@ use super::{Core, Level, Stop};
 impl Core {
     /// Workers the next batch spawns: the whole generation unless rolling.
     pub(super) fn batch_size(&self) -> usize {
-        let done = self.reload.as_ref().map_or(0, |r| r.done.len());
-        let left = self.target.saturating_sub(done);
-        match self.cfg.reload_batch {
+        let Some(tx) = self.reload.as_ref() else {
+            return self.target;
+        };
+        let left = self.target.saturating_sub(tx.done.len());
+        match tx.batch {
             Some(k) => left.min(k.max(1)),
             None => left,
         }
@@ -22,16 +24,21 @@ impl Core {
     /// Whether `need` more workers would pass a rolling reload's peak of target + K.
     pub(super) fn over_peak(&self, need: usize) -> bool {
         let peak = |k: usize| self.target + k.max(1);
-        self.cfg
-            .reload_batch
+        self.reload
+            .as_ref()
+            .and_then(|tx| tx.batch)
             .is_some_and(|k| self.workers.len() + need > peak(k))
     }
 
     /// " (batch i)" while rolling, for messages.
     pub(super) fn batch_label(&self) -> String {
-        match (&self.cfg.reload_batch, &self.reload) {
-            (Some(k), Some(tx)) => format!(" (batch {})", tx.done.len() / k.max(&1) + 1),
-            _ => String::new(),
+        match self
+            .reload
+            .as_ref()
+            .and_then(|tx| Some((tx.batch?, tx.done.len())))
+        {
+            Some((k, done)) => format!(" (batch {})", done / k.max(1) + 1),
+            None => String::new(),
         }
     }
 
@@ -39,14 +46,13 @@ impl Core {
     /// drain, the next batch follows, and this returns true; otherwise false (commit).
     pub(super) fn batch_ready(&mut self) -> bool {
         let target = self.target;
-        let rolling = self.cfg.reload_batch.is_some();
         let Some(tx) = self.reload.as_mut() else {
             return false;
         };
         let Step::Starting { slots, .. } = &tx.step else {
             return false;
         };
-        if !rolling || tx.done.len() + slots.len() >= target {
+        if tx.batch.is_none() || tx.done.len() + slots.len() >= target {
             return false;
         }
         let batch = slots.clone();
