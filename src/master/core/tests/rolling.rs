@@ -279,3 +279,33 @@ fn a_stop_during_the_restore_spawns_nothing() {
     assert!(spawns(&sim.exit_all()).is_empty());
     assert!(sim.core.finished());
 }
+
+#[test]
+fn the_before_reload_hook_runs_once_not_per_batch() {
+    let mut cfg = settings(5, 2);
+    cfg.reload_batch = Some(1);
+    cfg.before_reload = true;
+    let mut sim = Sim::running(cfg);
+    let (w, out) = sim.control(Request::Reload);
+    assert!(spawns(&out).is_empty());
+    assert_eq!(spawns(&sim.hook_done(Ok(()))), [(2, 2)]);
+    sim.ready(2);
+    let next = sim.exit(0, Some(0));
+    assert_eq!(spawns(&next), [(0, 2)]);
+    assert!(!has(&next, |a| matches!(a, Action::RunHook { .. })));
+    assert!(sim.hooks.is_empty());
+    sim.ready(0);
+    assert_eq!(sim.reload_reason(w), "success");
+}
+
+#[test]
+fn the_status_document_shows_the_batch() {
+    let mut sim = rolling(5, 4, 1);
+    let (w, _) = sim.control(Request::Status);
+    let doc = sim.reply(w).status.clone().expect("a status");
+    assert_eq!(doc["reload_batch"], 1);
+    let mut sim = Sim::running(settings(5, 4));
+    let (w, _) = sim.control(Request::Status);
+    let doc = sim.reply(w).status.clone().expect("a status");
+    assert!(doc["reload_batch"].is_null());
+}
