@@ -87,11 +87,21 @@ impl PeakWatch {
     }
 
     fn stop(mut self) -> usize {
+        self.halt();
+        self.most()
+    }
+
+    fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.most()
+    }
+}
+
+impl Drop for PeakWatch {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 
