@@ -171,6 +171,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize),
           allow_hyphen_values = true)]
     pub max_recycling: Option<usize>,
+    /// Rolling reload: start K new workers at a time, each batch ready before K old ones
+    /// drain (peak workers + K processes) [default: all at once].
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(usize),
+          allow_hyphen_values = true)]
+    pub reload_batch: Option<usize>,
     /// TOML file with the same settings (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -17,6 +17,7 @@ use crate::limits::MAX_SLOTS;
 
 // The worker guards' settings and byte sizes, beside this file.
 mod guards;
+mod reload;
 mod size;
 // TLS certificate files (feature `tls`): checks and paths, beside this file.
 mod tls;
@@ -206,6 +207,9 @@ pub struct Config {
     pub max_worker_age_jitter: Option<f64>,
     /// Recycles running at once. Defaults to 1.
     pub max_recycling: usize,
+    /// Rolling reloads: start this many new workers at a time (1 to the maximum worker
+    /// count; needs workers + this many slots). Defaults to none (all at once).
+    pub reload_batch: Option<usize>,
     /// The worker program and its arguments.
     pub program: Vec<String>,
 }
@@ -246,6 +250,7 @@ impl Default for Config {
             max_worker_age: None,
             max_worker_age_jitter: None,
             max_recycling: 1,
+            reload_batch: None,
             program: Vec::new(),
         }
     }
@@ -429,6 +434,7 @@ impl Config {
         }
         self.check_unix()?;
         self.check_guards()?;
+        self.check_reload_batch()?;
         self.check_tls_pair()
     }
 

@@ -100,6 +100,7 @@ fn guard_flags(cfg: &mut Config, args: &cli::RunArgs) {
     if let Some(v) = args.max_recycling {
         cfg.max_recycling = v;
     }
+    cfg.reload_batch = args.reload_batch.or(cfg.reload_batch);
 }
 
 fn run(args: cli::RunArgs) -> Result<(), Error> {

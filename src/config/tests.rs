@@ -267,3 +267,29 @@ fn guard_flag_parsers() {
         assert!(parse_jitter_seconds(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn reload_batch_is_checked_against_the_workers_and_slots() {
+    assert_eq!(Config::default().reload_batch, None);
+    let c = Config::from_toml_str("workers = 4\nreload_batch = 1\n").expect("valid");
+    assert_eq!(c.reload_batch, Some(1));
+    // Larger than the workers: the last batch is what is left, so 2 × 4 slots are enough.
+    Config::from_toml_str("workers = 4\nslots = 8\nreload_batch = 9\n").expect("valid");
+    for (bad, key, says) in [
+        ("workers = 4\nreload_batch = 0\n", "reload_batch", "1..="),
+        (
+            "workers = 4\nreload_batch = 100000\n",
+            "reload_batch",
+            "1..=",
+        ),
+        ("workers = 4\nreload_batch = -1\n", "reload_batch", ""),
+        (
+            "workers = 4\nslots = 5\nreload_batch = 2\n",
+            "slots",
+            "use --slots 6",
+        ),
+    ] {
+        let msg = Config::from_toml_str(bad).expect_err(bad).to_string();
+        assert!(msg.contains(key) && msg.contains(says), "{bad}: {msg}");
+    }
+}

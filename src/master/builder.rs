@@ -64,6 +64,36 @@ impl MasterBuilder {
         self
     }
 
+    /// Rolling reloads: the new generation starts `k` workers at a time in spare slots;
+    /// when a batch is ready, `k` old workers drain, then the next batch starts. A failure
+    /// in any batch rolls back: the new workers stop and the old generation respawns to full
+    /// strength. At most workers + `k` processes live during a reload (all at once needs
+    /// twice the workers). `k` is 1 to the maximum worker count and needs workers + `k`
+    /// slots. Defaults to none (the whole generation at once).
+    ///
+    /// ```
+    /// let master = flora_cluster::Master::builder()
+    ///     .program(["./app"])
+    ///     .workers(4)
+    ///     .reload_batch(1)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(master.config().reload_batch, Some(1));
+    /// let too_tight = flora_cluster::Master::builder()
+    ///     .program(["./app"])
+    ///     .workers(4)
+    ///     .slots(5)
+    ///     .reload_batch(2)
+    ///     .build();
+    /// assert!(too_tight.unwrap_err().to_string().contains("--slots 6"));
+    /// let zero = flora_cluster::Master::builder().program(["./app"]).reload_batch(0).build();
+    /// assert!(zero.unwrap_err().to_string().contains("reload_batch"));
+    /// ```
+    pub fn reload_batch(mut self, k: usize) -> Self {
+        self.config.reload_batch = Some(k);
+        self
+    }
+
     /// Directory of the scoreboard and lock. Defaults to [`super::default_runtime_dir`].
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.runtime_dir = Some(dir.into());

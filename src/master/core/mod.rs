@@ -66,6 +66,22 @@
 //! A stop at any step answers the reload's waiters and the queued ones with
 //! "the cluster is stopping".
 //!
+//! # Rolling reloads (`reload_batch` = K, `rolling.rs`)
+//! The same transaction, with `Starting` one batch at a time; at most target + K workers
+//! live (draining ones included), so K free slots are enough:
+//! ```text
+//!   Starting: min(K, workers left) of g+1 spawn into free slots
+//!     │ the batch is ready                          a failure in any batch (exit, spawn,
+//!     ▼                                             ready timeout, slot wait) ──► rollback:
+//!   last batch? ── yes ──► commit (the rest of g drains)   g+1 stops; g respawns the workers
+//!     │ no                                                  its batches retired into free
+//!     ▼                                                     slots, now or as slots free
+//!   as many workers of g drain (not ready ones first)       (`restoring`); reloads asked for
+//!     │                                                     meanwhile wait for it, a scale
+//!     ▼                                                     is refused, a stop ends it
+//!   WaitingForSlots until live + batch ≤ target + K ──► Starting (next batch)
+//! ```
+//!
 //! # Worker guards (`guards/`, checked after every event)
 //! The heartbeat kill, for a ready, not draining worker of any generation (none is
 //! checked before it is ready; its ready counts as a beat):
@@ -111,6 +127,7 @@
 mod event;
 mod guards;
 mod reload;
+mod rolling;
 mod status;
 mod stop;
 mod workers;
@@ -154,6 +171,9 @@ pub struct Settings {
     pub before_shutdown: bool,
     /// Heartbeat kill and recycle limits.
     pub guards: Guards,
+    /// Rolling reloads: the new generation starts this many workers at a time (`None`: all
+    /// at once).
+    pub reload_batch: Option<usize>,
 }
 
 /// Where the stop stands (orthogonal to starting/running: a start goes on while the
@@ -205,6 +225,9 @@ pub struct Core {
     /// Reloads asked for during a reload or the start (`Some` even without waiters).
     queued: Option<Vec<WaiterId>>,
     last_reload: Option<ReloadOutcome>,
+    /// Workers of the serving generation a rolling rollback still has to respawn (each
+    /// waits for a free slot).
+    restoring: usize,
     /// Recycles under way, by the slot of the worker being replaced.
     recycles: BTreeMap<usize, Recycle>,
     /// Draws the guards' per-worker jitter.
@@ -240,6 +263,7 @@ impl Core {
             reload: None,
             queued: None,
             last_reload: None,
+            restoring: 0,
             recycles: BTreeMap::new(),
             jitter: Jitter::new(seed),
         }

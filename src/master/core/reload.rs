@@ -44,6 +44,11 @@ pub(super) struct ReloadTx {
     started: Instant,
     waiters: Vec<WaiterId>,
     pub(super) step: Step,
+    /// Rolling: new workers started at a time (`None`: all at once). Per reload, so that
+    /// another kind of reload can choose its own.
+    pub(super) batch: Option<usize>,
+    /// Rolling: the new generation's slots of the batches already ready (they serve).
+    pub(super) done: Vec<usize>,
 }
 
 impl ReloadTx {
@@ -74,6 +79,10 @@ impl Core {
             let msg = "reload requested while another is in progress: queued";
             self.log(Level::Info, msg.into());
             self.queued.get_or_insert_with(Vec::new).extend(waiter);
+        } else if self.restoring > 0 {
+            let msg = "reload requested while a rollback restores old workers: queued";
+            self.log(Level::Info, msg.into());
+            self.queued.get_or_insert_with(Vec::new).extend(waiter);
         } else if !self.recycles.is_empty() {
             let msg = "reload requested during a worker recycle: queued until it ends";
             self.log(Level::Info, msg.into());
@@ -101,6 +110,8 @@ impl Core {
             started: self.now,
             waiters,
             step: Step::Hook,
+            batch: self.cfg.reload_batch,
+            done: Vec::new(),
         });
         if self.cfg.before_reload {
             let hook = Hook::BeforeReload { generation };
@@ -125,8 +136,18 @@ impl Core {
         }
     }
 
-    /// A draining worker exited: a reload waiting for its slot checks again.
+    /// A slot was freed: a rollback owed old workers respawns one, a reload waiting for
+    /// slots checks again, a reload queued behind the restoring begins.
     pub(super) fn slot_freed(&mut self) {
+        if self.restoring > 0 {
+            self.restore_old();
+            if self.restoring == 0 && self.reload.is_none() && self.recycles.is_empty() {
+                if let Some(q) = self.queued.take() {
+                    self.begin_reload(q);
+                }
+            }
+            return;
+        }
         let waiting = self
             .reload
             .as_ref()
@@ -138,23 +159,38 @@ impl Core {
 
     /// Moves the reload on from the hook, from waiting for slots or from preparing.
     pub(super) fn spawn_reload_generation(&mut self) {
+        let starting = self
+            .reload
+            .as_ref()
+            .is_none_or(|tx| matches!(tx.step, Step::Starting { .. }));
+        if !starting {
+            self.spawn_batch();
+        }
+    }
+
+    /// Spawns the next batch (the whole generation unless rolling) into free slots, or
+    /// waits for draining workers to free them, or rolls back when they never will.
+    pub(super) fn spawn_batch(&mut self) {
         let Some(tx) = self.reload.as_ref() else {
             return;
         };
         let (generation, step) = (tx.generation, tx.step.clone());
-        if matches!(step, Step::Starting { .. }) {
-            return;
-        }
+        let need = self.batch_size();
         let free = self.free_slots();
         let draining = self.workers.values().filter(|w| w.draining).count();
-        let target = self.target;
-        if free.len() < target && free.len() + draining >= target {
+        let room = free.len() >= need && !self.over_peak(need);
+        if !room && draining > 0 && free.len() + draining >= need {
             if !matches!(step, Step::WaitingForSlots { .. }) {
                 self.wait_for_slots(generation, draining);
             }
-        } else if free.len() < target {
+        } else if !room && free.len() >= need {
+            let live = self.workers.len();
             self.rollback(format!(
-                "not enough free slots for a new generation: {} free, {target} needed (start with a larger --slots)",
+                "{live} workers live and none draining: no room for a batch of {need} under the rolling peak"
+            ));
+        } else if !room {
+            self.rollback(format!(
+                "not enough free slots for a new generation: {} free, {need} needed (start with a larger --slots)",
                 free.len()
             ));
         } else if !self.prepared.contains(&generation) {
@@ -163,7 +199,7 @@ impl Core {
             self.set_step(Step::Preparing { deadline });
             self.prepare(generation);
         } else {
-            let slots = free[..target].to_vec();
+            let slots = free[..need].to_vec();
             for &slot in &slots {
                 self.owner[slot] = Some(generation);
                 self.queue_spawn(slot, generation, SpawnKind::Reload);
@@ -201,9 +237,16 @@ impl Core {
         let reason = match &tx.step {
             Step::Starting { slots, .. } => {
                 let total = slots.len();
-                let ready = self.count_ready(tx.generation);
+                let g = tx.generation;
+                let ready_in = |s: &usize| {
+                    self.workers
+                        .get(s)
+                        .is_some_and(|w| w.ready && w.generation == g)
+                };
+                let ready = slots.iter().filter(|s| ready_in(s)).count();
                 let t = self.cfg.ready_timeout;
-                format!("only {ready} of {total} new workers were ready after {t:?}")
+                let batch = self.batch_label();
+                format!("only {ready} of {total} new workers{batch} were ready after {t:?}")
             }
             Step::WaitingForSlots { .. } => {
                 let draining = self.workers.values().filter(|w| w.draining).count();
@@ -233,7 +276,7 @@ impl Core {
                     .get(s)
                     .is_some_and(|w| w.ready && w.generation == generation)
             });
-        if all_ready {
+        if all_ready && !self.batch_ready() {
             self.commit();
         }
     }
@@ -272,6 +315,11 @@ impl Core {
                 }
             }
         }
+        let reason = match self.restore_after_rollback() {
+            0 => reason,
+            1 => format!("{reason}; 1 old worker respawns"),
+            n => format!("{reason}; {n} old workers respawn"),
+        };
         self.finish_reload(tx, Outcome::Rollback, Some(reason));
     }
 
@@ -309,8 +357,10 @@ impl Core {
         };
         self.answer_all(tx.waiters, &reply);
         self.forget_unused_generations();
-        if let Some(q) = self.queued.take() {
-            self.begin_reload(q);
+        if self.restoring == 0 {
+            if let Some(q) = self.queued.take() {
+                self.begin_reload(q);
+            }
         }
     }
 

@@ -36,6 +36,7 @@ impl Core {
             "generation": self.generation,
             "target_workers": self.target,
             "reload_in_progress": self.reload.is_some(),
+            "reload_batch": self.cfg.reload_batch,
             "last_reload": self.last_reload,
             "recycles": recycles,
             "workers": workers,

@@ -104,6 +104,7 @@ impl Core {
         self.spawn_queue.clear();
         // Replacements, ready or not, drain with everything else.
         self.recycles.clear();
+        self.restoring = 0;
         self.cancel_reloads(&Reply::error("the cluster is stopping"));
         match how {
             StopHow::Drain => {

@@ -268,6 +268,7 @@ impl Core {
             let msg = format!("retired worker exited ({how})");
             self.log_about(Level::Info, msg, s, p, g);
             self.forget_unused_generations();
+            self.slot_freed();
         } else {
             self.respawn_later(slot, &w, &how);
         }
@@ -392,6 +393,11 @@ impl Core {
         }
         if !self.recycles.is_empty() {
             return Reply::error("a worker recycle is in progress; scale again when it is done");
+        }
+        if self.restoring > 0 {
+            return Reply::error(
+                "a rollback is respawning old workers; scale again when it is done",
+            );
         }
         let generation = self.generation;
         let mine: Vec<usize> = (0..self.owner.len())

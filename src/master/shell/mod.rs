@@ -128,6 +128,7 @@ impl Shell {
             before_reload: hooks.before_reload.is_some(),
             before_shutdown: hooks.before_shutdown.is_some(),
             guards: guards_of(cfg),
+            reload_batch: cfg.reload_batch,
         };
         let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
         Self {

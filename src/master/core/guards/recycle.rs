@@ -233,7 +233,8 @@ impl Core {
 
     /// When the last recycle ends, a reload queued behind it begins.
     fn recycle_ended(&mut self) {
-        if self.recycles.is_empty() && self.reload.is_none() && self.start_deadline.is_none() {
+        let idle = self.reload.is_none() && self.start_deadline.is_none() && self.restoring == 0;
+        if self.recycles.is_empty() && idle {
             if let Some(q) = self.queued.take() {
                 self.begin_reload(q);
             }

@@ -5,6 +5,7 @@ mod heartbeat;
 mod prop;
 mod recycle;
 mod reload;
+mod rolling;
 mod start_stop;
 mod workers;
 
@@ -33,6 +34,7 @@ fn settings(slots: usize, workers: usize) -> Settings {
         before_reload: false,
         before_shutdown: false,
         guards: Default::default(),
+        reload_batch: None,
     }
 }
 

@@ -6,7 +6,9 @@
 //! of the serving generation below the target, and a stop followed by every exit finishes
 //! the master with every waiter answered. Without a stop (which answers every waiter with
 //! "stopping" and so hides a stranded one), a settled core has answered every waiter, ended
-//! every reload and restored its worker count. The guards are on in most cases: random
+//! every reload and restored its worker count (after a rolling rollback too). With a random
+//! `reload_batch` K, a rolling reload and the restore after its rollback keep at most
+//! target + K live workers that are not draining. The guards are on in most cases: random
 //! heartbeats, memory samples and ticks drive kills and recycles.
 
 use proptest::prelude::*;
@@ -172,11 +174,55 @@ fn guards() -> impl Strategy<Value = Option<Guards>> {
     proptest::option::weighted(0.8, on)
 }
 
-/// Ready, not draining workers of the serving generation.
+/// Ready, not draining workers of the serving generation (and of a rolling reload's new
+/// one: its ready batches serve too).
 fn serving(sim: &Sim) -> usize {
     let g = sim.core.generation();
-    let ok = |w: &&super::super::Worker| w.ready && !w.draining && w.generation == g;
+    let rolling = sim.core.cfg.reload_batch.is_some();
+    let new = sim.core.reload.as_ref().map(|r| r.generation);
+    let mine = |gen: u64| gen == g || (rolling && Some(gen) == new);
+    let ok = |w: &&super::super::Worker| w.ready && !w.draining && mine(w.generation);
     sim.core.workers.values().filter(ok).count()
+}
+
+/// Reloads rolled back so far.
+fn rollbacks(sim: &Sim) -> usize {
+    let rolled = |a: &&Action| matches!(a, Action::RecordReload(r) if r.outcome == crate::control::Outcome::Rollback);
+    sim.all.iter().filter(rolled).count()
+}
+
+/// During a rolling reload (and the restore after its rollback), at most target + K live
+/// workers are not draining.
+fn check_peak(sim: &Sim) {
+    let Some(k) = sim.core.cfg.reload_batch else {
+        return;
+    };
+    if sim.core.reload.is_none() && sim.core.restoring == 0 {
+        return;
+    }
+    let live = sim.core.workers.values().filter(|w| !w.draining).count();
+    let peak = sim.core.target() + k;
+    assert!(
+        live <= peak,
+        "{live} live workers not draining, over {peak}"
+    );
+}
+
+/// Between reloads and recycles, the serving generation owns the target's slots, less the
+/// old workers a rollback still has to respawn.
+fn check_owned(sim: &Sim) {
+    let c = &sim.core;
+    let idle = c.reload.is_none() && c.recycles.is_empty() && c.start_deadline.is_none();
+    if !idle || c.stop != Stop::No {
+        return;
+    }
+    let g = c.generation();
+    let owned = c.owner.iter().filter(|o| **o == Some(g)).count();
+    assert_eq!(
+        owned + c.restoring,
+        c.target(),
+        "slots of the serving generation"
+    );
 }
 
 /// Ops after which the serving workers can only fall because of a recycle (no exit, no
@@ -200,7 +246,12 @@ fn apply_checked(sim: &mut Sim, op: Op) {
     let (before, generation) = (serving(sim), sim.core.generation());
     let stop = sim.core.stop;
     let neutral = keeps_serving(&op);
+    let rolled_back = rollbacks(sim);
     apply(sim, op);
+    check_peak(sim);
+    check_owned(sim);
+    // A rollback drains the ready new workers: the floor below is for the rest.
+    let neutral = neutral && rollbacks(sim) == rolled_back;
     let max = sim.core.cfg.guards.max_recycling;
     assert!(sim.core.recycles.len() <= max, "more than {max} recycles");
     for (old, r) in &sim.core.recycles {
@@ -280,8 +331,10 @@ proptest! {
         running in any::<bool>(),
         auto_prepare in any::<bool>(),
         guards in guards(),
+        reload_batch in proptest::option::of(1..=3usize),
     ) {
         let mut cfg = settings(SLOTS, workers);
+        cfg.reload_batch = reload_batch;
         cfg.before_reload = before_reload;
         cfg.before_shutdown = before_shutdown;
         cfg.guards = guards.unwrap_or_default();
@@ -335,8 +388,10 @@ proptest! {
         workers in 1..=3usize,
         auto_prepare in any::<bool>(),
         guards in guards(),
+        reload_batch in proptest::option::of(1..=3usize),
     ) {
         let mut cfg = settings(SLOTS, workers);
+        cfg.reload_batch = reload_batch;
         cfg.before_reload = before_reload;
         cfg.guards = guards.unwrap_or_default();
         let mut sim = Sim::running(cfg);
@@ -350,6 +405,8 @@ proptest! {
                 prop_assert_eq!(sim.replies.get(w).map(Vec::len), Some(1), "{:?} unanswered", w);
             }
             prop_assert!(sim.core.reload.is_none(), "a reload never ends");
+            // After a rollback too: the old workers its batches retired are back.
+            prop_assert_eq!(sim.core.restoring, 0, "old workers not restored");
             let g = sim.core.generation();
             let serving = sim.core.workers.values().filter(|w| w.generation == g && w.ready && !w.draining).count();
             prop_assert_eq!(serving, sim.core.target(), "target not restored");
