@@ -2,14 +2,15 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::SockaddrLike;
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6};
+use nix::sys::socket::{SockaddrLike, UnixAddr};
 
 use super::wire::{self, Message};
-use super::{read, QueueInfo, Reader};
+use super::{read, Probe, QueueInfo, Reader};
 
 const BACKLOG: i32 = 8;
 
@@ -255,4 +256,87 @@ fn tcp_ipv6_listener_queue_and_drops() {
         return;
     };
     queue_fills_empties_and_drops(&listener, AddressFamily::Inet6);
+}
+
+/// A Unix stream listener at `path` with a backlog of [`BACKLOG`].
+fn unix_listener(path: &std::path::Path) -> std::os::unix::net::UnixListener {
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("unix socket");
+    let addr = UnixAddr::new(path).expect("unix address");
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).expect("bind unix");
+    socket::listen(&fd, Backlog::new(BACKLOG).expect("backlog")).expect("listen unix");
+    std::os::unix::net::UnixListener::from(fd)
+}
+
+fn ss_unix(path: &std::path::Path) -> Option<(u32, u32)> {
+    let name = path.to_str().expect("utf-8 path");
+    ss(&["-lxH"], |cols| cols.contains(&name))
+}
+
+#[test]
+fn unix_listener_queue_and_drops() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("q.sock");
+    let listener = unix_listener(&path);
+    let mut reader = Reader::new().expect("reader");
+    let empty = reader.read(listener.as_fd()).expect("read empty");
+    assert_eq!((empty.length, empty.limit), (0, BACKLOG as u32));
+    let clients: Vec<_> = (0..5)
+        .map(|_| UnixStream::connect(&path).expect("connect"))
+        .collect();
+    let q = reader.read(listener.as_fd()).expect("read five");
+    assert_eq!((q.length, q.limit), (5, BACKLOG as u32));
+    if let Some(seen) = ss_unix(&path) {
+        assert_eq!(seen, (q.length, q.limit), "ss -lx disagrees");
+    }
+    let accepted: Vec<_> = (0..5).map(|_| listener.accept().expect("accept")).collect();
+    assert_eq!(read(listener.as_fd()).expect("read accepted").length, 0);
+    let addr = UnixAddr::new(&path).expect("unix address");
+    let flood: Vec<OwnedFd> = (0..30)
+        .map(|_| connect_nonblocking(&addr, AddressFamily::Unix))
+        .collect();
+    let full = reader.read(listener.as_fd()).expect("read flooded");
+    eprintln!("unix flooded: {full:?} (before {q:?})");
+    assert_eq!(full.length, BACKLOG as u32 + 1, "{full:?}");
+    drop((clients, accepted, flood));
+}
+
+#[test]
+fn probes_answer_in_order_and_closed_listeners_give_none() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unix = unix_listener(&dir.path().join("a.sock"));
+    let tcp = tcp_listener(&SockaddrIn::new(127, 0, 0, 1, 0), AddressFamily::Inet).expect("tcp");
+    let other = tcp_listener(&SockaddrIn::new(127, 0, 0, 1, 0), AddressFamily::Inet).expect("tcp");
+    let probes = [unix.as_fd(), tcp.as_fd(), other.as_fd()].map(|fd| Probe::of(fd).expect("probe"));
+    let _client = TcpStream::connect(other.local_addr().expect("addr")).expect("connect");
+    let mut reader = Reader::new().expect("reader");
+    let got = reader.read_all(&probes).expect("read all");
+    let lengths: Vec<_> = got.iter().map(|q| q.map(|q| q.length)).collect();
+    assert_eq!(lengths, [Some(0), Some(0), Some(1)]);
+    drop((unix, tcp));
+    let got = reader.read_all(&probes).expect("read all after close");
+    assert_eq!(
+        got.iter().map(Option::is_some).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+}
+
+#[test]
+fn sockets_that_do_not_listen_are_refused_clearly() {
+    let (a, _b) = UnixStream::pair().expect("pair");
+    let err = read(a.as_fd()).expect_err("a connected socket has no accept queue");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    let file = tempfile::tempfile().expect("file");
+    let err = read(file.as_fd()).expect_err("a file is no socket");
+    assert!(err.to_string().contains("sock_diag"), "{err}");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    assert_eq!(
+        read(udp.as_fd()).expect_err("udp").kind(),
+        std::io::ErrorKind::InvalidInput
+    );
 }
