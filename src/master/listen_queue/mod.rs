@@ -4,14 +4,18 @@
 //! Both families go through the kernel's sock_diag netlink interface, parsed from bytes in
 //! safe code: TCP listeners by an `inet_diag` dump of the listening sockets (`idiag_rqueue`,
 //! `idiag_wqueue`, `sk_drops` from `INET_DIAG_SKMEMINFO`), Unix listeners by an exact
-//! `unix_diag` request (`UNIX_DIAG_RQLEN`, `UNIX_DIAG_MEMINFO`). A socket is matched by its
-//! inode (`fstat` of the descriptor). A [`Reader`] keeps one netlink socket open and
-//! answers for many listeners per call: one dump per IP family, one request per Unix
-//! listener. Every reply is bounded in time and size.
+//! `unix_diag` request (`UNIX_DIAG_RQLEN`). A socket is matched by its inode (`fstat` of
+//! the descriptor). A [`Reader`] keeps one netlink socket open (close-on-exec, renewed
+//! after a failed exchange) and answers for many listeners per call: one dump per IP
+//! family, one request per Unix listener. Every reply is bounded in time and size.
 //!
-//! The kernel accepts one connection past the limit (`length` may reach `limit + 1`).
-//! `drops` counts, on a TCP listener, SYNs and handshakes refused on a full accept queue
-//! (`tcp_listendrop`).
+//! The kernel takes one connection past the limit (`length` may reach `limit + 1`).
+//!
+//! Drops: on a TCP listener, `sk_drops` counts SYNs and handshakes refused on a full
+//! accept queue (`tcp_listendrop`, also `ListenDrops` in `/proc/net/netstat`), and other
+//! segments the listener dropped; it is 32 bits wide and wraps. A Unix listener counts
+//! nothing: a client's `connect` to a full queue waits, or fails with `EAGAIN`, on the
+//! client's side only, so its `drops` is `None`.
 
 // Wired into the master's loop in a later step.
 #![allow(
@@ -39,8 +43,9 @@ pub struct QueueInfo {
     pub length: u32,
     /// The backlog limit (`listen`'s argument, capped by `net.core.somaxconn`).
     pub limit: u32,
-    /// The socket's drop counter (`sk_drops`, 32 bits in the kernel); `None` when the
-    /// kernel did not send it.
+    /// The listener's drop counter (`sk_drops`, 32 bits in the kernel, wraps); `None` for
+    /// a Unix listener (the kernel counts no refused connections there) or when the kernel
+    /// did not send it.
     pub drops: Option<u64>,
 }
 
@@ -130,6 +135,17 @@ impl Reader {
 
     /// One answer per probe, in order; `None` for a socket that no longer listens.
     pub fn read_all(&mut self, probes: &[Probe]) -> io::Result<Vec<Option<QueueInfo>>> {
+        let result = self.try_read_all(probes);
+        if result.is_err() {
+            // A timed-out dump may still be running on the old socket: start afresh.
+            if let Ok(fresh) = Netlink::open() {
+                self.netlink = fresh;
+            }
+        }
+        result
+    }
+
+    fn try_read_all(&mut self, probes: &[Probe]) -> io::Result<Vec<Option<QueueInfo>>> {
         let mut out = vec![None; probes.len()];
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
             self.read_tcp(family, probes, &mut out)?;

@@ -25,10 +25,9 @@ const NO_COOKIE: u32 = u32::MAX;
 const INET_DIAG_SKMEMINFO: u16 = 7;
 /// `UNIX_DIAG_RQLEN`: `{ rqueue: u32, wqueue: u32 }`.
 const UNIX_DIAG_RQLEN: u16 = 4;
-/// `UNIX_DIAG_MEMINFO`: the `SK_MEMINFO_*` array of `u32`.
-const UNIX_DIAG_MEMINFO: u16 = 5;
-/// `UDIAG_SHOW_RQLEN | UDIAG_SHOW_MEMINFO`.
-const UDIAG_SHOW: u32 = 0x10 | 0x20;
+/// `UDIAG_SHOW_RQLEN` (no `UDIAG_SHOW_MEMINFO`: a Unix listener's `sk_drops` stays 0 when
+/// connections are refused, see the module docs).
+const UDIAG_SHOW: u32 = 0x10;
 /// `SK_MEMINFO_DROPS`: `sk_drops` (accept-queue overflows and SYN drops on a TCP listener).
 const SK_MEMINFO_DROPS: usize = 8;
 /// `inet_diag_msg`: family, state, timer, retrans, the 48-byte socket id, then
@@ -162,27 +161,18 @@ pub(super) fn parse_inet(payload: &[u8]) -> Option<(u32, QueueInfo)> {
     ))
 }
 
-/// `(inode, queue)` of one listening `unix_diag_msg`; `None` for another state or
-/// without its `UNIX_DIAG_RQLEN`.
+/// `(inode, queue)` of one listening `unix_diag_msg`, without drops; `None` for another
+/// state or without its `UNIX_DIAG_RQLEN`.
 pub(super) fn parse_unix(payload: &[u8]) -> Option<(u32, QueueInfo)> {
     if u32::from(*payload.get(2)?) != TCP_LISTEN {
         return None;
     }
     let inode = u32_at(payload, 4)?;
     let attrs = payload.get(UNIX_DIAG_MSG_LEN..).unwrap_or_default();
-    let (mut queue, mut drops) = (None, None);
-    for (kind, value) in attributes(attrs) {
-        match kind {
-            UNIX_DIAG_RQLEN => {
-                if let (Some(r), Some(w)) = (u32_at(value, 0), u32_at(value, 4)) {
-                    queue = Some((r, w));
-                }
-            }
-            UNIX_DIAG_MEMINFO => drops = meminfo_drops(value),
-            _ => {}
-        }
-    }
-    let (length, limit) = queue?;
+    let (length, limit) = attributes(attrs)
+        .filter(|(kind, _)| *kind == UNIX_DIAG_RQLEN)
+        .find_map(|(_, value)| Some((u32_at(value, 0)?, u32_at(value, 4)?)))?;
+    let drops = None;
     Some((
         inode,
         QueueInfo {
