@@ -112,6 +112,8 @@ fn port(addr: &SockaddrStorage) -> u16 {
 /// Reads accept queues over one sock_diag socket.
 pub struct Reader {
     netlink: Netlink,
+    /// Whether the kernel was seen to answer `unix_diag` requests.
+    unix_diag: bool,
 }
 
 impl Reader {
@@ -119,6 +121,7 @@ impl Reader {
     pub fn new() -> io::Result<Self> {
         Ok(Self {
             netlink: Netlink::open()?,
+            unix_diag: false,
         })
     }
 
@@ -195,6 +198,7 @@ impl Reader {
 
     /// The Unix listener with `inode`; `None` when the kernel knows no such listener.
     fn read_unix(&mut self, inode: u32) -> io::Result<Option<QueueInfo>> {
+        self.check_unix_diag()?;
         let seq = self.netlink.next_seq();
         let mut found = None;
         let request = wire::unix_request(seq, inode);
@@ -208,6 +212,21 @@ impl Reader {
             Err(e) => Err(e),
             Ok(()) => Ok(found),
         }
+    }
+
+    /// Once: an error if the kernel lacks `unix_diag` (module not loaded), so that its
+    /// `ENOENT` is not mistaken for a closed listener.
+    fn check_unix_diag(&mut self) -> io::Result<()> {
+        if self.unix_diag {
+            return Ok(());
+        }
+        let seq = self.netlink.next_seq();
+        let request = wire::unix_support_request(seq);
+        self.netlink.exchange(&request, seq, |_| {}).map_err(|e| {
+            io::Error::new(e.kind(), format!("{e} (unix_diag, for Unix listeners)"))
+        })?;
+        self.unix_diag = true;
+        Ok(())
     }
 }
 

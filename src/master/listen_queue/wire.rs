@@ -79,14 +79,24 @@ pub(super) fn inet_request(seq: u32, family: u8, port: u16) -> Vec<u8> {
 
 /// A `unix_diag_req` for the one listening Unix socket with `inode`.
 pub(super) fn unix_request(seq: u32, inode: u32) -> Vec<u8> {
+    message(seq, 0, &unix_req(1 << TCP_LISTEN, inode, UDIAG_SHOW))
+}
+
+/// A `unix_diag_req` dump of no state at all: answers `NLMSG_DONE` when the kernel has
+/// `unix_diag`, `ENOENT` when it has not (as a missing socket would in [`unix_request`]).
+pub(super) fn unix_support_request(seq: u32) -> Vec<u8> {
+    message(seq, NLM_F_DUMP, &unix_req(0, 0, 0))
+}
+
+fn unix_req(states: u32, inode: u32, show: u32) -> Vec<u8> {
     let mut req = Vec::with_capacity(24);
     req.extend_from_slice(&[nix::libc::AF_UNIX as u8, 0, 0, 0]);
-    req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    req.extend_from_slice(&states.to_ne_bytes());
     req.extend_from_slice(&inode.to_ne_bytes());
-    req.extend_from_slice(&UDIAG_SHOW.to_ne_bytes());
+    req.extend_from_slice(&show.to_ne_bytes());
     req.extend_from_slice(&NO_COOKIE.to_ne_bytes());
     req.extend_from_slice(&NO_COOKIE.to_ne_bytes());
-    message(seq, 0, &req)
+    req
 }
 
 /// One netlink message of a reply.
