@@ -54,6 +54,12 @@ impl Netlink {
         })
     }
 
+    /// The socket, for tests.
+    #[cfg(test)]
+    pub(super) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
     /// The next sequence number (never 0, which unsolicited messages carry).
     pub(super) fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1).max(1);

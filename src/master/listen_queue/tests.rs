@@ -373,3 +373,11 @@ fn a_hundred_reads_of_three_listeners_stay_fast() {
     eprintln!("read_all of 3 listeners: {each:?} each");
     assert!(each < Duration::from_millis(20), "{each:?} per read");
 }
+
+#[test]
+fn the_netlink_socket_is_not_inherited_by_workers() {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let netlink = super::netlink::Netlink::open().expect("netlink");
+    let flags = fcntl(netlink.fd(), FcntlArg::F_GETFD).expect("F_GETFD");
+    assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
+}
