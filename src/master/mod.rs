@@ -41,6 +41,7 @@ mod builder;
 mod control_server;
 mod core;
 mod instance;
+mod listen_queue;
 mod listeners;
 mod program;
 mod reaper;
