@@ -357,21 +357,22 @@ fn sockets_that_do_not_listen_are_refused_clearly() {
 }
 
 #[test]
-fn a_hundred_reads_of_three_listeners_stay_fast() {
+fn a_hundred_reads_on_one_reader_keep_answering() {
     let dir = tempfile::tempdir().expect("temp dir");
     let unix = unix_listener(&dir.path().join("a.sock"));
     let v4 = tcp_listener(&SockaddrIn::new(127, 0, 0, 1, 0), AddressFamily::Inet).expect("tcp");
     let v4b = tcp_listener(&SockaddrIn::new(127, 0, 0, 1, 0), AddressFamily::Inet).expect("tcp");
     let probes = [unix.as_fd(), v4.as_fd(), v4b.as_fd()].map(|fd| Probe::of(fd).expect("probe"));
     let mut reader = Reader::new().expect("reader");
-    let start = Instant::now();
+    // One netlink socket reused (no stale reply mixed into a later answer); the cost is a
+    // benchmark's business, not this test's.
     for _ in 0..100 {
         let got = reader.read_all(&probes).expect("read all");
-        assert!(got.iter().all(Option::is_some));
+        assert!(
+            got.iter().all(|q| q.is_some_and(|q| q.length == 0)),
+            "{got:?}"
+        );
     }
-    let each = start.elapsed() / 100;
-    eprintln!("read_all of 3 listeners: {each:?} each");
-    assert!(each < Duration::from_millis(20), "{each:?} per read");
 }
 
 #[test]
