@@ -3,8 +3,8 @@
 use super::Core;
 
 impl Core {
-    /// Phase, generation, target, last reload, the recycles under way and the workers by
-    /// slot.
+    /// Phase, generation, target, the reload under way and the last one, the recycles under
+    /// way and the workers by slot.
     pub(super) fn status(&self) -> serde_json::Value {
         let workers: Vec<_> = self
             .workers
@@ -29,6 +29,15 @@ impl Core {
                 })
             })
             .collect();
+        // The reload under way: its generation and, rolling, how many of its workers serve.
+        let reload = self.reload.as_ref().map(|tx| {
+            serde_json::json!({
+                "generation": tx.generation,
+                "batch": tx.batch,
+                "serving": tx.done.len(),
+                "of": self.target,
+            })
+        });
         serde_json::json!({
             "instance": self.cfg.name,
             "master_pid": self.cfg.master_pid,
@@ -37,6 +46,7 @@ impl Core {
             "target_workers": self.target,
             "reload_in_progress": self.reload.is_some(),
             "reload_batch": self.cfg.reload_batch,
+            "reload": reload,
             "last_reload": self.last_reload,
             "recycles": recycles,
             "workers": workers,

@@ -304,6 +304,20 @@ fn the_status_document_shows_the_batch() {
     let (w, _) = sim.control(Request::Status);
     let doc = sim.reply(w).status.clone().expect("a status");
     assert_eq!(doc["reload_batch"], 1);
+    assert!(doc["reload"].is_null(), "no reload under way");
+    // Under way: the first batch serves, then the second.
+    sim.control(Request::Reload);
+    let progress = |sim: &mut Sim| {
+        let (w, _) = sim.control(Request::Status);
+        sim.reply(w).status.clone().expect("a status")["reload"].clone()
+    };
+    let want = |serving: usize| serde_json::json!({"generation": 2, "batch": 1, "serving": serving, "of": 4});
+    assert_eq!(progress(&mut sim), want(0));
+    sim.ready(4);
+    assert_eq!(progress(&mut sim), want(1));
+    sim.exit(0, Some(0));
+    sim.ready(0);
+    assert_eq!(progress(&mut sim), want(2));
     let mut sim = Sim::running(settings(5, 4));
     let (w, _) = sim.control(Request::Status);
     let doc = sim.reply(w).status.clone().expect("a status");
