@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::procfs::{self, ProcStats};
 use crate::scoreboard::{
-    CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot, RouteSnapshot,
+    CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot,
+    ListenQueueSnapshot, RouteSnapshot,
     SlotSnapshot, SlotState, Snapshot, Totals,
 };
 
@@ -105,6 +106,8 @@ pub struct StatusDoc {
     pub route_limit: usize,
     /// Per-route requests and durations, by route (empty when off).
     pub routes: Vec<RouteSnapshot>,
+    /// Each listener's accept queue (empty until the master's first sample).
+    pub listen_queues: Vec<ListenQueueSnapshot>,
 }
 
 /// Estimates quantile `q` (0..=1) from per-bucket counts, interpolating linearly inside the
@@ -200,6 +203,7 @@ impl StatusDoc {
             custom: snap.custom,
             route_limit: snap.route_limit,
             routes: snap.routes,
+            listen_queues: snap.listen_queues,
         }
     }
 }
