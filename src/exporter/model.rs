@@ -6,8 +6,7 @@ use serde::Serialize;
 use super::procfs::{self, ProcStats};
 use crate::scoreboard::{
     CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot,
-    ListenQueueSnapshot, RouteSnapshot,
-    SlotSnapshot, SlotState, Snapshot, Totals,
+    ListenQueueSnapshot, RouteSnapshot, SlotSnapshot, SlotState, Snapshot, Totals,
 };
 
 /// Version of the JSON schema; bumped on any incompatible change.

@@ -54,8 +54,8 @@ use std::sync::Arc;
 
 pub use raw::layout::{
     CONN_ENTRIES, CUSTOM_CELLS, HISTOGRAM_BOUNDS, INFO_COUNT, INFO_KEY_BYTES, INFO_VALUE_BYTES,
-    MAX_BUCKETS, MAX_SERIES, METHOD_BYTES, METRIC_HELP_BYTES, METRIC_LABELS_BYTES,
-    LISTENER_NAME_BYTES, MAX_LISTENERS, METRIC_NAME_BYTES, PATH_BYTES, ROUTE_BYTES,
+    LISTENER_NAME_BYTES, MAX_BUCKETS, MAX_LISTENERS, MAX_SERIES, METHOD_BYTES, METRIC_HELP_BYTES,
+    METRIC_LABELS_BYTES, METRIC_NAME_BYTES, PATH_BYTES, ROUTE_BYTES,
 };
 pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
 pub use routes::{RouteSnapshot, DEFAULT_ROUTE_LIMIT, MAX_ROUTES, OVERFLOW_ROUTE};
@@ -64,8 +64,9 @@ pub use snapshot::families;
 pub use snapshot::{
     ClientAddr, ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, GuardEvent,
     GuardKind, GuardsReport, GuardsSnapshot, HistogramSnapshot, KillCounts, KillRecord,
-    KilledRequest, LastReloadSnapshot, ListenQueueSnapshot, LastRequestSnapshot, RecycleCounts, RequestSnapshot,
-    SlotGuards, SlotSnapshot, Snapshot, StatusCounts, ThreadSnapshot, Totals, WorkerValue,
+    KilledRequest, LastReloadSnapshot, LastRequestSnapshot, ListenQueueSnapshot, RecycleCounts,
+    RequestSnapshot, SlotGuards, SlotSnapshot, Snapshot, StatusCounts, ThreadSnapshot, Totals,
+    WorkerValue,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 

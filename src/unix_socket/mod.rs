@@ -219,19 +219,19 @@ impl UnixOptions {
     /// [`ConfigError::Invalid`](crate::config::ConfigError::Invalid) naming the key.
     pub fn from_config(cfg: &crate::Config) -> Result<Self, crate::config::ConfigError> {
         let resolved = Self::resolve(cfg.unix_mode.as_deref(), cfg.unix_owner.as_deref());
-        resolved.map(|o| Self {
-            backlog: cfg.listen_backlog(),
-            ..o
-        }).map_err(|e| {
-            crate::config::ConfigError::Invalid {
+        resolved
+            .map(|o| Self {
+                backlog: cfg.listen_backlog(),
+                ..o
+            })
+            .map_err(|e| crate::config::ConfigError::Invalid {
                 key: match e {
                     UnixSocketError::Mode(_) => "unix_mode",
                     _ => "unix_owner",
                 },
                 line: None,
                 reason: e.to_string(),
-            }
-        })
+            })
     }
 }
 

@@ -29,9 +29,9 @@ mod queues;
 pub use dims::SegmentLayout;
 use dims::{check_routes, check_slots};
 use guards::GuardTruth;
-pub(crate) use queues::QueueTruth;
-pub use queues::QueueSample;
 pub use guards::MAX_KILL_RECORDS;
+pub use queues::QueueSample;
+pub(crate) use queues::QueueTruth;
 
 /// A load that publishes like `Acquire`, done as a `Relaxed` load and an `Acquire` fence: the
 /// form readers use on every mapping, including read-only ones.

@@ -37,7 +37,11 @@ impl QueueTruth {
     /// Takes one sample of `listener`. The first sample of a TCP listener starts its drop
     /// total at the kernel's count (a socket bound by this master starts at 0).
     pub(crate) fn observe(&mut self, listener: &str, sample: QueueSample) {
-        let at = match self.listeners.iter().position(|l| l.shown.listener == listener) {
+        let at = match self
+            .listeners
+            .iter()
+            .position(|l| l.shown.listener == listener)
+        {
             Some(at) => at,
             None => {
                 self.listeners.push(Listener {
