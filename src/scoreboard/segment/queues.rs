@@ -144,6 +144,51 @@ mod tests {
         assert_eq!(t.shown()[0].drops, Some(u64::from(u32::MAX) + 4));
     }
 
+    /// A reader in another process gets the table from the header; a name a worker
+    /// scribbled (not UTF-8) hides that entry, a torn flag word shows nothing made up, and
+    /// the master's next sample heals both.
+    #[test]
+    fn readers_see_the_header_table_and_skip_scribbled_entries() {
+        use crate::scoreboard::Scoreboard;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let sb = Scoreboard::create(&path, "t", 2).unwrap();
+        let long = format!("unix:/{}", "d".repeat(100));
+        sb.record_listen_queues(&[
+            ("127.0.0.1:8080".into(), tcp(5, 1)),
+            (
+                long.clone(),
+                QueueSample {
+                    length: 1,
+                    limit: 8,
+                    drops: None,
+                },
+            ),
+        ]);
+        let reader = Scoreboard::open_read_only(&path).unwrap();
+        let seen = reader.snapshot().listen_queues;
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[0], sb.snapshot().listen_queues[0]);
+        assert_eq!((seen[0].length, seen[0].drops), (5, Some(1)));
+        assert_eq!(seen[1].drops, None);
+        // The segment keeps the first bytes of a long name; the master keeps all of it.
+        assert!(long.starts_with(&seen[1].listener) && seen[1].listener.len() < long.len());
+        assert_eq!(sb.snapshot().listen_queues[1].listener, long);
+
+        let h = sb.inner.header();
+        h.listen_queues[0].name.words[0].store(u64::MAX, Ordering::Relaxed);
+        h.listen_queues[5]
+            .flags
+            .store(QUEUE_USED, Ordering::Relaxed);
+        let seen = reader.snapshot().listen_queues;
+        assert!(seen.iter().all(|q| q.listener != "127.0.0.1:8080"));
+        assert!(seen.len() <= 3, "{seen:?}");
+        sb.record_listen_queues(&[("127.0.0.1:8080".into(), tcp(6, 1))]);
+        let healed = reader.snapshot().listen_queues;
+        assert_eq!(healed.len(), 2, "{healed:?}");
+        assert_eq!(healed[0].length, 6);
+    }
+
     #[test]
     fn a_unix_listener_has_no_drops_and_listeners_keep_their_order() {
         let mut t = QueueTruth::default();
