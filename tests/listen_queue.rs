@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn, UnixAddr};
 use support::exposition::Exposition;
 use support::status_server::{auto_value, scrape, status_port};
+use support::tools::PrometheusServer;
 use support::{free_port, poll, send_signal, wait_until, Cluster, TestDir};
 
 /// Longest wait for the queue and the metrics to agree.
@@ -134,7 +135,7 @@ fn a_tcp_listeners_queue_matches_ss_and_counts_drops() {
     poll(SETTLE, "flora_listen_queue_limit 16", || {
         let expo = scrape(status, None).expo;
         match value(&expo, "flora_listen_queue_limit", &listener) {
-            Some(v) if v == 16.0 => Ok(()),
+            Some(16.0) => Ok(()),
             other => Err(format!("limit {other:?}")),
         }
     });
@@ -202,7 +203,7 @@ fn a_tcp_listeners_queue_matches_ss_and_counts_drops() {
     let seen_peak = poll(SETTLE, "queue drained", || {
         let expo = scrape(status, None).expo;
         match value(&expo, "flora_listen_queue_length", &listener) {
-            Some(v) if v == 0.0 => Ok(value(&expo, "flora_listen_queue_peak", &listener)),
+            Some(0.0) => Ok(value(&expo, "flora_listen_queue_peak", &listener)),
             other => Err(format!("length {other:?}")),
         }
     });
@@ -269,6 +270,71 @@ fn a_unix_listeners_queue_matches_ss() {
     drop(conns);
     stop(cluster);
 }
+
+/// A real Prometheus scrapes through a pile-up and its drain: it sees the burst in the
+/// peak, the drop counter never goes down (`resets()` = 0), and it ends on exactly the value
+/// `/metrics` shows.
+#[test]
+fn prometheus_sees_the_burst_and_monotonic_drops() {
+    let dir = TestDir::new("listen-queue-prom");
+    let port = free_port();
+    let cluster = dir.start_with(port, &["--workers", "2", "--backlog", "8"], &[]);
+    let status = status_port(&cluster);
+    let listener = format!("127.0.0.1:{port}");
+    let pids = cluster.wait_ready(2);
+    let prom = PrometheusServer::start("flora", &format!("127.0.0.1:{status}"));
+    wait_until(PROM_TIMEOUT, "Prometheus' first scrape", || {
+        prom.query_scalar("up{job=\"flora\"}") == Some(1.0)
+    });
+    let stopped = Stopped::all(pids);
+    let conns = tcp_connects(port, 40);
+    let peak = format!("max_over_time(flora_listen_queue_peak{{listener=\"{listener}\"}}[5m])");
+    wait_until(PROM_TIMEOUT, "Prometheus sees the full queue", || {
+        prom.query_scalar(&peak).is_some_and(|v| v >= 8.0)
+    });
+    let drops = format!("flora_listen_drops_total{{listener=\"{listener}\"}}");
+    wait_until(PROM_TIMEOUT, "Prometheus sees drops", || {
+        prom.query_scalar(&drops).is_some_and(|v| v > 0.0)
+    });
+    drop(stopped);
+    drop(conns);
+    wait_until(SETTLE, "queue drained", || {
+        value(
+            &scrape(status, None).expo,
+            "flora_listen_queue_length",
+            &listener,
+        ) == Some(0.0)
+    });
+    // No connect is left to retry: the counter stops, and Prometheus reaches its value.
+    poll(
+        PROM_TIMEOUT,
+        "Prometheus ends on the /metrics value",
+        || {
+            let want = value(
+                &scrape(status, None).expo,
+                "flora_listen_drops_total",
+                &listener,
+            );
+            let got = prom.query_scalar(&drops);
+            if want.is_some() && want == got {
+                Ok(())
+            } else {
+                Err(format!("/metrics {want:?}, Prometheus {got:?}"))
+            }
+        },
+    );
+    let resets = format!("sum(resets({drops}[5m]))");
+    assert_eq!(
+        prom.query_scalar(&resets),
+        Some(0.0),
+        "{resets}; targets {}",
+        prom.targets()
+    );
+    stop(cluster);
+}
+
+/// Longest wait for Prometheus to scrape what the test made happen.
+const PROM_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// Stops the master and checks it exits cleanly.
 fn stop(mut cluster: Cluster) {
