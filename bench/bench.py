@@ -2,7 +2,7 @@
 """flora-cluster load benchmarks: real processes on 127.0.0.1, a real load generator (wrk),
 side-by-side runs and ratios. Bounded in time; every process it starts is stopped by pid.
 
-    bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss|instructions] [--secs N] [--runs N]
+    bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss|instructions|sampler] [--secs N] [--runs N]
                  [--pin]
 
 Reports requests/s, p99 latency and server CPU time per request (workers' utime+stime from
@@ -83,7 +83,7 @@ def wait_http(url, timeout=20):
 class Cluster:
     """A flora-cluster master with hello (or other) workers."""
 
-    def __init__(self, workers, worker_cmd=(HELLO,), name="bench", env=None):
+    def __init__(self, workers, worker_cmd=(HELLO,), name="bench", env=None, master_args=()):
         self.dir = tempfile.mkdtemp(prefix="flora-bench-")
         self.port, self.status_port = free_port(), free_port()
         self.name = name
@@ -91,7 +91,8 @@ class Cluster:
         self.started = time.time()
         self.proc = subprocess.Popen(
             pinned([MASTER, "run", "--name", name, "--runtime-dir", self.dir, "--workers", str(workers),
-                    "--status-addr", f"127.0.0.1:{self.status_port}", "--shutdown-timeout", "10", "--",
+                    "--status-addr", f"127.0.0.1:{self.status_port}", "--shutdown-timeout", "10",
+                    *master_args, "--",
                     *worker_cmd], "server"),
             env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "master.log"), "w"))
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -481,6 +482,55 @@ def bench_rss(args):
         c.stop()
 
 
+def thread_cpu_seconds(pid, name):
+    """User + system CPU seconds of the threads of `pid` called `name`."""
+    total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
+def bench_sampler(args):
+    """The listen-queue sampler's cost: CPU of the master's `flora-queues` thread (10 reads a
+    second of every listener) and of the whole master, idle and under load, with the workers'
+    listener alone and with 8 more TCP listeners and a Unix one."""
+    secs = max(args.secs, 10)
+    print(f"\n### Listen-queue sampler ({secs} s per measure, 2 workers)\n")
+    print("| listeners | load | sampler CPU (ms/s) | per sample (µs) | master CPU (ms/s) |")
+    print("|---|---|---|---|---|")
+    for extra in (0, 9):
+        sock_dir = tempfile.mkdtemp(prefix="flora-bench-sock-")
+        listen = []
+        for _ in range(extra - 1 if extra else 0):
+            listen += ["--listen", f"127.0.0.1:{free_port()}"]
+        if extra:
+            listen += ["--listen", f"unix:{sock_dir}/app.sock"]
+        c = Cluster(2, name=f"sampler{extra}", master_args=listen)
+        try:
+            c.wait_ready()
+            for load in ("idle", "wrk -c50"):
+                s0, m0, t0 = thread_cpu_seconds(c.proc.pid, "flora-queues"), cpu_seconds([c.proc.pid]), time.time()
+                if load == "idle":
+                    time.sleep(secs)
+                else:
+                    wrk(c.url, secs)
+                s1, m1, t1 = thread_cpu_seconds(c.proc.pid, "flora-queues"), cpu_seconds([c.proc.pid]), time.time()
+                wall = t1 - t0
+                per_sec = (s1 - s0) / wall * 1000
+                print(f"| {1 + extra} | {load} | {per_sec:.2f} | {per_sec * 1000 / 10:.0f} | {(m1 - m0) / wall * 1000:.2f} |")
+        finally:
+            c.stop()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+
+
 def callgrind_instructions(cmd, env, port, secs):
     """Instructions (user space, callgrind) the server executed, and the requests wrk got
     answered, for one wrk run of `secs` seconds against `cmd` on `port`."""
@@ -550,7 +600,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", nargs="?", default="all",
                    choices=["all", "overhead", "nginx", "node", "reload", "scrape", "respawn", "rss",
-                            "instructions"])
+                            "instructions", "sampler"])
     p.add_argument("--secs", type=int, default=5, help="seconds per wrk run")
     p.add_argument("--runs", type=int, default=3, help="runs of each side")
     p.add_argument("--workers", type=int, default=2, help="workers per server (overhead, nginx, node)")
@@ -565,7 +615,7 @@ def main():
           + (", pinned" if args.pin else ""))
     benches = {"overhead": bench_overhead, "nginx": bench_nginx, "node": bench_node, "reload": bench_reload,
                "scrape": bench_scrape, "respawn": bench_respawn, "rss": bench_rss,
-               "instructions": bench_instructions}
+               "instructions": bench_instructions, "sampler": bench_sampler}
     for name, fn in benches.items():
         if args.which in (name, "all"):
             fn(args)

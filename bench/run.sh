@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load benchmarks with real processes and a real load generator, side by side, on 127.0.0.1.
-#   bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss|instructions] [--secs N] [--runs N] [--pin]
+#   bench/run.sh [all|overhead|nginx|node|reload|scrape|respawn|rss|instructions|sampler] [--secs N] [--runs N] [--pin]
 #                [--before-ref GIT_REF]
 # --before-ref builds examples/hello from GIT_REF too and measures it beside the current one
 # (instructions, nginx, node): before and after in one run.

@@ -135,6 +135,10 @@ pub struct RunArgs {
     /// Bind ADDR before the workers start (repeatable): IP:PORT, HOST:PORT or unix:/abs/path.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
+    /// Accept-queue limit of the listeners the master binds (capped by net.core.somaxconn) [default: 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32),
+          allow_hyphen_values = true)]
+    pub backlog: Option<u32>,
     // --- Unix sockets ---
     /// Mode of the unix: socket files the master creates, octal [default: 0660].
     #[arg(long, value_name = "MODE")]

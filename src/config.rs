@@ -17,6 +17,7 @@ use crate::limits::MAX_SLOTS;
 
 // The worker guards' settings and byte sizes, beside this file.
 mod guards;
+mod listen;
 mod reload;
 mod size;
 // TLS certificate files (feature `tls`): checks and paths, beside this file.
@@ -26,6 +27,8 @@ pub use guards::{
     parse_heartbeat_seconds, parse_jitter_seconds, MAX_HEARTBEAT_INTERVAL,
     MIN_HEARTBEAT_TIMEOUT_SECS,
 };
+pub(crate) use listen::{backlog_arg, warn_if_capped};
+pub use listen::{DEFAULT_BACKLOG, MAX_BACKLOG};
 pub use size::parse_size;
 
 /// Most workers one master runs.
@@ -180,6 +183,10 @@ pub struct Config {
     /// Addresses to bind before the workers start (they are handed out on `listen`):
     /// `IP:PORT`, `HOST:PORT` or `unix:/abs/path`.
     pub listen: Vec<String>,
+    /// Accept-queue limit of the listeners the master binds (TCP and Unix): 1 to
+    /// [`MAX_BACKLOG`]; the kernel caps it at `net.core.somaxconn` (the master warns). Sockets
+    /// inherited by socket activation keep theirs. Defaults to [`DEFAULT_BACKLOG`].
+    pub backlog: Option<u32>,
     // --- Unix sockets (`unix:/path` listeners) ---
     /// Mode of the Unix socket files the master creates, octal (`"0660"`). Defaults to 0660.
     pub unix_mode: Option<String>,
@@ -240,6 +247,7 @@ impl Default for Config {
             tls_key: None,
             status_addr: DEFAULT_STATUS_ADDR.to_string(),
             listen: Vec::new(),
+            backlog: None,
             unix_mode: None,
             unix_owner: None,
             request_timeout: None,
@@ -433,6 +441,7 @@ impl Config {
             return invalid("program", "the program name is empty".into());
         }
         self.check_unix()?;
+        self.check_backlog()?;
         self.check_guards()?;
         self.check_reload_batch()?;
         self.check_tls_pair()

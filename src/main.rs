@@ -71,6 +71,7 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
         cfg.tls_key = Some(key);
     }
     cfg.listen.extend(args.listen);
+    cfg.backlog = args.backlog.or(cfg.backlog);
     // Unix sockets.
     if let Some(v) = args.unix_mode {
         cfg.unix_mode = Some(v);

@@ -108,6 +108,15 @@ pub const APACHE_KEYS: [&str; 54] = [
     "CacheRetrieveMissCount",
 ];
 
+/// Keys this page adds to Apache's (the listeners' accept queues, summed): reserved like
+/// [`APACHE_KEYS`].
+pub const FLORA_KEYS: [&str; 4] = [
+    "ListenQueue",
+    "ListenQueuePeak",
+    "ListenQueueLimit",
+    "ListenDrops",
+];
+
 /// The key a `?auto` reader sees in `line`: the text before its first `:`, trimmed.
 pub fn key_of(line: &str) -> &str {
     let end = line.bytes().position(|b| b == b':').unwrap_or(line.len());
@@ -129,7 +138,11 @@ fn custom_lines(out: &mut String, families: &[Family<'_>], host: &str) {
         // Apache keys are letters, digits and spaces: most custom keys are ruled out at once.
         let apache_like = key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ');
         if key.eq_ignore_ascii_case(host)
-            || (apache_like && APACHE_KEYS.iter().any(|a| a.eq_ignore_ascii_case(key)))
+            || (apache_like
+                && APACHE_KEYS
+                    .iter()
+                    .chain(&FLORA_KEYS)
+                    .any(|a| a.eq_ignore_ascii_case(key)))
         {
             return;
         }
@@ -270,6 +283,16 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
     line("ConnsAsyncWriting", &0);
     line("ConnsAsyncKeepAlive", &0);
     line("ConnsAsyncClosing", &0);
+    if !doc.listen_queues.is_empty() {
+        let q = &doc.listen_queues;
+        let sum = |f: fn(&crate::scoreboard::ListenQueueSnapshot) -> u64| {
+            q.iter().fold(0u64, |a, l| a.saturating_add(f(l)))
+        };
+        line("ListenQueue", &sum(|l| l.length));
+        line("ListenQueuePeak", &sum(|l| l.peak));
+        line("ListenQueueLimit", &sum(|l| l.limit));
+        line("ListenDrops", &sum(|l| l.drops.unwrap_or(0)));
+    }
     line("Scoreboard", &scoreboard);
     custom_lines(&mut out, Families::of_app(doc).custom(), &host);
     format!("{host}\n{out}")

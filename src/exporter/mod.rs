@@ -246,6 +246,10 @@ pub fn handle<B>(req: &Request<B>, sb: &Scoreboard) -> Response<Full<Bytes>> {
             let accept = req.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok());
             let format = Format::negotiate(accept);
             let doc = StatusDoc::build(sb.snapshot());
+            if req.method() == Method::GET {
+                // `flora_listen_queue_peak` is the peak since the previous scrape.
+                sb.listen_queues_scraped();
+            }
             respond(StatusCode::OK, format.content_type(), prometheus::render(&doc, format))
         }
         "/server-status.json" => json(sb),

@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use super::procfs::{self, ProcStats};
 use crate::scoreboard::{
-    CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot, RouteSnapshot,
-    SlotSnapshot, SlotState, Snapshot, Totals,
+    CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot,
+    ListenQueueSnapshot, RouteSnapshot, SlotSnapshot, SlotState, Snapshot, Totals,
 };
 
 /// Version of the JSON schema; bumped on any incompatible change.
@@ -105,6 +105,8 @@ pub struct StatusDoc {
     pub route_limit: usize,
     /// Per-route requests and durations, by route (empty when off).
     pub routes: Vec<RouteSnapshot>,
+    /// Each listener's accept queue (empty until the master's first sample).
+    pub listen_queues: Vec<ListenQueueSnapshot>,
 }
 
 /// Estimates quantile `q` (0..=1) from per-bucket counts, interpolating linearly inside the
@@ -200,6 +202,7 @@ impl StatusDoc {
             custom: snap.custom,
             route_limit: snap.route_limit,
             routes: snap.routes,
+            listen_queues: snap.listen_queues,
         }
     }
 }

@@ -114,6 +114,7 @@ pub fn render(doc: &StatusDoc) -> String {
         doc.reloads.success,
         doc.reloads.rollback
     );
+    listeners(&mut out, doc);
     guards(&mut out, doc);
     let _ = writeln!(
         out,
@@ -197,6 +198,23 @@ pub fn render(doc: &StatusDoc) -> String {
         );
     }
     out
+}
+
+/// One line per listener: its accept queue against the limit, the peak, the drops.
+fn listeners(out: &mut String, doc: &StatusDoc) {
+    for q in &doc.listen_queues {
+        let drops = q.drops.map_or_else(|| "-".into(), |d| d.to_string());
+        let _ = writeln!(
+            out,
+            "listen {}  queue {}/{} ({:.0}%)  peak {}  dropped {}",
+            sanitize(&q.listener),
+            q.length,
+            q.limit,
+            q.fill_ratio() * 100.0,
+            q.peak,
+            drops
+        );
+    }
 }
 
 /// Kill records shown (the newest).

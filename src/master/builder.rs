@@ -94,6 +94,26 @@ impl MasterBuilder {
         self
     }
 
+    /// The accept-queue limit of the listeners the master binds (TCP and `unix:`), 1 to
+    /// 65535; the kernel caps it at `net.core.somaxconn` (the master warns when it will).
+    /// Defaults to 1024. The queue, its limit and the drops are in `flora_listen_queue_*`.
+    ///
+    /// ```
+    /// let master = flora_cluster::Master::builder()
+    ///     .program(["./app"])
+    ///     .listen("127.0.0.1:8080")
+    ///     .backlog(4096)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(master.config().backlog, Some(4096));
+    /// let zero = flora_cluster::Master::builder().program(["./app"]).backlog(0).build();
+    /// assert!(zero.unwrap_err().to_string().contains("backlog"));
+    /// ```
+    pub fn backlog(mut self, n: u32) -> Self {
+        self.config.backlog = Some(n);
+        self
+    }
+
     /// Directory of the scoreboard and lock. Defaults to [`super::default_runtime_dir`].
     pub fn runtime_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.runtime_dir = Some(dir.into());

@@ -10,14 +10,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use super::listen_queue::Sampler;
 use crate::unix_socket::{self, SocketFile, UnixOptions};
 
-use nix::sys::socket::{
-    self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage,
-};
-
-/// Listen backlog: large enough for bursts while workers are busy or being replaced.
-const BACKLOG: i32 = 1024;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 
 /// Listening sockets by the address workers asked for (and by the address bound).
 #[derive(Debug, Default)]
@@ -27,12 +23,31 @@ pub struct Listeners {
     /// Unix listeners by path; the file is `None` for an inherited socket (not ours to remove).
     unix: HashMap<PathBuf, (UnixListener, Option<SocketFile>)>,
     unix_options: UnixOptions,
+    /// Samples the accept queue of every listener from the moment it is bound.
+    sampler: Option<Sampler>,
 }
 
 impl Listeners {
     /// Mode and owner of the Unix socket files bound from now on.
     pub fn set_unix_options(&mut self, options: UnixOptions) {
         self.unix_options = options;
+    }
+
+    /// Has `sampler` sample every listener bound or adopted so far and from now on.
+    pub fn sample_queues(&mut self, sampler: Sampler) {
+        for (addr, l) in &self.bound {
+            sampler.watch(&addr.to_string(), l.as_fd());
+        }
+        for (path, (l, _)) in &self.unix {
+            sampler.watch(&unix_name(path), l.as_fd());
+        }
+        self.sampler = Some(sampler);
+    }
+
+    fn watch(&self, name: &str, fd: BorrowedFd<'_>) {
+        if let Some(s) = &self.sampler {
+            s.watch(name, fd);
+        }
     }
 
     /// The socket for `addr` and its local address, bound now if this is the first time it
@@ -68,6 +83,7 @@ impl Listeners {
                 path.display(),
                 self.unix_options.mode
             );
+            self.watch(&unix_name(path), l.as_fd());
             self.unix.insert(path.to_owned(), (l, Some(file)));
         }
         let (l, file) = self
@@ -81,10 +97,7 @@ impl Listeners {
                 path.display()
             );
         }
-        Ok((
-            format!("{}{}", unix_socket::PREFIX, path.display()),
-            l.as_fd(),
-        ))
+        Ok((unix_name(path), l.as_fd()))
     }
 
     /// The bound address serving `addr` without resolving anything: one asked for before, an
@@ -117,8 +130,12 @@ impl Listeners {
     ) -> io::Result<(SocketAddr, BorrowedFd<'_>)> {
         let key = self.inherited_for(addr).unwrap_or(resolved);
         if let std::collections::hash_map::Entry::Vacant(slot) = self.bound.entry(key) {
-            let l = bind(key)?;
-            tracing::info!("listening on {}", l.local_addr()?);
+            let l = bind(key, self.unix_options.backlog)?;
+            let local = l.local_addr()?;
+            tracing::info!("listening on {local}");
+            if let Some(s) = &self.sampler {
+                s.watch(&local.to_string(), l.as_fd());
+            }
             slot.insert(l);
         }
         self.by_request.insert(addr.to_string(), key);
@@ -141,8 +158,9 @@ impl Listeners {
         if let Some(path) = unix_path_of(&fd) {
             let l = UnixListener::from(fd);
             l.set_nonblocking(true)?;
-            let local = format!("{}{}", unix_socket::PREFIX, path.display());
+            let local = unix_name(&path);
             tracing::info!("listening on {local} (socket activation)");
+            self.watch(&local, l.as_fd());
             self.unix.insert(path, (l, None));
             return Ok(local);
         }
@@ -150,6 +168,7 @@ impl Listeners {
         let addr = l.local_addr()?;
         l.set_nonblocking(true)?;
         tracing::info!("listening on {addr} (socket activation)");
+        self.watch(&addr.to_string(), l.as_fd());
         self.bound.insert(addr, l);
         Ok(addr.to_string())
     }
@@ -167,6 +186,11 @@ impl Listeners {
     }
 }
 
+/// A Unix listener's name: `unix:PATH`.
+fn unix_name(path: &Path) -> String {
+    format!("{}{}", unix_socket::PREFIX, path.display())
+}
+
 /// The path a Unix socket is bound at; `None` for other sockets (and unnamed or abstract ones).
 fn unix_path_of(fd: &OwnedFd) -> Option<PathBuf> {
     let addr: SockaddrStorage = socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(fd)).ok()?;
@@ -174,7 +198,7 @@ fn unix_path_of(fd: &OwnedFd) -> Option<PathBuf> {
     Some(path.to_owned())
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -189,7 +213,7 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &SockaddrStorage::from(addr),
     )?;
-    socket::listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
+    socket::listen(&fd, crate::config::backlog_arg(backlog))?;
     let l = TcpListener::from(fd);
     // Workers use it from async code; O_NONBLOCK is shared by every holder of the socket.
     l.set_nonblocking(true)?;

@@ -227,6 +227,7 @@ impl Master {
             .map(|otlp| tokio::spawn(crate::exporter::otlp::run(otlp, sb.clone())));
         let control_task = tokio::spawn(control_server::serve(control, commands_tx));
         let (events_tx, mut events) = mpsc::unbounded_channel();
+        let sampler = listen_queue::Sampler::start(sb.clone());
         let mut shell = Shell::new(
             cfg,
             dir,
@@ -236,6 +237,13 @@ impl Master {
             self.hooks.clone(),
             credentials,
         );
+        match sampler {
+            Ok(s) => shell.listeners.sample_queues(s),
+            Err(e) => tracing::warn!(
+                "listen-queue metrics are off: the kernel refused a sock_diag socket ({e})"
+            ),
+        }
+        crate::config::warn_if_capped(cfg.listen_backlog());
         for (fd, name) in systemd::listen_fds() {
             let addr = shell.listeners.adopt(fd).map_err(|source| Error::Io {
                 context: format!(

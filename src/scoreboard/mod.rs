@@ -54,18 +54,19 @@ use std::sync::Arc;
 
 pub use raw::layout::{
     CONN_ENTRIES, CUSTOM_CELLS, HISTOGRAM_BOUNDS, INFO_COUNT, INFO_KEY_BYTES, INFO_VALUE_BYTES,
-    MAX_BUCKETS, MAX_SERIES, METHOD_BYTES, METRIC_HELP_BYTES, METRIC_LABELS_BYTES,
-    METRIC_NAME_BYTES, PATH_BYTES, ROUTE_BYTES,
+    LISTENER_NAME_BYTES, MAX_BUCKETS, MAX_LISTENERS, MAX_SERIES, METHOD_BYTES, METRIC_HELP_BYTES,
+    METRIC_LABELS_BYTES, METRIC_NAME_BYTES, PATH_BYTES, ROUTE_BYTES,
 };
 pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
 pub use routes::{RouteSnapshot, DEFAULT_ROUTE_LIMIT, MAX_ROUTES, OVERFLOW_ROUTE};
-pub use segment::{SegmentLayout, MAX_KILL_RECORDS};
+pub use segment::{QueueSample, SegmentLayout, MAX_KILL_RECORDS};
 pub use snapshot::families;
 pub use snapshot::{
     ClientAddr, ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, GuardEvent,
     GuardKind, GuardsReport, GuardsSnapshot, HistogramSnapshot, KillCounts, KillRecord,
-    KilledRequest, LastReloadSnapshot, LastRequestSnapshot, RecycleCounts, RequestSnapshot,
-    SlotGuards, SlotSnapshot, Snapshot, StatusCounts, ThreadSnapshot, Totals, WorkerValue,
+    KilledRequest, LastReloadSnapshot, LastRequestSnapshot, ListenQueueSnapshot, RecycleCounts,
+    RequestSnapshot, SlotGuards, SlotSnapshot, Snapshot, StatusCounts, ThreadSnapshot, Totals,
+    WorkerValue,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 
@@ -399,6 +400,28 @@ impl Scoreboard {
                 t.otlp_failed += 1;
             }
         });
+    }
+
+    /// Records one sample of listeners' accept queues (master; the sampler's thread) and
+    /// writes them into the header's table.
+    pub(crate) fn record_listen_queues(&self, samples: &[(String, segment::QueueSample)]) {
+        if let Some(t) = &self.inner.truth {
+            let mut q = t.queues();
+            for (listener, sample) in samples {
+                q.observe(listener, *sample);
+            }
+            q.stamp(&self.inner.header().listen_queues);
+        }
+    }
+
+    /// A scrape of `/metrics` showed the queues' peaks: each starts again from the current
+    /// length (master).
+    pub(crate) fn listen_queues_scraped(&self) {
+        if let Some(t) = &self.inner.truth {
+            let mut q = t.queues();
+            q.scraped();
+            q.stamp(&self.inner.header().listen_queues);
+        }
     }
 
     /// Publishes the management HTTP address (master).

@@ -8,14 +8,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
 use super::{UnixOptions, UnixSocketError};
 
-/// Listen backlog, as for TCP listeners: room for bursts while workers are replaced.
-const BACKLOG: i32 = 1024;
 /// The socket's name inside its private directory.
 const INNER: &str = "s";
 /// Names tried for the private directory before giving up (leftovers of a crashed master).
@@ -132,8 +130,7 @@ pub fn bind(
     )
     .map_err(io("chmod"))?;
     let st = fstatat(&tmp.fd, INNER, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(io("stat"))?;
-    let backlog = Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN);
-    socket::listen(&sock, backlog).map_err(io("listen"))?;
+    socket::listen(&sock, crate::config::backlog_arg(opts.backlog)).map_err(io("listen"))?;
     put_in_place(&tmp, &dir, name, path, existing)?;
     drop(tmp);
     let file = SocketFile {

@@ -176,6 +176,8 @@ pub struct UnixOptions {
     pub uid: Option<u32>,
     /// New group gid. Defaults to none (the master's group).
     pub gid: Option<u32>,
+    /// Accept-queue limit. Defaults to [`crate::config::DEFAULT_BACKLOG`].
+    pub backlog: u32,
 }
 
 impl Default for UnixOptions {
@@ -184,6 +186,7 @@ impl Default for UnixOptions {
             mode: DEFAULT_MODE,
             uid: None,
             gid: None,
+            backlog: crate::config::DEFAULT_BACKLOG,
         }
     }
 }
@@ -200,7 +203,12 @@ impl UnixOptions {
         let spec = owner.unwrap_or_default();
         let uid = user.map(|u| lookup_user(spec, u)).transpose()?;
         let gid = group.map(|g| lookup_group(spec, g)).transpose()?;
-        Ok(Self { mode, uid, gid })
+        Ok(Self {
+            mode,
+            uid,
+            gid,
+            ..Self::default()
+        })
     }
 }
 
@@ -210,16 +218,20 @@ impl UnixOptions {
     /// # Errors
     /// [`ConfigError::Invalid`](crate::config::ConfigError::Invalid) naming the key.
     pub fn from_config(cfg: &crate::Config) -> Result<Self, crate::config::ConfigError> {
-        Self::resolve(cfg.unix_mode.as_deref(), cfg.unix_owner.as_deref()).map_err(|e| {
-            crate::config::ConfigError::Invalid {
+        let resolved = Self::resolve(cfg.unix_mode.as_deref(), cfg.unix_owner.as_deref());
+        resolved
+            .map(|o| Self {
+                backlog: cfg.listen_backlog(),
+                ..o
+            })
+            .map_err(|e| crate::config::ConfigError::Invalid {
                 key: match e {
                     UnixSocketError::Mode(_) => "unix_mode",
                     _ => "unix_owner",
                 },
                 line: None,
                 reason: e.to_string(),
-            }
-        })
+            })
     }
 }
 

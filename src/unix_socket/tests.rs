@@ -228,6 +228,7 @@ fn owner_is_applied_before_the_socket_appears() {
         mode: 0o600,
         uid: Some(65534),
         gid: Some(65534),
+        backlog: 7,
     };
     let (_l, _f) = bind(&path, &o).unwrap();
     let meta = std::fs::symlink_metadata(&path).unwrap();

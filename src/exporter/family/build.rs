@@ -58,6 +58,14 @@ fn samples(source: Source, doc: &StatusDoc) -> Vec<Sample<'_>> {
                 Some(sample(Labels::new([worker(s)]), Value::Float(lag)))
             })
             .collect(),
+        Source::Listener(get) => doc
+            .listen_queues
+            .iter()
+            .filter_map(|q| {
+                let listener = ("listener", LabelValue::Str(q.listener.as_str()));
+                Some(sample(Labels::new([listener]), Value::Int(get(q)?)))
+            })
+            .collect(),
     }
 }
 

@@ -11,11 +11,13 @@
 //! clients or operators: every string taken from the document goes through [`escape_html`].
 //! Numbers are formatted here and need no escaping.
 //!
-//! `tables.rs` writes the three tables, `guards.rs` the guards' counts and kill records,
+//! `tables.rs` writes the three tables, `listeners.rs` the accept queues, `guards.rs` the
+//! guards' counts and kill records,
 //! `format.rs` the numbers, sizes, durations and times.
 
 mod format;
 mod guards;
+mod listeners;
 mod tables;
 
 use std::borrow::Cow;
@@ -77,10 +79,11 @@ pub fn render(doc: &StatusDoc, opts: &HtmlOptions) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{meta}\
          <title>{} · server status</title><style>{STYLE}</style></head>\n<body><main>\n\
-         {}{}{}{}{}{}{}</main></body></html>\n",
+         {}{}{}{}{}{}{}{}</main></body></html>\n",
         esc(&doc.instance),
         header(doc),
         cards(doc),
+        listeners::table(doc),
         workers_table(doc),
         connections_table(doc),
         guards::section(doc),

@@ -254,3 +254,53 @@ proptest! {
         }
     }
 }
+
+/// The listeners table: a full queue is marked, a Unix path is escaped, a Unix listener
+/// shows no drop count.
+#[test]
+fn listeners_table_marks_full_queues_and_escapes_names() {
+    let mut doc = sample_doc();
+    doc.listen_queues = vec![
+        crate::scoreboard::ListenQueueSnapshot {
+            listener: "127.0.0.1:8080".into(),
+            length: 129,
+            peak: 129,
+            limit: 128,
+            drops: Some(7),
+        },
+        crate::scoreboard::ListenQueueSnapshot {
+            listener: "unix:/run/<b>\"x\".sock".into(),
+            length: 1,
+            peak: 3,
+            limit: 16,
+            drops: None,
+        },
+    ];
+    let page = render(&doc, &HtmlOptions::default());
+    assert!(page.contains("<table id=\"listeners\">"));
+    assert!(page.contains("<code>unix:/run/&lt;b&gt;&quot;x&quot;.sock</code>"));
+    assert!(!page.contains("<b>\"x\""));
+    let full = page
+        .lines()
+        .find(|l| l.contains("127.0.0.1:8080"))
+        .expect("tcp row");
+    assert!(
+        full.contains("class=\"bad\"") && full.contains(">full<"),
+        "{full}"
+    );
+    assert!(full.contains(">7<"), "drops: {full}");
+    let unix = page
+        .lines()
+        .find(|l| l.contains("unix:/run/"))
+        .expect("unix row");
+    assert!(
+        !unix.contains("full") && !unix.contains("filling"),
+        "{unix}"
+    );
+}
+
+#[test]
+fn listeners_table_says_when_nothing_was_sampled() {
+    let page = render(&sample_doc(), &HtmlOptions::default());
+    assert!(page.contains("No listener sampled yet"));
+}

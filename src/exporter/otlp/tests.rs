@@ -45,6 +45,12 @@ fn sample() -> StatusDoc {
     sb.record_heartbeat(1, 4101, std::time::Duration::from_millis(3), hour);
     sb.record_recycle(0, "age");
     sb.record_kill(0, 4100, "heartbeat", "no heartbeat");
+    let queue = crate::scoreboard::QueueSample {
+        length: 3,
+        limit: 128,
+        drops: Some(2),
+    };
+    sb.record_listen_queues(&[("127.0.0.1:8080".into(), queue)]);
     StatusDoc::build_with(sb.snapshot(), |_| Some(CPU))
 }
 

@@ -17,13 +17,8 @@
 //! nothing: a client's `connect` to a full queue waits, or fails with `EAGAIN`, on the
 //! client's side only, so its `drops` is `None`.
 
-// Wired into the master's loop in a later step.
-#![allow(
-    dead_code,
-    reason = "the sampler that calls it comes with the wiring step"
-)]
-
 mod netlink;
+mod sampler;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -35,6 +30,7 @@ use nix::libc;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
 
 use netlink::{error, Netlink};
+pub use sampler::Sampler;
 
 /// One reading of a listener's accept queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,6 +122,7 @@ impl Reader {
     }
 
     /// The queue of one listening socket; `NotFound` if it is not listening.
+    #[cfg(test)]
     pub fn read(&mut self, fd: BorrowedFd<'_>) -> io::Result<QueueInfo> {
         let probe = Probe::of(fd)?;
         self.read_all(&[probe])?.pop().flatten().ok_or_else(|| {
@@ -231,6 +228,7 @@ impl Reader {
 }
 
 /// The queue of one listening socket, over a netlink socket opened for this call.
+#[cfg(test)]
 pub fn read(fd: BorrowedFd<'_>) -> io::Result<QueueInfo> {
     Reader::new()?.read(fd)
 }

@@ -8,7 +8,7 @@
 //! The segment is:
 //!
 //! ```text
-//! [ Header (512 B) | Slot 0 | ... | Slot S-1 | Registry | RouteName × R | RouteCells × S·LANES·(R+1) ]
+//! [ Header (2560 B) | Slot 0 | ... | Slot S-1 | Registry | RouteName × R | RouteCells × S·LANES·(R+1) ]
 //! ```
 //!
 //! The route parts are empty unless per-route metrics are on (R = the route limit).
@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicU64;
 /// `b"FLORASB\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLORASB\0");
 /// Bumped whenever the layout below changes in any way.
-pub const VERSION: u64 = 5;
+pub const VERSION: u64 = 6;
 /// Cache line size the slots are aligned to.
 pub const CACHE_LINE: usize = 64;
 /// Entries in each slot's table of open connections.
@@ -275,6 +275,39 @@ pub struct Header {
     pub route_limit: AtomicU64,
     /// Reserved for later master-written fields.
     pub reserved: [AtomicU64; 1],
+    /// The accept queues of the first [`MAX_LISTENERS`] listeners, as the master samples
+    /// them. Master-written.
+    pub listen_queues: [ListenQueueEntry; MAX_LISTENERS],
+}
+
+/// Listeners whose accept queue the segment shows (the master's own outputs show all).
+pub const MAX_LISTENERS: usize = 16;
+/// Bytes of a listener's name in the segment (`127.0.0.1:8080`, `unix:/path`); longer names
+/// are truncated there.
+pub const LISTENER_NAME_BYTES: usize = 72;
+/// [`ListenQueueEntry::flags`]: the entry holds a listener.
+pub const QUEUE_USED: u64 = 1;
+/// [`ListenQueueEntry::flags`]: `drops` is known (TCP listeners).
+pub const QUEUE_DROPS: u64 = 2;
+
+/// One listener's accept queue. Master-written under `seq` (protocol as [`ConnEntry::seq`]).
+#[repr(C)]
+pub struct ListenQueueEntry {
+    /// Seqlock.
+    pub seq: AtomicU64,
+    /// [`QUEUE_USED`] | [`QUEUE_DROPS`].
+    pub flags: AtomicU64,
+    /// Connections waiting for `accept`.
+    pub length: AtomicU64,
+    /// The highest length sampled since the last scrape of `/metrics`.
+    pub peak: AtomicU64,
+    /// The backlog limit.
+    pub limit: AtomicU64,
+    /// Connections the listener dropped, in total (64 bits; the kernel's 32-bit counter
+    /// unwrapped).
+    pub drops: AtomicU64,
+    /// The listener's address.
+    pub name: AtomicStr<{ LISTENER_NAME_BYTES / 8 }>,
 }
 
 /// Cells of one route in one slot lane: the status counters ([`STATUS_COUNTERS`]), the
@@ -349,7 +382,8 @@ pub struct Registry {
     pub entries: [MetricEntry; MAX_SERIES],
 }
 
-const _: () = assert!(std::mem::size_of::<Header>() == 512);
+const _: () = assert!(std::mem::size_of::<Header>() == 512 + MAX_LISTENERS * 128);
+const _: () = assert!(std::mem::size_of::<ListenQueueEntry>() == 128);
 const _: () = assert!(std::mem::size_of::<ConnEntry>() == 640);
 const _: () = assert!(std::mem::size_of::<LastRequest>() == 320);
 const _: () = assert!(std::mem::size_of::<RouteName>() == 80);
@@ -372,6 +406,8 @@ unsafe impl ShmSafe for AtomicU64 {}
 // SAFETY: repr(C) structs made only of AtomicU64 (arrays); see the field lists above. Any
 // bytes a worker writes anywhere in them still form a valid value.
 unsafe impl ShmSafe for Header {}
+// SAFETY: as above (part of the header).
+unsafe impl ShmSafe for ListenQueueEntry {}
 // SAFETY: as above.
 unsafe impl ShmSafe for Slot {}
 // SAFETY: as above.
@@ -384,8 +420,10 @@ unsafe impl ShmSafe for RouteCells {}
 /// FNV-1a over the numbers that define the layout; two builds agree only when they lay
 /// the segment out identically.
 pub const fn layout_hash() -> u64 {
-    let parts: [u64; 17] = [
+    let parts: [u64; 19] = [
         VERSION,
+        MAX_LISTENERS as u64,
+        std::mem::size_of::<ListenQueueEntry>() as u64,
         std::mem::size_of::<Header>() as u64,
         std::mem::size_of::<Slot>() as u64,
         std::mem::size_of::<ConnEntry>() as u64,
@@ -454,7 +492,9 @@ mod tests {
 
     #[test]
     fn layout_is_pinned() {
-        assert_eq!(size_of::<Header>(), 512);
+        assert_eq!(size_of::<Header>(), 2560);
+        assert_eq!(offset_of!(Header, listen_queues), 512);
+        assert_eq!(offset_of!(ListenQueueEntry, name), 48);
         assert_eq!(offset_of!(Header, magic), 0);
         assert_eq!(offset_of!(Header, version), 8);
         assert_eq!(offset_of!(Header, slot_count), 40);

@@ -25,10 +25,13 @@ use super::{strings, unix_ms, Result, ScoreboardError, SlotState, MAX_SLOTS};
 
 mod dims;
 mod guards;
+mod queues;
 pub use dims::SegmentLayout;
 use dims::{check_routes, check_slots};
 use guards::GuardTruth;
 pub use guards::MAX_KILL_RECORDS;
+pub use queues::QueueSample;
+pub(crate) use queues::QueueTruth;
 
 /// A load that publishes like `Acquire`, done as a `Relaxed` load and an `Acquire` fence: the
 /// form readers use on every mapping, including read-only ones.
@@ -93,6 +96,8 @@ pub(crate) struct Truth {
     slots: Mutex<Vec<SlotTruth>>,
     /// What the worker guards did (counts, last events, lag, kill records).
     guards: Mutex<GuardTruth>,
+    /// The listeners' accept queues.
+    queues: Mutex<QueueTruth>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +119,10 @@ impl Truth {
 
     pub(crate) fn guards(&self) -> MutexGuard<'_, GuardTruth> {
         lock(&self.guards)
+    }
+
+    pub(crate) fn queues(&self) -> MutexGuard<'_, QueueTruth> {
+        lock(&self.queues)
     }
 }
 
@@ -354,6 +363,7 @@ impl Segment {
                 strings::write(&h.last_reload_reason, reason);
             });
         }
+        truth.queues().stamp(&h.listen_queues);
         h.generation.store(t.generation, Ordering::Release);
         // Publish: readers check the magic first.
         h.magic.store(layout::MAGIC, Ordering::Release);

@@ -6,7 +6,7 @@
 //! per-worker counter is one more entry with a [`Source::Worker`] reader: every output, the
 //! name checks and the tests pick it up from here.
 
-use super::SlotSnapshot;
+use super::{ListenQueueSnapshot, SlotSnapshot};
 
 /// The kind of a family, as far as its names go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub enum Source {
     /// Each live worker's event-loop lag in seconds, labelled `worker` (once it is ready:
     /// readiness counts as a first heartbeat).
     EventLoopLag,
+    /// One sample per listener, labelled `listener`, read from its accept queue (`None`:
+    /// no sample, as the drops of a Unix listener).
+    Listener(fn(&ListenQueueSnapshot) -> Option<u64>),
 }
 
 impl Builtin {
@@ -103,7 +106,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 26] = [
+pub const BUILTIN: [Builtin; 30] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -181,6 +184,30 @@ pub const BUILTIN: [Builtin; 26] = [
         Kind::Gauge,
         "How late the worker's event loop ran its last heartbeat, or how overdue the next one is.",
         Source::EventLoopLag,
+    ),
+    family(
+        "flora_listen_queue_length",
+        Kind::Gauge,
+        "Connections waiting in the listener's accept queue for a worker's accept (sampled at 10 Hz).",
+        Source::Listener(|q| Some(q.length)),
+    ),
+    family(
+        "flora_listen_queue_peak",
+        Kind::Gauge,
+        "The longest accept queue sampled since the previous scrape of /metrics.",
+        Source::Listener(|q| Some(q.peak)),
+    ),
+    family(
+        "flora_listen_queue_limit",
+        Kind::Gauge,
+        "The listener's accept-queue limit (--backlog, capped by net.core.somaxconn).",
+        Source::Listener(|q| Some(q.limit)),
+    ),
+    family(
+        "flora_listen_drops_total",
+        Kind::Counter,
+        "Connections a TCP listener dropped (a full accept queue refuses handshakes) since the master started.",
+        Source::Listener(|q| q.drops),
     ),
     family(
         "flora_http_request_duration_seconds",

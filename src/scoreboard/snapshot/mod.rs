@@ -7,10 +7,12 @@
 //! - `custom.rs`: the app's metrics combined across slots.
 //! - `families.rs`: the list of built-in metric families every output writes.
 //! - `guards.rs`: what the worker guards left to show (the master's records).
+//! - `queues.rs`: the listeners' accept queues.
 
 mod custom;
 pub mod families;
 mod guards;
+mod queues;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -27,6 +29,7 @@ pub use guards::{
     GuardEvent, GuardKind, GuardsReport, GuardsSnapshot, KillCounts, KillRecord, KilledRequest,
     RecycleCounts, SlotGuards, ThreadSnapshot,
 };
+pub use queues::ListenQueueSnapshot;
 pub(super) use read::{gauge, read_one, take};
 
 /// A request-duration histogram: per-bucket counts (not cumulative) and the sum.
@@ -433,4 +436,7 @@ pub struct Snapshot {
     /// Recycles and kills by reason and the last kill records: the master's own records, so
     /// none in a reader of another process until it [`Snapshot::apply_guards`].
     pub guards: Option<GuardsSnapshot>,
+    /// The accept queue of each listening socket, as the master last sampled it (empty
+    /// until its first sample, and in a standalone worker).
+    pub listen_queues: Vec<ListenQueueSnapshot>,
 }

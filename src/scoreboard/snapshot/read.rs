@@ -43,14 +43,17 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now, unix_now_ms)))
         .collect();
     let mut guards = None;
-    let header = match &sb.truth {
+    let (header, listen_queues) = match &sb.truth {
         // The creator shows what it knows, whatever a worker wrote over the header.
         Some(t) => {
             overlay_slots(&mut slots, &t.slots());
             guards = Some(t.guards().overlay(&mut slots));
-            t.header().clone()
+            (t.header().clone(), t.queues().shown())
         }
-        None => read_header(sb),
+        None => (
+            read_header(sb),
+            super::queues::read(&sb.header().listen_queues),
+        ),
     };
     let totals = sum(&slots);
     let custom = custom::read(sb, &slots);
@@ -87,6 +90,7 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         route_limit: sb.map.route_limit(),
         routes: super::super::routes::read(sb),
         guards,
+        listen_queues,
     }
 }
 
