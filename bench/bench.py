@@ -482,20 +482,21 @@ def bench_rss(args):
         c.stop()
 
 
-def thread_cpu_seconds(pid, name):
-    """User + system CPU seconds of the threads of `pid` called `name`."""
-    total = 0.0
+def thread_cpu_seconds(pid, name=None):
+    """CPU seconds (ns-exact, from schedstat) of the threads of `pid` called `name` (all
+    threads without a name)."""
+    total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                if f.read().strip() != name:
-                    continue
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
+            if name is not None:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    if f.read().strip() != name:
+                        continue
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
             pass
-    return total
+    return total / 1e9
 
 
 def bench_sampler(args):
@@ -525,7 +526,7 @@ def bench_sampler(args):
                 s1, m1, t1 = thread_cpu_seconds(c.proc.pid, "flora-queues"), cpu_seconds([c.proc.pid]), time.time()
                 wall = t1 - t0
                 per_sec = (s1 - s0) / wall * 1000
-                print(f"| {1 + extra} | {load} | {per_sec:.2f} | {per_sec * 1000 / 10:.0f} | {(m1 - m0) / wall * 1000:.2f} |")
+                print(f"| {1 + extra} | {load} | {per_sec:.3f} | {per_sec * 1000 / 10:.1f} | {(m1 - m0) / wall * 1000:.2f} |")
         finally:
             c.stop()
             shutil.rmtree(sock_dir, ignore_errors=True)
