@@ -291,6 +291,30 @@ mod tests {
     use crate::scoreboard::{Scoreboard, SlotState};
 
     #[test]
+    fn shows_each_listeners_queue_with_control_bytes_replaced() {
+        let sb = Scoreboard::create_sealed("t", 1).expect("create");
+        let sample = |length, drops| crate::scoreboard::QueueSample {
+            length,
+            limit: 16,
+            drops,
+        };
+        sb.record_listen_queues(&[
+            ("127.0.0.1:8080".into(), sample(12, Some(3))),
+            ("unix:/run/a\x1b[2J.sock".into(), sample(0, None)),
+        ]);
+        let out = render(&StatusDoc::build_with(sb.snapshot(), |_| None));
+        assert!(!out.contains('\x1b'), "{out}");
+        assert!(
+            out.contains("listen 127.0.0.1:8080  queue 12/16 (75%)  peak 12  dropped 3"),
+            "{out}"
+        );
+        assert!(
+            out.contains("listen unix:/run/a?[2J.sock  queue 0/16 (0%)  peak 0  dropped -"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn shows_guard_counts_kills_and_each_slots_last_event() {
         let sb = Scoreboard::create_sealed("t", 2).expect("create");
         sb.slot_spawned(1, 4101, 3);
