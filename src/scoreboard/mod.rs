@@ -390,6 +390,11 @@ impl Scoreboard {
         });
     }
 
+    /// Records a canary reload's comparison (master; shown by this process's snapshots).
+    pub(crate) fn record_canary(&self, report: &crate::canary::CanaryReport) {
+        self.update_header(|t| t.last_canary = Some(report.clone()));
+    }
+
     /// Counts one OTLP push (master).
     pub(crate) fn record_otlp_export(&self, ok: bool) {
         self.update_header(|t| {

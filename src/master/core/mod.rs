@@ -124,6 +124,7 @@
 //! A scale request during a recycle is refused; a stop drops the recycles (the
 //! replacement drains with everything else).
 
+mod canary;
 mod event;
 mod guards;
 mod reload;
@@ -292,6 +293,11 @@ impl Core {
                 requests,
             } => self.on_heartbeat(slot, pid, lag, requests),
             Event::MemorySample { slot, pid, rss } => self.on_memory_sample(slot, pid, rss),
+            Event::CanaryFigures {
+                generation,
+                old,
+                new,
+            } => self.on_canary_figures(generation, old, new),
         }
         self.run_guards();
         std::mem::take(&mut self.out)

@@ -4,6 +4,7 @@
 //! systemd, hooks and program copies. It decides nothing itself; it never blocks (sends,
 //! hooks, copies and name lookups run in tasks that report back as [`TaskEvent`]s).
 
+mod canary;
 mod guards;
 mod listen;
 mod procfs;
@@ -106,6 +107,8 @@ pub(super) struct Shell {
     /// Reply channels of the core's waiters.
     waiters: HashMap<WaiterId, oneshot::Sender<Reply>>,
     next_waiter: u64,
+    /// A canary reload's counters at the start of its observation.
+    canary: Option<canary::Baseline>,
 }
 
 impl Shell {
@@ -153,6 +156,7 @@ impl Shell {
             procs: HashMap::new(),
             waiters: HashMap::new(),
             next_waiter: 0,
+            canary: None,
         }
     }
 
@@ -240,6 +244,13 @@ impl Shell {
                 let success = r.outcome == crate::control::Outcome::Success;
                 self.sb
                     .record_reload(success, r.generation, r.reason.as_deref());
+                if let Some(c) = &r.canary {
+                    self.sb.record_canary(c);
+                }
+            }
+            Action::CanaryBaseline { generation, old } => self.canary_baseline(generation, old),
+            Action::JudgeCanary { generation, old } => {
+                return Some(self.judge_canary(generation, old));
             }
             Action::RecordKill {
                 slot,

@@ -50,6 +50,8 @@ pub(crate) struct HeaderTruth {
     pub reloads_rollback: u64,
     /// (outcome 1 success / 2 rollback, generation, unix ms, reason)
     pub last_reload: Option<(u64, u64, u64, String)>,
+    /// The last canary reload's comparison (the master's memory only, never the segment).
+    pub last_canary: Option<crate::canary::CanaryReport>,
     pub status_addr: String,
     pub otlp_ok: u64,
     pub otlp_failed: u64,

@@ -414,6 +414,10 @@ pub struct Snapshot {
     pub reloads_rollback: u64,
     /// The last reload, if any.
     pub last_reload: Option<LastReloadSnapshot>,
+    /// The last canary reload's comparison: per generation requests, 5xx, p99, crashes, the
+    /// limits and the verdict (the master's own record: none in a reader of another process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_canary: Option<crate::canary::CanaryReport>,
     /// The master's management HTTP address (empty when off).
     pub status_addr: String,
     /// OTLP pushes that succeeded.

@@ -78,6 +78,7 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
                 })
             },
         ),
+        last_canary: header.last_canary,
         status_addr: header.status_addr,
         otlp_exports_ok: header.otlp_ok,
         otlp_exports_failed: header.otlp_failed,
@@ -120,6 +121,8 @@ fn read_header(sb: &Segment) -> HeaderTruth {
                 strings::read(&h.last_reload_reason).0,
             )
         }),
+        // The master's own record, not in the segment.
+        last_canary: None,
         status_addr: strings::read(&h.status_addr).0,
         otlp_ok: h.otlp_exports_ok.load(Relaxed),
         otlp_failed: h.otlp_exports_failed.load(Relaxed),

@@ -1,0 +1,279 @@
+//! Canary reloads: what is asked for ([`CanarySpec`]), what the master measured of the two
+//! generations ([`GenerationFigures`]), and the pure verdict ([`judge`]).
+//!
+//! A canary reload starts K workers of the new generation next to the whole old one, lets
+//! both serve for S seconds, then compares them from the scoreboard (the counters' growth
+//! during those seconds, by the generation of each slot's worker) and either promotes the new
+//! generation (a rolling reload K at a time, the canaries being its first batch) or rolls it
+//! back (the canaries drain; the old generation was never touched).
+//!
+//! The rules, for the figures of the observation window:
+//! - a canary worker that exits during the window: rollback at once (reason `crash`);
+//! - fewer than `min_requests` requests in either generation: rollback ("too few requests to
+//!   judge": promoting on no evidence is not safe);
+//! - canary 5xx ratio > old 5xx ratio + `max_error_ratio`: rollback;
+//! - canary p99 > old p99 × `max_p99_ratio`, and above [`P99_FLOOR_SECONDS`] (below it the
+//!   histogram buckets are too coarse to tell): rollback;
+//! - otherwise promote.
+//!
+//! ```
+//! use flora_cluster::canary::{judge, CanaryLimits, GenerationFigures, Verdict};
+//! let limits = CanaryLimits::default();
+//! let old = GenerationFigures::new(2, 1000, 0, Some(0.004));
+//! let new = GenerationFigures::new(3, 200, 40, Some(0.004));
+//! let (verdict, reason) = judge(&limits, &old, &new);
+//! assert_eq!(verdict, Verdict::Rollback);
+//! assert!(reason.contains("5xx ratio"));
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// Below this p99 (seconds) latencies are never judged worse: the first histogram buckets
+/// are too close together for a ratio to mean anything.
+pub const P99_FLOOR_SECONDS: f64 = 0.005;
+
+/// Longest observation window accepted, seconds (a day).
+pub const MAX_SECS: f64 = 86_400.0;
+
+/// The limits a canary is judged against.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CanaryLimits {
+    /// Fail when the canary's 5xx ratio exceeds the old one's by more than this (0..=1).
+    pub max_error_ratio: f64,
+    /// Fail when the canary's p99 exceeds the old one's times this (> 0).
+    pub max_p99_ratio: f64,
+    /// Fewer requests than this in either generation: rollback, too few to judge.
+    pub min_requests: u64,
+}
+
+impl Default for CanaryLimits {
+    /// 0.01 (one point of 5xx ratio), 1.5 × p99, 20 requests.
+    fn default() -> Self {
+        Self {
+            max_error_ratio: 0.01,
+            max_p99_ratio: 1.5,
+            min_requests: 20,
+        }
+    }
+}
+
+impl CanaryLimits {
+    /// Checks the limits.
+    ///
+    /// # Errors
+    /// A message naming the bad value: a ratio not in [0, 1], a p99 ratio not finite and > 0.
+    pub fn validate(&self) -> Result<(), String> {
+        let r = self.max_error_ratio;
+        if !(0.0..=1.0).contains(&r) {
+            return Err(format!("canary max error ratio {r} must be in [0, 1]"));
+        }
+        let p = self.max_p99_ratio;
+        if !(p.is_finite() && p > 0.0) {
+            return Err(format!(
+                "canary max p99 ratio {p} must be a finite number > 0"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A canary reload as asked for (the control socket's `canary` command).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CanarySpec {
+    /// New workers that serve next to the old generation (1..=workers).
+    pub workers: usize,
+    /// How long both serve before the comparison, seconds (> 0, at most a day).
+    pub secs: f64,
+    /// The limits.
+    pub limits: CanaryLimits,
+}
+
+impl CanarySpec {
+    /// Checks everything but the worker count against the cluster (the master does that).
+    ///
+    /// # Errors
+    /// A message naming the bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 {
+            return Err("canary workers must be at least 1".into());
+        }
+        let s = self.secs;
+        if !(s.is_finite() && s > 0.0 && s <= MAX_SECS) {
+            return Err(format!(
+                "canary seconds {s} must be a finite number in (0, {MAX_SECS}]"
+            ));
+        }
+        self.limits.validate()
+    }
+}
+
+/// One generation's figures over the observation window.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GenerationFigures {
+    /// The generation.
+    pub generation: u64,
+    /// Requests finished in the window.
+    pub requests: u64,
+    /// Of which answered 5xx.
+    pub errors_5xx: u64,
+    /// `errors_5xx / requests` (0 without requests).
+    pub error_ratio: f64,
+    /// The 99th percentile of the request durations, seconds (none without requests).
+    pub p99_seconds: Option<f64>,
+    /// Its workers that exited unexpectedly in the window.
+    pub crashes: u64,
+}
+
+impl GenerationFigures {
+    /// Figures with the ratio computed and no crash.
+    pub fn new(generation: u64, requests: u64, errors_5xx: u64, p99: Option<f64>) -> Self {
+        let error_ratio = if requests == 0 {
+            0.0
+        } else {
+            errors_5xx as f64 / requests as f64
+        };
+        Self {
+            generation,
+            requests,
+            errors_5xx,
+            error_ratio,
+            p99_seconds: p99,
+            crashes: 0,
+        }
+    }
+}
+
+/// Promote or roll back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The new generation replaces the old one.
+    Promote,
+    /// The canaries drain; the old generation keeps serving.
+    Rollback,
+}
+
+/// What a canary reload found: in the reload outcome, the log and the status page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryReport {
+    /// Canary workers.
+    pub workers: usize,
+    /// The observation window asked for, seconds.
+    pub secs: f64,
+    /// The limits.
+    pub limits: CanaryLimits,
+    /// The old generation's figures (none when it ended before the comparison).
+    pub old: Option<GenerationFigures>,
+    /// The canaries' figures (none when it ended before the comparison).
+    pub new: Option<GenerationFigures>,
+    /// Promote or rollback (none when the reload ended before the verdict).
+    pub verdict: Option<Verdict>,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+impl CanaryReport {
+    /// One line with the figures, for the log and the CLI.
+    pub fn summary(&self) -> String {
+        let fig = |f: &Option<GenerationFigures>| match f {
+            Some(f) => format!(
+                "gen {}: {} requests, {} 5xx ({:.2}%), p99 {}, {} crashes",
+                f.generation,
+                f.requests,
+                f.errors_5xx,
+                f.error_ratio * 100.0,
+                f.p99_seconds
+                    .map_or_else(|| "-".into(), |p| format!("{:.1} ms", p * 1000.0)),
+                f.crashes
+            ),
+            None => "no figures".into(),
+        };
+        format!(
+            "canary {}: {} | old {} | new {}",
+            self.verdict.map_or("ended", |v| match v {
+                Verdict::Promote => "promoted",
+                Verdict::Rollback => "rolled back",
+            }),
+            self.reason,
+            fig(&self.old),
+            fig(&self.new)
+        )
+    }
+}
+
+/// The verdict on `new` (the canaries) against `old` (see the module docs for the rules).
+pub fn judge(
+    limits: &CanaryLimits,
+    old: &GenerationFigures,
+    new: &GenerationFigures,
+) -> (Verdict, String) {
+    if new.crashes > 0 {
+        let n = new.crashes;
+        return (
+            Verdict::Rollback,
+            format!("crash: {n} canary workers exited"),
+        );
+    }
+    let min = limits.min_requests;
+    if new.requests < min || old.requests < min {
+        return (
+            Verdict::Rollback,
+            format!(
+                "too few requests to judge: {} old, {} canary, {min} needed in each",
+                old.requests, new.requests
+            ),
+        );
+    }
+    let allowed = old.error_ratio + limits.max_error_ratio;
+    if new.error_ratio > allowed {
+        return (
+            Verdict::Rollback,
+            format!(
+                "5xx ratio {:.4} over {:.4} (old {:.4} + {})",
+                new.error_ratio, allowed, old.error_ratio, limits.max_error_ratio
+            ),
+        );
+    }
+    if let (Some(o), Some(n)) = (old.p99_seconds, new.p99_seconds) {
+        let allowed = o * limits.max_p99_ratio;
+        if n > allowed && n > P99_FLOOR_SECONDS {
+            return (
+                Verdict::Rollback,
+                format!(
+                    "p99 {:.4}s over {allowed:.4}s (old {o:.4}s × {})",
+                    n, limits.max_p99_ratio
+                ),
+            );
+        }
+    }
+    (Verdict::Promote, "within the limits".into())
+}
+
+/// The `q` quantile (0..=1) of a histogram with upper `bounds` and per-bucket `counts` (not
+/// cumulative, the last one +Inf), interpolated within its bucket as Prometheus'
+/// `histogram_quantile` does; in the +Inf bucket, the highest finite bound. None without
+/// observations.
+pub fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut seen = 0u64;
+    for (i, &c) in counts.iter().enumerate() {
+        let before = seen;
+        seen += c;
+        if (seen as f64) >= rank && c > 0 {
+            let Some(&upper) = bounds.get(i) else {
+                return bounds.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let within = (rank - before as f64) / c as f64;
+            return Some(lower + (upper - lower) * within);
+        }
+    }
+    bounds.last().copied()
+}
+
+#[cfg(test)]
+mod tests;
