@@ -107,6 +107,39 @@ impl CanarySpec {
     }
 }
 
+/// `--canary K`: a whole number ≥ 1.
+///
+/// # Errors
+/// A message saying what is wrong with `text`.
+pub fn parse_workers(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(k) if k >= 1 => Ok(k),
+        _ => Err(format!("{text:?}: must be a whole number of workers >= 1")),
+    }
+}
+
+/// `--canary-max-error-ratio R`: a number in [0, 1].
+///
+/// # Errors
+/// A message saying what is wrong with `text`.
+pub fn parse_error_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?}: must be a ratio in [0, 1]")),
+    }
+}
+
+/// `--canary-max-p99-ratio P`: a finite number > 0.
+///
+/// # Errors
+/// A message saying what is wrong with `text`.
+pub fn parse_p99_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 => Ok(p),
+        _ => Err(format!("{text:?}: must be a finite factor > 0")),
+    }
+}
+
 /// One generation's figures over the observation window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GenerationFigures {
@@ -247,32 +280,6 @@ pub fn judge(
         }
     }
     (Verdict::Promote, "within the limits".into())
-}
-
-/// The `q` quantile (0..=1) of a histogram with upper `bounds` and per-bucket `counts` (not
-/// cumulative, the last one +Inf), interpolated within its bucket as Prometheus'
-/// `histogram_quantile` does; in the +Inf bucket, the highest finite bound. None without
-/// observations.
-pub fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * total as f64;
-    let mut seen = 0u64;
-    for (i, &c) in counts.iter().enumerate() {
-        let before = seen;
-        seen += c;
-        if (seen as f64) >= rank && c > 0 {
-            let Some(&upper) = bounds.get(i) else {
-                return bounds.last().copied();
-            };
-            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
-            let within = (rank - before as f64) / c as f64;
-            return Some(lower + (upper - lower) * within);
-        }
-    }
-    bounds.last().copied()
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
-//! The verdict's edges and the quantile.
+//! The verdict's edges, validation and the flag parsers.
 
 use super::*;
-
-const BOUNDS: [f64; 3] = [0.01, 0.1, 1.0];
 
 fn figs(g: u64, requests: u64, errors: u64, p99: Option<f64>) -> GenerationFigures {
     GenerationFigures::new(g, requests, errors, p99)
@@ -107,18 +105,6 @@ fn ratio_without_requests_is_zero_never_nan() {
 }
 
 #[test]
-fn quantile_interpolates_within_the_bucket() {
-    assert_eq!(quantile(&BOUNDS, &[0, 0, 0, 0], 0.99), None);
-    // 100 in (0.01, 0.1]: the 99th is 99% of the way.
-    let q = quantile(&BOUNDS, &[0, 100, 0, 0], 0.99).unwrap();
-    assert!((q - (0.01 + 0.09 * 0.99)).abs() < 1e-12, "{q}");
-    // 99 fast, 1 slow: the 99th is still the fast bucket's top.
-    assert_eq!(quantile(&BOUNDS, &[99, 0, 1, 0], 0.99), Some(0.01));
-    // In +Inf: the highest finite bound.
-    assert_eq!(quantile(&BOUNDS, &[0, 0, 0, 5], 0.99), Some(1.0));
-}
-
-#[test]
 fn validation_names_the_bad_value() {
     let ok = CanarySpec {
         workers: 1,
@@ -139,4 +125,23 @@ fn validation_names_the_bad_value() {
     assert!(bad(|s| s.limits.max_error_ratio = f64::NAN).contains("[0, 1]"));
     assert!(bad(|s| s.limits.max_p99_ratio = 0.0).contains("p99 ratio 0"));
     assert!(bad(|s| s.limits.max_p99_ratio = f64::NAN).contains("p99 ratio NaN"));
+}
+
+#[test]
+fn flag_parsers_refuse_bad_values() {
+    assert_eq!(parse_workers("2"), Ok(2));
+    assert!(parse_workers("0").unwrap_err().contains(">= 1"));
+    assert!(parse_workers("-1").is_err());
+    assert_eq!(parse_error_ratio("0"), Ok(0.0));
+    assert_eq!(parse_error_ratio("1"), Ok(1.0));
+    for bad in ["1.01", "-0.1", "NaN", "x"] {
+        assert!(
+            parse_error_ratio(bad).unwrap_err().contains("[0, 1]"),
+            "{bad}"
+        );
+    }
+    assert_eq!(parse_p99_ratio("1.5"), Ok(1.5));
+    for bad in ["0", "-1", "inf", "NaN"] {
+        assert!(parse_p99_ratio(bad).unwrap_err().contains("> 0"), "{bad}");
+    }
 }

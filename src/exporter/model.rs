@@ -21,6 +21,10 @@ pub struct Reloads {
     pub rollback: u64,
     /// The last one.
     pub last: Option<LastReloadSnapshot>,
+    /// The last canary reload's comparison (the master's record: absent in a reader of
+    /// another process, or before any canary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::canary::CanaryReport>,
 }
 
 /// Lifetime rates (like Apache's `ReqPerSec`: totals divided by uptime).
@@ -190,6 +194,7 @@ impl StatusDoc {
                 success: snap.reloads_success,
                 rollback: snap.reloads_rollback,
                 last: snap.last_reload,
+                canary: snap.last_canary,
             },
             totals: snap.totals,
             guards: snap.guards,

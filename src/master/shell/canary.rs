@@ -4,7 +4,8 @@
 //! its slot keeps counting there).
 
 use super::Shell;
-use crate::canary::{quantile, GenerationFigures};
+use crate::canary::GenerationFigures;
+use crate::exporter::model::quantile;
 use crate::master::core::Event;
 use crate::scoreboard::{HistogramSnapshot, SlotSnapshot, Snapshot};
 
@@ -61,7 +62,7 @@ impl Baseline {
 
     fn one(&self, snap: &Snapshot, generation: u64) -> GenerationFigures {
         let (mut requests, mut errors) = (0u64, 0u64);
-        let mut hist = HistogramSnapshot::empty().counts;
+        let mut hist = HistogramSnapshot::empty();
         for base in self.slots.iter().filter(|b| b.generation == generation) {
             let Some(now) = snap
                 .slots
@@ -73,14 +74,12 @@ impl Baseline {
             let now = SlotBase::of(now);
             requests = requests.wrapping_add(now.requests.wrapping_sub(base.requests));
             errors = errors.wrapping_add(now.errors_5xx.wrapping_sub(base.errors_5xx));
-            for (h, (n, b)) in hist
-                .iter_mut()
-                .zip(now.histogram.iter().zip(&base.histogram))
-            {
+            let counts = now.histogram.iter().zip(&base.histogram);
+            for (h, (n, b)) in hist.counts.iter_mut().zip(counts) {
                 *h = h.wrapping_add(n.wrapping_sub(*b));
             }
         }
-        let p99 = quantile(HistogramSnapshot::bounds(), &hist, 0.99);
+        let p99 = quantile(&hist, 0.99);
         GenerationFigures::new(generation, requests, errors, p99)
     }
 }
