@@ -35,8 +35,10 @@ pub const P99_FLOOR_SECONDS: f64 = 0.005;
 /// Longest observation window accepted, seconds (a day).
 pub const MAX_SECS: f64 = 86_400.0;
 
-/// The limits a canary is judged against.
+/// The limits a canary is judged against (the `[canary]` table of the configuration file:
+/// the defaults of canary requests that leave them out).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CanaryLimits {
     /// Fail when the canary's 5xx ratio exceeds the old one's by more than this (0..=1).
     pub max_error_ratio: f64,

@@ -50,7 +50,9 @@ pub enum Request {
     Status,
     /// A canary reload ([`crate::canary`]): `workers` new workers serve next to the old
     /// generation for `secs` seconds, then it is promoted or rolled back; answered with the
-    /// outcome and its `canary` figures. Limits left out take [`CanaryLimits::default`].
+    /// outcome and its `canary` figures. Limits left out take the master's (`[canary]` in
+    /// its configuration, [`crate::MasterBuilder::canary_limits`], else
+    /// [`CanaryLimits::default`]).
     Canary {
         /// Canary workers (1..=the worker count).
         workers: usize,
@@ -80,8 +82,9 @@ impl Request {
         }
     }
 
-    /// A canary request's spec, limits filled with the defaults (`None` for other requests).
-    pub fn canary_spec(&self) -> Option<CanarySpec> {
+    /// A canary request's spec, the limits it leaves out taken from `defaults` (`None` for
+    /// other requests).
+    pub fn canary_spec(&self, defaults: &CanaryLimits) -> Option<CanarySpec> {
         let Self::Canary {
             workers,
             secs,
@@ -92,7 +95,7 @@ impl Request {
         else {
             return None;
         };
-        let d = CanaryLimits::default();
+        let d = defaults;
         Some(CanarySpec {
             workers,
             secs,
@@ -284,7 +287,7 @@ mod tests {
         let req = serde_json::from_str::<Request>(canary).unwrap();
         assert_eq!(req, Request::canary(1, 2.5));
         assert_eq!(serde_json::to_string(&req).unwrap(), canary);
-        let spec = req.canary_spec().unwrap();
+        let spec = req.canary_spec(&CanaryLimits::default()).unwrap();
         assert_eq!(spec.limits, CanaryLimits::default());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"canary","workers":1}"#).is_err());
         let r = Reply::error("nope");

@@ -175,6 +175,8 @@ pub struct Settings {
     /// Rolling reloads: the new generation starts this many workers at a time (`None`: all
     /// at once).
     pub reload_batch: Option<usize>,
+    /// Canary reloads: the limits a request leaves out.
+    pub canary_limits: crate::canary::CanaryLimits,
 }
 
 /// Where the stop stands (orthogonal to starting/running: a start goes on while the

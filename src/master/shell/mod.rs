@@ -132,6 +132,7 @@ impl Shell {
             before_shutdown: hooks.before_shutdown.is_some(),
             guards: guards_of(cfg),
             reload_batch: cfg.reload_batch,
+            canary_limits: cfg.canary,
         };
         let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
         Self {

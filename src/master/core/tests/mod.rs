@@ -37,6 +37,7 @@ fn settings(slots: usize, workers: usize) -> Settings {
         before_shutdown: false,
         guards: Default::default(),
         reload_batch: None,
+        canary_limits: Default::default(),
     }
 }
 
