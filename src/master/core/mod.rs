@@ -82,6 +82,25 @@
 //!   WaitingForSlots until live + batch ≤ target + K ──► Starting (next batch)
 //! ```
 //!
+//! # Canary reloads (`Request::Canary`, `canary.rs`)
+//! A rolling reload with batch K whose first batch is observed before anything old stops.
+//! Refused up front (no waiter queued) while a reload, the start, a restore or a recycle runs.
+//! ```text
+//!   Hook ─► Preparing ─► Starting: K of g+1 spawn into free slots (all of g serves on)
+//!                          │ all K ready                  an exit, spawn failure or the
+//!                          ▼                              ready timeout ──► rollback
+//!   CanaryBaseline ──► Observing until now + S ── a canary exits ──► rollback ("crash")
+//!                          │ S passed                     (old workers that exit are
+//!                          ▼                               respawned and counted)
+//!   JudgeCanary ──► Judging ── CanaryFigures (answered at once) ──► judge (pure)
+//!                                │ promote                  │ rollback
+//!                                ▼                          ▼
+//!             rolling from batch 2 (the canaries       the K canaries drain; g was
+//!             are batch 1: K old drain, …, commit)     never touched (nothing to restore)
+//! ```
+//! The reply's `ReloadOutcome.canary` has the figures and the verdict (or, if it ended before
+//! the comparison, its reason). Reloads asked for meanwhile are queued; a stop answers.
+//!
 //! # Worker guards (`guards/`, checked after every event)
 //! The heartbeat kill, for a ready, not draining worker of any generation (none is
 //! checked before it is ready; its ready counts as a beat):
