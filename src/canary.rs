@@ -188,6 +188,33 @@ pub enum Verdict {
     Rollback,
 }
 
+/// Canary reloads by verdict, for the master's life (`flora_canary_reloads_total{verdict}`).
+/// A canary that crashed or was not ready counts as a rollback; one ended by a stop is not
+/// counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryCounts {
+    /// Promoted.
+    pub promote: u64,
+    /// Rolled back.
+    pub rollback: u64,
+}
+
+impl CanaryCounts {
+    /// `(verdict label, count)`, both always.
+    pub fn by_verdict(&self) -> [(&'static str, u64); 2] {
+        [("promote", self.promote), ("rollback", self.rollback)]
+    }
+
+    /// Counts `report`'s verdict, if it has one.
+    pub fn count(&mut self, report: &CanaryReport) {
+        match report.verdict {
+            Some(Verdict::Promote) => self.promote += 1,
+            Some(Verdict::Rollback) => self.rollback += 1,
+            None => {}
+        }
+    }
+}
+
 /// What a canary reload found: in the reload outcome, the log and the status page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CanaryReport {

@@ -25,6 +25,9 @@ pub struct Reloads {
     /// another process, or before any canary).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<crate::canary::CanaryReport>,
+    /// Canary reloads by verdict (the master's count: absent in a reader of another process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_verdicts: Option<crate::canary::CanaryCounts>,
 }
 
 /// Lifetime rates (like Apache's `ReqPerSec`: totals divided by uptime).
@@ -195,6 +198,7 @@ impl StatusDoc {
                 rollback: snap.reloads_rollback,
                 last: snap.last_reload,
                 canary: snap.last_canary,
+                canary_verdicts: snap.canary_counts,
             },
             totals: snap.totals,
             guards: snap.guards,

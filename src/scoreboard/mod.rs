@@ -392,7 +392,10 @@ impl Scoreboard {
 
     /// Records a canary reload's comparison (master; shown by this process's snapshots).
     pub(crate) fn record_canary(&self, report: &crate::canary::CanaryReport) {
-        self.update_header(|t| t.last_canary = Some(report.clone()));
+        self.update_header(|t| {
+            t.canary_counts.count(report);
+            t.last_canary = Some(report.clone());
+        });
     }
 
     /// Counts one OTLP push (master).

@@ -52,6 +52,8 @@ pub(crate) struct HeaderTruth {
     pub last_reload: Option<(u64, u64, u64, String)>,
     /// The last canary reload's comparison (the master's memory only, never the segment).
     pub last_canary: Option<crate::canary::CanaryReport>,
+    /// Canary reloads by verdict (the master's memory only).
+    pub canary_counts: crate::canary::CanaryCounts,
     pub status_addr: String,
     pub otlp_ok: u64,
     pub otlp_failed: u64,

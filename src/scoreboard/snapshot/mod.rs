@@ -418,6 +418,10 @@ pub struct Snapshot {
     /// limits and the verdict (the master's own record: none in a reader of another process).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_canary: Option<crate::canary::CanaryReport>,
+    /// Canary reloads by verdict (the master's own count: none in a reader of another
+    /// process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_counts: Option<crate::canary::CanaryCounts>,
     /// The master's management HTTP address (empty when off).
     pub status_addr: String,
     /// OTLP pushes that succeeded.

@@ -43,12 +43,15 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now, unix_now_ms)))
         .collect();
     let mut guards = None;
+    let mut canary_counts = None;
     let header = match &sb.truth {
         // The creator shows what it knows, whatever a worker wrote over the header.
         Some(t) => {
             overlay_slots(&mut slots, &t.slots());
             guards = Some(t.guards().overlay(&mut slots));
-            t.header().clone()
+            let header = t.header().clone();
+            canary_counts = Some(header.canary_counts);
+            header
         }
         None => read_header(sb),
     };
@@ -79,6 +82,7 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
             },
         ),
         last_canary: header.last_canary,
+        canary_counts,
         status_addr: header.status_addr,
         otlp_exports_ok: header.otlp_ok,
         otlp_exports_failed: header.otlp_failed,
@@ -121,8 +125,9 @@ fn read_header(sb: &Segment) -> HeaderTruth {
                 strings::read(&h.last_reload_reason).0,
             )
         }),
-        // The master's own record, not in the segment.
+        // The master's own records, not in the segment.
         last_canary: None,
+        canary_counts: Default::default(),
         status_addr: strings::read(&h.status_addr).0,
         otlp_ok: h.otlp_exports_ok.load(Relaxed),
         otlp_failed: h.otlp_exports_failed.load(Relaxed),
