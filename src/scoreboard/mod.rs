@@ -34,6 +34,7 @@
 //! assert_eq!(snap.slots[0].state, SlotState::Ready);
 //! ```
 
+mod canary;
 mod clock;
 pub mod names;
 pub(crate) mod raw;
@@ -387,14 +388,6 @@ impl Scoreboard {
             let outcome = if success { 1 } else { 2 };
             let reason = reason.unwrap_or("").to_string();
             t.last_reload = Some((outcome, generation, unix_ms(), reason));
-        });
-    }
-
-    /// Records a canary reload's comparison (master; shown by this process's snapshots).
-    pub(crate) fn record_canary(&self, report: &crate::canary::CanaryReport) {
-        self.update_header(|t| {
-            t.canary_counts.count(report);
-            t.last_canary = Some(report.clone());
         });
     }
 
