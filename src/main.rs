@@ -288,10 +288,12 @@ fn add_guards(target: &cli::Target, snap: &mut flora_cluster::Snapshot) {
             return;
         }
     };
-    let report = reply
-        .status
-        .and_then(|mut s| s.get_mut("guards").map(serde_json::Value::take))
-        .and_then(|g| serde_json::from_value(g).ok());
+    // The last canary's comparison and the verdicts: the master's own records too.
+    let mut status = reply.status;
+    let mut take = |key: &str| Some(status.as_mut()?.get_mut(key)?.take());
+    snap.last_canary = take("last_canary").and_then(|v| serde_json::from_value(v).ok());
+    snap.canary_counts = take("canary_verdicts").and_then(|v| serde_json::from_value(v).ok());
+    let report = take("guards").and_then(|g| serde_json::from_value(g).ok());
     if let Some(report) = report {
         snap.apply_guards(report);
     }

@@ -224,6 +224,11 @@ fn a_release_answering_500s_is_rolled_back_with_its_figures() {
     let shown = &doc["reloads"]["canary"];
     assert_eq!(shown["verdict"], "rollback", "{shown}");
     assert_eq!(shown["new"]["errors_5xx"], n.errors_5xx);
+    // `flora-cluster status --json` asks the master for its records.
+    let out = dir.ctl(&["status", "--json"]);
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(cli["reloads"]["canary"], *shown);
+    assert_eq!(cli["reloads"]["canary_verdicts"]["rollback"], 1);
     let page = get(status_port(&cluster), "/server-status")
         .expect("page")
         .text();

@@ -43,7 +43,11 @@ impl CanaryTx {
                 None,
                 None,
                 (outcome == Outcome::Rollback).then_some(Verdict::Rollback),
-                reason.unwrap_or("ended before the comparison").to_string(),
+                reason
+                    .map_or("ended before the comparison", |r| {
+                        r.strip_prefix("canary: ").unwrap_or(r)
+                    })
+                    .to_string(),
             ),
         };
         CanaryReport {

@@ -247,6 +247,9 @@ pub struct Core {
     /// Reloads asked for during a reload or the start (`Some` even without waiters).
     queued: Option<Vec<WaiterId>>,
     last_reload: Option<ReloadOutcome>,
+    /// The last canary reload's report, and the verdicts so far.
+    last_canary: Option<crate::canary::CanaryReport>,
+    canary_counts: crate::canary::CanaryCounts,
     /// Workers of the serving generation a rolling rollback still has to respawn (each
     /// waits for a free slot).
     restoring: usize,
@@ -285,6 +288,8 @@ impl Core {
             reload: None,
             queued: None,
             last_reload: None,
+            last_canary: None,
+            canary_counts: Default::default(),
             restoring: 0,
             recycles: BTreeMap::new(),
             jitter: Jitter::new(seed),

@@ -363,6 +363,10 @@ impl Core {
             .canary
             .as_ref()
             .map(|c| c.report(outcome, reason.as_deref()));
+        if let Some(c) = &canary {
+            self.canary_counts.count(c);
+            self.last_canary = Some(c.clone());
+        }
         let result = ReloadOutcome {
             outcome,
             generation: tx.generation,

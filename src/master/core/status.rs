@@ -58,6 +58,8 @@ impl Core {
             "reload_batch": self.cfg.reload_batch,
             "reload": reload,
             "last_reload": self.last_reload,
+            "last_canary": self.last_canary,
+            "canary_verdicts": self.canary_counts,
             "recycles": recycles,
             "workers": workers,
         })

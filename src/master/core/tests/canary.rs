@@ -136,6 +136,11 @@ fn a_bad_canary_is_rolled_back_with_its_figures_and_the_old_generation_untouched
     assert_eq!((0..4).map(|s| sim.pid(s)).collect::<Vec<_>>(), old_pids);
     assert_eq!(serving(&sim, 1), 4);
     assert_eq!(sim.core.restoring, 0, "no old worker was retired");
+    let status = sim.core.status();
+    assert_eq!(status["last_canary"]["verdict"], "rollback");
+    assert_eq!(status["last_canary"]["new"]["errors_5xx"], 30);
+    assert_eq!(status["canary_verdicts"]["rollback"], 1);
+    assert_eq!(status["canary_verdicts"]["promote"], 0);
 }
 
 #[test]
@@ -167,6 +172,7 @@ fn a_canary_crash_while_observed_rolls_back_at_once() {
         (r.verdict, r.old, r.new),
         (Some(Verdict::Rollback), None, None)
     );
+    assert!(r.reason.starts_with("crash: canary worker"), "{}", r.reason);
     assert_eq!(serving(&sim, 1), 4);
     assert_eq!(sim.core.poll_timeout(), Some(sim.now + SHUTDOWN_TIMEOUT));
 }
