@@ -188,6 +188,20 @@ pub enum Verdict {
     Rollback,
 }
 
+/// A canary reload being observed: both generations' figures since its workers were all
+/// ready (JSON `reloads.canary_window`, the status page).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CanaryWindow {
+    /// When the observation began, ms since the epoch.
+    pub since_unix_ms: u64,
+    /// How long it lasts, seconds.
+    pub secs: f64,
+    /// The old generation so far.
+    pub old: GenerationFigures,
+    /// The canaries so far.
+    pub new: GenerationFigures,
+}
+
 /// Canary reloads by verdict, for the master's life (`flora_canary_reloads_total{verdict}`).
 /// A canary that crashed or was not ready counts as a rollback; one ended by a stop is not
 /// counted.

@@ -126,10 +126,20 @@ fn sampling<T: Send>(cluster: &Cluster, call: impl FnOnce() -> T + Send) -> (T, 
             }
             last = snap;
             samples += 1;
+            if samples % 20 == 0 && !WINDOW_SEEN.with(|w| w.get()) {
+                let doc = status_json(cluster);
+                let window = &doc["reloads"]["canary_window"];
+                WINDOW_SEEN.with(|w| w.set(window["new"]["generation"] == 2));
+            }
             std::thread::sleep(SAMPLE_EVERY);
         }
         (job.join().expect("reload thread"), samples)
     })
+}
+
+thread_local! {
+    /// Whether the sampler saw a canary window in the status JSON (this test thread's).
+    static WINDOW_SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn status_json(cluster: &Cluster) -> serde_json::Value {
@@ -170,6 +180,12 @@ fn a_release_answering_500s_is_rolled_back_with_its_figures() {
     let (reply, samples) = sampling(&cluster, || {
         control::call(&socket, &req, RELOAD_TIMEOUT).expect("a reply")
     });
+    // While observed, the status JSON showed the canary's figures so far.
+    let seen = WINDOW_SEEN.with(|w| w.get());
+    assert!(
+        seen,
+        "no canary_window in the status JSON during the observation"
+    );
     let Reply {
         ok: true,
         reload: Some(outcome),

@@ -28,6 +28,9 @@ pub struct Reloads {
     /// Canary reloads by verdict (the master's count: absent in a reader of another process).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary_verdicts: Option<crate::canary::CanaryCounts>,
+    /// While a canary reload observes its workers: both generations' figures so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_window: Option<crate::canary::CanaryWindow>,
 }
 
 /// Lifetime rates (like Apache's `ReqPerSec`: totals divided by uptime).
@@ -117,26 +120,7 @@ pub struct StatusDoc {
 /// Estimates quantile `q` (0..=1) from per-bucket counts, interpolating linearly inside the
 /// bucket like PromQL's `histogram_quantile`; observations in +Inf report the highest bound.
 pub fn quantile(h: &HistogramSnapshot, q: f64) -> Option<f64> {
-    let bounds = HistogramSnapshot::bounds();
-    let total = h.count();
-    if total == 0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * total as f64;
-    // Counts come from shared memory and may be anything: accumulate as floats (no overflow).
-    let mut seen = 0.0f64;
-    for (i, &count) in h.counts.iter().enumerate() {
-        if count > 0 && seen + count as f64 >= rank {
-            let Some(&upper) = bounds.get(i) else {
-                return bounds.last().copied();
-            };
-            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
-            let within = (rank - seen) / count as f64;
-            return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
-        }
-        seen += count as f64;
-    }
-    bounds.last().copied()
+    h.quantile(q)
 }
 
 impl StatusDoc {
@@ -199,6 +183,7 @@ impl StatusDoc {
                 last: snap.last_reload,
                 canary: snap.last_canary,
                 canary_verdicts: snap.canary_counts,
+                canary_window: snap.canary_window,
             },
             totals: snap.totals,
             guards: snap.guards,

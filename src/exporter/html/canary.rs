@@ -1,12 +1,13 @@
-//! The "Last canary" section of the status page: the verdict, its reason and limits, and
-//! one row per generation compared (requests, 5xx, 5xx ratio, p99, crashes over the
-//! observation window). Absent before any canary reload. The reason goes through
+//! The canary sections of the status page: "Canary under way" while a canary reload observes
+//! its workers (both generations' figures so far), and "Last canary": the verdict, its reason
+//! and limits, and one row per generation compared (requests, 5xx, 5xx ratio, p99, crashes
+//! over the observation window). Absent before any canary reload. The reason goes through
 //! [`super::escape_html`]; everything else is numbers.
 
-use super::format::{count, ms, DASH};
+use super::format::{count, ms, utc, DASH};
 use super::tables::Table;
 use super::{badge, esc, muted};
-use crate::canary::{CanaryReport, GenerationFigures, Verdict};
+use crate::canary::{CanaryReport, CanaryWindow, GenerationFigures, Verdict};
 use crate::exporter::model::StatusDoc;
 
 const CANARY: Table = Table {
@@ -16,9 +17,36 @@ const CANARY: Table = Table {
     empty: "The reload ended before the comparison",
 };
 
-/// The section, or nothing before any canary.
+const UNDER_WAY: Table = Table {
+    id: "canary-now",
+    title: "Canary under way",
+    columns: "Role|#Gen|#Requests|#5xx|#5xx ratio|#p99|#Crashes",
+    empty: "",
+};
+
+/// The sections, or nothing before any canary.
 pub(super) fn section(doc: &StatusDoc) -> String {
-    doc.reloads.canary.as_ref().map_or_else(String::new, table)
+    let now = doc
+        .reloads
+        .canary_window
+        .as_ref()
+        .map_or_else(String::new, under_way);
+    let last = doc.reloads.canary.as_ref().map_or_else(String::new, table);
+    format!("{now}{last}")
+}
+
+fn under_way(w: &CanaryWindow) -> String {
+    let rows = format!(
+        "{}{}",
+        row(&UNDER_WAY, "old", &w.old),
+        row(&UNDER_WAY, "canary", &w.new)
+    );
+    format!(
+        "{}<p class=\"muted\">observing since {} for {}s; crashes are counted at the verdict</p>\n",
+        UNDER_WAY.render(rows),
+        utc(w.since_unix_ms),
+        w.secs
+    )
 }
 
 fn table(c: &CanaryReport) -> String {
@@ -40,14 +68,14 @@ fn table(c: &CanaryReport) -> String {
     );
     let rows: String = [("old", &c.old), ("canary", &c.new)]
         .into_iter()
-        .filter_map(|(role, f)| f.as_ref().map(|f| row(role, f)))
+        .filter_map(|(role, f)| f.as_ref().map(|f| row(&CANARY, role, f)))
         .collect();
     format!("{}{line}", CANARY.render(rows))
 }
 
-fn row(role: &str, f: &GenerationFigures) -> String {
+fn row(table: &Table, role: &str, f: &GenerationFigures) -> String {
     let p99 = f.p99_seconds.map_or_else(|| muted(DASH), ms);
-    CANARY.row(
+    table.row(
         "",
         &[
             role.to_string(),
@@ -99,6 +127,24 @@ mod tests {
 
     #[test]
     fn absent_before_any_canary() {
-        assert!(!page(None).contains("Last canary"));
+        let html = page(None);
+        assert!(!html.contains("Last canary") && !html.contains("Canary under way"));
+    }
+
+    #[test]
+    fn a_canary_under_way_shows_its_figures_so_far() {
+        let sb = Scoreboard::create_sealed("canary-html-now", 2).unwrap();
+        sb.slot_spawned(0, 40, 1);
+        sb.slot_spawned(1, 41, 2);
+        sb.begin_canary_window(2, 1, 30.0);
+        let conn = sb.writer(1).unwrap().conn_open(([127, 0, 0, 1], 1).into());
+        conn.request_begin("GET", "/", 11).finish(500, 1);
+        let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+        let html = render(&doc, &HtmlOptions::default());
+        assert!(html.contains("<table id=\"canary-now\">"), "{html}");
+        assert!(html.contains("<td class=\"num\">100.00%</td>"));
+        assert!(html.contains("for 30s"));
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["reloads"]["canary_window"]["new"]["errors_5xx"], 1);
     }
 }

@@ -121,15 +121,19 @@ impl Core {
         if c.judged.is_some() {
             return false;
         }
-        let secs = Duration::from_secs_f64(c.spec.secs);
-        let (old, generation, k) = (c.old, tx.generation, slots.len());
+        let window = Duration::from_secs_f64(c.spec.secs);
+        let (old, generation, k, secs) = (c.old, tx.generation, slots.len(), c.spec.secs);
         tx.step = Step::Observing {
             slots: slots.clone(),
-            until: now + secs,
+            until: now + window,
         };
-        self.out.push(Action::CanaryBaseline { generation, old });
+        self.out.push(Action::CanaryBaseline {
+            generation,
+            old,
+            secs,
+        });
         let msg = format!(
-            "canary: {k} workers of generation {generation} ready; observing them next to generation {old} for {secs:?}"
+            "canary: {k} workers of generation {generation} ready; observing them next to generation {old} for {window:?}"
         );
         self.log_about(Level::Info, msg, None, None, Some(generation));
         true

@@ -328,6 +328,8 @@ pub enum Action {
         generation: u64,
         /// The generation they are compared with.
         old: u64,
+        /// How long the observation lasts, seconds.
+        secs: f64,
     },
     /// The observation window ended: answer at once with [`Event::CanaryFigures`], the
     /// growth of both generations' counters since [`Action::CanaryBaseline`].

@@ -107,8 +107,6 @@ pub(super) struct Shell {
     /// Reply channels of the core's waiters.
     waiters: HashMap<WaiterId, oneshot::Sender<Reply>>,
     next_waiter: u64,
-    /// A canary reload's counters at the start of its observation.
-    canary: Option<canary::Baseline>,
 }
 
 impl Shell {
@@ -157,7 +155,6 @@ impl Shell {
             procs: HashMap::new(),
             waiters: HashMap::new(),
             next_waiter: 0,
-            canary: None,
         }
     }
 
@@ -249,7 +246,11 @@ impl Shell {
                     self.sb.record_canary(c);
                 }
             }
-            Action::CanaryBaseline { generation, old } => self.canary_baseline(generation, old),
+            Action::CanaryBaseline {
+                generation,
+                old,
+                secs,
+            } => self.canary_baseline(generation, old, secs),
             Action::JudgeCanary { generation, old } => {
                 return Some(self.judge_canary(generation, old));
             }

@@ -97,6 +97,8 @@ pub(crate) struct Truth {
     slots: Mutex<Vec<SlotTruth>>,
     /// What the worker guards did (counts, last events, lag, kill records).
     guards: Mutex<GuardTruth>,
+    /// A canary reload's counters at the start of its observation.
+    canary: Mutex<Option<super::canary::CanaryBaseline>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,6 +120,10 @@ impl Truth {
 
     pub(crate) fn guards(&self) -> MutexGuard<'_, GuardTruth> {
         lock(&self.guards)
+    }
+
+    pub(crate) fn canary(&self) -> MutexGuard<'_, Option<super::canary::CanaryBaseline>> {
+        lock(&self.canary)
     }
 }
 

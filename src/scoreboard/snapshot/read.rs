@@ -43,7 +43,7 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now, unix_now_ms)))
         .collect();
     let mut guards = None;
-    let mut canary_counts = None;
+    let (mut canary_counts, mut canary_window) = (None, None);
     let header = match &sb.truth {
         // The creator shows what it knows, whatever a worker wrote over the header.
         Some(t) => {
@@ -51,6 +51,7 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
             guards = Some(t.guards().overlay(&mut slots));
             let header = t.header().clone();
             canary_counts = Some(header.canary_counts);
+            canary_window = t.canary().as_ref().map(|b| b.window(&slots));
             header
         }
         None => read_header(sb),
@@ -83,6 +84,7 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         ),
         last_canary: header.last_canary,
         canary_counts,
+        canary_window,
         status_addr: header.status_addr,
         otlp_exports_ok: header.otlp_ok,
         otlp_exports_failed: header.otlp_failed,

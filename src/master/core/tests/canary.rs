@@ -30,7 +30,9 @@ fn baselines(actions: &[Action]) -> Vec<(u64, u64)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::CanaryBaseline { generation, old } => Some((*generation, *old)),
+            Action::CanaryBaseline {
+                generation, old, ..
+            } => Some((*generation, *old)),
             _ => None,
         })
         .collect()
