@@ -175,24 +175,16 @@ impl Core {
         };
         old.crashes = c.old_crashes;
         let (verdict, reason) = judge(&c.spec.limits, &old, &new);
-        let judged = Judged {
+        c.judged = Some(Judged {
             old,
             new,
             verdict,
             reason: reason.clone(),
-        };
-        let summary = c.report(Outcome::Success, None);
-        c.judged = Some(judged);
+        });
+        // Judged: the report has the figures (the outcome does not matter to it).
+        let line = c.report(Outcome::Success, None).summary();
         let slots = slots.clone();
         tx.step = Step::Starting { slots, deadline };
-        let line = CanaryReport {
-            old: Some(old),
-            new: Some(new),
-            verdict: Some(verdict),
-            reason: reason.clone(),
-            ..summary
-        }
-        .summary();
         match verdict {
             Verdict::Promote => {
                 self.log_about(Level::Info, line, None, None, Some(generation));
