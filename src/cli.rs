@@ -23,7 +23,9 @@ pub enum Command {
     /// Run a master in the foreground: `flora-cluster run [OPTIONS] -- PROGRAM [ARGS...]`.
     Run(Box<RunArgs>),
     /// Replace every worker with a new generation; exits 0 on success, 1 on rollback.
-    Reload(Target),
+    /// With `--canary K --canary-secs S`: K new workers serve next to the old generation
+    /// for S seconds, then are promoted (rolling, K at a time) or rolled back.
+    Reload(ReloadArgs),
     /// Stop a running master gracefully and wait until it is gone.
     Stop(Target),
     /// Change the number of workers of a running master.
@@ -43,6 +45,51 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// Flags of `reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Canary reload: K new workers serve next to the old generation first.
+    #[arg(long, value_name = "K", requires = "canary_secs",
+          value_parser = flora_cluster::canary::parse_workers)]
+    pub canary: Option<usize>,
+    /// Seconds the canaries serve before the comparison (up to a day).
+    #[arg(long, value_name = "SECS", requires = "canary", value_parser = parse_seconds,
+          allow_hyphen_values = true)]
+    pub canary_secs: Option<f64>,
+    /// Roll back when the canaries' 5xx ratio exceeds the old one's by more than R (0..=1)
+    /// [default: 0.01].
+    #[arg(long, value_name = "R", requires = "canary", allow_hyphen_values = true,
+          value_parser = flora_cluster::canary::parse_error_ratio)]
+    pub canary_max_error_ratio: Option<f64>,
+    /// Roll back when the canaries' p99 exceeds the old one's times P (> 0) [default: 1.5].
+    #[arg(long, value_name = "P", requires = "canary", allow_hyphen_values = true,
+          value_parser = flora_cluster::canary::parse_p99_ratio)]
+    pub canary_max_p99_ratio: Option<f64>,
+    /// Requests each generation needs in the window to be judged; fewer: rollback
+    /// [default: 20].
+    #[arg(long, value_name = "N", requires = "canary")]
+    pub canary_min_requests: Option<u64>,
+    /// Which instance.
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl ReloadArgs {
+    /// The control request: a canary or a plain reload.
+    pub fn request(&self) -> flora_cluster::control::Request {
+        match (self.canary, self.canary_secs) {
+            (Some(workers), Some(secs)) => flora_cluster::control::Request::Canary {
+                workers,
+                secs,
+                max_error_ratio: self.canary_max_error_ratio,
+                max_p99_ratio: self.canary_max_p99_ratio,
+                min_requests: self.canary_min_requests,
+            },
+            _ => flora_cluster::control::Request::Reload,
+        }
+    }
 }
 
 /// Which running instance a command talks to.

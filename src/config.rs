@@ -217,6 +217,9 @@ pub struct Config {
     /// Rolling reloads: start this many new workers at a time (1 to the maximum worker
     /// count; needs workers + this many slots). Defaults to none (all at once).
     pub reload_batch: Option<usize>,
+    /// Canary reloads: the limits a canary request that leaves them out is judged against
+    /// (`[canary]`: `max_error_ratio`, `max_p99_ratio`, `min_requests`).
+    pub canary: crate::canary::CanaryLimits,
     /// The worker program and its arguments.
     pub program: Vec<String>,
 }
@@ -259,6 +262,7 @@ impl Default for Config {
             max_worker_age_jitter: None,
             max_recycling: 1,
             reload_batch: None,
+            canary: crate::canary::CanaryLimits::default(),
             program: Vec::new(),
         }
     }
@@ -444,6 +448,7 @@ impl Config {
         self.check_backlog()?;
         self.check_guards()?;
         self.check_reload_batch()?;
+        self.check_canary()?;
         self.check_tls_pair()
     }
 

@@ -1,9 +1,11 @@
 //! The instance's control socket: a Unix stream socket (mode 0600) in the runtime directory,
-//! one JSON object per line each way. Commands: `reload`, `stop`, `scale`, `status`.
+//! one JSON object per line each way. Commands: `reload`, `canary`, `stop`, `scale`, `status`.
 //!
 //! ```text
 //! → {"cmd":"reload"}
 //! ← {"ok":true,"reload":{"outcome":"success","generation":2,"reason":null,"duration_ms":412}}
+//! → {"cmd":"canary","workers":1,"secs":30,"max_error_ratio":0.01}
+//! ← {"ok":true,"reload":{"outcome":"rollback",…,"canary":{"old":{…},"new":{…},"verdict":"rollback",…}}}
 //! → {"cmd":"scale","workers":4}
 //! ← {"ok":true,"workers":4}
 //! → {"cmd":"bogus"}
@@ -25,6 +27,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::canary::{CanaryLimits, CanaryReport, CanarySpec};
+
 /// Longest request or reply line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -44,6 +48,64 @@ pub enum Request {
     },
     /// The master's view: phase, generation, last reload, workers.
     Status,
+    /// A canary reload ([`crate::canary`]): `workers` new workers serve next to the old
+    /// generation for `secs` seconds, then it is promoted or rolled back; answered with the
+    /// outcome and its `canary` figures. Limits left out take the master's (`[canary]` in
+    /// its configuration, [`crate::MasterBuilder::canary_limits`], else
+    /// [`CanaryLimits::default`]).
+    Canary {
+        /// Canary workers (1..=the worker count).
+        workers: usize,
+        /// Observation window, seconds.
+        secs: f64,
+        /// Allowed 5xx ratio over the old generation's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_error_ratio: Option<f64>,
+        /// Allowed p99 factor over the old generation's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_p99_ratio: Option<f64>,
+        /// Requests needed in each generation to judge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_requests: Option<u64>,
+    },
+}
+
+impl Request {
+    /// A canary request with the default limits.
+    pub fn canary(workers: usize, secs: f64) -> Self {
+        Self::Canary {
+            workers,
+            secs,
+            max_error_ratio: None,
+            max_p99_ratio: None,
+            min_requests: None,
+        }
+    }
+
+    /// A canary request's spec, the limits it leaves out taken from `defaults` (`None` for
+    /// other requests).
+    pub fn canary_spec(&self, defaults: &CanaryLimits) -> Option<CanarySpec> {
+        let Self::Canary {
+            workers,
+            secs,
+            max_error_ratio,
+            max_p99_ratio,
+            min_requests,
+        } = *self
+        else {
+            return None;
+        };
+        let d = defaults;
+        Some(CanarySpec {
+            workers,
+            secs,
+            limits: CanaryLimits {
+                max_error_ratio: max_error_ratio.unwrap_or(d.max_error_ratio),
+                max_p99_ratio: max_p99_ratio.unwrap_or(d.max_p99_ratio),
+                min_requests: min_requests.unwrap_or(d.min_requests),
+            },
+        })
+    }
 }
 
 /// How a reload ended.
@@ -77,6 +139,9 @@ pub struct ReloadOutcome {
     pub reason: Option<String>,
     /// How long it took, ms.
     pub duration_ms: u64,
+    /// A canary reload's comparison (absent for other reloads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryReport>,
 }
 
 /// A reply line.
@@ -218,6 +283,13 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"scale"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"scale","workers":3,"x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        let canary = r#"{"cmd":"canary","workers":1,"secs":2.5}"#;
+        let req = serde_json::from_str::<Request>(canary).unwrap();
+        assert_eq!(req, Request::canary(1, 2.5));
+        assert_eq!(serde_json::to_string(&req).unwrap(), canary);
+        let spec = req.canary_spec(&CanaryLimits::default()).unwrap();
+        assert_eq!(spec.limits, CanaryLimits::default());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"canary","workers":1}"#).is_err());
         let r = Reply::error("nope");
         assert_eq!(
             serde_json::to_string(&r).unwrap(),

@@ -29,6 +29,7 @@
 //!
 //! Linux is the target platform.
 
+pub mod canary;
 pub mod config;
 pub mod control;
 mod error;

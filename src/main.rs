@@ -143,8 +143,13 @@ fn socket_of(t: &cli::Target) -> std::path::PathBuf {
 fn client(target: &cli::Target, req: &Request) -> ExitCode {
     let path = socket_of(target);
     // The flag is checked by clap (finite, in (0, a day]); at least 0.1 s to get an answer.
-    let timeout =
-        Duration::try_from_secs_f64(target.timeout.max(0.1)).unwrap_or(Duration::from_secs(300));
+    // A canary's window comes on top of the wait.
+    let window = match req {
+        Request::Canary { secs, .. } => *secs,
+        _ => 0.0,
+    };
+    let timeout = Duration::try_from_secs_f64(target.timeout.max(0.1) + window)
+        .unwrap_or(Duration::from_secs(300));
     let reply = match control::call(&path, req, timeout) {
         Ok(r) => r,
         Err(e) => {
@@ -160,8 +165,11 @@ fn client(target: &cli::Target, req: &Request) -> ExitCode {
         return ExitCode::from(EXIT_FAILED);
     }
     match req {
-        Request::Reload => match &reply.reload {
+        Request::Reload | Request::Canary { .. } => match &reply.reload {
             Some(r) if r.outcome == Outcome::Success => {
+                if let Some(c) = &r.canary {
+                    println!("{}", c.summary());
+                }
                 println!(
                     "reload succeeded: generation {} serving ({} ms)",
                     r.generation, r.duration_ms
@@ -169,6 +177,9 @@ fn client(target: &cli::Target, req: &Request) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Some(r) => {
+                if let Some(c) = &r.canary {
+                    println!("{}", c.summary());
+                }
                 println!(
                     "reload rolled back: {} (generation {} was stopped, the previous one keeps serving)",
                     r.reason.as_deref().unwrap_or("no reason given"),
@@ -278,10 +289,12 @@ fn add_guards(target: &cli::Target, snap: &mut flora_cluster::Snapshot) {
             return;
         }
     };
-    let report = reply
-        .status
-        .and_then(|mut s| s.get_mut("guards").map(serde_json::Value::take))
-        .and_then(|g| serde_json::from_value(g).ok());
+    // The last canary's comparison and the verdicts: the master's own records too.
+    let mut status = reply.status;
+    let mut take = |key: &str| Some(status.as_mut()?.get_mut(key)?.take());
+    snap.last_canary = take("last_canary").and_then(|v| serde_json::from_value(v).ok());
+    snap.canary_counts = take("canary_verdicts").and_then(|v| serde_json::from_value(v).ok());
+    let report = take("guards").and_then(|g| serde_json::from_value(g).ok());
     if let Some(report) = report {
         snap.apply_guards(report);
     }
@@ -299,7 +312,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Run(args) => run(*args),
-        cli::Command::Reload(t) => return client(&t, &Request::Reload),
+        cli::Command::Reload(r) => return client(&r.target, &r.request()),
         cli::Command::Stop(t) => return client(&t, &Request::Stop),
         cli::Command::Scale { workers, target } => {
             return client(&target, &Request::Scale { workers })

@@ -70,6 +70,7 @@ const EVENTS: &[(&str, bool)] = &[
     ("Generation changes", true),
     ("Master started", true),
     ("Reloads (rolled back)", false),
+    ("Canary rolled back", false),
 ];
 /// Step of the range queries that evaluate annotations as Grafana does (`$__interval` below).
 const ANNOTATION_STEP_SECS: u64 = 15;

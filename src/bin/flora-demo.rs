@@ -10,7 +10,8 @@
 //! (counted when the request ends), `/m/defer-late?name=N&n=K&ms=M` (the same add, made by a
 //! task M ms after the response). For the descriptor tests: `/child-fds` (the open descriptors
 //! a program started by the worker sees: `ls -l /proc/self/fd`) and `/from-env-again` (what a
-//! second `Worker::from_env()` returns). Built with the `tls` feature it serves HTTPS when the
+//! second `Worker::from_env()` returns). `--error-every N` makes every Nth request to `/`
+//! (per worker) answer 500: a bad release for the canary tests. Built with the `tls` feature it serves HTTPS when the
 //! master has `--tls-cert`/`--tls-key`.
 
 use std::collections::HashMap;
@@ -51,6 +52,9 @@ struct Args {
     /// must kill it after its shutdown timeout).
     #[arg(long)]
     hang_on_shutdown: bool,
+    /// Answer every Nth request to `/` with 500 (a bad release, for canary reloads).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    error_every: Option<u64>,
     /// Runtime threads of this worker process (preforked workers scale by process count; one
     /// thread each avoids cross-thread wake-ups).
     #[arg(long, default_value_t = 1)]
@@ -69,6 +73,8 @@ struct App {
     worker: Worker,
     body: Bytes,
     metrics: Arc<Mutex<HashMap<String, Handle>>>,
+    /// `--error-every N` and the requests to `/` so far.
+    error_every: Option<(u64, Arc<std::sync::atomic::AtomicU64>)>,
 }
 
 type Reply = (StatusCode, String);
@@ -253,6 +259,11 @@ async fn route(app: &App, req: &Request<Incoming>) -> Reply {
     if let (Some(info), Some(route)) = (&info, route_of(req.uri().path())) {
         info.set_route(route);
     }
+    if let Some((n, seen)) = app.error_every.as_ref().filter(|_| req.uri().path() == "/") {
+        if (seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) % n == 0 {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "bad release\n".into());
+        }
+    }
     match req.uri().path() {
         "/pid" => (StatusCode::OK, std::process::id().to_string()),
         "/slot" => (StatusCode::OK, app.worker.slot().to_string()),
@@ -345,6 +356,7 @@ async fn run(args: Args) -> Result<(), flora_cluster::Error> {
         worker: worker.clone(),
         body: Bytes::from(args.body),
         metrics: Arc::new(Mutex::new(HashMap::new())),
+        error_every: args.error_every.map(|n| (n, Arc::default())),
     };
     let service = hyper::service::service_fn(move |req| handle(app.clone(), req));
     worker.serve(listener, service).await?;

@@ -1,4 +1,5 @@
-//! The rolling reload's setting (`reload_batch`): its check.
+//! The rolling reload's setting (`reload_batch`) and the canary's default limits: their
+//! checks.
 
 use super::{Config, ConfigError, MAX_WORKERS};
 
@@ -31,5 +32,18 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// `[canary]`: ratios in range (see [`crate::canary::CanaryLimits::validate`]).
+    pub(super) fn check_canary(&self) -> Result<(), ConfigError> {
+        self.canary
+            .validate()
+            .map_err(|reason| ConfigError::Invalid {
+                key: "canary",
+                line: None,
+                reason,
+            })
     }
 }

@@ -293,3 +293,24 @@ fn reload_batch_is_checked_against_the_workers_and_slots() {
         assert!(msg.contains(key) && msg.contains(says), "{bad}: {msg}");
     }
 }
+
+#[test]
+fn canary_limits_table_is_optional_partial_and_checked() {
+    use crate::canary::CanaryLimits;
+    assert_eq!(Config::default().canary, CanaryLimits::default());
+    let c = Config::from_toml_str("[canary]\nmax_error_ratio = 0.0\n").expect("valid");
+    assert_eq!(c.canary.max_error_ratio, 0.0);
+    assert_eq!(
+        c.canary.max_p99_ratio,
+        CanaryLimits::default().max_p99_ratio
+    );
+    for (bad, says) in [
+        ("[canary]\nmax_error_ratio = 1.5\n", "[0, 1]"),
+        ("[canary]\nmax_p99_ratio = 0\n", "p99 ratio 0"),
+        ("[canary]\nmax_p99_ratio = nan\n", "p99 ratio NaN"),
+        ("[canary]\nbogus = 1\n", "bogus"),
+    ] {
+        let msg = Config::from_toml_str(bad).expect_err(bad).to_string();
+        assert!(msg.contains(says), "{bad}: {msg}");
+    }
+}

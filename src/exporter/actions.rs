@@ -1,5 +1,7 @@
 //! State-changing HTTP endpoints, off unless a token is configured (`--status-token-file`):
-//! `POST /-/reload`, `POST /-/stop`, `POST /-/scale?workers=N`, each with
+//! `POST /-/reload` (a canary reload with `?canary=K&canary_secs=S`, optionally
+//! `&canary_max_error_ratio=R&canary_max_p99_ratio=P&canary_min_requests=N`),
+//! `POST /-/stop`, `POST /-/scale?workers=N`, each with
 //! `Authorization: Bearer TOKEN` (compared in constant time). Everything else that changes
 //! state goes through the 0600 control socket.
 
@@ -54,7 +56,7 @@ fn authorized<B>(req: &Request<B>, token: &str) -> bool {
 
 fn parse_action<B>(req: &Request<B>) -> Result<ControlRequest, String> {
     match req.uri().path() {
-        "/-/reload" => Ok(ControlRequest::Reload),
+        "/-/reload" => reload_request(req.uri().query().unwrap_or("")),
         "/-/stop" => Ok(ControlRequest::Stop),
         "/-/scale" => req
             .uri()
@@ -67,6 +69,38 @@ fn parse_action<B>(req: &Request<B>) -> Result<ControlRequest, String> {
             .ok_or_else(|| "give ?workers=N".to_string()),
         other => Err(format!("unknown action {other}")),
     }
+}
+
+/// `/-/reload`'s request: a plain reload, or a canary with its parameters (checked as the
+/// CLI flags are; the master checks the rest).
+fn reload_request(query: &str) -> Result<ControlRequest, String> {
+    use crate::canary::{parse_error_ratio, parse_p99_ratio, parse_workers};
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+    };
+    let bad = |name: &'static str| move |e: String| format!("{name}: {e}");
+    let (Some(k), Some(secs)) = (param("canary"), param("canary_secs")) else {
+        if param("canary").is_some() || param("canary_secs").is_some() {
+            return Err("a canary reload needs both ?canary=K&canary_secs=S".into());
+        }
+        return Ok(ControlRequest::Reload);
+    };
+    let opt = |name: &'static str, parse: fn(&str) -> Result<f64, String>| {
+        param(name).map(parse).transpose().map_err(bad(name))
+    };
+    let min_requests = param("canary_min_requests")
+        .map(|n| n.parse().map_err(|_| format!("{n:?} is not a count")))
+        .transpose()
+        .map_err(bad("canary_min_requests"))?;
+    Ok(ControlRequest::Canary {
+        workers: parse_workers(k).map_err(bad("canary"))?,
+        secs: crate::config::parse_seconds(secs).map_err(bad("canary_secs"))?,
+        max_error_ratio: opt("canary_max_error_ratio", parse_error_ratio)?,
+        max_p99_ratio: opt("canary_max_p99_ratio", parse_p99_ratio)?,
+        min_requests,
+    })
 }
 
 /// Answers a request for `/-/…`.
@@ -157,6 +191,37 @@ mod tests {
             Ok(ControlRequest::Scale { workers: 3 })
         );
         assert!(parse_action(&req("/-/scale?workers=x", None)).is_err());
+        assert_eq!(
+            parse_action(&req("/-/reload", None)),
+            Ok(ControlRequest::Reload)
+        );
+        let canary = "/-/reload?canary=1&canary_secs=30&canary_max_error_ratio=0.05";
+        assert_eq!(
+            parse_action(&req(canary, None)),
+            Ok(ControlRequest::Canary {
+                workers: 1,
+                secs: 30.0,
+                max_error_ratio: Some(0.05),
+                max_p99_ratio: None,
+                min_requests: None,
+            })
+        );
+        for (bad, says) in [
+            ("/-/reload?canary=1", "both"),
+            ("/-/reload?canary=0&canary_secs=1", "canary: "),
+            ("/-/reload?canary=1&canary_secs=nan", "canary_secs: "),
+            (
+                "/-/reload?canary=1&canary_secs=1&canary_max_p99_ratio=0",
+                "canary_max_p99_ratio: ",
+            ),
+            (
+                "/-/reload?canary=1&canary_secs=1&canary_min_requests=x",
+                "canary_min_requests: ",
+            ),
+        ] {
+            let e = parse_action(&req(bad, None)).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
         assert!(parse_action(&req("/-/explode", None)).is_err());
     }
 }

@@ -21,6 +21,16 @@ pub struct Reloads {
     pub rollback: u64,
     /// The last one.
     pub last: Option<LastReloadSnapshot>,
+    /// The last canary reload's comparison (the master's record: absent in a reader of
+    /// another process, or before any canary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::canary::CanaryReport>,
+    /// Canary reloads by verdict (the master's count: absent in a reader of another process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_verdicts: Option<crate::canary::CanaryCounts>,
+    /// While a canary reload observes its workers: both generations' figures so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_window: Option<crate::canary::CanaryWindow>,
 }
 
 /// Lifetime rates (like Apache's `ReqPerSec`: totals divided by uptime).
@@ -112,26 +122,7 @@ pub struct StatusDoc {
 /// Estimates quantile `q` (0..=1) from per-bucket counts, interpolating linearly inside the
 /// bucket like PromQL's `histogram_quantile`; observations in +Inf report the highest bound.
 pub fn quantile(h: &HistogramSnapshot, q: f64) -> Option<f64> {
-    let bounds = HistogramSnapshot::bounds();
-    let total = h.count();
-    if total == 0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * total as f64;
-    // Counts come from shared memory and may be anything: accumulate as floats (no overflow).
-    let mut seen = 0.0f64;
-    for (i, &count) in h.counts.iter().enumerate() {
-        if count > 0 && seen + count as f64 >= rank {
-            let Some(&upper) = bounds.get(i) else {
-                return bounds.last().copied();
-            };
-            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
-            let within = (rank - seen) / count as f64;
-            return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
-        }
-        seen += count as f64;
-    }
-    bounds.last().copied()
+    h.quantile(q)
 }
 
 impl StatusDoc {
@@ -192,6 +183,9 @@ impl StatusDoc {
                 success: snap.reloads_success,
                 rollback: snap.reloads_rollback,
                 last: snap.last_reload,
+                canary: snap.last_canary,
+                canary_verdicts: snap.canary_counts,
+                canary_window: snap.canary_window,
             },
             totals: snap.totals,
             guards: snap.guards,

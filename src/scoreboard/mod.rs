@@ -34,6 +34,7 @@
 //! assert_eq!(snap.slots[0].state, SlotState::Ready);
 //! ```
 
+mod canary;
 mod clock;
 pub mod names;
 pub(crate) mod raw;

@@ -36,6 +36,10 @@ fn samples(source: Source, doc: &StatusDoc) -> Vec<Sample<'_>> {
                 ("rollback", doc.reloads.rollback),
             ],
         ),
+        Source::CanaryReloads => doc
+            .reloads
+            .canary_verdicts
+            .map_or_else(Vec::new, |c| by("verdict", c.by_verdict())),
         Source::OtlpExports => by("result", [("success", ok), ("failure", failed)]),
         Source::Generation => vec![plain(Value::Int(doc.generation))],
         Source::StartTime => vec![plain(Value::Float(doc.started_unix_ms as f64 / 1000.0))],

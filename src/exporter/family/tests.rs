@@ -300,3 +300,42 @@ fn guard_families_have_every_reason_and_a_lag_per_live_worker() {
         assert!(family(&f, name).samples.is_empty(), "{name}");
     }
 }
+
+#[test]
+fn canary_reloads_by_verdict_from_the_masters_records() {
+    use crate::canary::{CanaryLimits, CanaryReport, Verdict};
+    let sb = Scoreboard::create_sealed("canary-family", 1).expect("create");
+    let values = |sb: &Scoreboard| -> Vec<(Vec<(String, String)>, u64)> {
+        let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+        let f = Families::of(&doc);
+        let fam = family(&f, "flora_canary_reloads_total");
+        let int = |v: &Value| match v {
+            Value::Int(n) => *n,
+            other => panic!("not an integer: {other:?}"),
+        };
+        fam.samples
+            .iter()
+            .map(|s| (labels(s), int(&s.value)))
+            .collect()
+    };
+    let verdict = |v: &str| vec![("verdict".to_string(), v.to_string())];
+    // Both verdicts from the start, at 0.
+    assert_eq!(
+        values(&sb),
+        [(verdict("promote"), 0), (verdict("rollback"), 0)]
+    );
+    let report = |v| CanaryReport {
+        workers: 1,
+        secs: 1.0,
+        limits: CanaryLimits::default(),
+        old: None,
+        new: None,
+        verdict: v,
+        reason: "x".into(),
+    };
+    sb.record_canary(&report(Some(Verdict::Rollback)));
+    sb.record_canary(&report(None));
+    sb.record_canary(&report(Some(Verdict::Rollback)));
+    assert_eq!(values(&sb)[1], (verdict("rollback"), 2));
+    assert_eq!(values(&sb)[0].1, 0);
+}

@@ -12,9 +12,10 @@
 //! Numbers are formatted here and need no escaping.
 //!
 //! `tables.rs` writes the three tables, `listeners.rs` the accept queues, `guards.rs` the
-//! guards' counts and kill records,
+//! guards' counts and kill records, `canary.rs` the last canary reload's comparison,
 //! `format.rs` the numbers, sizes, durations and times.
 
+mod canary;
 mod format;
 mod guards;
 mod listeners;
@@ -79,11 +80,12 @@ pub fn render(doc: &StatusDoc, opts: &HtmlOptions) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{meta}\
          <title>{} · server status</title><style>{STYLE}</style></head>\n<body><main>\n\
-         {}{}{}{}{}{}{}{}</main></body></html>\n",
+         {}{}{}{}{}{}{}{}{}</main></body></html>\n",
         esc(&doc.instance),
         header(doc),
         cards(doc),
         listeners::table(doc),
+        canary::section(doc),
         workers_table(doc),
         connections_table(doc),
         guards::section(doc),

@@ -3,6 +3,7 @@
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use crate::canary::GenerationFigures;
 use crate::control::{ReloadOutcome, Reply, Request};
 
 /// The master's phase, published on [`crate::Master::phase`] once it is true.
@@ -138,6 +139,16 @@ pub enum Event {
         pid: u32,
         /// Resident set size in bytes.
         rss: u64,
+    },
+    /// The figures of a canary reload's two generations over the observation window;
+    /// answers [`Action::JudgeCanary`] at once.
+    CanaryFigures {
+        /// The canaries' generation.
+        generation: u64,
+        /// The old generation's figures (its crashes are counted by the core).
+        old: GenerationFigures,
+        /// The canaries' figures.
+        new: GenerationFigures,
     },
     /// A hook of [`Action::RunHook`] finished (an error also for a panic or a timeout).
     HookDone {
@@ -310,6 +321,24 @@ pub enum Action {
     },
     /// Scoreboard: a reload ended.
     RecordReload(ReloadOutcome),
+    /// A canary reload's workers are all ready: remember both generations' counters now (the
+    /// start of the observation window).
+    CanaryBaseline {
+        /// The canaries' generation.
+        generation: u64,
+        /// The generation they are compared with.
+        old: u64,
+        /// How long the observation lasts, seconds.
+        secs: f64,
+    },
+    /// The observation window ended: answer at once with [`Event::CanaryFigures`], the
+    /// growth of both generations' counters since [`Action::CanaryBaseline`].
+    JudgeCanary {
+        /// The canaries' generation.
+        generation: u64,
+        /// The generation they are compared with.
+        old: u64,
+    },
     /// The worker in `slot` is about to be killed: save what the scoreboard and `/proc` show
     /// of it (the kill record: in-flight requests, threads' `wchan`, `syscall`, state), count
     /// `flora_worker_kills_total{reason}` and show the reason on the slot. Comes before the

@@ -82,6 +82,25 @@
 //!   WaitingForSlots until live + batch ≤ target + K ──► Starting (next batch)
 //! ```
 //!
+//! # Canary reloads (`Request::Canary`, `canary.rs`)
+//! A rolling reload with batch K whose first batch is observed before anything old stops.
+//! Refused up front (no waiter queued) while a reload, the start, a restore or a recycle runs.
+//! ```text
+//!   Hook ─► Preparing ─► Starting: K of g+1 spawn into free slots (all of g serves on)
+//!                          │ all K ready                  an exit, spawn failure or the
+//!                          ▼                              ready timeout ──► rollback
+//!   CanaryBaseline ──► Observing until now + S ── a canary exits ──► rollback ("crash")
+//!                          │ S passed                     (old workers that exit are
+//!                          ▼                               respawned and counted)
+//!   JudgeCanary ──► Judging ── CanaryFigures (answered at once) ──► judge (pure)
+//!                                │ promote                  │ rollback
+//!                                ▼                          ▼
+//!             rolling from batch 2 (the canaries       the K canaries drain; g was
+//!             are batch 1: K old drain, …, commit)     never touched (nothing to restore)
+//! ```
+//! The reply's `ReloadOutcome.canary` has the figures and the verdict (or, if it ended before
+//! the comparison, its reason). Reloads asked for meanwhile are queued; a stop answers.
+//!
 //! # Worker guards (`guards/`, checked after every event)
 //! The heartbeat kill, for a ready, not draining worker of any generation (none is
 //! checked before it is ready; its ready counts as a beat):
@@ -124,6 +143,7 @@
 //! A scale request during a recycle is refused; a stop drops the recycles (the
 //! replacement drains with everything else).
 
+mod canary;
 mod event;
 mod guards;
 mod reload;
@@ -174,6 +194,8 @@ pub struct Settings {
     /// Rolling reloads: the new generation starts this many workers at a time (`None`: all
     /// at once).
     pub reload_batch: Option<usize>,
+    /// Canary reloads: the limits a request leaves out.
+    pub canary_limits: crate::canary::CanaryLimits,
 }
 
 /// Where the stop stands (orthogonal to starting/running: a start goes on while the
@@ -225,6 +247,9 @@ pub struct Core {
     /// Reloads asked for during a reload or the start (`Some` even without waiters).
     queued: Option<Vec<WaiterId>>,
     last_reload: Option<ReloadOutcome>,
+    /// The last canary reload's report, and the verdicts so far.
+    last_canary: Option<crate::canary::CanaryReport>,
+    canary_counts: crate::canary::CanaryCounts,
     /// Workers of the serving generation a rolling rollback still has to respawn (each
     /// waits for a free slot).
     restoring: usize,
@@ -263,6 +288,8 @@ impl Core {
             reload: None,
             queued: None,
             last_reload: None,
+            last_canary: None,
+            canary_counts: Default::default(),
             restoring: 0,
             recycles: BTreeMap::new(),
             jitter: Jitter::new(seed),
@@ -292,6 +319,11 @@ impl Core {
                 requests,
             } => self.on_heartbeat(slot, pid, lag, requests),
             Event::MemorySample { slot, pid, rss } => self.on_memory_sample(slot, pid, rss),
+            Event::CanaryFigures {
+                generation,
+                old,
+                new,
+            } => self.on_canary_figures(generation, old, new),
         }
         self.run_guards();
         std::mem::take(&mut self.out)

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::canary::CanaryTx;
 use super::workers::SpawnKind;
 use super::{Action, Core, Hook, Level, Notify, Stop, WaiterId};
 use crate::control::{Outcome, ReloadOutcome, Reply};
@@ -35,6 +36,18 @@ pub(super) enum Step {
         /// Rollback then.
         deadline: Instant,
     },
+    /// Canary: the new workers serve next to the old generation until `until`.
+    Observing {
+        /// The canaries' slots.
+        slots: Vec<usize>,
+        /// The comparison then.
+        until: Instant,
+    },
+    /// Canary: the shell is asked for the figures (answered at once).
+    Judging {
+        /// The canaries' slots.
+        slots: Vec<usize>,
+    },
 }
 
 /// One reload in progress.
@@ -49,13 +62,16 @@ pub(super) struct ReloadTx {
     pub(super) batch: Option<usize>,
     /// Rolling: the new generation's slots of the batches already ready (they serve).
     pub(super) done: Vec<usize>,
+    /// A canary reload's state (`canary.rs`).
+    pub(super) canary: Option<CanaryTx>,
 }
 
 impl ReloadTx {
     /// When it rolls back unless it has moved on.
     pub(super) fn deadline(&self) -> Option<Instant> {
         match &self.step {
-            Step::Hook => None,
+            Step::Hook | Step::Judging { .. } => None,
+            Step::Observing { until, .. } => Some(*until),
             Step::Preparing { deadline } => *deadline,
             Step::WaitingForSlots { deadline } | Step::Starting { deadline, .. } => Some(*deadline),
         }
@@ -95,13 +111,24 @@ impl Core {
     /// Begins a reload (asked for now, or queued behind the start or another reload); once a
     /// stop was asked for, answers its waiters instead, like a new request.
     pub(super) fn begin_reload(&mut self, waiters: Vec<WaiterId>) {
+        self.begin_reload_with(waiters, None);
+    }
+
+    /// [`Self::begin_reload`], as a canary reload with `canary`.
+    pub(super) fn begin_reload_with(&mut self, waiters: Vec<WaiterId>, canary: Option<CanaryTx>) {
         if self.stop != Stop::No {
             self.answer_all(waiters, &Reply::error("the cluster is stopping"));
             return;
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let msg = format!("reload: starting generation {generation}");
+        let msg = match &canary {
+            Some(c) => format!(
+                "canary reload: starting {} workers of generation {generation}",
+                c.spec.workers
+            ),
+            None => format!("reload: starting generation {generation}"),
+        };
         self.log_about(Level::Info, msg, None, None, Some(generation));
         self.out
             .push(Action::Notify(Notify::Reloading { generation }));
@@ -110,8 +137,11 @@ impl Core {
             started: self.now,
             waiters,
             step: Step::Hook,
-            batch: self.cfg.reload_batch,
+            batch: canary
+                .as_ref()
+                .map_or(self.cfg.reload_batch, |c| Some(c.spec.workers)),
             done: Vec::new(),
+            canary,
         });
         if self.cfg.before_reload {
             let hook = Hook::BeforeReload { generation };
@@ -159,10 +189,12 @@ impl Core {
 
     /// Moves the reload on from the hook, from waiting for slots or from preparing.
     pub(super) fn spawn_reload_generation(&mut self) {
-        let starting = self
-            .reload
-            .as_ref()
-            .is_none_or(|tx| matches!(tx.step, Step::Starting { .. }));
+        let starting = self.reload.as_ref().is_none_or(|tx| {
+            matches!(
+                tx.step,
+                Step::Starting { .. } | Step::Observing { .. } | Step::Judging { .. }
+            )
+        });
         if !starting {
             self.spawn_batch();
         }
@@ -227,6 +259,9 @@ impl Core {
 
     /// Rolls the reload back when its deadline has passed.
     pub(super) fn reload_deadline(&mut self) {
+        if self.canary_due() {
+            return;
+        }
         let Some(tx) = self
             .reload
             .as_ref()
@@ -253,7 +288,7 @@ impl Core {
                 let t = self.cfg.shutdown_timeout + SLOT_WAIT_MARGIN;
                 format!("waited {t:?} for draining workers to free the slots it needs; {draining} still draining")
             }
-            Step::Hook | Step::Preparing { .. } => {
+            Step::Hook | Step::Preparing { .. } | Step::Observing { .. } | Step::Judging { .. } => {
                 let t = self.cfg.shutdown_timeout + SLOT_WAIT_MARGIN;
                 format!(
                     "the program copy was not made within {t:?} of waiting for draining workers"
@@ -276,7 +311,7 @@ impl Core {
                     .get(s)
                     .is_some_and(|w| w.ready && w.generation == generation)
             });
-        if all_ready && !self.batch_ready() {
+        if all_ready && !self.canary_ready() && !self.batch_ready() {
             self.commit();
         }
     }
@@ -324,11 +359,20 @@ impl Core {
     }
 
     fn finish_reload(&mut self, tx: ReloadTx, outcome: Outcome, reason: Option<String>) {
+        let canary = tx
+            .canary
+            .as_ref()
+            .map(|c| c.report(outcome, reason.as_deref()));
+        if let Some(c) = &canary {
+            self.canary_counts.count(c);
+            self.last_canary = Some(c.clone());
+        }
         let result = ReloadOutcome {
             outcome,
             generation: tx.generation,
             reason,
             duration_ms: self.now.saturating_duration_since(tx.started).as_millis() as u64,
+            canary,
         };
         let g = Some(tx.generation);
         let msg = match outcome {

@@ -31,12 +31,22 @@ impl Core {
             .collect();
         // The reload under way: its generation and, rolling, how many of its workers serve.
         let reload = self.reload.as_ref().map(|tx| {
-            serde_json::json!({
+            let mut doc = serde_json::json!({
                 "generation": tx.generation,
                 "batch": tx.batch,
                 "serving": tx.done.len(),
                 "of": self.target,
-            })
+            });
+            // A canary reload: its size, window, the generation it is compared with.
+            if let Some(c) = &tx.canary {
+                doc["canary"] = serde_json::json!({
+                    "workers": c.spec.workers,
+                    "secs": c.spec.secs,
+                    "compared_with": c.old,
+                    "observing": tx.observing(),
+                });
+            }
+            doc
         });
         serde_json::json!({
             "instance": self.cfg.name,
@@ -48,6 +58,8 @@ impl Core {
             "reload_batch": self.cfg.reload_batch,
             "reload": reload,
             "last_reload": self.last_reload,
+            "last_canary": self.last_canary,
+            "canary_verdicts": self.canary_counts,
             "recycles": recycles,
             "workers": workers,
         })

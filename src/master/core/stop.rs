@@ -25,6 +25,10 @@ impl Core {
                 let reply = self.scale(workers);
                 self.reply(waiter, reply);
             }
+            Request::Canary { .. } => match request.canary_spec(&self.cfg.canary_limits) {
+                Some(spec) => self.request_canary(spec, waiter),
+                None => self.reply(waiter, Reply::error("not a canary request")),
+            },
             Request::Status => {
                 let reply = Reply {
                     ok: true,

@@ -261,15 +261,15 @@ impl Core {
                 "worker in slot {slot} (pid {pid}) exited during start-up ({how})"
             ));
         } else if self.reloading(w.generation) {
-            self.rollback(format!(
-                "new worker in slot {slot} (pid {pid}) exited during start-up ({how})"
-            ));
+            let reason = self.new_worker_exit_reason(slot, pid, &how);
+            self.rollback(reason);
         } else if self.owner[slot] != Some(w.generation) {
             let msg = format!("retired worker exited ({how})");
             self.log_about(Level::Info, msg, s, p, g);
             self.forget_unused_generations();
             self.slot_freed();
         } else {
+            self.canary_note_exit(w.generation);
             self.respawn_later(slot, &w, &how);
         }
     }

@@ -4,6 +4,7 @@
 //! systemd, hooks and program copies. It decides nothing itself; it never blocks (sends,
 //! hooks, copies and name lookups run in tasks that report back as [`TaskEvent`]s).
 
+mod canary;
 mod guards;
 mod listen;
 mod procfs;
@@ -129,6 +130,7 @@ impl Shell {
             before_shutdown: hooks.before_shutdown.is_some(),
             guards: guards_of(cfg),
             reload_batch: cfg.reload_batch,
+            canary_limits: cfg.canary,
         };
         let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
         Self {
@@ -240,6 +242,17 @@ impl Shell {
                 let success = r.outcome == crate::control::Outcome::Success;
                 self.sb
                     .record_reload(success, r.generation, r.reason.as_deref());
+                if let Some(c) = &r.canary {
+                    self.sb.record_canary(c);
+                }
+            }
+            Action::CanaryBaseline {
+                generation,
+                old,
+                secs,
+            } => self.canary_baseline(generation, old, secs),
+            Action::JudgeCanary { generation, old } => {
+                return Some(self.judge_canary(generation, old));
             }
             Action::RecordKill {
                 slot,

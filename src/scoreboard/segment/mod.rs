@@ -53,6 +53,10 @@ pub(crate) struct HeaderTruth {
     pub reloads_rollback: u64,
     /// (outcome 1 success / 2 rollback, generation, unix ms, reason)
     pub last_reload: Option<(u64, u64, u64, String)>,
+    /// The last canary reload's comparison (the master's memory only, never the segment).
+    pub last_canary: Option<crate::canary::CanaryReport>,
+    /// Canary reloads by verdict (the master's memory only).
+    pub canary_counts: crate::canary::CanaryCounts,
     pub status_addr: String,
     pub otlp_ok: u64,
     pub otlp_failed: u64,
@@ -98,6 +102,8 @@ pub(crate) struct Truth {
     guards: Mutex<GuardTruth>,
     /// The listeners' accept queues.
     queues: Mutex<QueueTruth>,
+    /// A canary reload's counters at the start of its observation.
+    canary: Mutex<Option<super::canary::CanaryBaseline>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,6 +129,10 @@ impl Truth {
 
     pub(crate) fn queues(&self) -> MutexGuard<'_, QueueTruth> {
         lock(&self.queues)
+    }
+
+    pub(crate) fn canary(&self) -> MutexGuard<'_, Option<super::canary::CanaryBaseline>> {
+        lock(&self.canary)
     }
 }
 

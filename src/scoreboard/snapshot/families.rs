@@ -40,6 +40,8 @@ pub enum Source {
     TargetWorkers,
     /// Reloads by `outcome`: success, rollback.
     Reloads,
+    /// Canary reloads by `verdict`: promote, rollback (the master's records).
+    CanaryReloads,
     /// OTLP pushes by `result`: success, failure.
     OtlpExports,
     /// The generation serving.
@@ -106,7 +108,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 30] = [
+pub const BUILTIN: [Builtin; 31] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -256,6 +258,12 @@ pub const BUILTIN: [Builtin; 30] = [
         Kind::Counter,
         "Reloads by outcome.",
         Source::Reloads,
+    ),
+    family(
+        "flora_canary_reloads_total",
+        Kind::Counter,
+        "Canary reloads by verdict (a crash or a canary not ready counts as rollback).",
+        Source::CanaryReloads,
     ),
     family(
         "flora_otlp_exports_total",

@@ -65,6 +65,30 @@ impl HistogramSnapshot {
     pub fn bounds() -> &'static [f64] {
         &HISTOGRAM_BOUNDS
     }
+
+    /// Estimates quantile `q` (0..=1), interpolating linearly inside the bucket like PromQL's
+    /// `histogram_quantile`; observations in +Inf report the highest bound. None when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let bounds = Self::bounds();
+        if self.count() == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count() as f64;
+        // Counts come from shared memory and may be anything: accumulate as floats.
+        let mut seen = 0.0f64;
+        for (i, &count) in self.counts.iter().enumerate() {
+            if count > 0 && seen + count as f64 >= rank {
+                let Some(&upper) = bounds.get(i) else {
+                    return bounds.last().copied();
+                };
+                let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
+                let within = (rank - seen) / count as f64;
+                return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+            }
+            seen += count as f64;
+        }
+        bounds.last().copied()
+    }
 }
 
 /// Where a client connected from: an IP address and port, or a Unix socket (no address).
@@ -417,6 +441,17 @@ pub struct Snapshot {
     pub reloads_rollback: u64,
     /// The last reload, if any.
     pub last_reload: Option<LastReloadSnapshot>,
+    /// The last canary reload's comparison: per generation requests, 5xx, p99, crashes, the
+    /// limits and the verdict (the master's own record: none in a reader of another process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_canary: Option<crate::canary::CanaryReport>,
+    /// Canary reloads by verdict (the master's own count: none in a reader of another
+    /// process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_counts: Option<crate::canary::CanaryCounts>,
+    /// While a canary is observed: both generations' figures so far (the master's own record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_window: Option<crate::canary::CanaryWindow>,
     /// The master's management HTTP address (empty when off).
     pub status_addr: String,
     /// OTLP pushes that succeeded.

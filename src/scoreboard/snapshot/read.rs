@@ -43,12 +43,16 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         .filter_map(|i| sb.slot(i).map(|s| read_slot(i, s, now, unix_now_ms)))
         .collect();
     let mut guards = None;
+    let (mut canary_counts, mut canary_window) = (None, None);
     let (header, listen_queues) = match &sb.truth {
         // The creator shows what it knows, whatever a worker wrote over the header.
         Some(t) => {
             overlay_slots(&mut slots, &t.slots());
             guards = Some(t.guards().overlay(&mut slots));
-            (t.header().clone(), t.queues().shown())
+            let header = t.header().clone();
+            canary_counts = Some(header.canary_counts);
+            canary_window = t.canary().as_ref().map(|b| b.window(&slots));
+            (header, t.queues().shown())
         }
         None => (
             read_header(sb),
@@ -81,6 +85,9 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
                 })
             },
         ),
+        last_canary: header.last_canary,
+        canary_counts,
+        canary_window,
         status_addr: header.status_addr,
         otlp_exports_ok: header.otlp_ok,
         otlp_exports_failed: header.otlp_failed,
@@ -124,6 +131,9 @@ fn read_header(sb: &Segment) -> HeaderTruth {
                 strings::read(&h.last_reload_reason).0,
             )
         }),
+        // The master's own records, not in the segment.
+        last_canary: None,
+        canary_counts: Default::default(),
         status_addr: strings::read(&h.status_addr).0,
         otlp_ok: h.otlp_exports_ok.load(Relaxed),
         otlp_failed: h.otlp_exports_failed.load(Relaxed),

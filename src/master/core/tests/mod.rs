@@ -1,6 +1,7 @@
 //! Tests of the core: a small simulated shell ([`Sim`]) drives it with events, answers its
 //! spawns at once (as the real shell does) and checks the invariants after every action.
 
+mod canary;
 mod heartbeat;
 mod prop;
 mod recycle;
@@ -18,6 +19,7 @@ use super::{
     Action, Core, Event, Hook, KillReason, Level, Phase, RecycleReason, Settings, Sig, SignalEvent,
     Stop, WaiterId,
 };
+use crate::canary::GenerationFigures;
 use crate::control::{Reply, Request};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +37,7 @@ fn settings(slots: usize, workers: usize) -> Settings {
         before_shutdown: false,
         guards: Default::default(),
         reload_batch: None,
+        canary_limits: Default::default(),
     }
 }
 
@@ -66,6 +69,9 @@ struct Sim {
     sigkilled: BTreeSet<u32>,
     /// The requests each live worker reported so far.
     requests: BTreeMap<u32, u64>,
+    /// The (old, new) figures the shell answers a canary's judging with (generations set
+    /// from the action).
+    canary_figures: (GenerationFigures, GenerationFigures),
 }
 
 impl Sim {
@@ -91,6 +97,10 @@ impl Sim {
             excused: BTreeSet::new(),
             sigkilled: BTreeSet::new(),
             requests: BTreeMap::new(),
+            canary_figures: (
+                GenerationFigures::new(0, 100, 0, Some(0.01)),
+                GenerationFigures::new(0, 100, 0, Some(0.01)),
+            ),
         }
     }
 
@@ -211,6 +221,15 @@ impl Sim {
             }
             Action::Prepare { generation } => self.prepares.push_back(*generation),
             Action::RunHook { hook, .. } => self.hooks.push_back(*hook),
+            Action::JudgeCanary { generation, old } => {
+                let (mut o, mut n) = self.canary_figures;
+                (o.generation, n.generation) = (*old, *generation);
+                return Some(Event::CanaryFigures {
+                    generation: *generation,
+                    old: o,
+                    new: n,
+                });
+            }
             _ => {}
         }
         None

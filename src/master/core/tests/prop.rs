@@ -8,7 +8,9 @@
 //! "stopping" and so hides a stranded one), a settled core has answered every waiter, ended
 //! every reload and restored its worker count (after a rolling rollback too). With a random
 //! `reload_batch` K, a rolling reload and the restore after its rollback keep at most
-//! target + K live workers that are not draining. The guards are on in most cases: random
+//! target + K live workers that are not draining. Random canary reloads (good or bad
+//! figures): before the verdict the old generation owns all its slots and no batch is done;
+//! their peak is target + the canaries. The guards are on in most cases: random
 //! heartbeats, memory samples and ticks drive kills and recycles.
 
 use proptest::prelude::*;
@@ -43,6 +45,10 @@ enum Op {
     Reap,
     /// Every draining worker exits.
     Drained,
+    /// A canary reload of this many workers (1 s window).
+    Canary(usize),
+    /// The next canary is judged on bad figures, or good ones.
+    CanaryBad(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -63,6 +69,8 @@ fn op_with(reloads: u32) -> impl Strategy<Value = Op> {
         2 => (0..40_000u64).prop_map(Op::Advance),
         reloads => Just(Op::Reload),
         reloads.div_ceil(2) => Just(Op::SignalReload),
+        reloads.div_ceil(2) => (1..=2usize).prop_map(Op::Canary),
+        1 => any::<bool>().prop_map(Op::CanaryBad),
         2 => (1..=SLOTS).prop_map(Op::Scale),
         1 => Just(Op::Status),
         6 => mostly().prop_map(Op::Prepared),
@@ -92,6 +100,11 @@ fn apply(sim: &mut Sim, op: Op) {
         Op::Advance(ms) => drop(sim.advance(Duration::from_millis(ms))),
         Op::Reload => drop(sim.control(Request::Reload)),
         Op::SignalReload => drop(sim.signal(SignalEvent::Reload)),
+        Op::Canary(k) => drop(sim.control(Request::canary(k, 1.0))),
+        Op::CanaryBad(bad) => {
+            let errors = if bad { 50 } else { 0 };
+            sim.canary_figures.1 = crate::canary::GenerationFigures::new(0, 100, errors, None);
+        }
         Op::Scale(workers) => drop(sim.control(Request::Scale { workers })),
         Op::Stop => drop(sim.control(Request::Stop)),
         Op::SignalStop => drop(sim.signal(SignalEvent::Stop)),
@@ -178,7 +191,7 @@ fn guards() -> impl Strategy<Value = Option<Guards>> {
 /// one: its ready batches serve too).
 fn serving(sim: &Sim) -> usize {
     let g = sim.core.generation();
-    let rolling = sim.core.cfg.reload_batch.is_some();
+    let rolling = sim.core.reload.as_ref().is_some_and(|r| r.batch.is_some());
     let new = sim.core.reload.as_ref().map(|r| r.generation);
     let mine = |gen: u64| gen == g || (rolling && Some(gen) == new);
     let ok = |w: &&super::super::Worker| w.ready && !w.draining && mine(w.generation);
@@ -194,7 +207,8 @@ fn rollbacks(sim: &Sim) -> usize {
 /// During a rolling reload (and the restore after its rollback), at most target + K live
 /// workers are not draining.
 fn check_peak(sim: &Sim) {
-    let Some(k) = sim.core.cfg.reload_batch else {
+    let canary = sim.core.reload.as_ref().and_then(|r| r.canary.as_ref());
+    let Some(k) = canary.map(|c| c.spec.workers).or(sim.core.cfg.reload_batch) else {
         return;
     };
     if sim.core.reload.is_none() && sim.core.restoring == 0 {
@@ -225,6 +239,24 @@ fn check_owned(sim: &Sim) {
     );
 }
 
+/// A canary before its verdict never retires an old worker: the old generation owns the
+/// target's slots (its crashed workers are respawned in place).
+fn check_canary(sim: &Sim) {
+    let c = &sim.core;
+    let Some(tx) = c.reload.as_ref().filter(|r| r.observing()) else {
+        return;
+    };
+    let old = tx.canary.as_ref().expect("observing is a canary's").old;
+    assert_eq!(old, c.generation(), "compared with the serving generation");
+    let owned = c.owner.iter().filter(|o| **o == Some(old)).count();
+    assert_eq!(
+        owned,
+        c.target(),
+        "an old worker retired before the verdict"
+    );
+    assert!(tx.done.is_empty(), "no batch done before the verdict");
+}
+
 /// Ops after which the serving workers can only fall because of a recycle (no exit, no
 /// scale, no stop).
 fn keeps_serving(op: &Op) -> bool {
@@ -250,6 +282,7 @@ fn apply_checked(sim: &mut Sim, op: Op) {
     apply(sim, op);
     check_peak(sim);
     check_owned(sim);
+    check_canary(sim);
     // A rollback drains the ready new workers: the floor below is for the rest.
     let neutral = neutral && rollbacks(sim) == rolled_back;
     let max = sim.core.cfg.guards.max_recycling;
