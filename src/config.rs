@@ -16,12 +16,14 @@ use serde::{Deserialize, Serialize};
 use crate::limits::MAX_SLOTS;
 
 // The worker guards' settings and byte sizes, beside this file.
+mod autoscale;
 mod guards;
 mod reload;
 mod size;
 // TLS certificate files (feature `tls`): checks and paths, beside this file.
 mod tls;
 
+pub use autoscale::DEFAULT_SCALE_DOWN_AFTER_SECS;
 pub use guards::{
     parse_heartbeat_seconds, parse_jitter_seconds, MAX_HEARTBEAT_INTERVAL,
     MIN_HEARTBEAT_TIMEOUT_SECS,
@@ -210,6 +212,14 @@ pub struct Config {
     /// Rolling reloads: start this many new workers at a time (1 to the maximum worker
     /// count; needs workers + this many slots). Defaults to none (all at once).
     pub reload_batch: Option<usize>,
+    // --- Autoscaling (off unless both bounds are set) ---
+    /// Fewest workers while autoscaling (needs `workers_max`). Defaults to none (off).
+    pub workers_min: Option<usize>,
+    /// Most workers while autoscaling (needs `workers_min`). Defaults to none (off).
+    pub workers_max: Option<usize>,
+    /// Seconds the cluster must be idle before the autoscaler removes a worker. Defaults
+    /// to 30.
+    pub scale_down_after: Option<f64>,
     /// The worker program and its arguments.
     pub program: Vec<String>,
 }
@@ -251,6 +261,9 @@ impl Default for Config {
             max_worker_age_jitter: None,
             max_recycling: 1,
             reload_batch: None,
+            workers_min: None,
+            workers_max: None,
+            scale_down_after: None,
             program: Vec::new(),
         }
     }
@@ -293,9 +306,10 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Workers to run (the configured count, or the number of CPUs).
+    /// Workers to run (the configured count, or the number of CPUs; with autoscaling the
+    /// start count, `workers_min` by default).
     pub fn worker_count(&self) -> usize {
-        self.workers.unwrap_or_else(|| {
+        self.workers.or(self.workers_min).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
@@ -305,9 +319,10 @@ impl Config {
         usize::from(self.route_metrics) * self.route_limit
     }
 
-    /// Scoreboard slots (the configured count, or `2 × workers + 2`).
+    /// Scoreboard slots (the configured count, or `2 × workers + 2`; `workers_max` for
+    /// workers with autoscaling).
     pub fn slot_count(&self) -> usize {
-        self.slots.unwrap_or(2 * self.worker_count() + 2)
+        self.slots.unwrap_or(2 * self.peak_workers() + 2)
     }
 
     /// The management address, or `None` when it is `off`.
@@ -435,6 +450,7 @@ impl Config {
         self.check_unix()?;
         self.check_guards()?;
         self.check_reload_batch()?;
+        self.check_autoscale()?;
         self.check_tls_pair()
     }
 

@@ -123,7 +123,15 @@
 //! ```
 //! A scale request during a recycle is refused; a stop drops the recycles (the
 //! replacement drains with everything else).
+//!
+//! # Autoscaling (`autoscale.rs`, with `Settings::autoscale`)
+//! Each [`Event::Load`] sample: busy for `up_after` (every worker ready, cooldown over) →
+//! scale to target + 1; idle (peak busy of the last `scale_down_after` ≤ (target − 1) / 2,
+//! no queue) → target − 1; each through the `scale` path above (refused now: tried again at
+//! a later sample) and one [`Action::RecordScale`]. A manual `scale` while autoscaling must
+//! stay within the bounds. Diagram and hysteresis in `autoscale.rs`.
 
+mod autoscale;
 mod event;
 mod guards;
 mod reload;
@@ -138,9 +146,10 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use autoscale::Autoscale;
 pub use event::{
-    Action, Event, Hook, KillReason, Level, Log, Notify, Phase, RecycleReason, Sig, SignalEvent,
-    WaiterId,
+    Action, Event, Hook, KillReason, Level, Log, Notify, Phase, RecycleReason, ScaleDirection,
+    ScaleReason, Sig, SignalEvent, WaiterId,
 };
 pub use guards::Guards;
 
@@ -174,6 +183,8 @@ pub struct Settings {
     /// Rolling reloads: the new generation starts this many workers at a time (`None`: all
     /// at once).
     pub reload_batch: Option<usize>,
+    /// Autoscaling between bounds (`None`: the target moves only on `scale`).
+    pub autoscale: Option<Autoscale>,
 }
 
 /// Where the stop stands (orthogonal to starting/running: a start goes on while the
@@ -232,6 +243,8 @@ pub struct Core {
     recycles: BTreeMap<usize, Recycle>,
     /// Draws the guards' per-worker jitter.
     jitter: Jitter,
+    /// What the autoscaler remembers between load samples.
+    autoscale: autoscale::ScaleState,
 }
 
 impl Core {
@@ -266,6 +279,7 @@ impl Core {
             restoring: 0,
             recycles: BTreeMap::new(),
             jitter: Jitter::new(seed),
+            autoscale: autoscale::ScaleState::default(),
         }
     }
 
@@ -292,6 +306,11 @@ impl Core {
                 requests,
             } => self.on_heartbeat(slot, pid, lag, requests),
             Event::MemorySample { slot, pid, rss } => self.on_memory_sample(slot, pid, rss),
+            Event::Load {
+                busy,
+                in_flight,
+                queued,
+            } => self.on_load(busy, in_flight, queued),
         }
         self.run_guards();
         std::mem::take(&mut self.out)

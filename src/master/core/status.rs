@@ -49,6 +49,7 @@ impl Core {
             "reload": reload,
             "last_reload": self.last_reload,
             "recycles": recycles,
+            "autoscale": self.autoscale_status(),
             "workers": workers,
         })
     }

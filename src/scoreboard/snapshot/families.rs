@@ -63,6 +63,8 @@ pub enum Source {
     /// Each live worker's event-loop lag in seconds, labelled `worker` (once it is ready:
     /// readiness counts as a first heartbeat).
     EventLoopLag,
+    /// Autoscaling's target changes by `direction` and `reason` (the master's records).
+    ScaleEvents,
 }
 
 impl Builtin {
@@ -103,7 +105,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 26] = [
+pub const BUILTIN: [Builtin; 27] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -223,6 +225,12 @@ pub const BUILTIN: [Builtin; 26] = [
         Kind::Gauge,
         "Workers the master keeps running.",
         Source::TargetWorkers,
+    ),
+    family(
+        "flora_scale_events_total",
+        Kind::Counter,
+        "Target worker count changes while autoscaling, by direction (up, down) and reason (busy, queue, idle, manual).",
+        Source::ScaleEvents,
     ),
     family(
         "flora_reloads_total",

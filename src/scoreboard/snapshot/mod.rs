@@ -12,6 +12,7 @@ mod custom;
 pub mod families;
 mod guards;
 mod read;
+mod scale;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,7 @@ pub use guards::{
     RecycleCounts, SlotGuards, ThreadSnapshot,
 };
 pub(super) use read::{gauge, read_one, take};
+pub use scale::ScaleCounts;
 
 /// A request-duration histogram: per-bucket counts (not cumulative) and the sum.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -35,6 +35,7 @@ fn settings(slots: usize, workers: usize) -> Settings {
         before_shutdown: false,
         guards: Default::default(),
         reload_batch: None,
+        autoscale: None,
     }
 }
 

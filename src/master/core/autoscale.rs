@@ -1,0 +1,237 @@
+//! Autoscaling (`--workers-min A --workers-max B`): the target follows the load, between
+//! the bounds.
+//!
+//! The signal is the **busy share**: of the ready workers of the serving generation, the
+//! ones with at least one request in flight (the shell samples the scoreboard about every
+//! 250 ms and feeds [`Event::Load`](super::Event::Load)); and the listen queue: connections
+//! waiting that no worker accepted yet.
+//!
+//! ```text
+//!            busy ≥ 3/4 of the target (or a queue) in every sample for up_after,
+//!            every worker of the target ready, cooldown over, target < max
+//!   steady ───────────────────────────────────────────────────────────────► target + 1
+//!     ▲  │                                                    (reason busy or queue)
+//!     │  │ the peak busy of the last scale_down_after is ≤ (target − 1) / 2,
+//!     │  │ no queue in it, target > min
+//!     │  └────────────────────────────────────────────────────────────────► target − 1
+//!     │                                                        (reason idle)
+//!     └── after each change (a manual `scale` too): the samples are forgotten, the idle
+//!         window starts again, and no scale-up before the cooldown is over
+//! ```
+//!
+//! Hysteresis: after a scale-up from t at b ≥ 3t/4 busy workers, a scale-down from t + 1
+//! needs b ≤ t/2; after a scale-down to t at b ≤ t/2, a scale-up needs b ≥ 3t/4. So under
+//! a steady load (a constant number of busy workers, as a constant request rate and latency
+//! give) the target moves one way only, then stays. A scale refused for the moment (a
+//! reload, a recycle, the start, a rollback's restore, no free slot) is simply tried again
+//! at a later sample. The core counts ready workers itself: from the scoreboard it only
+//! takes how many are busy, capped at that count, so a worker that lies about its requests
+//! moves the target at most within the bounds the operator set.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::{Action, Core, Level, Phase, ScaleDirection, ScaleReason, Stop};
+use crate::control::Reply;
+
+/// The autoscaler's settings (`--workers-min`, `--workers-max`, `--scale-down-after`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Autoscale {
+    /// Fewest workers.
+    pub min: usize,
+    /// Most workers.
+    pub max: usize,
+    /// A worker is removed after the cluster was idle for this long.
+    pub scale_down_after: Duration,
+    /// The busy share at or over which the cluster is busy.
+    pub up_share: f64,
+    /// The busy share, with one worker fewer, at or under which the cluster is idle.
+    pub down_share: f64,
+    /// How long the cluster must be busy before a worker is added.
+    pub up_after: Duration,
+    /// No scale-up sooner than this after a change (and never before every worker of the
+    /// target is ready).
+    pub cooldown: Duration,
+}
+
+impl Autoscale {
+    /// Bounds `min..=max` and `scale_down_after`, the rest at their defaults.
+    pub fn new(min: usize, max: usize, scale_down_after: Duration) -> Self {
+        Self {
+            min,
+            max,
+            scale_down_after,
+            up_share: 0.75,
+            down_share: 0.5,
+            up_after: Duration::from_secs(1),
+            cooldown: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the autoscaler remembers between samples.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ScaleState {
+    /// Since when every sample was busy, and why the latest was.
+    hot_since: Option<(Instant, ScaleReason)>,
+    /// The last change (the idle window and the cooldown start there).
+    changed_at: Option<Instant>,
+    /// The first sample after the last change: the idle window is full once it is
+    /// `scale_down_after` old.
+    first_sample: Option<Instant>,
+    /// The samples' busy counts (a queue counts as more than `max` busy), kept as a sliding
+    /// maximum: decreasing values, each with its time.
+    peaks: VecDeque<(Instant, usize)>,
+    /// The latest sample, for the status answer.
+    last: Option<Sample>,
+}
+
+/// One load sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sample {
+    busy: usize,
+    in_flight: u64,
+    queued: u64,
+}
+
+impl ScaleState {
+    /// Forgets the samples after a change at `now`.
+    fn restart(&mut self, now: Instant) {
+        self.hot_since = None;
+        self.changed_at = Some(now);
+        self.first_sample = None;
+        self.peaks.clear();
+    }
+
+    /// Adds `load` at `now` to the sliding maximum of the last `window`.
+    fn push_peak(&mut self, now: Instant, load: usize, window: Duration) {
+        while self.peaks.back().is_some_and(|&(_, v)| v <= load) {
+            self.peaks.pop_back();
+        }
+        self.peaks.push_back((now, load));
+        while self
+            .peaks
+            .front()
+            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > window)
+        {
+            self.peaks.pop_front();
+        }
+    }
+}
+
+impl Core {
+    /// Ready, not draining workers of the serving generation.
+    fn serving(&self) -> usize {
+        let g = self.generation;
+        let ok = |w: &&super::Worker| w.ready && !w.draining && w.generation == g;
+        self.workers.values().filter(ok).count()
+    }
+
+    /// A load sample: `busy` ready workers with a request in flight, `in_flight` requests,
+    /// `queued` connections in the listen queues.
+    pub(super) fn on_load(&mut self, busy: usize, in_flight: u64, queued: u64) {
+        let Some(cfg) = self.cfg.autoscale.clone() else {
+            return;
+        };
+        let now = self.now;
+        let serving = self.serving();
+        let busy = busy.min(serving);
+        let st = &mut self.autoscale;
+        st.last = Some(Sample {
+            busy,
+            in_flight,
+            queued,
+        });
+        let reason = if queued > 0 {
+            Some(ScaleReason::Queue)
+        } else if serving > 0 && busy as f64 >= cfg.up_share * serving as f64 {
+            Some(ScaleReason::Busy)
+        } else {
+            None
+        };
+        st.hot_since = reason.map(|r| (st.hot_since.map_or(now, |(t, _)| t), r));
+        let load = if queued > 0 { cfg.max + 1 } else { busy };
+        st.push_peak(now, load, cfg.scale_down_after);
+        let first = *st.first_sample.get_or_insert(now);
+        if self.phase != Phase::Running || self.stop != Stop::No {
+            return;
+        }
+        if let Some((since, reason)) = self.autoscale.hot_since {
+            let cooled = self
+                .autoscale
+                .changed_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= cfg.cooldown);
+            let sustained = now.saturating_duration_since(since) >= cfg.up_after;
+            if sustained && cooled && serving >= self.target && self.target < cfg.max {
+                self.auto_scale(self.target + 1, ScaleDirection::Up, reason);
+            }
+            return;
+        }
+        let full = now.saturating_duration_since(first) >= cfg.scale_down_after;
+        let peak = self.autoscale.peaks.front().map_or(0, |&(_, v)| v);
+        let idle = peak as f64 <= cfg.down_share * self.target.saturating_sub(1) as f64;
+        if full && idle && self.target > cfg.min {
+            self.auto_scale(self.target - 1, ScaleDirection::Down, ScaleReason::Idle);
+        }
+    }
+
+    /// Scales to `n` for the autoscaler; a refusal waits for a later sample.
+    fn auto_scale(&mut self, n: usize, direction: ScaleDirection, reason: ScaleReason) {
+        let from = self.target;
+        if !self.scale(n).ok {
+            return;
+        }
+        self.autoscale.restart(self.now);
+        self.out.push(Action::RecordScale { direction, reason });
+        let msg = format!(
+            "autoscale {}: {from} -> {n} workers ({})",
+            direction.as_str(),
+            reason.as_str()
+        );
+        self.log(Level::Info, msg);
+    }
+
+    /// A `scale` request: while autoscaling, only within the bounds (they stay); it sets the
+    /// target like the autoscaler does and counts as reason `manual`.
+    pub(super) fn manual_scale(&mut self, n: usize) -> Reply {
+        let Some(cfg) = self.cfg.autoscale.as_ref() else {
+            return self.scale(n);
+        };
+        let (min, max) = (cfg.min, cfg.max);
+        if !(min..=max).contains(&n) {
+            return Reply::error(format!(
+                "invalid worker count {n}: autoscaling keeps the workers within {min}..={max} \
+                 (--workers-min, --workers-max); scale within them"
+            ));
+        }
+        let from = self.target;
+        let reply = self.scale(n);
+        if reply.ok && n != from {
+            self.autoscale.restart(self.now);
+            let direction = if n > from {
+                ScaleDirection::Up
+            } else {
+                ScaleDirection::Down
+            };
+            let reason = ScaleReason::Manual;
+            self.out.push(Action::RecordScale { direction, reason });
+        }
+        reply
+    }
+
+    /// The autoscaler's part of the status answer.
+    pub(super) fn autoscale_status(&self) -> serde_json::Value {
+        let Some(cfg) = &self.cfg.autoscale else {
+            return serde_json::Value::Null;
+        };
+        let last = self.autoscale.last;
+        serde_json::json!({
+            "min": cfg.min,
+            "max": cfg.max,
+            "scale_down_after_seconds": cfg.scale_down_after.as_secs_f64(),
+            "busy": last.map(|s| s.busy),
+            "in_flight": last.map(|s| s.in_flight),
+            "queued": last.map(|s| s.queued),
+        })
+    }
+}
