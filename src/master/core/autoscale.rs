@@ -74,11 +74,11 @@ impl Autoscale {
 pub(super) struct ScaleState {
     /// Since when every sample was busy, and why the latest was.
     hot_since: Option<(Instant, ScaleReason)>,
-    /// The last change (the idle window and the cooldown start there).
+    /// The last change (the cooldown starts there).
     changed_at: Option<Instant>,
-    /// The first sample after the last change: the idle window is full once it is
+    /// The last change, or the first sample: the idle window is full once it is
     /// `scale_down_after` old.
-    first_sample: Option<Instant>,
+    window_start: Option<Instant>,
     /// The samples' busy counts (a queue counts as more than `max` busy), kept as a sliding
     /// maximum: decreasing values, each with its time.
     peaks: VecDeque<(Instant, usize)>,
@@ -99,11 +99,11 @@ impl ScaleState {
     fn restart(&mut self, now: Instant) {
         self.hot_since = None;
         self.changed_at = Some(now);
-        self.first_sample = None;
+        self.window_start = Some(now);
         self.peaks.clear();
     }
 
-    /// Adds `load` at `now` to the sliding maximum of the last `window`.
+    /// Adds `load` at `now` to the sliding maximum of the samples less than `window` old.
     fn push_peak(&mut self, now: Instant, load: usize, window: Duration) {
         while self.peaks.back().is_some_and(|&(_, v)| v <= load) {
             self.peaks.pop_back();
@@ -112,7 +112,7 @@ impl ScaleState {
         while self
             .peaks
             .front()
-            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > window)
+            .is_some_and(|&(t, _)| now.saturating_duration_since(t) >= window)
         {
             self.peaks.pop_front();
         }
@@ -152,7 +152,7 @@ impl Core {
         st.hot_since = reason.map(|r| (st.hot_since.map_or(now, |(t, _)| t), r));
         let load = if queued > 0 { cfg.max + 1 } else { busy };
         st.push_peak(now, load, cfg.scale_down_after);
-        let first = *st.first_sample.get_or_insert(now);
+        let start = *st.window_start.get_or_insert(now);
         if self.phase != Phase::Running || self.stop != Stop::No {
             return;
         }
@@ -167,7 +167,7 @@ impl Core {
             }
             return;
         }
-        let full = now.saturating_duration_since(first) >= cfg.scale_down_after;
+        let full = now.saturating_duration_since(start) >= cfg.scale_down_after;
         let peak = self.autoscale.peaks.front().map_or(0, |&(_, v)| v);
         let idle = peak as f64 <= cfg.down_share * self.target.saturating_sub(1) as f64;
         if full && idle && self.target > cfg.min {

@@ -1,8 +1,10 @@
 //! Tests of the core: a small simulated shell ([`Sim`]) drives it with events, answers its
 //! spawns at once (as the real shell does) and checks the invariants after every action.
 
+mod autoscale;
 mod heartbeat;
 mod prop;
+mod prop_autoscale;
 mod recycle;
 mod reload;
 mod rolling;
