@@ -107,3 +107,57 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::Config;
+
+    fn err(toml: &str) -> String {
+        Config::from_toml_str(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_keys_turn_it_on_with_min_workers_and_room_for_max() {
+        let cfg = Config::from_toml_str("workers_min = 2\nworkers_max = 5\nscale_down_after = 3")
+            .unwrap();
+        assert_eq!(cfg.autoscale_bounds(), Some((2, 5)));
+        assert_eq!(cfg.worker_count(), 2);
+        assert_eq!(cfg.slot_count(), 12);
+        assert_eq!(cfg.peak_workers(), 5);
+        assert_eq!(cfg.scale_down_after(), Duration::from_secs(3));
+        let plain = Config::from_toml_str("workers = 3").unwrap();
+        assert_eq!(plain.autoscale_bounds(), None);
+        assert_eq!(plain.scale_down_after(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn both_bounds_or_neither() {
+        assert!(err("workers_min = 2").contains("invalid workers_max: missing"));
+        assert!(err("workers_max = 2").contains("invalid workers_min: missing"));
+        assert!(err("scale_down_after = 5").contains("needs workers_min and workers_max"));
+    }
+
+    #[test]
+    fn bad_bounds_are_refused_with_the_reason() {
+        assert!(err("workers_min = 0\nworkers_max = 2").contains("0: must be 1..=1024"));
+        assert!(err("workers_min = 1\nworkers_max = 2000").contains("2000: must be 1..=1024"));
+        assert!(err("workers_min = 4\nworkers_max = 2").contains("must be at most workers_max (2)"));
+        let outside = err("workers = 6\nworkers_min = 2\nworkers_max = 4");
+        assert!(outside.contains("invalid workers (line 1): 6"), "{outside}");
+        assert!(outside.contains("2..=4"), "{outside}");
+        let slots = err("slots = 4\nworkers_min = 2\nworkers_max = 5");
+        assert!(slots.contains("needs 5 slots"), "{slots}");
+    }
+
+    #[test]
+    fn scale_down_after_must_be_positive_seconds() {
+        for bad in ["0", "-1", "nan", "inf", "1e12"] {
+            let e = err(&format!(
+                "workers_min = 1\nworkers_max = 2\nscale_down_after = {bad}"
+            ));
+            assert!(e.contains("invalid scale_down_after"), "{bad}: {e}");
+        }
+    }
+}
