@@ -38,6 +38,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("flora_worker_event_loop_lag_seconds", "gauge"),
     ("flora_request_timeouts_total", "counter"),
     ("flora_reloads_total", "counter"),
+    ("flora_scale_events_total", "counter"),
     ("flora_generation", "gauge"),
     ("flora_start_time_seconds", "gauge"),
     ("process_cpu_seconds_total", "counter"),
