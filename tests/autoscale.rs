@@ -1,5 +1,6 @@
 //! Autoscaling with real processes: `--workers-min 2 --workers-max 5 --scale-down-after 3`.
-//! Many concurrent slow requests grow the cluster from 2 to 5; while that load goes on no
+//! Many keep-alive clients (as `wrk` runs them) repeating a slow request grow the cluster
+//! from 2 to 5, although their connections stay with the first two workers; while that load goes on no
 //! scale event happens; once it stops the cluster shrinks back to 2, and stays there while
 //! idle. A real Prometheus scrapes the master all along: `flora_scale_events_total` is
 //! exact (3 up for busy, 3 down for idle) and never went down (`resets()` = 0).
@@ -15,9 +16,9 @@ use std::time::{Duration, Instant};
 use support::exposition::Exposition;
 use support::status_server::{scrape, status_port};
 use support::tools::PrometheusServer;
-use support::{hold_for, poll, wait_until, Cluster, TestDir};
+use support::{hold_for, poll, wait_until, Cluster, Http, TestDir};
 
-/// Concurrent clients of the load (far more than 5 workers can hold without being busy).
+/// Concurrent keep-alive clients of the load (far more requests in flight than 5 workers).
 const CLIENTS: usize = 24;
 /// The slow request each client repeats.
 const SLOW_PATH: &str = "/slow?ms=150";
@@ -33,7 +34,8 @@ const STEADY_WINDOW: Duration = Duration::from_secs(7);
 const JOB: &str = "flora";
 const FAMILY: &str = "flora_scale_events_total";
 
-/// Clients repeating a slow request until stopped.
+/// Keep-alive clients repeating a slow request until stopped (a new connection only after
+/// an error).
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -48,10 +50,19 @@ impl Load {
             .map(|_| {
                 let (stop, ok) = (stop.clone(), ok.clone());
                 std::thread::spawn(move || {
+                    let mut conn = None;
                     while !stop.load(Ordering::Relaxed) {
-                        match support::get(port, SLOW_PATH) {
-                            Ok(r) if r.status == 200 => drop(ok.fetch_add(1, Ordering::Relaxed)),
-                            // A refused or reset connection during a change: try again.
+                        let c = match conn.take() {
+                            Some(c) => Ok(c),
+                            None => Http::connect(port),
+                        };
+                        let answer = c.and_then(|mut c| c.get(SLOW_PATH).map(|r| (c, r)));
+                        match answer {
+                            Ok((c, r)) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                conn = Some(c);
+                            }
+                            // A refused or reset connection: a new one after a pause.
                             _ => std::thread::sleep(Duration::from_millis(20)),
                         }
                     }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use super::MasterBuilder;
 
 impl MasterBuilder {
-    /// Autoscales between `min` and `max` workers: the master adds a worker when most of
-    /// the ready workers (three quarters) have a request in flight for a second, and removes
-    /// one after the cluster was idle for [`MasterBuilder::scale_down_after`] (see the
-    /// README's "Autoscaling"). [`MasterBuilder::workers`] is then the start count (default
+    /// Autoscales between `min` and `max` workers: the master adds a worker when the
+    /// requests in flight stay at or over three quarters per ready worker for a second, and
+    /// removes one after the cluster was idle for [`MasterBuilder::scale_down_after`] (see
+    /// the README's "Autoscaling"). [`MasterBuilder::workers`] is then the start count (default
     /// `min`) and must lie within the bounds; the default slots are `2 × max + 2`. A manual
     /// `scale N` must stay within the bounds too. `1 ≤ min ≤ max`. Defaults to off.
     ///

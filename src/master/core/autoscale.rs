@@ -1,17 +1,19 @@
 //! Autoscaling (`--workers-min A --workers-max B`): the target follows the load, between
 //! the bounds.
 //!
-//! The signal is the **busy share**: of the ready workers of the serving generation, the
-//! ones with at least one request in flight (the shell samples the scoreboard about every
-//! 250 ms and feeds [`Event::Load`](super::Event::Load)); and the listen queue: connections
-//! waiting that no worker accepted yet.
+//! The signal is the **load**: requests in flight in the ready workers (the shell samples
+//! the scoreboard about every 250 ms and feeds [`Event::Load`](super::Event::Load)), taken
+//! per ready worker of the serving generation; and the listen queue: connections waiting
+//! that no worker accepted yet. A worker with one request in flight counts 1, with ten 10:
+//! keep-alive connections stay with the worker that accepted them, so only the in-flight
+//! count shows that the old workers still carry the load after new ones started.
 //!
 //! ```text
-//!            busy ≥ 3/4 of the target (or a queue) in every sample for up_after,
+//!            load ≥ 3/4 per ready worker (or a queue) in every sample for up_after,
 //!            every worker of the target ready, cooldown over, target < max
 //!   steady ───────────────────────────────────────────────────────────────► target + 1
 //!     ▲  │                                                    (reason busy or queue)
-//!     │  │ the peak busy of the last scale_down_after is ≤ (target − 1) / 2,
+//!     │  │ the peak load of the last scale_down_after is ≤ (target − 1) / 2,
 //!     │  │ no queue in it, target > min
 //!     │  └────────────────────────────────────────────────────────────────► target − 1
 //!     │                                                        (reason idle)
@@ -19,14 +21,14 @@
 //!         window starts again, and no scale-up before the cooldown is over
 //! ```
 //!
-//! Hysteresis: after a scale-up from t at b ≥ 3t/4 busy workers, a scale-down from t + 1
-//! needs b ≤ t/2; after a scale-down to t at b ≤ t/2, a scale-up needs b ≥ 3t/4. So under
-//! a steady load (a constant number of busy workers, as a constant request rate and latency
-//! give) the target moves one way only, then stays. A scale refused for the moment (a
-//! reload, a recycle, the start, a rollback's restore, no free slot) is simply tried again
-//! at a later sample. The core counts ready workers itself: from the scoreboard it only
-//! takes how many are busy, capped at that count, so a worker that lies about its requests
-//! moves the target at most within the bounds the operator set.
+//! Hysteresis: after a scale-up from t at a load L ≥ 3t/4, a scale-down from t + 1 needs
+//! L ≤ t/2; after a scale-down to t at L ≤ t/2, a scale-up needs L ≥ 3t/4. So under a steady
+//! load (a constant in-flight count, as a constant request rate and latency give whatever the
+//! worker count) the target moves one way only, then stays. A scale refused for the moment
+//! (a reload, a recycle, the start, a rollback's restore, no free slot) is simply tried again
+//! at a later sample. The core counts ready workers itself; the in-flight counts come from
+//! the scoreboard, so a worker that lies about its requests moves the target at most within
+//! the bounds the operator set.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -43,10 +45,11 @@ pub struct Autoscale {
     pub max: usize,
     /// A worker is removed after the cluster was idle for this long.
     pub scale_down_after: Duration,
-    /// The busy share at or over which the cluster is busy.
-    pub up_share: f64,
-    /// The busy share, with one worker fewer, at or under which the cluster is idle.
-    pub down_share: f64,
+    /// In-flight requests per ready worker at or over which the cluster is busy.
+    pub up_per_worker: f64,
+    /// In-flight requests per worker, with one worker fewer, at or under which the cluster
+    /// is idle (below `up_per_worker`: the gap is the hysteresis).
+    pub down_per_worker: f64,
     /// How long the cluster must be busy before a worker is added.
     pub up_after: Duration,
     /// No scale-up sooner than this after a change (and never before every worker of the
@@ -61,8 +64,8 @@ impl Autoscale {
             min,
             max,
             scale_down_after,
-            up_share: 0.75,
-            down_share: 0.5,
+            up_per_worker: 0.75,
+            down_per_worker: 0.5,
             up_after: Duration::from_secs(1),
             cooldown: Duration::from_secs(1),
         }
@@ -79,9 +82,9 @@ pub(super) struct ScaleState {
     /// The last change, or the first sample: the idle window is full once it is
     /// `scale_down_after` old.
     window_start: Option<Instant>,
-    /// The samples' busy counts (a queue counts as more than `max` busy), kept as a sliding
-    /// maximum: decreasing values, each with its time.
-    peaks: VecDeque<(Instant, usize)>,
+    /// The samples' loads (a queue counts as the highest load), kept as a sliding maximum:
+    /// decreasing values, each with its time.
+    peaks: VecDeque<(Instant, u64)>,
     /// The latest sample, for the status answer.
     last: Option<Sample>,
 }
@@ -104,7 +107,7 @@ impl ScaleState {
     }
 
     /// Adds `load` at `now` to the sliding maximum of the samples less than `window` old.
-    fn push_peak(&mut self, now: Instant, load: usize, window: Duration) {
+    fn push_peak(&mut self, now: Instant, load: u64, window: Duration) {
         while self.peaks.back().is_some_and(|&(_, v)| v <= load) {
             self.peaks.pop_back();
         }
@@ -127,8 +130,8 @@ impl Core {
         self.workers.values().filter(ok).count()
     }
 
-    /// A load sample: `busy` ready workers with a request in flight, `in_flight` requests,
-    /// `queued` connections in the listen queues.
+    /// A load sample: `busy` ready workers with a request in flight (shown in the status),
+    /// `in_flight` requests in the ready workers, `queued` connections in the listen queues.
     pub(super) fn on_load(&mut self, busy: usize, in_flight: u64, queued: u64) {
         let Some(cfg) = self.cfg.autoscale.clone() else {
             return;
@@ -136,6 +139,8 @@ impl Core {
         let now = self.now;
         let serving = self.serving();
         let busy = busy.min(serving);
+        // Each busy worker has at least one request in flight.
+        let load = in_flight.max(busy as u64);
         let st = &mut self.autoscale;
         st.last = Some(Sample {
             busy,
@@ -144,14 +149,14 @@ impl Core {
         });
         let reason = if queued > 0 {
             Some(ScaleReason::Queue)
-        } else if serving > 0 && busy as f64 >= cfg.up_share * serving as f64 {
+        } else if serving > 0 && load as f64 >= cfg.up_per_worker * serving as f64 {
             Some(ScaleReason::Busy)
         } else {
             None
         };
         st.hot_since = reason.map(|r| (st.hot_since.map_or(now, |(t, _)| t), r));
-        let load = if queued > 0 { cfg.max + 1 } else { busy };
-        st.push_peak(now, load, cfg.scale_down_after);
+        let peak = if queued > 0 { u64::MAX } else { load };
+        st.push_peak(now, peak, cfg.scale_down_after);
         let start = *st.window_start.get_or_insert(now);
         if self.phase != Phase::Running || self.stop != Stop::No {
             return;
@@ -169,7 +174,7 @@ impl Core {
         }
         let full = now.saturating_duration_since(start) >= cfg.scale_down_after;
         let peak = self.autoscale.peaks.front().map_or(0, |&(_, v)| v);
-        let idle = peak as f64 <= cfg.down_share * self.target.saturating_sub(1) as f64;
+        let idle = peak as f64 <= cfg.down_per_worker * self.target.saturating_sub(1) as f64;
         if full && idle && self.target > cfg.min {
             self.auto_scale(self.target - 1, ScaleDirection::Down, ScaleReason::Idle);
         }

@@ -268,7 +268,7 @@ impl ScaleDirection {
 /// Why the target moved (`flora_scale_events_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ScaleReason {
-    /// The busy share stayed at or over the threshold.
+    /// The requests in flight per ready worker stayed at or over the threshold.
     Busy,
     /// Connections waited in a listen queue.
     Queue,

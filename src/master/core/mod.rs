@@ -125,9 +125,9 @@
 //! replacement drains with everything else).
 //!
 //! # Autoscaling (`autoscale.rs`, with `Settings::autoscale`)
-//! Each [`Event::Load`] sample: busy for `up_after` (every worker ready, cooldown over) →
-//! scale to target + 1; idle (peak busy of the last `scale_down_after` ≤ (target − 1) / 2,
-//! no queue) → target − 1; each through the `scale` path above (refused now: tried again at
+//! Each [`Event::Load`] sample: in flight ≥ 3/4 per ready worker for `up_after` (every worker
+//! ready, cooldown over) → scale to target + 1; idle (peak in flight of the last
+//! `scale_down_after` ≤ (target − 1) / 2, no queue) → target − 1; each through the `scale` path above (refused now: tried again at
 //! a later sample) and one [`Action::RecordScale`]. A manual `scale` while autoscaling must
 //! stay within the bounds. Diagram and hysteresis in `autoscale.rs`.
 

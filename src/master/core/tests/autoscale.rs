@@ -1,5 +1,6 @@
-//! Autoscaling: up after a sustained busy share (or a queue), the cooldown, down after an
-//! idle window, the bounds, refusals tried again later, manual `scale` within the bounds.
+//! Autoscaling: up after a sustained load (in flight per ready worker, or a queue), the
+//! cooldown, down after an idle window, the bounds, refusals tried again later, manual
+//! `scale` within the bounds.
 
 use super::super::{Autoscale, ScaleDirection, ScaleReason};
 use super::*;
@@ -98,14 +99,39 @@ fn a_calm_sample_restarts_the_busy_time() {
 }
 
 #[test]
-fn the_busy_share_threshold_is_three_quarters_of_the_ready_workers() {
+fn the_threshold_is_three_quarters_of_a_request_per_ready_worker() {
     let mut sim = Sim::running(auto(10, 4, 6));
-    assert!(scale_events(&sim.loads(20, 2, 0)).is_empty(), "2 of 4 busy");
+    assert!(
+        scale_events(&sim.loads(20, 2, 0)).is_empty(),
+        "2 in flight, 4 workers"
+    );
     assert_eq!(
         scale_events(&sim.loads(5, 3, 0)),
         [(ScaleDirection::Up, ScaleReason::Busy)],
-        "3 of 4 busy"
+        "3 in flight, 4 workers"
     );
+}
+
+#[test]
+fn old_workers_holding_the_load_keep_the_cluster_growing() {
+    // Keep-alive clients stay with the workers that accepted them: the new worker stays
+    // idle, but the in-flight count shows the load.
+    let mut sim = Sim::running(auto(8, 2, 5));
+    let pressed = |sim: &mut Sim| {
+        sim.now += SAMPLE;
+        sim.feed(Event::Load {
+            busy: 2,
+            in_flight: 50,
+            queued: 0,
+        })
+    };
+    for _ in 0..40 {
+        pressed(&mut sim);
+        sim.ready_new();
+    }
+    assert_eq!(sim.core.target(), 5);
+    let ups = scale_events(&sim.all);
+    assert_eq!(ups, [(ScaleDirection::Up, ScaleReason::Busy); 3]);
 }
 
 #[test]

@@ -77,6 +77,7 @@ proptest! {
     fn a_constant_signal_never_scales_both_ways(
         (min, max, start) in bounds(),
         busy in 0..=SLOTS + 2,
+        extra in 0..12u64,
         queued in proptest::bool::weighted(0.2),
         idle_ms in 500..5_000u64,
         samples in 20..400usize,
@@ -84,9 +85,11 @@ proptest! {
     ) {
         let mut sim = Sim::running(auto(min, max, start, idle_ms));
         let queued = u64::from(queued);
+        // At least one request per busy worker, maybe many (keep-alive clients).
+        let in_flight = busy as u64 + extra;
         for i in 0..samples {
             sim.now += SAMPLE;
-            sim.feed(Event::Load { busy, in_flight: busy as u64, queued });
+            sim.feed(Event::Load { busy, in_flight, queued });
             // New workers get ready at once, or every few samples.
             if !slow_ready || i % 5 == 0 {
                 sim.ready_all();
