@@ -2,7 +2,9 @@
 //! Many keep-alive clients (as `wrk` runs them) repeating a slow request grow the cluster
 //! from 2 to 5, although their connections stay with the first two workers; while that load goes on no
 //! scale event happens; once it stops the cluster shrinks back to 2, and stays there while
-//! idle. A real Prometheus scrapes the master all along: `flora_scale_events_total` is
+//! idle. A steady load between the thresholds (2 requests in flight on 3 workers: under the
+//! 3/4 per worker that adds one, over the 1 that removes one) causes no event either. A real
+//! Prometheus scrapes the master all along: `flora_scale_events_total` is
 //! exact (3 up for busy, 3 down for idle) and never went down (`resets()` = 0).
 
 mod support;
@@ -43,10 +45,10 @@ struct Load {
 }
 
 impl Load {
-    fn start(port: u16) -> Self {
+    fn start(port: u16, clients: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
-        let threads = (0..CLIENTS)
+        let threads = (0..clients)
             .map(|_| {
                 let (stop, ok) = (stop.clone(), ok.clone());
                 std::thread::spawn(move || {
@@ -163,7 +165,7 @@ fn load_grows_the_cluster_to_max_and_idleness_shrinks_it_back() {
     });
 
     // Load: grows to the maximum, one worker at a time.
-    let load = Load::start(port);
+    let load = Load::start(port, CLIENTS);
     let began = Instant::now();
     wait_until(STEP_TIMEOUT, "the target to reach 5", || {
         target(&cluster) == 5
@@ -216,4 +218,34 @@ fn load_grows_the_cluster_to_max_and_idleness_shrinks_it_back() {
         "2 -> 5 in {grew_in:.1?} under load, 5 -> 2 in {shrank_in:.1?} idle; \
          {answered} requests answered; events {shrunk:?}"
     );
+}
+
+#[test]
+fn a_steady_load_between_the_thresholds_causes_no_scale_event() {
+    let dir = TestDir::new("autoscale-steady");
+    let port = support::free_port();
+    let cluster = dir
+        .master(port)
+        .args(&[
+            "--workers-min",
+            "2",
+            "--workers-max",
+            "5",
+            "--workers",
+            "3",
+            "--scale-down-after",
+            "3",
+        ])
+        .demo(&[])
+        .start();
+    cluster.wait_ready(3);
+    let before = events(&metrics(&cluster));
+    // Two clients, each with a request in flight nearly all the time.
+    let load = Load::start(port, 2);
+    wait_until(STEP_TIMEOUT, "the load to be answered", || {
+        load.ok.load(Ordering::Relaxed) >= 10
+    });
+    steady(&cluster, 3, &before, "2 requests in flight on 3 workers");
+    let answered = load.stop();
+    eprintln!("steady phase: {answered} requests answered, no scale event");
 }
