@@ -227,6 +227,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(usize),
           allow_hyphen_values = true)]
     pub reload_batch: Option<usize>,
+    // --- Autoscaling (off unless both bounds are given) ---
+    /// Autoscale: fewest workers (with --workers-max; --workers is then the start count) [default: off].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub workers_min: Option<usize>,
+    /// Autoscale: most workers (with --workers-min; the default slots are 2 × this + 2) [default: off].
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub workers_max: Option<usize>,
+    /// Autoscale: remove a worker after the cluster was idle for SECS [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_hyphen_values = true)]
+    pub scale_down_after: Option<f64>,
     /// TOML file with the same settings (flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

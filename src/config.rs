@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::limits::MAX_SLOTS;
 
 // The worker guards' settings and byte sizes, beside this file.
+mod autoscale;
 mod guards;
 mod listen;
 mod reload;
@@ -23,6 +24,7 @@ mod size;
 // TLS certificate files (feature `tls`): checks and paths, beside this file.
 mod tls;
 
+pub use autoscale::DEFAULT_SCALE_DOWN_AFTER_SECS;
 pub use guards::{
     parse_heartbeat_seconds, parse_jitter_seconds, MAX_HEARTBEAT_INTERVAL,
     MIN_HEARTBEAT_TIMEOUT_SECS,
@@ -220,6 +222,14 @@ pub struct Config {
     /// Canary reloads: the limits a canary request that leaves them out is judged against
     /// (`[canary]`: `max_error_ratio`, `max_p99_ratio`, `min_requests`).
     pub canary: crate::canary::CanaryLimits,
+    // --- Autoscaling (off unless both bounds are set) ---
+    /// Fewest workers while autoscaling (needs `workers_max`). Defaults to none (off).
+    pub workers_min: Option<usize>,
+    /// Most workers while autoscaling (needs `workers_min`). Defaults to none (off).
+    pub workers_max: Option<usize>,
+    /// Seconds the cluster must be idle before the autoscaler removes a worker. Defaults
+    /// to 30.
+    pub scale_down_after: Option<f64>,
     /// The worker program and its arguments.
     pub program: Vec<String>,
 }
@@ -263,6 +273,9 @@ impl Default for Config {
             max_recycling: 1,
             reload_batch: None,
             canary: crate::canary::CanaryLimits::default(),
+            workers_min: None,
+            workers_max: None,
+            scale_down_after: None,
             program: Vec::new(),
         }
     }
@@ -305,9 +318,10 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Workers to run (the configured count, or the number of CPUs).
+    /// Workers to run (the configured count, or the number of CPUs; with autoscaling the
+    /// start count, `workers_min` by default).
     pub fn worker_count(&self) -> usize {
-        self.workers.unwrap_or_else(|| {
+        self.workers.or(self.workers_min).unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         })
     }
@@ -317,9 +331,10 @@ impl Config {
         usize::from(self.route_metrics) * self.route_limit
     }
 
-    /// Scoreboard slots (the configured count, or `2 × workers + 2`).
+    /// Scoreboard slots (the configured count, or `2 × workers + 2`; `workers_max` for
+    /// workers with autoscaling).
     pub fn slot_count(&self) -> usize {
-        self.slots.unwrap_or(2 * self.worker_count() + 2)
+        self.slots.unwrap_or(2 * self.peak_workers() + 2)
     }
 
     /// The management address, or `None` when it is `off`.
@@ -449,6 +464,7 @@ impl Config {
         self.check_guards()?;
         self.check_reload_batch()?;
         self.check_canary()?;
+        self.check_autoscale()?;
         self.check_tls_pair()
     }
 

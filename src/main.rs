@@ -19,6 +19,7 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
         None => Config::default(),
     };
     guard_flags(&mut cfg, &args);
+    autoscale_flags(&mut cfg, &args);
     if let Some(v) = args.workers {
         cfg.workers = Some(v);
     }
@@ -102,6 +103,13 @@ fn guard_flags(cfg: &mut Config, args: &cli::RunArgs) {
         cfg.max_recycling = v;
     }
     cfg.reload_batch = args.reload_batch.or(cfg.reload_batch);
+}
+
+/// The autoscaling flags over the config file's values.
+fn autoscale_flags(cfg: &mut Config, args: &cli::RunArgs) {
+    cfg.workers_min = args.workers_min.or(cfg.workers_min);
+    cfg.workers_max = args.workers_max.or(cfg.workers_max);
+    cfg.scale_down_after = args.scale_down_after.or(cfg.scale_down_after);
 }
 
 fn run(args: cli::RunArgs) -> Result<(), Error> {

@@ -39,6 +39,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("flora_request_timeouts_total", "counter"),
     ("flora_reloads_total", "counter"),
     ("flora_canary_reloads_total", "counter"),
+    ("flora_scale_events_total", "counter"),
     ("flora_generation", "gauge"),
     ("flora_start_time_seconds", "gauge"),
     ("process_cpu_seconds_total", "counter"),

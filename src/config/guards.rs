@@ -153,7 +153,7 @@ impl Config {
 
     /// A recycle starts the replacement in a free slot before the old worker drains.
     fn check_spare_slot(&self) -> Result<(), ConfigError> {
-        let workers = self.worker_count();
+        let workers = self.peak_workers();
         if !self.recycles() || self.slot_count() > workers {
             return Ok(());
         }

@@ -19,7 +19,7 @@ impl Config {
         if !(1..=MAX_WORKERS).contains(&k) {
             return invalid("reload_batch", format!("{k}: must be 1..={MAX_WORKERS}"));
         }
-        let workers = self.worker_count();
+        let workers = self.peak_workers();
         let need = workers + k.min(workers);
         if self.slot_count() < need {
             return invalid(

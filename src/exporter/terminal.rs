@@ -237,6 +237,15 @@ fn guards(out: &mut String, doc: &StatusDoc) {
         g.kills.total(),
         line(&g.kills.by_reason())
     );
+    if g.scale_events.total() > 0 {
+        let pairs: Vec<String> = g
+            .scale_events
+            .by_label()
+            .iter()
+            .map(|(d, r, n)| format!("{d} {r} {n}"))
+            .collect();
+        let _ = writeln!(out, "scale events {}", pairs.join(" "));
+    }
     for r in g.kill_records.iter().rev().take(SHOWN_KILLS) {
         let ago = human_duration(doc.now_unix_ms.saturating_sub(r.unix_ms) as f64 / 1000.0);
         let requests: Vec<String> = r
@@ -340,6 +349,18 @@ mod tests {
         }
         doc.guards = None;
         assert!(render(&doc).contains("guards: unknown"));
+    }
+
+    #[test]
+    fn shows_scale_events_once_there_are_any() {
+        let sb = Scoreboard::create_sealed("t", 2).expect("create");
+        let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+        assert!(!render(&doc).contains("scale events"));
+        sb.record_scale("up", "busy");
+        sb.record_scale("down", "idle");
+        let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+        let want = "scale events up busy 1 up queue 0 up manual 0 down idle 1 down manual 0";
+        assert!(render(&doc).contains(want), "{}", render(&doc));
     }
 
     #[test]

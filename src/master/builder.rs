@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::scoreboard::MetricSpec;
 
+mod autoscale;
 mod canary;
 mod guards;
 

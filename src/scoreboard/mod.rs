@@ -62,6 +62,7 @@ pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered,
 pub use routes::{RouteSnapshot, DEFAULT_ROUTE_LIMIT, MAX_ROUTES, OVERFLOW_ROUTE};
 pub use segment::{QueueSample, SegmentLayout, MAX_KILL_RECORDS};
 pub use snapshot::families;
+pub use snapshot::ScaleCounts;
 pub use snapshot::{
     ClientAddr, ConnSnapshot, Counters, CustomHistogram, CustomMetricSnapshot, GuardEvent,
     GuardKind, GuardsReport, GuardsSnapshot, HistogramSnapshot, KillCounts, KillRecord,

@@ -56,6 +56,19 @@ fn samples(source: Source, doc: &StatusDoc) -> Vec<Sample<'_>> {
             .guards
             .as_ref()
             .map_or_else(Vec::new, |g| by("reason", g.kills.by_reason())),
+        Source::ScaleEvents => doc.guards.as_ref().map_or_else(Vec::new, |g| {
+            g.scale_events
+                .by_label()
+                .into_iter()
+                .map(|(direction, reason, n)| {
+                    let labels = Labels::new([
+                        ("direction", LabelValue::Str(direction)),
+                        ("reason", LabelValue::Str(reason)),
+                    ]);
+                    sample(labels, Value::Int(n))
+                })
+                .collect()
+        }),
         Source::EventLoopLag => slots(doc)
             .filter_map(|s| {
                 let lag = s.event_loop_lag_seconds?;

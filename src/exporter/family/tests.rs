@@ -339,3 +339,44 @@ fn canary_reloads_by_verdict_from_the_masters_records() {
     assert_eq!(values(&sb)[1], (verdict("rollback"), 2));
     assert_eq!(values(&sb)[0].1, 0);
 }
+
+#[test]
+fn scale_events_have_every_direction_and_reason_pair() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s");
+    let sb = Scoreboard::create(&path, "t", 3).expect("create");
+    sb.record_scale("up", "busy");
+    sb.record_scale("up", "busy");
+    sb.record_scale("down", "idle");
+    // A pair that cannot happen is not counted.
+    sb.record_scale("down", "busy");
+    let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+    let f = Families::of(&doc);
+    let got: Vec<(Vec<(String, String)>, Value<'_>)> = family(&f, "flora_scale_events_total")
+        .samples
+        .iter()
+        .map(|s| (labels(s), s.value))
+        .collect();
+    let want = |d: &str, r: &str, n| {
+        let labels = vec![
+            ("direction".to_string(), d.to_string()),
+            ("reason".to_string(), r.to_string()),
+        ];
+        (labels, Value::Int(n))
+    };
+    assert_eq!(
+        got,
+        [
+            want("up", "busy", 2),
+            want("up", "queue", 0),
+            want("up", "manual", 0),
+            want("down", "idle", 1),
+            want("down", "manual", 0),
+        ]
+    );
+    // A reader without the master's records writes no samples rather than zeros.
+    let reader = Scoreboard::open_read_only(&path).expect("open");
+    let doc = StatusDoc::build_with(reader.snapshot(), |_| None);
+    let f = Families::of(&doc);
+    assert!(family(&f, "flora_scale_events_total").samples.is_empty());
+}

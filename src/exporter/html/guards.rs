@@ -56,10 +56,21 @@ pub(super) fn section(doc: &StatusDoc) -> String {
     let kills = g.kills.by_reason();
     let total =
         |pairs: &[(&str, u64)]| count(pairs.iter().fold(0u64, |a, p| a.saturating_add(p.1)));
+    // Autoscaling's target changes, once there are any.
+    let scale = g.scale_events;
+    let scale_card = (scale.total() > 0).then(|| {
+        let pairs: Vec<String> = scale
+            .by_label()
+            .iter()
+            .map(|(d, r, n)| format!("{d} {r} <b>{}</b>", count(*n)))
+            .collect();
+        super::card("Scale events", &count(scale.total()), &pairs.join(" · "))
+    });
     let cards = format!(
-        "<section class=\"cards\">{}{}</section>\n",
+        "<section class=\"cards\">{}{}{}</section>\n",
         super::card("Recycles", &total(&recycles), &by(&recycles)),
         super::card("Kills", &total(&kills), &by(&kills)),
+        scale_card.unwrap_or_default(),
     );
     let rows: String = g
         .kill_records

@@ -240,6 +240,20 @@ fn guards_section_shows_counts_records_and_last_events() {
     assert!(page.contains("kept by the master") && !page.contains("id=\"kills\""));
 }
 
+#[test]
+fn scale_events_show_as_a_card_once_there_are_any() {
+    let page = render(&guarded_doc("x"), &HtmlOptions::default());
+    assert!(!page.contains("Scale events"));
+    let mut doc = guarded_doc("x");
+    if let Some(g) = doc.guards.as_mut() {
+        g.scale_events.up_busy = 3;
+        g.scale_events.down_idle = 2;
+    }
+    let page = render(&doc, &HtmlOptions::default());
+    assert!(page.contains("Scale events"), "{page}");
+    assert!(page.contains("up busy <b>3</b>") && page.contains("down idle <b>2</b>"));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

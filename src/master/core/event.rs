@@ -150,6 +150,17 @@ pub enum Event {
         /// The canaries' figures.
         new: GenerationFigures,
     },
+    /// The load as the master sampled it (about every 250 ms, with autoscaling on): the
+    /// autoscaler's signal.
+    Load {
+        /// Ready workers with at least one request in flight (the core caps it at its own
+        /// count of ready workers).
+        busy: usize,
+        /// Requests in flight in those workers.
+        in_flight: u64,
+        /// Connections waiting in the listen queues, summed over the listeners.
+        queued: u64,
+    },
     /// A hook of [`Action::RunHook`] finished (an error also for a panic or a timeout).
     HookDone {
         /// Which.
@@ -242,6 +253,50 @@ impl RecycleReason {
             Self::Memory => "memory",
             Self::MaxRequests => "max_requests",
             Self::Age => "age",
+        }
+    }
+}
+
+/// Which way the target moved (`flora_scale_events_total{direction}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScaleDirection {
+    /// One worker more (or a manual scale up).
+    Up,
+    /// One worker fewer (or a manual scale down).
+    Down,
+}
+
+impl ScaleDirection {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// Why the target moved (`flora_scale_events_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScaleReason {
+    /// The requests in flight per ready worker stayed at or over the threshold.
+    Busy,
+    /// Connections waited in a listen queue.
+    Queue,
+    /// The cluster stayed idle for `scale_down_after`.
+    Idle,
+    /// A `scale` request while autoscaling.
+    Manual,
+}
+
+impl ScaleReason {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::Queue => "queue",
+            Self::Idle => "idle",
+            Self::Manual => "manual",
         }
     }
 }
@@ -366,5 +421,13 @@ pub enum Action {
         reason: RecycleReason,
         /// One line for the log (e.g. "rss 120.0 MiB over 100.0 MiB for 3 samples").
         detail: String,
+    },
+    /// The target moved while autoscaling (after its [`Action::SetTarget`]): count
+    /// `flora_scale_events_total{direction,reason}`.
+    RecordScale {
+        /// Up or down.
+        direction: ScaleDirection,
+        /// Why.
+        reason: ScaleReason,
     },
 }

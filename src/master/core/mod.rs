@@ -142,7 +142,15 @@
 //! ```
 //! A scale request during a recycle is refused; a stop drops the recycles (the
 //! replacement drains with everything else).
+//!
+//! # Autoscaling (`autoscale.rs`, with `Settings::autoscale`)
+//! Each [`Event::Load`] sample: in flight ≥ 3/4 per ready worker for `up_after` (every worker
+//! ready, cooldown over) → scale to target + 1; idle (peak in flight of the last
+//! `scale_down_after` ≤ (target − 1) / 2, no queue) → target − 1; each through the `scale` path above (refused now: tried again at
+//! a later sample) and one [`Action::RecordScale`]. A manual `scale` while autoscaling must
+//! stay within the bounds. Diagram and hysteresis in `autoscale.rs`.
 
+mod autoscale;
 mod canary;
 mod event;
 mod guards;
@@ -158,9 +166,10 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use autoscale::Autoscale;
 pub use event::{
-    Action, Event, Hook, KillReason, Level, Log, Notify, Phase, RecycleReason, Sig, SignalEvent,
-    WaiterId,
+    Action, Event, Hook, KillReason, Level, Log, Notify, Phase, RecycleReason, ScaleDirection,
+    ScaleReason, Sig, SignalEvent, WaiterId,
 };
 pub use guards::Guards;
 
@@ -196,6 +205,8 @@ pub struct Settings {
     pub reload_batch: Option<usize>,
     /// Canary reloads: the limits a request leaves out.
     pub canary_limits: crate::canary::CanaryLimits,
+    /// Autoscaling between bounds (`None`: the target moves only on `scale`).
+    pub autoscale: Option<Autoscale>,
 }
 
 /// Where the stop stands (orthogonal to starting/running: a start goes on while the
@@ -257,6 +268,8 @@ pub struct Core {
     recycles: BTreeMap<usize, Recycle>,
     /// Draws the guards' per-worker jitter.
     jitter: Jitter,
+    /// What the autoscaler remembers between load samples.
+    autoscale: autoscale::ScaleState,
 }
 
 impl Core {
@@ -293,6 +306,7 @@ impl Core {
             restoring: 0,
             recycles: BTreeMap::new(),
             jitter: Jitter::new(seed),
+            autoscale: autoscale::ScaleState::default(),
         }
     }
 
@@ -324,6 +338,11 @@ impl Core {
                 old,
                 new,
             } => self.on_canary_figures(generation, old, new),
+            Event::Load {
+                busy,
+                in_flight,
+                queued,
+            } => self.on_load(busy, in_flight, queued),
         }
         self.run_guards();
         std::mem::take(&mut self.out)

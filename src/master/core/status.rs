@@ -61,6 +61,7 @@ impl Core {
             "last_canary": self.last_canary,
             "canary_verdicts": self.canary_counts,
             "recycles": recycles,
+            "autoscale": self.autoscale_status(),
             "workers": workers,
         })
     }

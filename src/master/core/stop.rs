@@ -22,7 +22,7 @@ impl Core {
                 self.request_stop("stop requested on the control socket");
             }
             Request::Scale { workers } => {
-                let reply = self.scale(workers);
+                let reply = self.manual_scale(workers);
                 self.reply(waiter, reply);
             }
             Request::Canary { .. } => match request.canary_spec(&self.cfg.canary_limits) {

@@ -4,6 +4,7 @@
 //! systemd, hooks and program copies. It decides nothing itself; it never blocks (sends,
 //! hooks, copies and name lookups run in tasks that report back as [`TaskEvent`]s).
 
+mod autoscale;
 mod canary;
 mod guards;
 mod listen;
@@ -100,6 +101,8 @@ pub(super) struct Shell {
     max_requests: Option<u64>,
     /// Whether to sample the workers' memory (`--max-memory`).
     sample_memory: bool,
+    /// Whether to sample the load (autoscaling).
+    autoscale: bool,
     /// Program copies by generation.
     specs: HashMap<u64, Arc<SpawnSpec>>,
     /// Live worker processes by slot.
@@ -131,6 +134,7 @@ impl Shell {
             guards: guards_of(cfg),
             reload_batch: cfg.reload_batch,
             canary_limits: cfg.canary,
+            autoscale: autoscale::settings_of(cfg),
         };
         let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
         Self {
@@ -151,6 +155,7 @@ impl Shell {
             heartbeat_interval: cfg.heartbeat_interval(),
             max_requests: cfg.max_requests,
             sample_memory: cfg.max_memory.is_some(),
+            autoscale: cfg.autoscale_bounds().is_some(),
             specs: HashMap::new(),
             procs: HashMap::new(),
             waiters: HashMap::new(),
@@ -184,11 +189,18 @@ impl Shell {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             i
         });
+        // Load samples only with autoscaling.
+        let mut load = self.autoscale.then(|| {
+            let mut i = tokio::time::interval(autoscale::LOAD_SAMPLE_INTERVAL);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         while !self.core.finished() {
             let timer = self.core.poll_timeout();
             tokio::select! {
                 _ = housekeeping.tick() => self.housekeeping(),
                 () = tick_opt(&mut memory) => self.sample_memory(),
+                () = tick_opt(&mut load) => self.sample_load(),
                 ev = signals.next() => self.feed(Event::Signal(ev)),
                 Some(ev) = inbox.recv() => self.on_task(ev),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
@@ -266,6 +278,7 @@ impl Shell {
                 reason,
                 detail,
             } => self.record_recycle(slot, pid, reason, &detail),
+            Action::RecordScale { direction, reason } => self.record_scale(direction, reason),
         }
         None
     }

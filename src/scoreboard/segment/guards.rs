@@ -59,6 +59,11 @@ pub(crate) struct GuardTruth {
 }
 
 impl GuardTruth {
+    /// The counts and records shown (autoscaling's counts live here too).
+    pub(crate) fn shown_mut(&mut self) -> &mut GuardsSnapshot {
+        &mut self.shown
+    }
+
     fn slot(&mut self, index: usize) -> &mut SlotGuardTruth {
         if self.slots.len() <= index {
             self.slots.resize_with(index + 1, SlotGuardTruth::default);

@@ -26,6 +26,7 @@ use super::{strings, unix_ms, Result, ScoreboardError, SlotState, MAX_SLOTS};
 mod dims;
 mod guards;
 mod queues;
+mod scale;
 pub use dims::SegmentLayout;
 use dims::{check_routes, check_slots};
 use guards::GuardTruth;

@@ -68,6 +68,8 @@ pub enum Source {
     /// One sample per listener, labelled `listener`, read from its accept queue (`None`:
     /// no sample, as the drops of a Unix listener).
     Listener(fn(&ListenQueueSnapshot) -> Option<u64>),
+    /// Autoscaling's target changes by `direction` and `reason` (the master's records).
+    ScaleEvents,
 }
 
 impl Builtin {
@@ -108,7 +110,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 31] = [
+pub const BUILTIN: [Builtin; 32] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -252,6 +254,12 @@ pub const BUILTIN: [Builtin; 31] = [
         Kind::Gauge,
         "Workers the master keeps running.",
         Source::TargetWorkers,
+    ),
+    family(
+        "flora_scale_events_total",
+        Kind::Counter,
+        "Target worker count changes while autoscaling, by direction (up, down) and reason (busy, queue, idle, manual).",
+        Source::ScaleEvents,
     ),
     family(
         "flora_reloads_total",

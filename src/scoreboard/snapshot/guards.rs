@@ -167,6 +167,9 @@ pub struct GuardsSnapshot {
     pub kills: KillCounts,
     /// The last kill records, oldest first.
     pub kill_records: Vec<KillRecord>,
+    /// Autoscaling's target changes by direction and reason (all 0 without autoscaling).
+    #[serde(default)]
+    pub scale_events: super::ScaleCounts,
 }
 
 /// The guard fields of one slot.

@@ -14,6 +14,7 @@ pub mod families;
 mod guards;
 mod queues;
 mod read;
+mod scale;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +32,7 @@ pub use guards::{
 };
 pub use queues::ListenQueueSnapshot;
 pub(super) use read::{gauge, read_one, take};
+pub use scale::ScaleCounts;
 
 /// A request-duration histogram: per-bucket counts (not cumulative) and the sum.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -1,9 +1,11 @@
 //! Tests of the core: a small simulated shell ([`Sim`]) drives it with events, answers its
 //! spawns at once (as the real shell does) and checks the invariants after every action.
 
+mod autoscale;
 mod canary;
 mod heartbeat;
 mod prop;
+mod prop_autoscale;
 mod recycle;
 mod reload;
 mod rolling;
@@ -38,6 +40,7 @@ fn settings(slots: usize, workers: usize) -> Settings {
         guards: Default::default(),
         reload_batch: None,
         canary_limits: Default::default(),
+        autoscale: None,
     }
 }
 

@@ -18,10 +18,10 @@ use proptest::prelude::*;
 use super::super::Guards;
 use super::*;
 
-const SLOTS: usize = 4;
+pub(super) const SLOTS: usize = 4;
 
 #[derive(Debug, Clone)]
-enum Op {
+pub(super) enum Op {
     Ready(usize),
     ReadyAll,
     Crash(usize),
@@ -49,9 +49,11 @@ enum Op {
     Canary(usize),
     /// The next canary is judged on bad figures, or good ones.
     CanaryBad(bool),
+    /// A load sample: busy workers, queued connections (autoscaling's signal).
+    Load(usize, u64),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = Op> {
     op_with(4)
 }
 
@@ -129,6 +131,14 @@ fn apply(sim: &mut Sim, op: Op) {
             drop(sim.sample(slot, if over { MEMORY + 1 } else { MEMORY }));
         }
         Op::Reap => reap(sim),
+        Op::Load(busy, queued) => {
+            let in_flight = busy as u64;
+            drop(sim.feed(Event::Load {
+                busy,
+                in_flight,
+                queued,
+            }));
+        }
         Op::Drained => {
             let gone: Vec<usize> = sim
                 .core
@@ -270,11 +280,12 @@ fn keeps_serving(op: &Op) -> bool {
             | Op::SignalStop
             | Op::Reap
             | Op::Drained
+            | Op::Load(..)
     )
 }
 
 /// Applies `op` and checks the recycles' invariants around it.
-fn apply_checked(sim: &mut Sim, op: Op) {
+pub(super) fn apply_checked(sim: &mut Sim, op: Op) {
     let (before, generation) = (serving(sim), sim.core.generation());
     let stop = sim.core.stop;
     let neutral = keeps_serving(&op);
@@ -311,7 +322,7 @@ fn apply_checked(sim: &mut Sim, op: Op) {
 }
 
 /// The core's workers are exactly the live processes, and no spawn is left unanswered.
-fn check_state(sim: &Sim, generation: &mut u64) {
+pub(super) fn check_state(sim: &Sim, generation: &mut u64) {
     let known: BTreeMap<usize, u32> = sim
         .core
         .workers
@@ -326,7 +337,7 @@ fn check_state(sim: &Sim, generation: &mut u64) {
 
 /// Stop, let every hook and copy finish and every timer fire, every process exit: the
 /// master must be done.
-fn stop_and_settle(sim: &mut Sim) {
+pub(super) fn stop_and_settle(sim: &mut Sim) {
     sim.signal(SignalEvent::Stop);
     while !sim.hooks.is_empty() || !sim.prepares.is_empty() {
         if sim.hooks.is_empty() {
