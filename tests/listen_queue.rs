@@ -7,39 +7,19 @@
 
 mod support;
 
-use std::os::fd::OwnedFd;
 use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn, UnixAddr};
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+use support::backlog::{tcp_connects, Stopped};
 use support::exposition::Exposition;
 use support::status_server::{auto_value, scrape, status_port};
 use support::tools::PrometheusServer;
-use support::{free_port, poll, send_signal, wait_until, Cluster, TestDir};
+use support::{free_port, poll, wait_until, Cluster, TestDir};
 
 /// Longest wait for the queue and the metrics to agree.
 const SETTLE: Duration = Duration::from_secs(20);
-
-/// Continues the stopped workers however the test ends (so the master can stop them).
-struct Stopped(Vec<u32>);
-
-impl Stopped {
-    fn all(pids: Vec<u32>) -> Self {
-        for &pid in &pids {
-            send_signal(pid, Signal::SIGSTOP);
-        }
-        Self(pids)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            send_signal(pid, Signal::SIGCONT);
-        }
-    }
-}
 
 /// `ss`'s Recv-Q and Send-Q (queue length and limit) of the TCP listener on `port`.
 fn ss_tcp(port: u16) -> Option<(u64, u64)> {
@@ -99,28 +79,6 @@ fn agreed_length(
             Err(format!("ss {before:?}/{after:?}, metric {metric}"))
         }
     })
-}
-
-/// Non-blocking TCP connects to 127.0.0.1:`port`; each leaves a SYN behind (queued, or
-/// dropped by a full queue and retried by the kernel).
-fn tcp_connects(port: u16, n: usize) -> Vec<OwnedFd> {
-    let addr = SockaddrIn::new(127, 0, 0, 1, port);
-    (0..n)
-        .map(|_| {
-            let fd = socket(
-                AddressFamily::Inet,
-                SockType::Stream,
-                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .expect("socket");
-            match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
-                Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
-                Err(e) => panic!("connect 127.0.0.1:{port}: {e}"),
-            }
-            fd
-        })
-        .collect()
 }
 
 #[test]

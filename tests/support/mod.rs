@@ -9,7 +9,8 @@
 //! - [`tools`]: real external tools (`promtool`, Python's OpenMetrics parser, `prometheus`,
 //!   `prometheus-apache-exporter`) and the one `promtool` assertion;
 //! - [`tls`]: test certificates (rcgen) and curl over HTTPS;
-//! - `process` and [`hostile`]: process probes and signals; acting as another user.
+//! - `process` and [`hostile`]: process probes and signals; acting as another user;
+//! - [`backlog`]: stopped workers and pending connects, to fill an accept queue.
 //!
 //! Every wait here is a poll of a condition with a deadline; nothing sleeps in place of
 //! waiting. Every process a test starts is killed by pid and reaped by its guard.
@@ -20,6 +21,7 @@
     reason = "each test binary includes this module and uses only part of it"
 )]
 
+pub mod backlog;
 pub mod cluster;
 pub mod exposition;
 pub mod guards;
