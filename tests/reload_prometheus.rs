@@ -1,6 +1,6 @@
 //! Counters stay exact and monotonic through rolling and canary reloads, as a real
 //! Prometheus sees them. 4 demo workers with `--reload-batch 1` and `--slots 5` (so every
-//! batch reuses a slot an old worker left) serve keep-alive `wrk` load plus clients that
+//! batch but the first reuses a slot an old worker left) serve keep-alive `wrk` load plus clients that
 //! open a connection per request, while Prometheus scrapes the master every second. In turn:
 //! a good rolling reload; a rolling reload whose third new worker fails at start-up (rolled
 //! back, the old workers restored); a canary of a release answering 500 on every 4th
@@ -9,7 +9,9 @@
 //! At the end Prometheus holds exactly the master's last `/metrics` values, no counter
 //! series ever went down (`resets()` = 0 over the whole run), the reload counters match the
 //! four reloads, no client request failed (the bad canary's 500s are answers) and the
-//! cluster counted at least every answer the clients got.
+//! cluster counted at least every answer the clients got. Prometheus is made to scrape
+//! between the steps; a scrape of `/metrics` every 50 ms also checks the moments between
+//! its scrapes.
 
 mod support;
 
