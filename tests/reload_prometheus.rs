@@ -136,17 +136,13 @@ fn stored(prom: &PrometheusServer, family: &str) -> BTreeMap<Series, f64> {
     prom.query(family)
         .iter()
         .map(|r| {
-            let mut labels: Series = r["metric"]
+            let labels: Series = r["metric"]
                 .as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for extra in ["__name__", "job", "instance"] {
-                labels.remove(extra);
-            }
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !["__name__", "job", "instance"].contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
             let v = r["value"][1]
                 .as_str()
                 .and_then(parse_value)
@@ -206,18 +202,18 @@ impl FastScrape {
 
     /// Stops the thread; returns the scrapes taken and the series that went down.
     fn stop(mut self) -> (u64, Vec<String>) {
+        self.halt().expect("the scraping thread panicked")
+    }
+
+    fn halt(&mut self) -> Option<(u64, Vec<String>)> {
         self.stop.store(true, Ordering::Relaxed);
-        let t = self.thread.take().expect("running");
-        t.join().expect("the scraping thread panicked")
+        self.thread.take()?.join().ok()
     }
 }
 
 impl Drop for FastScrape {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.halt();
     }
 }
 
@@ -487,6 +483,11 @@ fn counters_stay_exact_and_monotonic_through_rolling_and_canary_reloads() {
         prom.query_scalar(&format!("max_over_time({range})")),
         Some(4.0)
     );
+    // For contrast: a process counter starts again with each new worker in a slot.
+    let cpu_resets = prom.query_scalar(&format!(
+        "sum(resets(process_cpu_seconds_total[{WHOLE_RUN}]))"
+    ));
+    eprintln!("resets() of process_cpu_seconds_total: {cpu_resets:?}");
     let scrapes = prom.query_scalar(&format!(
         "count_over_time(up{{job=\"{JOB}\"}}[{WHOLE_RUN}])"
     ));
