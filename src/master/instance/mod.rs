@@ -18,11 +18,12 @@ use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
 use crate::error::{Error, Result};
+use crate::scoreboard::raw::fd as lock_fd;
 
 /// Where instances keep their files when nothing else is configured.
 pub fn default_runtime_dir() -> PathBuf {
@@ -290,11 +291,28 @@ fn check_private_dir(st: &FileStat) -> Result<(), String> {
     Ok(())
 }
 
-/// The held instance lock. Dropping it releases the lock; the file stays (removing it before
-/// the release would let two masters each lock a different file of the same name).
+/// The held instance lock. Dropping it releases the lock unless it was shared with a
+/// successor; the file stays (removing it before the release would let two masters each lock
+/// a different file of the same name).
+///
+/// The lock belongs to the open file description, not to a descriptor: a descriptor passed
+/// to another process (`SCM_RIGHTS`) or inherited shares it, so both hold the one lock and no
+/// third master can take it in between. Hence no unlock on drop once it is shared: the kernel
+/// releases it when the last descriptor closes.
 #[derive(Debug)]
 pub struct InstanceLock {
-    _lock: Flock<File>,
+    file: File,
+    mode: LockMode,
+}
+
+/// Who else holds the lock's open file description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LockMode {
+    /// Only this process: dropping the lock unlocks.
+    Held,
+    /// Shared with another process (handed over, or adopted from a predecessor): dropping
+    /// only closes this descriptor.
+    Shared,
 }
 
 impl InstanceLock {
@@ -312,24 +330,81 @@ impl InstanceLock {
         let file = open_lock_file(dir, &file_name).map_err(io)?;
         let st = nix::sys::stat::fstat(&file).map_err(|e| io(e.into()))?;
         check_lock_file(&st).map_err(|why| io(std::io::Error::other(why)))?;
-        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => l,
-            Err((file, Errno::EWOULDBLOCK)) => {
-                let mut text = String::new();
-                let _ = (&file).take(64).read_to_string(&mut text);
-                return Err(Error::AlreadyRunning {
-                    name: name.to_string(),
-                    pid: text.trim().parse().unwrap_or(0),
-                });
-            }
-            Err((_, e)) => return Err(io(e.into())),
+        if !lock_fd::try_lock_exclusive(file.as_fd()).map_err(io)? {
+            let mut text = String::new();
+            let _ = (&file).take(64).read_to_string(&mut text);
+            return Err(Error::AlreadyRunning {
+                name: name.to_string(),
+                pid: text.trim().parse().unwrap_or(0),
+            });
+        }
+        let lock = Self {
+            file,
+            mode: LockMode::Held,
         };
-        nix::sys::stat::fchmod(&*lock, Mode::from_bits_truncate(0o600))
+        nix::sys::stat::fchmod(&lock.file, Mode::from_bits_truncate(0o600))
             .map_err(|e| io(e.into()))?;
-        let pid = format!("{}\n", std::process::id());
-        lock.set_len(0).map_err(io)?;
-        lock.write_all_at(pid.as_bytes(), 0).map_err(io)?;
-        Ok(Self { _lock: lock })
+        lock.write_pid(std::process::id()).map_err(io)?;
+        Ok(lock)
+    }
+
+    /// Writes `pid` as the lock file's content (the master that answers for the instance).
+    ///
+    /// # Errors
+    /// The write.
+    pub fn write_pid(&self, pid: u32) -> std::io::Result<()> {
+        let text = format!("{pid}\n");
+        self.file.set_len(0)?;
+        self.file.write_all_at(text.as_bytes(), 0)
+    }
+
+    /// The descriptor to pass to a successor. From now on the lock is shared: dropping this
+    /// copy no longer unlocks (the successor's copy keeps the lock).
+    #[allow(
+        dead_code,
+        reason = "the master upgrade passes it (docs/design/master-upgrade.md)"
+    )]
+    pub fn share(&mut self) -> BorrowedFd<'_> {
+        self.mode = LockMode::Shared;
+        self.file.as_fd()
+    }
+
+    /// Takes a lock descriptor a predecessor passed: it must be a regular file of ours whose
+    /// open file description holds the lock (taking it again on the same description succeeds;
+    /// a description another master's lock excludes fails; a free lock is taken).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the descriptor is not such a file, or its description does not hold
+    /// the lock.
+    #[allow(
+        dead_code,
+        reason = "the master upgrade adopts it (docs/design/master-upgrade.md)"
+    )]
+    pub fn adopt(fd: OwnedFd) -> Result<Self> {
+        let io = |source| Error::Io {
+            context: "the instance lock passed by the previous master".into(),
+            source,
+        };
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| io(e.into()))?;
+        check_lock_file(&st).map_err(|why| io(std::io::Error::other(why)))?;
+        if !lock_fd::try_lock_exclusive(fd.as_fd()).map_err(io)? {
+            return Err(io(std::io::Error::other(
+                "its description does not hold the lock (another master does)",
+            )));
+        }
+        Ok(Self {
+            file: File::from(fd),
+            mode: LockMode::Shared,
+        })
+    }
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        if self.mode == LockMode::Held {
+            // A library user's process may go on after the master: release now, not at exit.
+            let _ = lock_fd::unlock(self.file.as_fd());
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Unit tests of the runtime dir and the instance lock (real files in a temp dir).
 
 use super::*;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
@@ -178,4 +178,65 @@ fn lock_symlink_fifo_and_foreign_file_are_refused() {
         let e = InstanceLock::acquire(&dir, "d").unwrap_err().to_string();
         assert!(e.contains("owned by uid 65534"), "{e}");
     }
+}
+
+/// A lock passed on (one open file description in two holders) stays held when the first
+/// holder goes: no third master can take it in between, the successor's pid is what others
+/// see, and the kernel frees it when the last holder closes it.
+#[test]
+fn a_shared_lock_outlives_the_holder_that_shared_it() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = RuntimeDir::open(&t.path().join("rt")).unwrap();
+    let mut first = InstanceLock::acquire(&dir, "x").unwrap();
+    let passed = first.share().try_clone_to_owned().unwrap();
+    let second = InstanceLock::adopt(passed).unwrap();
+    drop(first);
+    second.write_pid(4242).unwrap();
+    match InstanceLock::acquire(&dir, "x") {
+        Err(Error::AlreadyRunning { pid, .. }) => assert_eq!(pid, 4242),
+        other => panic!("a third master took a shared lock: {other:?}"),
+    }
+    drop(second);
+    let again = InstanceLock::acquire(&dir, "x").expect("free once every holder closed it");
+    drop(again);
+}
+
+/// A successor that gives up (its copy dropped) leaves the lock with the predecessor.
+#[test]
+fn a_successor_that_goes_away_leaves_the_lock_held() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = RuntimeDir::open(&t.path().join("rt")).unwrap();
+    let mut first = InstanceLock::acquire(&dir, "x").unwrap();
+    let second = InstanceLock::adopt(first.share().try_clone_to_owned().unwrap()).unwrap();
+    drop(second);
+    assert!(matches!(
+        InstanceLock::acquire(&dir, "x"),
+        Err(Error::AlreadyRunning { .. })
+    ));
+    drop(first);
+}
+
+/// Only a descriptor of the locked description is adopted: another open of the same file
+/// (excluded by the lock), a FIFO and a directory are refused with the reason.
+#[test]
+fn adopt_refuses_what_is_not_the_held_lock() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = RuntimeDir::open(&t.path().join("rt")).unwrap();
+    let held = InstanceLock::acquire(&dir, "x").unwrap();
+    let other = std::fs::File::open(dir.entry_path("x.lock")).unwrap();
+    let e = InstanceLock::adopt(other.into()).unwrap_err().to_string();
+    assert!(e.contains("does not hold the lock"), "{e}");
+    let fifo = t.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let e = InstanceLock::adopt(f.into()).unwrap_err().to_string();
+    assert!(e.contains("FIFO"), "{e}");
+    let d = std::fs::File::open(t.path()).unwrap();
+    let e = InstanceLock::adopt(d.into()).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    drop(held);
 }

@@ -1,9 +1,9 @@
 //! Taking ownership of descriptors: fds inherited at `exec` (their numbers come in
 //! environment variables) or received over `SCM_RIGHTS`, clearing close-on-exec in a forked
-//! child only, and registering an owned fd with tokio's reactor. These are the `unsafe` parts
+//! child only, and registering an owned fd with tokio's reactor, and `flock` without an unlock on drop. These are the `unsafe` parts
 //! of fd handling; `ipc`, the worker and the master reach them here, not through the layout.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Takes ownership of a file descriptor this process inherited from its master (its number
 /// came in an environment variable).
@@ -103,4 +103,35 @@ pub fn register_async<T: OwnsFd>(inner: T) -> std::io::Result<tokio::io::unix::A
     // and `as_raw_fd` keeps returning that same number. Descriptor numbers are per process:
     // another process holding the same file cannot close this one.
     unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(std::io::Error::from)
+}
+
+/// `flock(fd, LOCK_EX | LOCK_NB)`: `Ok(true)` when the lock is held (also when this open file
+/// description held it already), `Ok(false)` when another description holds it.
+///
+/// Unlike nix's `Flock`, nothing here unlocks on drop: a lock shared with another process
+/// through a passed descriptor (one open file description) must outlive this copy.
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> std::io::Result<bool> {
+    // SAFETY: flock only reads its integer arguments; `fd` is borrowed, so it is open for the
+    // whole call. Nothing is shared with another process but the kernel's lock state, which
+    // the kernel keeps consistent itself.
+    let r = unsafe { nix::libc::flock(fd.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    match std::io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(nix::libc::EWOULDBLOCK) => Ok(false),
+        e => Err(e),
+    }
+}
+
+/// `flock(fd, LOCK_UN)`: releases the lock of `fd`'s open file description for every
+/// descriptor that shares it.
+pub fn unlock(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    // SAFETY: as in `try_lock_exclusive`: integer arguments, a borrowed (open) descriptor.
+    let r = unsafe { nix::libc::flock(fd.as_raw_fd(), nix::libc::LOCK_UN) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
