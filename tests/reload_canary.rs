@@ -88,18 +88,6 @@ impl Drop for Churn {
     }
 }
 
-fn ready_pids(cluster: &Cluster, generation: u64) -> Vec<u32> {
-    let mut pids: Vec<u32> = cluster
-        .snapshot()
-        .slots
-        .iter()
-        .filter(|s| s.generation == generation && s.state == SlotState::Ready && s.pid != 0)
-        .map(|s| s.pid)
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 /// Slots with a live worker of `generation`.
 fn live_of(cluster: &Cluster, generation: u64) -> usize {
     let live = |s: &&flora_cluster::scoreboard::SlotSnapshot| {
@@ -212,7 +200,7 @@ fn a_release_answering_500s_is_rolled_back_with_its_figures() {
     wait_until(START_TIMEOUT, "generation 2 gone", || {
         live_of(&cluster, 2) == 0
     });
-    assert_eq!(ready_pids(&cluster, 1), old);
+    assert_eq!(cluster.ready_pids_of(1), old);
     assert!(wrk.running(), "wrk's run ended before the rollback settled");
     let report = wrk.stop();
     let (answers, errors, failed) = churn.stop();
@@ -299,7 +287,7 @@ fn a_good_release_is_promoted_to_every_slot() {
         "{stdout}"
     );
     wait_until(START_TIMEOUT, "2 ready workers of generation 2", || {
-        ready_pids(&cluster, 2).len() == WORKERS
+        cluster.ready_pids_of(2).len() == WORKERS
     });
     Cluster::wait_pids_gone(&old, START_TIMEOUT);
     assert!(wrk.running(), "wrk's run ended before the reload did");

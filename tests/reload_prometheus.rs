@@ -60,19 +60,6 @@ const FAST_SCRAPE_EVERY: Duration = Duration::from_millis(50);
 /// Counter samples that do restart by design: a process counter of a replaced worker.
 const RESTARTING: [&str; 1] = ["process_cpu_seconds_total"];
 
-/// Ready workers of `generation`, by pid.
-fn ready_of(cluster: &Cluster, generation: u64) -> Vec<u32> {
-    let mut pids: Vec<u32> = cluster
-        .snapshot()
-        .slots
-        .iter()
-        .filter(|s| s.generation == generation && s.state == SlotState::Ready && s.pid != 0)
-        .map(|s| s.pid)
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 /// Slots with a live worker (starting, ready or draining).
 fn live_workers(cluster: &Cluster) -> usize {
     let live = |s: &&flora_cluster::scoreboard::SlotSnapshot| {
@@ -100,7 +87,7 @@ fn wait_scraped(prom: &PrometheusServer, reloads: u32) {
 fn settle_on(cluster: &Cluster, generation: u64) {
     let what = format!("only the {WORKERS} ready workers of generation {generation}");
     wait_until(SETTLE_TIMEOUT, &what, || {
-        ready_of(cluster, generation).len() == WORKERS && live_workers(cluster) == WORKERS
+        cluster.ready_pids_of(generation).len() == WORKERS && live_workers(cluster) == WORKERS
     });
     assert_eq!(cluster.snapshot().generation, generation);
 }
@@ -310,7 +297,7 @@ fn counters_stay_exact_and_monotonic_through_rolling_and_canary_reloads() {
     // 3. A canary (1 worker, 2 s) of a release answering 500 on every 4th request:
     //    generation 4 rolls back, the old workers never stopped.
     dir.demo_script("worker.sh", "", "--body v4 --error-every 4");
-    let old = ready_of(&cluster, 2);
+    let old = cluster.ready_pids_of(2);
     let out = dir.ctl(&[
         "reload",
         "--canary",
@@ -328,7 +315,7 @@ fn counters_stay_exact_and_monotonic_through_rolling_and_canary_reloads() {
         "{text}"
     );
     settle_on(&cluster, 2);
-    assert_eq!(ready_of(&cluster, 2), old, "an old worker stopped");
+    assert_eq!(cluster.ready_pids_of(2), old, "an old worker stopped");
     assert_serves(port, "v2");
     wait_scraped(&prom, 3);
     eprintln!("step 3 done at {:?}", begun.elapsed());

@@ -105,18 +105,6 @@ impl Drop for PeakWatch {
     }
 }
 
-fn ready_pids(cluster: &Cluster, generation: u64) -> Vec<u32> {
-    let mut pids: Vec<u32> = cluster
-        .snapshot()
-        .slots
-        .iter()
-        .filter(|s| s.generation == generation && s.state == SlotState::Ready && s.pid != 0)
-        .map(|s| s.pid)
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 /// Runs `flora-cluster reload` on a thread, sampling the scoreboard while it runs; returns
 /// its output and the most occupied slots seen.
 fn reload_sampling(dir: &TestDir, cluster: &Cluster) -> (std::process::Output, usize) {
@@ -155,7 +143,7 @@ fn one_at_a_time_under_load_loses_nothing_and_never_runs_more_than_five() {
     );
     // Traffic reaches the new generation, then the load stops.
     wait_until(START_TIMEOUT, "4 ready workers of generation 2", || {
-        ready_pids(&cluster, 2).len() == WORKERS
+        cluster.ready_pids_of(2).len() == WORKERS
     });
     assert!(wrk.running(), "wrk's run ended before the reload did");
     let report = wrk.stop();
@@ -215,7 +203,7 @@ fn a_failing_third_worker_restores_all_four_old_workers() {
     );
     // Two old workers were drained by the first two batches: the restore brings back four.
     let restored = wait_for(START_TIMEOUT, "4 ready workers of generation 1", || {
-        let pids = ready_pids(&cluster, 1);
+        let pids = cluster.ready_pids_of(1);
         (pids.len() == WORKERS).then_some(pids)
     });
     let kept = restored.iter().filter(|p| old.contains(p)).count();

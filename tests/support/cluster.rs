@@ -385,6 +385,19 @@ impl Cluster {
         })
     }
 
+    /// Ready workers of `generation`, by pid (sorted).
+    pub fn ready_pids_of(&self, generation: u64) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .snapshot()
+            .slots
+            .iter()
+            .filter(|s| s.generation == generation && s.state == SlotState::Ready && s.pid != 0)
+            .map(|s| s.pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
     /// Waits until every pid in `pids` is gone (or a zombie), at most `timeout`.
     pub fn wait_pids_gone(pids: &[u32], timeout: Duration) {
         wait_until(timeout, &format!("pids {pids:?} to exit"), || {
