@@ -65,6 +65,9 @@ pub const ENV_TLS_KEY: &str = "FLORA_TLS_KEY";
 
 /// Largest control message; a bigger one is a protocol error.
 pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Most descriptors one message carries; a message with more is refused by the sender, and
+/// by the receiver as truncated (the descriptors that came are closed).
+pub const MAX_FDS: usize = 64;
 
 /// Identifies a request on one control channel; the answer carries the same id.
 pub type RequestId = u64;
@@ -198,14 +201,28 @@ impl Channel {
 
     /// Sends `msg`, with `fd` attached when given.
     pub async fn send<T: Serialize>(&self, msg: &T, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        self.send_fds(msg, fd.as_slice()).await
+    }
+
+    /// Sends `msg` with `fds` attached (at most [`MAX_FDS`]; more is `InvalidInput`, nothing
+    /// sent): for handing many descriptors over, in batches.
+    pub async fn send_fds<T: Serialize>(&self, msg: &T, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        if fds.len() > MAX_FDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} descriptors in one message (at most {MAX_FDS})",
+                    fds.len()
+                ),
+            ));
+        }
         let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
-        let raw = fd.map(|f| [f.as_raw_fd()]);
+        let raw: Vec<std::os::fd::RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         loop {
             let mut guard = self.fd.writable().await?;
             let res = guard.try_io(|inner| {
-                let cmsgs: Vec<ControlMessage<'_>> = raw
-                    .as_ref()
-                    .map(|r| ControlMessage::ScmRights(r))
+                let cmsgs: Vec<ControlMessage<'_>> = (!raw.is_empty())
+                    .then(|| ControlMessage::ScmRights(&raw))
                     .into_iter()
                     .collect();
                 sendmsg::<UnixAddr>(
@@ -251,8 +268,13 @@ impl Channel {
     }
 }
 
+/// The kernel's limit of descriptors in one message (`SCM_MAX_FD`). The receive buffer holds
+/// that many, so the descriptors of a message are never cut off: a cut-off control message
+/// cannot be parsed, and the descriptors the kernel installed for it would stay open.
+const SCM_MAX_FD: usize = 253;
+
 fn recv_raw(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; SCM_MAX_FD]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<UnixAddr>(
         fd.as_raw_fd(),
@@ -273,6 +295,16 @@ fn recv_raw(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "control message too large",
+        ));
+    }
+    if fds.len() > MAX_FDS {
+        // Dropping them closes them.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} descriptors in one message (at most {MAX_FDS})",
+                fds.len()
+            ),
         ));
     }
     Ok((msg.bytes, fds))
@@ -298,6 +330,72 @@ mod tests {
         assert_eq!(fds.len(), 1);
         drop(a);
         assert!(b.recv::<ToMaster>().await.unwrap().is_none());
+    }
+
+    /// A batch of descriptors arrives whole and in order; more than [`MAX_FDS`] is refused
+    /// before anything is sent, and a message that still carries more (a peer that does not
+    /// use `send_fds`) is an error at the receiver.
+    #[tokio::test]
+    async fn batches_of_descriptors_up_to_the_limit() {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsFd;
+        let (a, b) = pair().unwrap();
+        let (a, b) = (Channel::new(a).unwrap(), Channel::new(b).unwrap());
+        let files: Vec<std::fs::File> = (0..MAX_FDS)
+            .map(|i| {
+                let mut f = tempfile::tempfile().unwrap();
+                write!(f, "{i}").unwrap();
+                f
+            })
+            .collect();
+        let fds: Vec<BorrowedFd<'_>> = files.iter().map(AsFd::as_fd).collect();
+        a.send_fds(&ToMaster::Ready, &fds).await.unwrap();
+        let (msg, got): (ToMaster, _) = b.recv().await.unwrap().unwrap();
+        assert_eq!(msg, ToMaster::Ready);
+        assert_eq!(got.len(), MAX_FDS);
+        for (i, fd) in got.into_iter().enumerate() {
+            let mut f = std::fs::File::from(fd);
+            f.rewind().unwrap();
+            let mut text = String::new();
+            f.read_to_string(&mut text).unwrap();
+            assert_eq!(text, i.to_string(), "descriptor {i} in order");
+        }
+        let one_more: Vec<BorrowedFd<'_>> =
+            fds.iter().copied().chain(fds.first().copied()).collect();
+        let e = a.send_fds(&ToMaster::Ready, &one_more).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    }
+
+    /// A peer that sends more descriptors than a message may carry (a worker does not have to
+    /// use `send_fds`) gets an error, and every descriptor that arrived is closed: the write
+    /// ends of a pipe, sent 100 times, all close, so its read end sees end of file.
+    #[tokio::test]
+    async fn too_many_descriptors_are_refused_and_closed() {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        let copies: Vec<OwnedFd> = (0..100).map(|_| write_end.try_clone().unwrap()).collect();
+        let raw: Vec<std::os::fd::RawFd> = copies.iter().map(AsRawFd::as_raw_fd).collect();
+        let (c, d) = pair().unwrap();
+        let d = Channel::new(d).unwrap();
+        sendmsg::<UnixAddr>(
+            c.as_raw_fd(),
+            &[IoSlice::new(br#"{"msg":"ready"}"#)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        drop((copies, write_end));
+        let e = d.recv::<ToMaster>().await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("100 descriptors"), "{e}");
+        let flags = nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&read_end, nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            nix::unistd::read(&read_end, &mut byte),
+            Ok(0),
+            "a received write end stayed open"
+        );
     }
 
     #[tokio::test]
