@@ -13,8 +13,6 @@ use support::TestDir;
 
 /// A rejected command line exits at once.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Exit code of a usage error.
-const EXIT_USAGE: i32 = 2;
 
 /// `(flags, words the error must name)`.
 const BAD: &[(&[&str], &[&str])] = &[
@@ -100,22 +98,7 @@ fn bad_autoscale_flags_exit_2_naming_the_setting() {
             .args(args)
             .demo(&[])
             .run_to_exit(EXIT_TIMEOUT);
-        assert_eq!(
-            status.code(),
-            Some(EXIT_USAGE),
-            "{args:?}: {status:?}\n{stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
-        for name in *names {
-            assert!(
-                stderr.contains(name),
-                "{args:?}: stderr lacks {name:?}:\n{stderr}"
-            );
-        }
-        assert!(
-            !dir.segment_path().exists(),
-            "{args:?}: a segment was created"
-        );
+        support::cluster::assert_refused(&dir, &args, status, &stderr, names);
     }
 }
 
@@ -140,7 +123,11 @@ fn bad_autoscale_keys_in_a_config_file_name_key_and_line() {
             .args(&["--config", &path])
             .demo(&[])
             .run_to_exit(EXIT_TIMEOUT);
-        assert_eq!(status.code(), Some(EXIT_USAGE), "{text:?}: {stderr}");
+        assert_eq!(
+            status.code(),
+            Some(support::cluster::EXIT_USAGE),
+            "{text:?}: {stderr}"
+        );
         for name in names {
             assert!(stderr.contains(name), "{text:?}: lacks {name:?}:\n{stderr}");
         }

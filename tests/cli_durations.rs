@@ -11,8 +11,6 @@ use support::TestDir;
 
 /// A rejected command line exits at once.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Exit code of a usage error.
-const EXIT_USAGE: i32 = 2;
 /// Values no duration may take.
 const BAD: [&str; 7] = ["nan", "NaN", "inf", "-inf", "-1", "0", "1e30"];
 
@@ -20,22 +18,7 @@ const BAD: [&str; 7] = ["nan", "NaN", "inf", "-inf", "-1", "0", "1e30"];
 fn rejected(dir: &TestDir, args: &[&OsStr], names: &[&str]) {
     let (status, stderr) =
         support::run_master_to_exit(args, support::free_port(), &dir.scratch(""), EXIT_TIMEOUT);
-    assert_eq!(
-        status.code(),
-        Some(EXIT_USAGE),
-        "{args:?}: exit {status:?}; stderr:\n{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
-    for name in names {
-        assert!(
-            stderr.contains(name),
-            "{args:?}: stderr lacks {name:?}:\n{stderr}"
-        );
-    }
-    assert!(
-        !dir.segment_path().exists(),
-        "{args:?}: a segment was created"
-    );
+    support::cluster::assert_refused(dir, &args, status, &stderr, names);
 }
 
 #[test]

@@ -12,8 +12,6 @@ use support::TestDir;
 
 /// A rejected command line exits at once.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Exit code of a usage error.
-const EXIT_USAGE: i32 = 2;
 
 /// `(flags, words the error must name)`.
 const BAD: &[(&[&str], &[&str])] = &[
@@ -97,22 +95,7 @@ fn rejected(dir: &TestDir, args: &[&str], names: &[&str]) {
         .args(args)
         .demo(&[])
         .run_to_exit(EXIT_TIMEOUT);
-    assert_eq!(
-        status.code(),
-        Some(EXIT_USAGE),
-        "{args:?}: {status:?}\n{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
-    for name in names {
-        assert!(
-            stderr.contains(name),
-            "{args:?}: stderr lacks {name:?}:\n{stderr}"
-        );
-    }
-    assert!(
-        !dir.segment_path().exists(),
-        "{args:?}: a segment was created"
-    );
+    support::cluster::assert_refused(dir, &args, status, &stderr, names);
 }
 
 #[test]

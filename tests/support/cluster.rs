@@ -495,3 +495,33 @@ pub fn wait_respawn(cluster: &Cluster, slot: usize, old_pid: u32) -> u32 {
         },
     )
 }
+
+/// Exit code of a usage error (a refused flag or configuration).
+pub const EXIT_USAGE: i32 = 2;
+
+/// Checks a master run that had to be refused at once: exit [`EXIT_USAGE`], stderr naming
+/// every one of `names`, no panic, and no segment made in `dir`.
+pub fn assert_refused(
+    dir: &TestDir,
+    what: &dyn std::fmt::Debug,
+    status: ExitStatus,
+    stderr: &str,
+    names: &[&str],
+) {
+    assert_eq!(
+        status.code(),
+        Some(EXIT_USAGE),
+        "{what:?}: exit {status:?}; stderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{what:?} panicked:\n{stderr}");
+    for name in names {
+        assert!(
+            stderr.contains(name),
+            "{what:?}: stderr lacks {name:?}:\n{stderr}"
+        );
+    }
+    assert!(
+        !dir.segment_path().exists(),
+        "{what:?}: a segment was created"
+    );
+}

@@ -339,15 +339,7 @@ impl Core {
         let kill_at = self.now + self.cfg.shutdown_timeout;
         for slot in 0..self.owner.len() {
             if self.owner[slot] == Some(tx.generation) {
-                self.owner[slot] = None;
-                self.respawn_at.remove(&slot);
-                match self.workers.get(&slot) {
-                    // Ready ones may be serving: drained like any old worker.
-                    Some(w) if w.ready => self.drain(slot, kill_at),
-                    // Never ready: SIGTERM now, SIGKILL after the shutdown timeout.
-                    Some(_) => self.terminate(slot, kill_at),
-                    None => {}
-                }
+                self.release_slot(slot, kill_at);
             }
         }
         let reason = match self.restore_after_rollback() {

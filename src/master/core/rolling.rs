@@ -78,13 +78,7 @@ impl Core {
             .collect();
         mine.sort_by_key(|s| self.workers.get(s).is_some_and(|w| w.ready));
         for &slot in mine.iter().take(n) {
-            self.owner[slot] = None;
-            self.respawn_at.remove(&slot);
-            match self.workers.get(&slot) {
-                Some(w) if w.ready => self.drain(slot, kill_at),
-                Some(_) => self.terminate(slot, kill_at),
-                None => {}
-            }
+            self.release_slot(slot, kill_at);
         }
     }
 

@@ -368,6 +368,19 @@ impl Core {
         }
     }
 
+    /// Gives `slot` up (no owner, no respawn) and stops its worker: a ready one may be
+    /// serving, so it drains like any old worker; one never ready gets SIGTERM now; both are
+    /// SIGKILLed at `kill_at`.
+    pub(super) fn release_slot(&mut self, slot: usize, kill_at: Instant) {
+        self.owner[slot] = None;
+        self.respawn_at.remove(&slot);
+        match self.workers.get(&slot) {
+            Some(w) if w.ready => self.drain(slot, kill_at),
+            Some(_) => self.terminate(slot, kill_at),
+            None => {}
+        }
+    }
+
     /// SIGTERM now (a worker that never became ready may not read its channel); SIGKILL at
     /// `kill_at`.
     pub(super) fn terminate(&mut self, slot: usize, kill_at: Instant) {
