@@ -1,5 +1,6 @@
 //! The instance's control socket: a Unix stream socket (mode 0600) in the runtime directory,
-//! one JSON object per line each way. Commands: `reload`, `canary`, `stop`, `scale`, `status`.
+//! one JSON object per line each way. Commands: `reload`, `canary`, `upgrade`, `stop`, `scale`,
+//! `status`.
 //!
 //! ```text
 //! → {"cmd":"reload"}
@@ -67,6 +68,19 @@ pub enum Request {
         /// Requests needed in each generation to judge.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         min_requests: Option<u64>,
+    },
+    /// Replace the master itself ([`crate::upgrade`]): the binary on disk (`binary`, else the
+    /// path the master was started from) takes over the sockets, the scoreboard and the
+    /// state; answered with the [`UpgradeReport`] once the old master hands over or rolls
+    /// back. Only on the control socket (never over HTTP).
+    Upgrade {
+        /// The new master's binary (absolute path); `None`: the master's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<PathBuf>,
+        /// How long the new master may take to become ready, seconds (`None`: the ready
+        /// timeout plus 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<f64>,
     },
 }
 
@@ -144,6 +158,28 @@ pub struct ReloadOutcome {
     pub canary: Option<CanaryReport>,
 }
 
+/// The result of one master upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// Success (the new master serves) or rollback (the old one serves on).
+    pub outcome: Outcome,
+    /// The master that was asked.
+    pub from_pid: u32,
+    /// The new master, once it was started.
+    #[serde(default)]
+    pub to_pid: Option<u32>,
+    /// The old master's version.
+    pub from_version: String,
+    /// The new master's version, once it said hello.
+    #[serde(default)]
+    pub to_version: Option<String>,
+    /// From the request to the handover (or the rollback), ms.
+    pub duration_ms: u64,
+    /// Why it was rolled back.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// A reply line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
@@ -161,6 +197,9 @@ pub struct Reply {
     /// The status document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
+    /// The outcome of a master upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeReport>,
 }
 
 impl Reply {
@@ -290,6 +329,16 @@ mod tests {
         let spec = req.canary_spec(&CanaryLimits::default()).unwrap();
         assert_eq!(spec.limits, CanaryLimits::default());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"canary","workers":1}"#).is_err());
+        let up = Request::Upgrade {
+            binary: None,
+            timeout_secs: None,
+        };
+        assert_eq!(serde_json::to_string(&up).unwrap(), r#"{"cmd":"upgrade"}"#);
+        let up = r#"{"cmd":"upgrade","binary":"/usr/bin/flora-cluster","timeout_secs":30.0}"#;
+        assert!(matches!(
+            serde_json::from_str::<Request>(up).unwrap(),
+            Request::Upgrade { binary: Some(_), timeout_secs: Some(t) } if t == 30.0
+        ));
         let r = Reply::error("nope");
         assert_eq!(
             serde_json::to_string(&r).unwrap(),

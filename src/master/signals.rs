@@ -17,6 +17,7 @@ pub struct UnixSignals {
     int: Signal,
     quit: Signal,
     hup: Signal,
+    usr2: Signal,
 }
 
 impl UnixSignals {
@@ -30,6 +31,7 @@ impl UnixSignals {
             int: signal(SignalKind::interrupt())?,
             quit: signal(SignalKind::quit())?,
             hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 }
@@ -41,6 +43,7 @@ impl SignalSource for UnixSignals {
             _ = self.int.recv() => SignalEvent::Stop,
             _ = self.quit.recv() => SignalEvent::Stop,
             _ = self.hup.recv() => SignalEvent::Reload,
+            _ = self.usr2.recv() => SignalEvent::Upgrade,
         }
     }
 }

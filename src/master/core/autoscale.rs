@@ -136,6 +136,9 @@ impl Core {
         let Some(cfg) = self.cfg.autoscale.clone() else {
             return;
         };
+        if self.upgrade.is_some() || self.retiring {
+            return;
+        }
         let now = self.now;
         let serving = self.serving();
         let busy = busy.min(serving);

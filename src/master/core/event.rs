@@ -27,6 +27,8 @@ pub enum SignalEvent {
     Stop,
     /// SIGHUP: reload the workers.
     Reload,
+    /// SIGUSR2: upgrade the master (the binary it was started from).
+    Upgrade,
 }
 
 /// Who waits for a reply: an id the shell maps to its reply channel.
@@ -168,6 +170,31 @@ pub enum Event {
         /// Its result.
         result: Result<(), String>,
     },
+    /// The new master of an upgrade was started (the answer to [`Action::SpawnUpgrade`]).
+    UpgradeSpawned {
+        /// Its pid.
+        pid: u32,
+    },
+    /// The new master has every worker of its generation ready and waits for the commit.
+    UpgradeReady {
+        /// Its version.
+        version: String,
+    },
+    /// The new master took over (the answer to [`Action::CommitUpgrade`]).
+    UpgradeCommitted,
+    /// The upgrade failed: the new master could not start, exited, refused the state, broke
+    /// the protocol or hung up. Rolls back.
+    UpgradeFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The new master of an upgrade that failed is gone (its lent slots are free again).
+    UpgradeGone,
+    /// A worker of the previous master (after a takeover) exited: its slot is free.
+    ForeignExited {
+        /// Its slot.
+        slot: usize,
+    },
 }
 
 /// How loud a [`Log`] is.
@@ -206,6 +233,10 @@ pub enum Notify {
         /// The generation being started.
         generation: u64,
     },
+    /// `RELOADING=1`: a new master is being started.
+    Upgrading,
+    /// `READY=1` and `MAINPID=` this master again after a failed upgrade.
+    UpgradeRolledBack,
 }
 
 /// Why the master kills a worker (`flora_worker_kills_total{reason}`).
@@ -430,4 +461,32 @@ pub enum Action {
         /// Why.
         reason: ScaleReason,
     },
+    /// Start the new master of an upgrade; answered with [`Event::UpgradeSpawned`] or
+    /// [`Event::UpgradeFailed`].
+    SpawnUpgrade {
+        /// Its binary (`None`: the one this master was started from).
+        binary: Option<std::path::PathBuf>,
+        /// The free slots it may start its workers in.
+        lent: Vec<usize>,
+        /// Slot and pid of every worker of this master (foreign to the new one).
+        workers: Vec<(usize, u32)>,
+        /// The serving generation.
+        generation: u64,
+        /// The worker count wanted.
+        target: usize,
+    },
+    /// Stop accepting on the control socket and the status server and hand over: send the
+    /// final state; answered with [`Event::UpgradeCommitted`] or [`Event::UpgradeFailed`].
+    CommitUpgrade,
+    /// Tell the new master to give up (or stop it); accept again if the commit had stopped
+    /// accepting.
+    AbortUpgrade {
+        /// Why.
+        reason: String,
+    },
+    /// Count and keep an upgrade's outcome.
+    RecordUpgrade(crate::control::UpgradeReport),
+    /// The new master serves: at exit, leave the shared files (sockets, lock, scoreboard
+    /// link) to it, and tell systemd nothing more.
+    Retire,
 }

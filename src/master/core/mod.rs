@@ -158,6 +158,7 @@ mod reload;
 mod rolling;
 mod status;
 mod stop;
+mod upgrade;
 mod workers;
 
 #[cfg(test)]
@@ -207,6 +208,8 @@ pub struct Settings {
     pub canary_limits: crate::canary::CanaryLimits,
     /// Autoscaling between bounds (`None`: the target moves only on `scale`).
     pub autoscale: Option<Autoscale>,
+    /// Why this master cannot be upgraded at all (PID 1), if it cannot.
+    pub upgrade_refused: Option<String>,
 }
 
 /// Where the stop stands (orthogonal to starting/running: a start goes on while the
@@ -270,6 +273,13 @@ pub struct Core {
     jitter: Jitter,
     /// What the autoscaler remembers between load samples.
     autoscale: autoscale::ScaleState,
+    /// The master upgrade under way (`upgrade.rs`).
+    upgrade: Option<upgrade::UpgradeTx>,
+    /// Slots the other master of an upgrade holds: lent to a new master, or (after a
+    /// takeover) the previous master's workers'. Never free.
+    held: upgrade::Held,
+    /// Handed over to a new master: only drains.
+    retiring: bool,
 }
 
 impl Core {
@@ -307,6 +317,9 @@ impl Core {
             recycles: BTreeMap::new(),
             jitter: Jitter::new(seed),
             autoscale: autoscale::ScaleState::default(),
+            upgrade: None,
+            held: upgrade::Held::new(),
+            retiring: false,
         }
     }
 
@@ -324,7 +337,18 @@ impl Core {
             Event::Tick => self.on_tick(),
             Event::Control { request, waiter } => self.on_control(request, waiter),
             Event::Signal(SignalEvent::Stop) => self.request_stop("stop signal"),
-            Event::Signal(SignalEvent::Reload) => self.request_reload(None),
+            Event::Signal(SignalEvent::Reload) => {
+                if !self.refuse_during_upgrade(None, "SIGHUP reload") {
+                    self.request_reload(None);
+                }
+            }
+            Event::Signal(SignalEvent::Upgrade) => self.request_upgrade(None, None, None),
+            Event::UpgradeSpawned { pid } => self.on_upgrade_spawned(pid),
+            Event::UpgradeReady { version } => self.on_upgrade_ready(version),
+            Event::UpgradeCommitted => self.on_upgrade_committed(),
+            Event::UpgradeFailed { reason } => self.fail_upgrade(reason),
+            Event::UpgradeGone => self.on_upgrade_gone(),
+            Event::ForeignExited { slot } => self.on_foreign_exited(slot),
             Event::HookDone { hook, result } => self.on_hook_done(hook, result),
             Event::Heartbeat {
                 slot,
@@ -355,6 +379,7 @@ impl Core {
             .copied()
             .chain(self.start_deadline)
             .chain(self.reload.as_ref().and_then(ReloadTx::deadline))
+            .chain(self.upgrade_deadline())
             .chain(self.workers.values().filter_map(|w| w.kill_at))
             .chain(self.guard_deadlines())
             .min()

@@ -55,6 +55,8 @@ impl Core {
             "generation": self.generation,
             "target_workers": self.target,
             "reload_in_progress": self.reload.is_some(),
+            "upgrade_in_progress": self.upgrade.is_some(),
+            "version": env!("CARGO_PKG_VERSION"),
             "reload_batch": self.cfg.reload_batch,
             "reload": reload,
             "last_reload": self.last_reload,

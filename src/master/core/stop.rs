@@ -16,6 +16,23 @@ pub(super) enum StopHow {
 impl Core {
     pub(super) fn on_control(&mut self, request: Request, waiter: WaiterId) {
         match request {
+            Request::Reload if self.refuse_during_upgrade(Some(waiter), "reload") => {}
+            Request::Scale { .. } if self.refuse_during_upgrade(Some(waiter), "scale") => {}
+            Request::Canary { .. } if self.refuse_during_upgrade(Some(waiter), "reload") => {}
+            Request::Upgrade {
+                binary,
+                timeout_secs,
+            } => {
+                let timeout = timeout_secs
+                    .filter(|t| t.is_finite() && *t > 0.0 && *t <= 86_400.0)
+                    .map(std::time::Duration::from_secs_f64);
+                if timeout_secs.is_some() && timeout.is_none() {
+                    let msg = "timeout_secs must be a number of seconds in (0, 86400]";
+                    self.reply(waiter, Reply::error(msg));
+                } else {
+                    self.request_upgrade(binary, timeout, Some(waiter));
+                }
+            }
             Request::Reload => self.request_reload(Some(waiter)),
             Request::Stop => {
                 self.reply(waiter, Reply::ok());
@@ -43,6 +60,9 @@ impl Core {
     /// A stop: runs the before-shutdown hook first when there is one; a second stop (while
     /// the hook runs or the workers drain) kills at once.
     pub(super) fn request_stop(&mut self, why: &str) {
+        if self.upgrading() {
+            self.fail_upgrade("the cluster is stopping".into());
+        }
         match self.stop {
             Stop::No if self.cfg.before_shutdown => {
                 self.stop = Stop::Requested;

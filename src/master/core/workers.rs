@@ -78,7 +78,9 @@ impl Core {
 
     pub(super) fn free_slots(&self) -> Vec<usize> {
         (0..self.owner.len())
-            .filter(|s| self.owner[*s].is_none() && !self.workers.contains_key(s))
+            .filter(|s| {
+                self.owner[*s].is_none() && !self.workers.contains_key(s) && !self.held.contains(s)
+            })
             .collect()
     }
 
@@ -123,7 +125,9 @@ impl Core {
 
     pub(super) fn spawn_first_generation(&mut self) {
         let generation = self.generation;
-        for slot in 0..self.target {
+        // After a takeover the previous master's slots are held: start in the free ones.
+        let slots: Vec<usize> = self.free_slots().into_iter().take(self.target).collect();
+        for slot in slots {
             self.owner[slot] = Some(generation);
             self.queue_spawn(slot, generation, SpawnKind::Start);
         }
@@ -305,6 +309,7 @@ impl Core {
             ));
         }
         self.reload_deadline();
+        self.check_upgrade_deadline();
         self.recycle_timeouts();
         self.kill_overdue();
         let now = self.now;

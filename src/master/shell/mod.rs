@@ -11,6 +11,7 @@ mod listen;
 mod procfs;
 mod procs;
 mod tasks;
+mod upgrade;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -135,6 +136,11 @@ impl Shell {
             reload_batch: cfg.reload_batch,
             canary_limits: cfg.canary,
             autoscale: autoscale::settings_of(cfg),
+            upgrade_refused: reaper::is_init().then(|| {
+                "the master runs as PID 1, so it cannot hand over and exit: run it under an \
+                 init (tini, dumb-init, docker --init) to upgrade it"
+                    .to_string()
+            }),
         };
         let seed = u64::from(std::process::id()) ^ crate::scoreboard::mono_ns();
         Self {
@@ -279,6 +285,11 @@ impl Shell {
                 detail,
             } => self.record_recycle(slot, pid, reason, &detail),
             Action::RecordScale { direction, reason } => self.record_scale(direction, reason),
+            Action::SpawnUpgrade { .. }
+            | Action::CommitUpgrade
+            | Action::AbortUpgrade { .. }
+            | Action::RecordUpgrade(_)
+            | Action::Retire => return self.upgrade_action(action),
         }
         None
     }
@@ -356,6 +367,15 @@ impl Shell {
             Notify::Reloading { generation } => format!(
                 "{}\nSTATUS=reloading to generation {generation}",
                 systemd::reloading_message()
+            ),
+            Notify::Upgrading => format!(
+                "{}\nSTATUS=upgrading the master",
+                systemd::reloading_message()
+            ),
+            Notify::UpgradeRolledBack => format!(
+                "MAINPID={}\nREADY=1\nSTATUS=upgrade rolled back; {}",
+                std::process::id(),
+                self.status_line()
             ),
         };
         systemd::notify(&msg);

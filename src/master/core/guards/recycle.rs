@@ -35,6 +35,7 @@ impl Core {
             && self.start_deadline.is_none()
             && self.reload.is_none()
             && self.queued.is_none()
+            && self.upgrade.is_none()
             && healthy >= self.target
     }
 

@@ -41,6 +41,7 @@ fn settings(slots: usize, workers: usize) -> Settings {
         reload_batch: None,
         canary_limits: Default::default(),
         autoscale: None,
+        upgrade_refused: None,
     }
 }
 
