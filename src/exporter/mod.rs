@@ -98,6 +98,20 @@ pub async fn serve(
     control: Option<actions::HttpControl>,
     allowed_hosts: Vec<String>,
 ) {
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    serve_until(listener, sb, control, allowed_hosts, stop).await;
+}
+
+/// [`serve`] until `stop` turns true: then it accepts no more, answers the requests in
+/// progress with `Connection: close` and closes idle keep-alive connections, so clients
+/// retry on a fresh connection (to whoever accepts on the socket next: a master upgrade).
+pub async fn serve_until(
+    listener: TcpListener,
+    sb: Scoreboard,
+    control: Option<actions::HttpControl>,
+    allowed_hosts: Vec<String>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let hosts = match listener.local_addr() {
         Ok(local) => host::HostCheck::new(local, &allowed_hosts),
         Err(e) => {
@@ -107,13 +121,16 @@ pub async fn serve(
     };
     let table = conns::Table::new(MAX_CONNECTIONS);
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!("status server accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!("status server accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = until_true(&mut stop) => return,
         };
         let place = table.admit().await;
         tokio::spawn(connection(
@@ -122,7 +139,17 @@ pub async fn serve(
             sb.clone(),
             control.clone(),
             hosts.clone(),
+            stop.clone(),
         ));
+    }
+}
+
+/// Resolves once `stop` is true (never, if its sender is gone while false).
+async fn until_true(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -133,6 +160,7 @@ async fn connection(
     sb: Scoreboard,
     control: Option<actions::HttpControl>,
     hosts: host::HostCheck,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -164,10 +192,18 @@ async fn connection(
         return;
     }
     // Bound the whole connection too: an idle keep-alive client cannot hold a place forever.
+    let lifetime = tokio::time::sleep(KEEP_ALIVE_IDLE * 4);
+    tokio::pin!(lifetime);
+    let stopping = until_true(&mut stop);
     tokio::select! {
-        _ = tokio::time::timeout(KEEP_ALIVE_IDLE * 4, conn) => {}
-        _ = &mut place.evicted => {}
+        _ = conn.as_mut() => return,
+        () = &mut lifetime => return,
+        _ = &mut place.evicted => return,
+        () = stopping => {}
     }
+    // Stopping: finish the request in progress (Connection: close), drop an idle one.
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(KEEP_ALIVE_IDLE, conn).await;
 }
 
 fn respond(

@@ -5,7 +5,7 @@
 //! The socket is bound relative to its directory's descriptor: an existing entry that is not a
 //! socket of ours is refused and left alone, and only our socket is removed at exit.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -23,35 +23,12 @@ use nix::unistd::UnlinkatFlags;
 
 use super::instance::{is_kind, kind_of, RuntimeDir};
 use crate::control::{Command, Reply, Request, MAX_LINE};
+pub use crate::unix_socket::SocketFile;
 
 /// Clients served at once; more wait in the socket's backlog.
 const MAX_CLIENTS: usize = 32;
 /// A client that sends nothing for this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The control socket's file; removed on drop if that name still holds the socket we bound.
-#[derive(Debug)]
-pub struct SocketFile {
-    dir: OwnedFd,
-    name: OsString,
-    dev: u64,
-    ino: u64,
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let ours = nix::sys::stat::fstatat(
-            &self.dir,
-            self.name.as_os_str(),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .is_ok_and(|st| st.st_dev == self.dev && st.st_ino == self.ino);
-        if ours {
-            let _ =
-                nix::unistd::unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir);
-        }
-    }
-}
 
 fn refuse(kind: std::io::ErrorKind, reason: String) -> std::io::Error {
     std::io::Error::new(kind, reason)
@@ -158,12 +135,7 @@ fn bind_at(dir: OwnedFd, name: &OsStr, full: &Path) -> std::io::Result<(UnixList
     let listener = bound?;
     listener.set_nonblocking(true)?;
     let st = fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
-    let file = SocketFile {
-        dir,
-        name: name.to_owned(),
-        dev: st.st_dev,
-        ino: st.st_ino,
-    };
+    let file = SocketFile::from_parts(dir, name, full, (st.st_dev, st.st_ino));
     Ok((UnixListener::from_std(listener)?, file))
 }
 

@@ -40,6 +40,8 @@ pub mod backoff;
 mod builder;
 mod control_server;
 mod core;
+mod fronts;
+mod handover;
 mod instance;
 mod listen_queue;
 mod listeners;

@@ -31,9 +31,46 @@ pub struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    /// Whether dropping it removes the file (not once a successor owns it).
+    armed: bool,
 }
 
 impl SocketFile {
+    /// The file `name` in `dir` (`path` for messages) with device and inode `id`.
+    pub(crate) fn from_parts(dir: OwnedFd, name: &OsStr, path: &Path, id: (u64, u64)) -> Self {
+        Self {
+            dir,
+            name: name.to_owned(),
+            path: path.to_owned(),
+            dev: id.0,
+            ino: id.1,
+            armed: true,
+        }
+    }
+
+    /// The socket file at `path` that a predecessor made (device and inode `id`), to be
+    /// removed by this process at its final stop, if the name still holds that socket.
+    ///
+    /// # Errors
+    /// When the parent directory cannot be opened.
+    pub(crate) fn adopt(path: &Path, id: (u64, u64)) -> std::io::Result<Self> {
+        let name = path.file_name().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "needs a file name")
+        })?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::open(parent, flags, Mode::empty())?;
+        Ok(Self::from_parts(dir, name, path, id))
+    }
+
+    /// Leaves the file in place when dropped: a successor master serves it now.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
+
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -57,7 +94,7 @@ impl SocketFile {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        if self.is_in_place() {
+        if self.armed && self.is_in_place() {
             let _ =
                 nix::unistd::unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir);
         }
@@ -133,13 +170,7 @@ pub fn bind(
     socket::listen(&sock, crate::config::backlog_arg(opts.backlog)).map_err(io("listen"))?;
     put_in_place(&tmp, &dir, name, path, existing)?;
     drop(tmp);
-    let file = SocketFile {
-        dir,
-        name: name.to_owned(),
-        path: path.to_owned(),
-        dev: st.st_dev,
-        ino: st.st_ino,
-    };
+    let file = SocketFile::from_parts(dir, name, path, (st.st_dev, st.st_ino));
     Ok((UnixListener::from(sock), file))
 }
 

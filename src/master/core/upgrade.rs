@@ -282,7 +282,9 @@ impl Core {
         let reason = match tx.step {
             Step::Handing => format!(
                 "the new master{} was not ready within {:.1} s",
-                tx.new_pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                tx.new_pid
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default(),
                 waited.as_secs_f64()
             ),
             Step::Committing => format!(

@@ -10,6 +10,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+mod handover;
+
 use super::listen_queue::Sampler;
 use crate::unix_socket::{self, SocketFile, UnixOptions};
 

@@ -1,0 +1,150 @@
+//! The listener table across a master upgrade: described and sent by the old master,
+//! adopted by the new one (same sockets: nothing is closed, nothing queued is lost).
+
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+
+use super::{unix_name, Listeners};
+use crate::master::handover::wire::FdRole;
+use crate::unix_socket::SocketFile;
+
+impl Listeners {
+    /// Every listener with its description, for a successor.
+    pub fn describe(&self) -> Vec<(FdRole, BorrowedFd<'_>)> {
+        let mut out = Vec::new();
+        for (local, l) in &self.bound {
+            let mut requested: Vec<String> = self
+                .by_request
+                .iter()
+                .filter(|(_, a)| *a == local)
+                .map(|(r, _)| r.clone())
+                .collect();
+            requested.sort();
+            let role = FdRole::Tcp {
+                requested,
+                local: *local,
+            };
+            out.push((role, l.as_fd()));
+        }
+        for (path, (l, file)) in &self.unix {
+            let role = FdRole::Unix {
+                path: path.clone(),
+                file: file.as_ref().map(SocketFile::id),
+            };
+            out.push((role, l.as_fd()));
+        }
+        out
+    }
+
+    /// Takes a listener a predecessor described (other roles are not listeners: refused).
+    ///
+    /// # Errors
+    /// When the descriptor does not match its description.
+    pub fn adopt_described(&mut self, role: &FdRole, fd: OwnedFd) -> io::Result<()> {
+        let mismatch = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        match role {
+            FdRole::Tcp { requested, local } => {
+                let l = TcpListener::from(fd);
+                let actual = l.local_addr()?;
+                if actual != *local {
+                    return Err(mismatch(format!(
+                        "listener described as {local} is bound to {actual}"
+                    )));
+                }
+                l.set_nonblocking(true)?;
+                self.watch(&local.to_string(), l.as_fd());
+                self.bound.insert(*local, l);
+                for r in requested {
+                    self.by_request.insert(r.clone(), *local);
+                }
+            }
+            FdRole::Unix { path, file } => {
+                if super::unix_path_of(&fd).as_deref() != Some(path.as_path()) {
+                    return Err(mismatch(format!(
+                        "listener described as unix:{} is not bound there",
+                        path.display()
+                    )));
+                }
+                let l = UnixListener::from(fd);
+                l.set_nonblocking(true)?;
+                let file = match file {
+                    Some(id) => Some(SocketFile::adopt(path, *id)?),
+                    None => None,
+                };
+                self.watch(&unix_name(path), l.as_fd());
+                self.unix.insert(path.clone(), (l, file));
+            }
+            other => return Err(mismatch(format!("{other:?} is not a listener"))),
+        }
+        Ok(())
+    }
+
+    /// Leaves every Unix socket file in place at drop: a successor serves them now.
+    pub fn disarm(&mut self) {
+        for (_, file) in self.unix.values_mut() {
+            if let Some(f) = file {
+                f.disarm();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_described_table_is_adopted_with_the_same_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        let mut old = Listeners::default();
+        let (tcp, _) = old.get_or_bind("127.0.0.1:0").unwrap();
+        old.get_or_bind(&format!("unix:{}", path.display()))
+            .unwrap();
+        let described: Vec<(FdRole, OwnedFd)> = old
+            .describe()
+            .into_iter()
+            .map(|(r, fd)| (r, fd.try_clone_to_owned().unwrap()))
+            .collect();
+        assert_eq!(described.len(), 2);
+        let mut new = Listeners::default();
+        for (role, fd) in described {
+            new.adopt_described(&role, fd).unwrap();
+        }
+        assert_eq!(new.known("127.0.0.1:0").unwrap().to_string(), tcp);
+        assert!(new.declared(&format!("unix:{}", path.display())));
+        // The old master hands over: its drop leaves the file to the new one.
+        old.disarm();
+        drop(old);
+        assert!(path.exists());
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        drop(new);
+        assert!(!path.exists(), "the last master removes it");
+    }
+
+    #[test]
+    fn a_wrong_description_is_refused() {
+        let mut old = Listeners::default();
+        old.get_or_bind("127.0.0.1:0").unwrap();
+        let (_, fd) = old.describe().pop().unwrap();
+        let fd = fd.try_clone_to_owned().unwrap();
+        let role = FdRole::Tcp {
+            requested: vec![],
+            local: "127.0.0.1:1".parse().unwrap(),
+        };
+        let err = Listeners::default().adopt_described(&role, fd).unwrap_err();
+        assert!(err.to_string().contains("bound to"), "{err}");
+        let fd = old
+            .describe()
+            .pop()
+            .unwrap()
+            .1
+            .try_clone_to_owned()
+            .unwrap();
+        assert!(Listeners::default()
+            .adopt_described(&FdRole::Lock, fd)
+            .is_err());
+    }
+}
