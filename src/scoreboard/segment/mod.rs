@@ -23,10 +23,12 @@ use super::raw::map::Mapping;
 use super::registry::EntryView;
 use super::{strings, unix_ms, Result, ScoreboardError, SlotState, MAX_SLOTS};
 
+mod carry;
 mod dims;
 mod guards;
 mod queues;
 mod scale;
+pub use carry::Carried;
 pub use dims::SegmentLayout;
 use dims::{check_routes, check_slots};
 use guards::GuardTruth;
@@ -43,9 +45,13 @@ pub(crate) fn load_acquire(a: &AtomicU64) -> u64 {
 }
 
 /// Header values as the master last set them (the segment's header is a copy of these).
-#[derive(Debug, Clone, Default)]
+/// Serialized whole into a [`Carried`] (every field defaults: a newer master reads an older one).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct HeaderTruth {
     pub name: String,
+    /// Each master's own: never carried.
+    #[serde(skip)]
     pub master_pid: u64,
     pub created_unix_ms: u64,
     pub generation: u64,
@@ -64,14 +70,16 @@ pub(crate) struct HeaderTruth {
 }
 
 /// The creator's registry: series and the next free cell.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct LocalRegistry {
     pub entries: Vec<EntryView>,
     pub next_cell: usize,
 }
 
 /// The master-written fields of one slot.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct SlotTruth {
     pub pid: u32,
     pub generation: u64,
@@ -79,6 +87,9 @@ pub(crate) struct SlotTruth {
     pub restarts: u64,
     /// Empty, Starting (alive: the worker reports Ready/Draining itself) or Dead.
     pub state: SlotState,
+    /// Another master writes this slot's fields (a master upgrade): this one leaves them alone.
+    #[serde(skip)]
+    pub foreign: bool,
 }
 
 impl Default for SlotTruth {
@@ -89,6 +100,7 @@ impl Default for SlotTruth {
             started_unix_ms: 0,
             restarts: 0,
             state: SlotState::Empty,
+            foreign: false,
         }
     }
 }
@@ -105,6 +117,8 @@ pub(crate) struct Truth {
     queues: Mutex<QueueTruth>,
     /// A canary reload's counters at the start of its observation.
     canary: Mutex<Option<super::canary::CanaryBaseline>>,
+    /// While set, `restamp` writes no header field (a master upgrade, [`carry`]).
+    header_frozen: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -345,6 +359,10 @@ impl Segment {
     /// calls it before every spawn and periodically, so a header a worker scribbled heals.
     pub(crate) fn restamp(&self) {
         let Some(truth) = &self.truth else { return };
+        if truth.header_frozen() {
+            self.restamp_slots(truth);
+            return;
+        }
         let t = truth.header().clone();
         let h = self.header();
         let slots = self.slot_count();
@@ -386,6 +404,9 @@ impl Segment {
     fn restamp_slots(&self, truth: &Truth) {
         for (i, t) in truth.slots().iter().enumerate() {
             let Some(s) = self.slot(i) else { break };
+            if t.foreign {
+                continue; // the other master writes it
+            }
             let set = |a: &AtomicU64, v: u64| {
                 if a.load(Ordering::Relaxed) != v {
                     a.store(v, Ordering::Relaxed);
