@@ -61,7 +61,7 @@ pub use raw::layout::{
 };
 pub use registry::{Aggregation, MetricError, MetricKind, MetricSpec, Registered, MAX_LABELS};
 pub use routes::{RouteSnapshot, DEFAULT_ROUTE_LIMIT, MAX_ROUTES, OVERFLOW_ROUTE};
-pub use segment::{QueueSample, SegmentLayout, MAX_KILL_RECORDS};
+pub use segment::{Carried, QueueSample, SegmentLayout, MAX_KILL_RECORDS};
 pub use snapshot::families;
 pub use snapshot::ScaleCounts;
 pub use snapshot::{
@@ -79,7 +79,7 @@ pub(crate) use segment::{load_acquire, Segment};
 pub use crate::limits::MAX_SLOTS;
 
 /// Lifecycle state of a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum SlotState {
@@ -188,6 +188,9 @@ pub enum ScoreboardError {
         /// Slots in the segment.
         count: usize,
     },
+    /// A segment handed over by another master cannot be adopted (a master upgrade).
+    #[error("cannot adopt the handed-over scoreboard: {0}")]
+    NotAdoptable(String),
 }
 
 type Result<T, E = ScoreboardError> = std::result::Result<T, E>;

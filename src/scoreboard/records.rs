@@ -56,7 +56,9 @@ impl Scoreboard {
             for (listener, sample) in samples {
                 q.observe(listener, *sample);
             }
-            q.stamp(&self.inner.header().listen_queues);
+            if !t.header_frozen() {
+                q.stamp(&self.inner.header().listen_queues);
+            }
         }
     }
 
@@ -66,7 +68,9 @@ impl Scoreboard {
         if let Some(t) = &self.inner.truth {
             let mut q = t.queues();
             q.scraped();
-            q.stamp(&self.inner.header().listen_queues);
+            if !t.header_frozen() {
+                q.stamp(&self.inner.header().listen_queues);
+            }
         }
     }
 

@@ -41,7 +41,7 @@ pub struct Registered {
 }
 
 /// A registered series read back from the registry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct EntryView {
     pub spec: MetricSpec,
     pub at: Registered,

@@ -23,10 +23,15 @@ use super::raw::map::Mapping;
 use super::registry::EntryView;
 use super::{strings, unix_ms, Result, ScoreboardError, SlotState, MAX_SLOTS};
 
+mod carry;
+mod check;
 mod dims;
 mod guards;
 mod queues;
 mod scale;
+pub use carry::Carried;
+use check::refuse_resizable_by_others;
+pub(crate) use check::validate_header;
 pub use dims::SegmentLayout;
 use dims::{check_routes, check_slots};
 use guards::GuardTruth;
@@ -43,9 +48,13 @@ pub(crate) fn load_acquire(a: &AtomicU64) -> u64 {
 }
 
 /// Header values as the master last set them (the segment's header is a copy of these).
-#[derive(Debug, Clone, Default)]
+/// Serialized whole into a [`Carried`] (every field defaults: a newer master reads an older one).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct HeaderTruth {
     pub name: String,
+    /// Each master's own: never carried.
+    #[serde(skip)]
     pub master_pid: u64,
     pub created_unix_ms: u64,
     pub generation: u64,
@@ -64,14 +73,16 @@ pub(crate) struct HeaderTruth {
 }
 
 /// The creator's registry: series and the next free cell.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct LocalRegistry {
     pub entries: Vec<EntryView>,
     pub next_cell: usize,
 }
 
 /// The master-written fields of one slot.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub(crate) struct SlotTruth {
     pub pid: u32,
     pub generation: u64,
@@ -79,6 +90,9 @@ pub(crate) struct SlotTruth {
     pub restarts: u64,
     /// Empty, Starting (alive: the worker reports Ready/Draining itself) or Dead.
     pub state: SlotState,
+    /// Another master writes this slot's fields (a master upgrade): this one leaves them alone.
+    #[serde(skip)]
+    pub foreign: bool,
 }
 
 impl Default for SlotTruth {
@@ -89,6 +103,7 @@ impl Default for SlotTruth {
             started_unix_ms: 0,
             restarts: 0,
             state: SlotState::Empty,
+            foreign: false,
         }
     }
 }
@@ -105,6 +120,8 @@ pub(crate) struct Truth {
     queues: Mutex<QueueTruth>,
     /// A canary reload's counters at the start of its observation.
     canary: Mutex<Option<super::canary::CanaryBaseline>>,
+    /// While set, `restamp` writes no header field (a master upgrade, [`carry`]).
+    header_frozen: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -345,6 +362,10 @@ impl Segment {
     /// calls it before every spawn and periodically, so a header a worker scribbled heals.
     pub(crate) fn restamp(&self) {
         let Some(truth) = &self.truth else { return };
+        if truth.header_frozen() {
+            self.restamp_slots(truth);
+            return;
+        }
         let t = truth.header().clone();
         let h = self.header();
         let slots = self.slot_count();
@@ -386,6 +407,9 @@ impl Segment {
     fn restamp_slots(&self, truth: &Truth) {
         for (i, t) in truth.slots().iter().enumerate() {
             let Some(s) = self.slot(i) else { break };
+            if t.foreign {
+                continue; // the other master writes it
+            }
             let set = |a: &AtomicU64, v: u64| {
                 if a.load(Ordering::Relaxed) != v {
                     a.store(v, Ordering::Relaxed);
@@ -405,88 +429,6 @@ impl Segment {
             }
         }
     }
-}
-
-/// A reader maps the file: if another user could shrink it meanwhile, the reader would die
-/// of SIGBUS at its next read. So a segment must be sealed against shrinking (the master's
-/// memfd) or owned by the reader's own effective user.
-fn refuse_resizable_by_others(file: &File, path: &Path) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let owner = file.metadata().map_err(io_err(path))?.uid();
-    if owner == nix::unistd::geteuid().as_raw() {
-        return Ok(());
-    }
-    let sealed = nix::fcntl::fcntl(file, FcntlArg::F_GET_SEALS)
-        .is_ok_and(|seals| seals & SealFlag::F_SEAL_SHRINK.bits() != 0);
-    if sealed {
-        return Ok(());
-    }
-    Err(ScoreboardError::Io {
-        path: path.to_owned(),
-        source: io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "owned by uid {owner}, who could shrink it under this reader; \
-                 not a sealed segment of a master"
-            ),
-        ),
-    })
-}
-
-/// Checks a header against this build's layout; returns the slot count and route limit.
-pub(crate) fn validate_header(h: &Header, file_len: u64) -> Result<(usize, usize)> {
-    let magic = load_acquire(&h.magic);
-    if magic != layout::MAGIC {
-        return Err(ScoreboardError::BadMagic(magic));
-    }
-    let version = h.version.load(Ordering::Relaxed);
-    if version != layout::VERSION {
-        return Err(ScoreboardError::Version {
-            found: version,
-            expected: layout::VERSION,
-        });
-    }
-    let expect = |what: &str, found: u64, want: u64| {
-        if found == want {
-            Ok(())
-        } else {
-            Err(ScoreboardError::Layout(format!(
-                "{what} is {found}, expected {want}"
-            )))
-        }
-    };
-    expect(
-        "header size",
-        h.header_size.load(Ordering::Relaxed),
-        std::mem::size_of::<Header>() as u64,
-    )?;
-    expect(
-        "slot size",
-        h.slot_size.load(Ordering::Relaxed),
-        std::mem::size_of::<Slot>() as u64,
-    )?;
-    expect(
-        "layout hash",
-        h.layout_hash.load(Ordering::Relaxed),
-        layout::layout_hash(),
-    )?;
-    let slots = h.slot_count.load(Ordering::Relaxed);
-    if slots == 0 || slots > MAX_SLOTS as u64 {
-        return Err(ScoreboardError::Layout(format!("slot count {slots}")));
-    }
-    let routes = h.route_limit.load(Ordering::Relaxed);
-    if routes > layout::MAX_ROUTES as u64 {
-        return Err(ScoreboardError::Layout(format!("route limit {routes}")));
-    }
-    let need = layout::segment_size(slots as usize, routes as usize) as u64;
-    expect("total size", h.total_size.load(Ordering::Relaxed), need)?;
-    if file_len < need {
-        return Err(ScoreboardError::TooSmall {
-            len: file_len,
-            need,
-        });
-    }
-    Ok((slots as usize, routes as usize))
 }
 
 #[cfg(test)]

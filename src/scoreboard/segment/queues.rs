@@ -20,6 +20,20 @@ pub struct QueueSample {
     pub drops: Option<u32>,
 }
 
+/// One listener's record as it crosses a master upgrade ([`super::Carried`]): the 64-bit
+/// total and the kernel's counter at the last sample, so the next master's first sample adds
+/// only what the kernel counted since.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct CarriedQueue {
+    pub listener: String,
+    pub length: u64,
+    pub peak: u64,
+    pub limit: u64,
+    pub drops: Option<u64>,
+    pub raw_drops: Option<u32>,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Listener {
     shown: ListenQueueSnapshot,
@@ -73,6 +87,44 @@ impl QueueTruth {
     pub(crate) fn scraped(&mut self) {
         for l in &mut self.listeners {
             l.shown.peak = l.shown.length;
+        }
+    }
+
+    /// Every listener's record, to carry to the next master.
+    pub(crate) fn carry(&self) -> Vec<CarriedQueue> {
+        let carry = |l: &Listener| CarriedQueue {
+            listener: l.shown.listener.clone(),
+            length: l.shown.length,
+            peak: l.shown.peak,
+            limit: l.shown.limit,
+            drops: l.shown.drops,
+            raw_drops: l.raw_drops,
+        };
+        self.listeners.iter().map(carry).collect()
+    }
+
+    /// Takes the carried records: each replaces this master's record of its listener (drops
+    /// and the kernel's last count together), other listeners are kept.
+    pub(crate) fn import(&mut self, carried: Vec<CarriedQueue>) {
+        for c in carried {
+            let l = Listener {
+                shown: ListenQueueSnapshot {
+                    listener: c.listener,
+                    length: c.length,
+                    peak: c.peak,
+                    limit: c.limit,
+                    drops: c.drops,
+                },
+                raw_drops: c.raw_drops,
+            };
+            match self
+                .listeners
+                .iter_mut()
+                .find(|x| x.shown.listener == l.shown.listener)
+            {
+                Some(x) => *x = l,
+                None => self.listeners.push(l),
+            }
         }
     }
 

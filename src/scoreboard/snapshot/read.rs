@@ -143,7 +143,8 @@ fn read_header(sb: &Segment) -> HeaderTruth {
 /// Replaces the master-written slot fields with the master's own record of them: a worker
 /// can spoil its slot's numbers, not who runs in it or how often it restarted.
 fn overlay_slots(slots: &mut [SlotSnapshot], truth: &[SlotTruth]) {
-    for (s, t) in slots.iter_mut().zip(truth) {
+    // A slot another master writes (an upgrade) is shown as the segment has it.
+    for (s, t) in slots.iter_mut().zip(truth).filter(|(_, t)| !t.foreign) {
         s.pid = t.pid;
         s.generation = t.generation;
         s.started_unix_ms = t.started_unix_ms;

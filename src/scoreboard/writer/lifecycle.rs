@@ -11,6 +11,9 @@ impl Scoreboard {
     /// A worker was spawned into `index`.
     pub(crate) fn slot_spawned(&self, index: usize, pid: u32, generation: u64) {
         let Some(s) = self.slot(index) else { return };
+        if self.slot_foreign(index) {
+            return; // another master writes it (an upgrade)
+        }
         let started = unix_ms();
         self.with_slot_truth(index, |t| {
             t.pid = pid;
@@ -32,6 +35,9 @@ impl Scoreboard {
     /// The worker of `index` is gone: reset its gauges and connection table, keep counters.
     pub(crate) fn slot_exited(&self, index: usize, wait_status: i32) {
         let Some(s) = self.slot(index) else { return };
+        if self.slot_foreign(index) {
+            return;
+        }
         self.with_slot_truth(index, |t| {
             t.pid = 0;
             t.state = SlotState::Dead;
@@ -64,6 +70,9 @@ impl Scoreboard {
     /// Counts a respawn of `index`.
     pub(crate) fn slot_restarted(&self, index: usize) {
         let Some(s) = self.slot(index) else { return };
+        if self.slot_foreign(index) {
+            return;
+        }
         match self.with_slot_truth(index, |t| {
             t.restarts += 1;
             t.restarts
