@@ -26,6 +26,11 @@ pub enum Command {
     /// With `--canary K --canary-secs S`: K new workers serve next to the old generation
     /// for S seconds, then are promoted (rolling, K at a time) or rolled back.
     Reload(ReloadArgs),
+    /// Replace the master itself with the binary now on disk (the path it was started
+    /// from, or --binary) without refusing a connection: the new master takes over the
+    /// sockets, the scoreboard and the state, the old one drains and exits. Exits 0 once the
+    /// old master is gone, 1 on rollback (the old master serves on). Same as SIGUSR2.
+    Upgrade(UpgradeArgs),
     /// Stop a running master gracefully and wait until it is gone.
     Stop(Target),
     /// Change the number of workers of a running master.
@@ -90,6 +95,17 @@ impl ReloadArgs {
             _ => flora_cluster::control::Request::Reload,
         }
     }
+}
+
+/// Flags of `upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The new master's binary [default: the path the running master was started from].
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+    /// Which instance (`--timeout`: how long the whole upgrade may take).
+    #[command(flatten)]
+    pub target: Target,
 }
 
 /// Which running instance a command talks to.

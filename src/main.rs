@@ -154,6 +154,8 @@ fn client(target: &cli::Target, req: &Request) -> ExitCode {
     // A canary's window comes on top of the wait.
     let window = match req {
         Request::Canary { secs, .. } => *secs,
+        // The master answers an upgrade at its own deadline (the same timeout).
+        Request::Upgrade { .. } => 15.0,
         _ => 0.0,
     };
     let timeout = Duration::try_from_secs_f64(target.timeout.max(0.1) + window)
@@ -200,6 +202,7 @@ fn client(target: &cli::Target, req: &Request) -> ExitCode {
                 ExitCode::from(EXIT_FAILED)
             }
         },
+        Request::Upgrade { .. } => upgraded(reply.upgrade, timeout),
         Request::Stop => {
             if control::wait_gone(&path, timeout) {
                 println!("stopped");
@@ -218,6 +221,77 @@ fn client(target: &cli::Target, req: &Request) -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// `flora-cluster upgrade`: asks for the upgrade, the whole of it within `--timeout`.
+fn upgrade(u: cli::UpgradeArgs) -> ExitCode {
+    let binary = match u.binary.map(|b| std::path::absolute(&b)).transpose() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("flora-cluster: --binary: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let req = Request::Upgrade {
+        binary,
+        timeout_secs: Some(u.target.timeout),
+    };
+    client(&u.target, &req)
+}
+
+/// Prints an upgrade's outcome; after a success, waits (up to `timeout`) until the old master
+/// is gone, so that scripts never see two masters after this returns.
+fn upgraded(report: Option<control::UpgradeReport>, timeout: Duration) -> ExitCode {
+    let Some(r) = report else {
+        eprintln!("flora-cluster: the master sent no upgrade outcome");
+        return ExitCode::from(EXIT_FAILED);
+    };
+    let to = r
+        .to_pid
+        .map_or_else(|| "none".to_string(), |p| p.to_string());
+    if r.outcome != Outcome::Success {
+        println!(
+            "upgrade rolled back: {}; master {} serves on",
+            r.reason.as_deref().unwrap_or("no reason given"),
+            r.from_pid
+        );
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let versions = format!(
+        "{} -> {}",
+        r.from_version,
+        r.to_version.as_deref().unwrap_or("?")
+    );
+    let start = std::time::Instant::now();
+    let deadline = start + timeout;
+    while alive(r.from_pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive(r.from_pid) {
+        println!(
+            "upgraded: master {} -> {to} ({versions}) in {} ms; the old master is still draining",
+            r.from_pid, r.duration_ms
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "upgraded: master {} -> {to} ({versions}) in {} ms; old master exited after {} ms more",
+        r.from_pid,
+        r.duration_ms,
+        start.elapsed().as_millis()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Whether `pid` runs (a zombie is gone: only its parent's wait is left).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
     }
 }
 
@@ -321,6 +395,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run(*args),
         cli::Command::Reload(r) => return client(&r.target, &r.request()),
+        cli::Command::Upgrade(u) => return upgrade(u),
         cli::Command::Stop(t) => return client(&t, &Request::Stop),
         cli::Command::Scale { workers, target } => {
             return client(&target, &Request::Scale { workers })

@@ -15,6 +15,7 @@ use crate::control::Command;
 use crate::exporter::actions::HttpControl;
 use crate::exporter::otlp::OtlpConfig;
 use crate::scoreboard::Scoreboard;
+use crate::unix_socket::SocketFile;
 
 /// The status server's socket and what it serves with.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub(super) struct StatusFront {
 #[derive(Debug)]
 pub(super) struct Fronts {
     control: UnixListener,
+    /// The control socket's file (removed at exit unless handed over).
+    control_file: SocketFile,
     commands: mpsc::UnboundedSender<Command>,
     status: Option<StatusFront>,
     otlp: Option<OtlpConfig>,
@@ -44,7 +47,7 @@ struct Running {
 
 impl Fronts {
     pub(super) fn new(
-        control: UnixListener,
+        (control, control_file): (UnixListener, SocketFile),
         commands: mpsc::UnboundedSender<Command>,
         status: Option<StatusFront>,
         otlp: Option<OtlpConfig>,
@@ -52,6 +55,7 @@ impl Fronts {
     ) -> Self {
         Self {
             control,
+            control_file,
             commands,
             status,
             otlp,
@@ -108,6 +112,21 @@ impl Fronts {
         if let Some(t) = r.otlp {
             t.abort();
         }
+    }
+
+    /// The control socket's path.
+    pub(super) fn control_path(&self) -> &std::path::Path {
+        self.control_file.path()
+    }
+
+    /// Device and inode of the control socket's file.
+    pub(super) fn control_file_id(&self) -> Option<(u64, u64)> {
+        Some(self.control_file.id())
+    }
+
+    /// Leaves the control socket's file to a successor.
+    pub(super) fn disarm(&mut self) {
+        self.control_file.disarm();
     }
 
     /// The control socket's listener.

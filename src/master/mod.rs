@@ -50,6 +50,7 @@ mod reaper;
 mod shell;
 pub mod signals;
 mod spawn;
+mod start;
 mod systemd;
 mod token;
 
@@ -65,7 +66,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::scoreboard::{MetricSpec, Scoreboard};
 pub use instance::default_runtime_dir;
-use instance::{InstanceLock, RuntimeDir};
+use instance::RuntimeDir;
 use shell::Shell;
 use signals::{SignalSource, UnixSignals};
 
@@ -180,65 +181,69 @@ impl Master {
                 source,
             })?;
         }
-        let _lock = InstanceLock::acquire(&dir, &cfg.name)?;
-        let sb =
-            Scoreboard::create_sealed_with_routes(&cfg.name, cfg.slot_count(), cfg.route_slots())?;
-        let _published = PublishedSegment::publish(dir.clone(), &cfg.name, &sb)?;
-        for spec in &self.metrics {
-            sb.register(spec)?;
-        }
-        let _ = self.scoreboard.set(sb.clone());
+        let received = match handover::new::inherited() {
+            None => None,
+            Some(Err(e)) => {
+                return Err(Error::Io {
+                    context: format!("the upgrade descriptor ({})", handover::ENV_UPGRADE_FD),
+                    source: e,
+                })
+            }
+            Some(Ok(fd)) => Some(handover::new::receive(fd).await.map_err(|(_, why)| {
+                Error::StartFailed(format!("the upgrade handover failed: {why}"))
+            })?),
+        };
         let socket_path = cfg
             .control_socket
             .clone()
             .unwrap_or_else(|| crate::control::socket_path(dir.path(), &cfg.name));
-        let bound = match &cfg.control_socket {
-            Some(path) => control_server::bind(path),
-            None => control_server::bind_in(&dir, &format!("{}.sock", cfg.name)),
+        let started = match received {
+            None => start::fresh(cfg, &dir, &socket_path)?,
+            Some(r) => start::takeover(cfg, &dir, &socket_path, r).await?,
         };
-        let (control, _socket_file) = bound.map_err(|source| Error::Io {
-            context: format!("bind control socket {}", socket_path.display()),
-            source,
-        })?;
+        let start::Started {
+            lock,
+            sb,
+            control,
+            status,
+            takeover,
+        } = started;
+        for spec in &self.metrics {
+            sb.register(spec)?;
+        }
+        let _ = self.scoreboard.set(sb.clone());
         let (commands_tx, mut commands) = mpsc::unbounded_channel();
         let http_control =
             token.map(|t| crate::exporter::actions::HttpControl::new(t, commands_tx.clone()));
-        let status_task = match cfg.status_socket_addr() {
-            Some(addr) => {
-                let listener = crate::exporter::bind(addr).map_err(|source| Error::Io {
-                    context: format!(
-                        "bind the status server on {addr} (--status-addr; `off` disables it)"
-                    ),
-                    source,
-                })?;
-                let local = listener
-                    .local_addr()
-                    .map_or_else(|_| addr.to_string(), |a| a.to_string());
-                sb.set_status_addr(&local);
-                tracing::info!("status server on http://{local}/ (/metrics, /server-status)");
-                Some(tokio::spawn(crate::exporter::serve(
-                    listener,
-                    sb.clone(),
-                    http_control,
-                    cfg.status_hosts.clone(),
-                )))
-            }
-            None => None,
-        };
-        let otlp_task = crate::exporter::otlp::OtlpConfig::from_config(cfg)
-            .map(|otlp| tokio::spawn(crate::exporter::otlp::run(otlp, sb.clone())));
-        let control_task = tokio::spawn(control_server::serve(control, commands_tx));
+        if let Some(l) = &status {
+            let local = l
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            tracing::info!("status server on http://{local}/ (/metrics, /server-status)");
+        }
+        let mut fronts = fronts::Fronts::new(
+            control,
+            commands_tx,
+            status.map(|listener| fronts::StatusFront {
+                listener,
+                control: http_control,
+                hosts: cfg.status_hosts.clone(),
+            }),
+            crate::exporter::otlp::OtlpConfig::from_config(cfg),
+            sb.clone(),
+        );
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let sampler = listen_queue::Sampler::start(sb.clone());
         let mut shell = Shell::new(
             cfg,
             dir,
-            sb,
+            sb.clone(),
             events_tx,
             self.phase.clone(),
             self.hooks.clone(),
             credentials,
         );
+        shell.lock = Some(lock);
         match sampler {
             Ok(s) => shell.listeners.sample_queues(s),
             Err(e) => tracing::warn!(
@@ -246,18 +251,36 @@ impl Master {
             ),
         }
         crate::config::warn_if_capped(cfg.listen_backlog());
-        for (fd, name) in systemd::listen_fds() {
-            let addr = shell.listeners.adopt(fd).map_err(|source| Error::Io {
-                context: format!(
-                    "socket-activated descriptor {name:?} is not a TCP or unix listener"
-                ),
-                source,
-            })?;
-            tracing::debug!("inherited {addr} from systemd ({name:?})");
-        }
         shell
             .listeners
             .set_unix_options(crate::unix_socket::UnixOptions::from_config(cfg)?);
+        let takeover = match takeover {
+            None => {
+                for (fd, name) in systemd::listen_fds() {
+                    let addr = shell.listeners.adopt(fd).map_err(|source| Error::Io {
+                        context: format!(
+                            "socket-activated descriptor {name:?} is not a TCP or unix listener"
+                        ),
+                        source,
+                    })?;
+                    tracing::debug!("inherited {addr} from systemd ({name:?})");
+                }
+                None
+            }
+            Some(t) => {
+                for (role, fd) in t.listeners {
+                    if let Err(e) = shell.listeners.adopt_described(&role, fd) {
+                        let reason = format!("cannot adopt {role:?}: {e}");
+                        let refused = handover::wire::FromNew::Refused {
+                            reason: reason.clone(),
+                        };
+                        let _ = t.channel.send(&refused, None).await;
+                        return Err(Error::StartFailed(format!("upgrade refused: {reason}")));
+                    }
+                }
+                Some((t.channel, t.state))
+            }
+        };
         for addr in &cfg.listen {
             shell
                 .listeners
@@ -266,6 +289,42 @@ impl Master {
                     context: format!("listen on {addr}"),
                     source,
                 })?;
+        }
+        match takeover {
+            None => {
+                fronts.start().map_err(|source| Error::Io {
+                    context: "serve the control socket and the status server".into(),
+                    source,
+                })?;
+                shell.fronts = Some(fronts);
+                shell.publish_segment();
+            }
+            Some((channel, state)) => {
+                shell.fronts = Some(fronts);
+                let foreign: Vec<usize> = state.workers.iter().map(|(s, _)| *s).collect();
+                for slot in &foreign {
+                    let _ = sb.set_slot_foreign(*slot, true);
+                }
+                sb.set_header_frozen(true);
+                shell
+                    .core_mut()
+                    .resume(state.generation, state.target, &foreign);
+                shell.foreign = state.workers.clone();
+                let accepted = handover::wire::FromNew::Accepted;
+                if let Err(e) = channel.send(&accepted, None).await {
+                    return Err(Error::StartFailed(format!(
+                        "the old master went away during the handover: {e}"
+                    )));
+                }
+                tracing::info!(
+                    "taking over from master {} ({}): generation {} serves in {} slots",
+                    state.from_pid,
+                    state.from_version,
+                    state.generation,
+                    foreign.len()
+                );
+                shell.begin_takeover(channel);
+            }
         }
         tracing::info!(
             "master {} of instance {:?} starting {} workers of {:?}; control socket {}",
@@ -276,15 +335,19 @@ impl Master {
             socket_path.display()
         );
         shell.run(&mut signals, &mut events, &mut commands).await;
-        systemd::notify("STOPPING=1\nSTATUS=stopped");
-        control_task.abort();
-        for task in [status_task, otlp_task].into_iter().flatten() {
-            task.abort();
+        if !shell.retired() {
+            systemd::notify("STOPPING=1\nSTATUS=stopped");
         }
         shell.remove_program_copies();
         self.phase.send_replace(Phase::Stopped);
-        match shell.failure() {
+        let (failure, retired) = (shell.failure(), shell.retired());
+        drop(shell);
+        match failure {
             Some(reason) => Err(Error::StartFailed(reason)),
+            None if retired => {
+                tracing::info!("handed over to the new master; this master exits");
+                Ok(())
+            }
             None => {
                 tracing::info!("all workers stopped; master exiting");
                 Ok(())

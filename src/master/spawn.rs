@@ -68,6 +68,7 @@ pub fn spawn(
     let mut cmd = Command::new(&spec.exe);
     cmd.arg0(&spec.argv0)
         .args(&spec.args)
+        .env_remove(super::handover::ENV_UPGRADE_FD)
         .env(ipc::ENV_CONTROL_FD, control.as_raw_fd().to_string())
         .env(ipc::ENV_SCOREBOARD_FD, scoreboard.as_raw_fd().to_string())
         .env(ipc::ENV_SCOREBOARD_LAYOUT, layout.encode())

@@ -358,14 +358,21 @@ impl InstanceLock {
         self.file.write_all_at(text.as_bytes(), 0)
     }
 
-    /// The descriptor to pass to a successor. From now on the lock is shared: dropping this
-    /// copy no longer unlocks (the successor's copy keeps the lock).
-    #[allow(
-        dead_code,
-        reason = "the master upgrade passes it (docs/design/master-upgrade.md)"
-    )]
-    pub fn share(&mut self) -> BorrowedFd<'_> {
+    /// The descriptor to pass to a successor (its copy shares the lock).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// The successor took over: from now on dropping this copy no longer unlocks (the
+    /// successor's copy keeps the lock).
+    pub fn hand_over(&mut self) {
         self.mode = LockMode::Shared;
+    }
+
+    /// [`Self::fd`] and [`Self::hand_over`] at once.
+    #[cfg(test)]
+    pub fn share(&mut self) -> BorrowedFd<'_> {
+        self.hand_over();
         self.file.as_fd()
     }
 
@@ -376,10 +383,6 @@ impl InstanceLock {
     /// # Errors
     /// [`Error::Io`] when the descriptor is not such a file, or its description does not hold
     /// the lock.
-    #[allow(
-        dead_code,
-        reason = "the master upgrade adopts it (docs/design/master-upgrade.md)"
-    )]
     pub fn adopt(fd: OwnedFd) -> Result<Self> {
         let io = |source| Error::Io {
             context: "the instance lock passed by the previous master".into(),

@@ -10,6 +10,7 @@ mod guards;
 mod listen;
 mod procfs;
 mod procs;
+mod takeover;
 mod tasks;
 mod upgrade;
 
@@ -67,6 +68,12 @@ pub(super) enum TaskEvent {
         generation: u64,
         result: Result<SpawnSpec, String>,
     },
+    /// The handover of an upgrade (old master's side).
+    Upgrade(super::handover::old::Report),
+    /// The old master spoke (new master's side).
+    Takeover(super::handover::new::Later),
+    /// A worker of the previous master is gone (after a takeover).
+    ForeignExited { slot: usize },
     /// A worker's listen address resolved (off the loop).
     Resolved {
         slot: usize,
@@ -111,6 +118,26 @@ pub(super) struct Shell {
     /// Reply channels of the core's waiters.
     waiters: HashMap<WaiterId, oneshot::Sender<Reply>>,
     next_waiter: u64,
+    /// The control socket, status server and OTLP push.
+    pub(super) fronts: Option<super::fronts::Fronts>,
+    /// The binary and arguments this master was started with (for an upgrade).
+    pub(super) origin: super::handover::old::Origin,
+    /// The status address as configured.
+    status_requested: Option<String>,
+    /// The new master of an upgrade under way.
+    new_master: Option<super::handover::old::Handle>,
+    /// Slots lent to it.
+    lent: Vec<usize>,
+    /// Handed over to a new master.
+    retired: bool,
+    /// A takeover from an old master (this is the new one).
+    takeover: Option<takeover::Takeover>,
+    /// The old master's workers as handed over (slot, pid).
+    pub(super) foreign: Vec<(usize, u32)>,
+    /// The scoreboard's link for other readers (once this master serves).
+    pub(super) published: Option<super::PublishedSegment>,
+    /// The instance lock (last: released after everything else at drop).
+    pub(super) lock: Option<super::instance::InstanceLock>,
 }
 
 impl Shell {
@@ -166,6 +193,35 @@ impl Shell {
             procs: HashMap::new(),
             waiters: HashMap::new(),
             next_waiter: 0,
+            fronts: None,
+            origin: super::handover::old::Origin::current(),
+            status_requested: cfg.status_socket_addr().map(|a| a.to_string()),
+            new_master: None,
+            lent: Vec::new(),
+            retired: false,
+            takeover: None,
+            foreign: Vec::new(),
+            published: None,
+            lock: None,
+        }
+    }
+
+    /// Whether this master handed over to a new one.
+    pub(super) fn retired(&self) -> bool {
+        self.retired
+    }
+
+    /// The core, before the start (a takeover resumes it).
+    pub(super) fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    /// Publishes the scoreboard for readers in other processes (replacing a predecessor's
+    /// link).
+    pub(super) fn publish_segment(&mut self) {
+        match super::PublishedSegment::publish(self.dir.clone(), &self.name, &self.sb) {
+            Ok(p) => self.published = Some(p),
+            Err(e) => tracing::error!("{e}"),
         }
     }
 
@@ -244,9 +300,13 @@ impl Shell {
                     let _ = tx.send(self.with_guards(reply));
                 }
             }
+            Action::Notify(Notify::Ready) if self.takeover_ready() => {}
             Action::Notify(n) => self.notify(n),
             Action::Log(l) => log(l),
             Action::SetPhase(p) => {
+                if p == Phase::Stopping {
+                    self.takeover_stopping();
+                }
                 self.phase.send_replace(p);
             }
             Action::RunHook { hook, timeout } => return self.run_hook(hook, timeout),
@@ -320,6 +380,9 @@ impl Shell {
                 self.feed(Event::WorkerExited { slot, pid, status });
             }
             TaskEvent::HookDone { hook, result } => self.feed(Event::HookDone { hook, result }),
+            TaskEvent::Upgrade(r) => self.on_upgrade_report(r),
+            TaskEvent::Takeover(later) => self.on_takeover(later),
+            TaskEvent::ForeignExited { slot } => self.on_foreign_exited(slot),
             TaskEvent::Prepared { generation, result } => {
                 let result = result.map(|spec| {
                     self.specs.insert(generation, Arc::new(spec));

@@ -54,6 +54,19 @@ pub(super) fn parse_state(stat: &str) -> Option<String> {
     rest.split_whitespace().next().map(str::to_string)
 }
 
+/// When `pid` started (clock ticks after boot, field 22 of `/proc/<pid>/stat`): tells a
+/// process from a later one with the same pid. `None` when it is gone or a zombie.
+pub(super) fn start_time(pid: u32) -> Option<u64> {
+    let stat = read_small(Path::new(&format!("/proc/{pid}/stat")))?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    // Field 3 is the state; the start time is field 22.
+    fields.nth(18)?.parse().ok()
+}
+
 /// The threads of `pid` (at most [`MAX_THREADS`], by tid); empty when it is gone.
 pub(super) fn threads(pid: u32) -> Vec<ThreadSnapshot> {
     let dir = format!("/proc/{pid}/task");
@@ -105,6 +118,13 @@ mod tests {
         let stat = "42 (odd (name) x) D 1 42 42 0 -1";
         assert_eq!(parse_state(stat).as_deref(), Some("D"));
         assert_eq!(parse_state("no parens"), None);
+    }
+
+    #[test]
+    fn start_times_tell_processes_apart() {
+        let me = start_time(std::process::id()).unwrap();
+        assert_eq!(start_time(std::process::id()), Some(me));
+        assert_eq!(start_time(u32::MAX), None);
     }
 
     #[test]

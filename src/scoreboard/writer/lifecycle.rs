@@ -67,6 +67,23 @@ impl Scoreboard {
         s.conn_bitmap.store(0, Release);
     }
 
+    /// A slot the other master of an upgrade wrote is this master's again (its worker is
+    /// gone): its record says so, and the segment keeps what the other master wrote last.
+    pub(crate) fn release_foreign(&self, index: usize) {
+        let released = self.with_slot_truth(index, |t| {
+            let was = t.foreign;
+            t.foreign = false;
+            if was && t.state != SlotState::Empty {
+                t.pid = 0;
+                t.state = SlotState::Dead;
+            }
+            was
+        });
+        if released == Some(true) {
+            self.restamp();
+        }
+    }
+
     /// Counts a respawn of `index`.
     pub(crate) fn slot_restarted(&self, index: usize) {
         let Some(s) = self.slot(index) else { return };
