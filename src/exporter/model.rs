@@ -8,6 +8,7 @@ use crate::scoreboard::{
     CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot,
     ListenQueueSnapshot, RouteSnapshot, SlotSnapshot, SlotState, Snapshot, Totals,
 };
+use crate::scoreboard::{MasterInfo, UpgradeRecord};
 
 /// Version of the JSON schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -94,6 +95,11 @@ pub struct StatusDoc {
     pub uptime_seconds: f64,
     /// Reloads.
     pub reloads: Reloads,
+    /// The master that answers: `pid`, `version`, `upgrades` {`success`, `rollback`} (its
+    /// records: none when a reader in another process could not get them).
+    pub master: Option<MasterInfo>,
+    /// The last master upgrade, if any.
+    pub last_upgrade: Option<UpgradeRecord>,
     /// OTLP pushes: `[succeeded, failed]`.
     pub otlp_exports: [u64; 2],
     /// Sums over all slots.
@@ -178,6 +184,8 @@ impl StatusDoc {
             started_unix_ms: snap.created_unix_ms,
             now_unix_ms: now,
             uptime_seconds: uptime,
+            master: snap.master,
+            last_upgrade: snap.last_upgrade,
             otlp_exports: [snap.otlp_exports_ok, snap.otlp_exports_failed],
             reloads: Reloads {
                 success: snap.reloads_success,
