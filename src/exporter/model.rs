@@ -309,6 +309,46 @@ mod tests {
         );
     }
 
+    /// `master` {pid, version, upgrades} and `last_upgrade` (or null) at the top.
+    #[test]
+    fn json_carries_the_master_and_its_last_upgrade() {
+        use crate::scoreboard::{Scoreboard, UpgradeOutcomeKind, UpgradeRecord};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s");
+        let sb = Scoreboard::create(&path, "j", 1).expect("create");
+        let json =
+            |snap| serde_json::to_value(StatusDoc::build_with(snap, |_| None)).expect("json");
+        let doc = json(sb.snapshot());
+        let master = serde_json::json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "upgrades": {"success": 0, "rollback": 0},
+        });
+        assert_eq!(doc["master"], master);
+        assert!(doc["last_upgrade"].is_null() && doc.get("last_upgrade").is_some());
+        sb.record_upgrade(UpgradeRecord {
+            outcome: UpgradeOutcomeKind::Success,
+            from_pid: 4121,
+            to_pid: Some(4188),
+            from_version: "0.9.0".into(),
+            to_version: Some("0.9.1".into()),
+            duration_ms: 640,
+            reason: None,
+            finished_unix_ms: 7,
+        });
+        let doc = json(sb.snapshot());
+        assert_eq!(doc["master"]["upgrades"]["success"], 1);
+        let want = serde_json::json!({
+            "outcome": "success", "from_pid": 4121, "to_pid": 4188, "from_version": "0.9.0",
+            "to_version": "0.9.1", "duration_ms": 640, "reason": null, "finished_unix_ms": 7,
+        });
+        assert_eq!(doc["last_upgrade"], want);
+        // A reader in another process without the master's answer: both null.
+        let reader = Scoreboard::open_read_only(&path).expect("open");
+        let doc = json(reader.snapshot());
+        assert!(doc["master"].is_null() && doc["last_upgrade"].is_null());
+    }
+
     #[test]
     fn quantiles_interpolate_like_promql() {
         assert_eq!(quantile(&hist(&[]), 0.5), None);

@@ -13,13 +13,14 @@
 //!
 //! `tables.rs` writes the three tables, `listeners.rs` the accept queues, `guards.rs` the
 //! guards' counts and kill records, `canary.rs` the last canary reload's comparison,
-//! `format.rs` the numbers, sizes, durations and times.
+//! `upgrade.rs` the last master upgrade, `format.rs` the numbers, sizes, durations and times.
 
 mod canary;
 mod format;
 mod guards;
 mod listeners;
 mod tables;
+mod upgrade;
 
 use std::borrow::Cow;
 
@@ -99,12 +100,13 @@ fn header(doc: &StatusDoc) -> String {
     format!(
         "<header class=\"top\"><div><h1>{}<small>server status</small></h1>\
          <p class=\"meta\">{} · master pid <b>{}</b> · up <b>{up}</b> · generation <b>{}</b> \
-         · as of {now}</p></div>{}</header>\n",
+         · as of {now}</p></div>{}{}</header>\n",
         esc(&doc.instance),
         esc(&doc.server_version),
         doc.master_pid,
         doc.generation,
-        reload_box(doc)
+        reload_box(doc),
+        upgrade::upgrade_box(doc)
     )
 }
 
