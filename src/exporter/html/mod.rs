@@ -1,7 +1,7 @@
 //! The HTML status page (`GET /server-status`), in the spirit of Apache's `mod_status` but
-//! readable at a glance: a header with the instance and its last reload, summary cards, one
-//! row per worker, one row per open connection with its in-flight request, and the guards'
-//! recycles, kills and kill records.
+//! readable at a glance: a header with the instance, its last reload and its last master
+//! upgrade, summary cards, one row per worker, one row per open connection with its in-flight
+//! request, and the guards' recycles, kills and kill records.
 //!
 //! [`render`] is a pure function of the [`StatusDoc`]. The page is self-contained: one inline
 //! stylesheet, no scripts, no images, no external assets, so it works offline and under a
