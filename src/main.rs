@@ -376,6 +376,13 @@ fn add_guards(target: &cli::Target, snap: &mut flora_cluster::Snapshot) {
     let mut take = |key: &str| Some(status.as_mut()?.get_mut(key)?.take());
     snap.last_canary = take("last_canary").and_then(|v| serde_json::from_value(v).ok());
     snap.canary_counts = take("canary_verdicts").and_then(|v| serde_json::from_value(v).ok());
+    // The master's pid, version and upgrades (`Snapshot::master_status_fields`).
+    let [master, last] = flora_cluster::scoreboard::MASTER_STATUS_KEYS;
+    let master = take(master).and_then(|v| serde_json::from_value(v).ok());
+    let last = take(last).and_then(|v| serde_json::from_value(v).ok());
+    if let Some(master) = master {
+        snap.apply_master(master, last);
+    }
     let report = take("guards").and_then(|g| serde_json::from_value(g).ok());
     if let Some(report) = report {
         snap.apply_guards(report);

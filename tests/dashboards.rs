@@ -71,6 +71,8 @@ const EVENTS: &[(&str, bool)] = &[
     ("Master started", true),
     ("Reloads (rolled back)", false),
     ("Canary rolled back", false),
+    ("Master upgrades (success)", false),
+    ("Master upgrades (rolled back)", false),
 ];
 /// Step of the range queries that evaluate annotations as Grafana does (`$__interval` below).
 const ANNOTATION_STEP_SECS: u64 = 15;

@@ -40,6 +40,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ("flora_reloads_total", "counter"),
     ("flora_canary_reloads_total", "counter"),
     ("flora_scale_events_total", "counter"),
+    ("flora_master_upgrades_total", "counter"),
+    ("flora_master_info", "gauge"),
     ("flora_generation", "gauge"),
     ("flora_start_time_seconds", "gauge"),
     ("process_cpu_seconds_total", "counter"),
@@ -56,6 +58,8 @@ const REASONS: &[(&str, &[&str])] = &[
         &["heartbeat", "shutdown_timeout"],
     ),
 ];
+/// Master upgrades by outcome, both present from the start.
+const UPGRADES: &str = "flora_master_upgrades_total";
 /// A gauge per ready worker (its readiness counts as its first heartbeat).
 const LAG: &str = "flora_worker_event_loop_lag_seconds";
 /// Families labelled per process, where the master appears as `worker="master"`.
@@ -170,6 +174,28 @@ fn check_guards(s: &Scrape) {
     }
 }
 
+/// Both outcomes at 0, and one `flora_master_info` series: the master's pid, this build.
+fn check_master(s: &Scrape, master_pid: u32) {
+    for outcome in ["success", "rollback"] {
+        let n = s.expo.value(UPGRADES, &[("outcome", outcome)]);
+        assert_eq!(
+            n,
+            Some(0.0),
+            "{UPGRADES}{{outcome={outcome:?}}}\n{}",
+            s.text
+        );
+    }
+    assert_eq!(s.expo.named(UPGRADES).count(), 2, "{}", s.text);
+    let pid = master_pid.to_string();
+    let labels = [
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("pid", pid.as_str()),
+    ];
+    let info = s.expo.value("flora_master_info", &labels);
+    assert_eq!(info, Some(1.0), "flora_master_info{labels:?}\n{}", s.text);
+    assert_eq!(s.expo.named("flora_master_info").count(), 1, "{}", s.text);
+}
+
 fn check_labels(s: &Scrape) {
     for sample in &s.expo.samples {
         let Some(w) = sample.labels.get("worker") else {
@@ -271,6 +297,7 @@ fn metrics_under_traffic_pass_promtool_and_carry_the_contract() {
         done.then_some(s.clone()).ok_or(s.text)
     });
     check_scrape(&s);
+    check_master(&s, cluster.snapshot().master_pid);
     let ok = s
         .expo
         .named("flora_http_requests_total")

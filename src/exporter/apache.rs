@@ -19,6 +19,7 @@
 //! | `ConnsTotal` | connections open now |
 //! | `Scoreboard` | one character per slot: `W` busy, `_` idle, `S` starting, `G` draining, `.` dead or unused |
 //! | `ParentServerConfigGeneration` | flora generation |
+//! | `MasterUpgrades`, `MasterUpgradeRollbacks` | flora's own: master upgrades that succeeded, rolled back (when the master's records are known) |
 
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -108,13 +109,15 @@ pub const APACHE_KEYS: [&str; 54] = [
     "CacheRetrieveMissCount",
 ];
 
-/// Keys this page adds to Apache's (the listeners' accept queues, summed): reserved like
-/// [`APACHE_KEYS`].
-pub const FLORA_KEYS: [&str; 4] = [
+/// Keys this page adds to Apache's (the listeners' accept queues, summed; the master
+/// upgrades by outcome): reserved like [`APACHE_KEYS`].
+pub const FLORA_KEYS: [&str; 6] = [
     "ListenQueue",
     "ListenQueuePeak",
     "ListenQueueLimit",
     "ListenDrops",
+    "MasterUpgrades",
+    "MasterUpgradeRollbacks",
 ];
 
 /// The key a `?auto` reader sees in `line`: the text before its first `:`, trimmed.
@@ -293,6 +296,10 @@ pub fn render(doc: &StatusDoc, all_slots: &[SlotSnapshot]) -> String {
         line("ListenQueueLimit", &sum(|l| l.limit));
         line("ListenDrops", &sum(|l| l.drops.unwrap_or(0)));
     }
+    if let Some(m) = &doc.master {
+        line("MasterUpgrades", &m.upgrades.success);
+        line("MasterUpgradeRollbacks", &m.upgrades.rollback);
+    }
     line("Scoreboard", &scoreboard);
     custom_lines(&mut out, Families::of_app(doc).custom(), &host);
     format!("{host}\n{out}")
@@ -333,7 +340,9 @@ mod tests {
         assert_eq!(get("Scoreboard"), "WS..");
         assert_eq!(get("BusyWorkers"), "1");
         assert_eq!(get("IdleWorkers"), "0");
-        assert_eq!(text.lines().count(), 29);
+        assert_eq!(get("MasterUpgrades"), "0");
+        assert_eq!(get("MasterUpgradeRollbacks"), "0");
+        assert_eq!(text.lines().count(), 31);
     }
 
     #[test]
@@ -345,6 +354,7 @@ mod tests {
             gauge("Uptime"),
             gauge("busyworkers"),
             gauge("Load1"),
+            gauge("masterupgrades"),
             gauge("Scoreboard:x"),
             gauge("app:a"),
             gauge("app:b"),
@@ -375,6 +385,6 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?}\n{text}");
         }
         assert_eq!(text.lines().filter(|l| l.starts_with("Uptime:")).count(), 1);
-        assert_eq!(text.lines().count(), 29 + 3, "{text}");
+        assert_eq!(text.lines().count(), 31 + 3, "{text}");
     }
 }

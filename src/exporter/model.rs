@@ -8,6 +8,7 @@ use crate::scoreboard::{
     CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot,
     ListenQueueSnapshot, RouteSnapshot, SlotSnapshot, SlotState, Snapshot, Totals,
 };
+use crate::scoreboard::{MasterInfo, UpgradeRecord};
 
 /// Version of the JSON schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -94,6 +95,11 @@ pub struct StatusDoc {
     pub uptime_seconds: f64,
     /// Reloads.
     pub reloads: Reloads,
+    /// The master that answers: `pid`, `version`, `upgrades` {`success`, `rollback`} (its
+    /// records: none when a reader in another process could not get them).
+    pub master: Option<MasterInfo>,
+    /// The last master upgrade, if any.
+    pub last_upgrade: Option<UpgradeRecord>,
     /// OTLP pushes: `[succeeded, failed]`.
     pub otlp_exports: [u64; 2],
     /// Sums over all slots.
@@ -178,6 +184,8 @@ impl StatusDoc {
             started_unix_ms: snap.created_unix_ms,
             now_unix_ms: now,
             uptime_seconds: uptime,
+            master: snap.master,
+            last_upgrade: snap.last_upgrade,
             otlp_exports: [snap.otlp_exports_ok, snap.otlp_exports_failed],
             reloads: Reloads {
                 success: snap.reloads_success,
@@ -299,6 +307,46 @@ mod tests {
             (e["kind"].as_str(), e["reason"].as_str()),
             (Some("kill"), Some("heartbeat"))
         );
+    }
+
+    /// `master` {pid, version, upgrades} and `last_upgrade` (or null) at the top.
+    #[test]
+    fn json_carries_the_master_and_its_last_upgrade() {
+        use crate::scoreboard::{Scoreboard, UpgradeOutcomeKind, UpgradeRecord};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s");
+        let sb = Scoreboard::create(&path, "j", 1).expect("create");
+        let json =
+            |snap| serde_json::to_value(StatusDoc::build_with(snap, |_| None)).expect("json");
+        let doc = json(sb.snapshot());
+        let master = serde_json::json!({
+            "pid": std::process::id(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "upgrades": {"success": 0, "rollback": 0},
+        });
+        assert_eq!(doc["master"], master);
+        assert!(doc["last_upgrade"].is_null() && doc.get("last_upgrade").is_some());
+        sb.record_upgrade(UpgradeRecord {
+            outcome: UpgradeOutcomeKind::Success,
+            from_pid: 4121,
+            to_pid: Some(4188),
+            from_version: "0.9.0".into(),
+            to_version: Some("0.9.1".into()),
+            duration_ms: 640,
+            reason: None,
+            finished_unix_ms: 7,
+        });
+        let doc = json(sb.snapshot());
+        assert_eq!(doc["master"]["upgrades"]["success"], 1);
+        let want = serde_json::json!({
+            "outcome": "success", "from_pid": 4121, "to_pid": 4188, "from_version": "0.9.0",
+            "to_version": "0.9.1", "duration_ms": 640, "reason": null, "finished_unix_ms": 7,
+        });
+        assert_eq!(doc["last_upgrade"], want);
+        // A reader in another process without the master's answer: both null.
+        let reader = Scoreboard::open_read_only(&path).expect("open");
+        let doc = json(reader.snapshot());
+        assert!(doc["master"].is_null() && doc["last_upgrade"].is_null());
     }
 
     #[test]

@@ -114,6 +114,7 @@ pub fn render(doc: &StatusDoc) -> String {
         doc.reloads.success,
         doc.reloads.rollback
     );
+    upgrades(&mut out, doc);
     listeners(&mut out, doc);
     guards(&mut out, doc);
     let _ = writeln!(
@@ -198,6 +199,46 @@ pub fn render(doc: &StatusDoc) -> String {
         );
     }
     out
+}
+
+/// The master that answers and its upgrades: `master 4188 version 0.9.1  upgrades ok 1 rolled
+/// back 0  last upgrade success: master 4121 (0.9.0) -> 4188 (0.9.1) in 640 ms, 5s ago`.
+/// Nothing when the master's records are unknown and there was no upgrade.
+fn upgrades(out: &mut String, doc: &StatusDoc) {
+    let master = doc.master.as_ref().map(|m| {
+        let u = m.upgrades;
+        format!(
+            "master {} version {}  upgrades ok {} rolled back {}",
+            m.pid,
+            sanitize(&m.version),
+            u.success,
+            u.rollback
+        )
+    });
+    let last = doc.last_upgrade.as_ref().map(|u| {
+        let took = match u.duration_ms {
+            ms @ 0..10_000 => format!("{ms} ms"),
+            ms => human_duration(ms as f64 / 1000.0),
+        };
+        let ago = human_duration(doc.now_unix_ms.saturating_sub(u.finished_unix_ms) as f64 / 1e3);
+        let to_pid = u.to_pid.map_or_else(|| "-".into(), |p| p.to_string());
+        let why = u
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        format!(
+            "last upgrade {}: master {} ({}) -> {to_pid} ({}) in {took}, {ago} ago{why}",
+            u.outcome.as_str(),
+            u.from_pid,
+            u.from_version,
+            u.to_version.as_deref().unwrap_or("-"),
+        )
+    });
+    let line: Vec<String> = master.into_iter().chain(last).collect();
+    if !line.is_empty() {
+        let _ = writeln!(out, "{}", sanitize(&line.join("  ")));
+    }
 }
 
 /// One line per listener: its accept queue against the limit, the peak, the drops.
@@ -361,6 +402,38 @@ mod tests {
         let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
         let want = "scale events up busy 1 up queue 0 up manual 0 down idle 1 down manual 0";
         assert!(render(&doc).contains(want), "{}", render(&doc));
+    }
+
+    #[test]
+    fn shows_the_master_and_its_last_upgrade() {
+        use crate::scoreboard::{UpgradeOutcomeKind, UpgradeRecord};
+        let sb = Scoreboard::create_sealed("t", 1).expect("create");
+        let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+        let (pid, version) = (std::process::id(), env!("CARGO_PKG_VERSION"));
+        let want = format!("master {pid} version {version}  upgrades ok 0 rolled back 0\n");
+        assert!(render(&doc).contains(&want), "{}", render(&doc));
+        assert!(!render(&doc).contains("last upgrade"));
+        sb.record_upgrade(UpgradeRecord {
+            outcome: UpgradeOutcomeKind::Rollback,
+            from_pid: 4121,
+            to_pid: Some(4188),
+            from_version: "0.9.0".into(),
+            to_version: None,
+            duration_ms: 640,
+            reason: Some("exited\x1b[2J (exit code 3)".into()),
+            finished_unix_ms: 0,
+        });
+        let mut doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+        doc.now_unix_ms = 5_000;
+        let out = render(&doc);
+        let want = "upgrades ok 0 rolled back 1  last upgrade rollback: master 4121 (0.9.0) -> \
+                    4188 (-) in 640 ms, 5s ago: exited?[2J (exit code 3)";
+        assert!(out.contains(want), "{out}");
+        // A reader without the master's records still shows the last upgrade it was given.
+        doc.master = None;
+        assert!(render(&doc).contains("\nlast upgrade rollback: master 4121"));
+        doc.last_upgrade = None;
+        assert!(!render(&doc).contains("upgrade"));
     }
 
     #[test]

@@ -46,6 +46,7 @@ mod seqlock;
 mod snapshot;
 pub mod status;
 mod strings;
+mod upgrade;
 mod writer;
 
 use std::fs::File;
@@ -70,6 +71,9 @@ pub use snapshot::{
     KilledRequest, LastReloadSnapshot, LastRequestSnapshot, ListenQueueSnapshot, RecycleCounts,
     RequestSnapshot, SlotGuards, SlotSnapshot, Snapshot, StatusCounts, ThreadSnapshot, Totals,
     WorkerValue,
+};
+pub use upgrade::{
+    MasterInfo, UpgradeCounts, UpgradeOutcomeKind, UpgradeRecord, MASTER_STATUS_KEYS,
 };
 pub use writer::{ConnGuard, RequestGuard, SlotWriter};
 

@@ -40,6 +40,15 @@ fn samples(source: Source, doc: &StatusDoc) -> Vec<Sample<'_>> {
             .reloads
             .canary_verdicts
             .map_or_else(Vec::new, |c| by("verdict", c.by_verdict())),
+        Source::MasterUpgrades => doc
+            .master
+            .as_ref()
+            .map_or_else(Vec::new, |m| by("outcome", m.upgrades.by_outcome())),
+        Source::MasterInfo => doc.master.as_ref().map_or_else(Vec::new, |m| {
+            let version = ("version", LabelValue::Str(m.version.as_str()));
+            let pid = ("pid", LabelValue::Int(u64::from(m.pid)));
+            vec![sample(Labels::new([version, pid]), Value::Int(1))]
+        }),
         Source::OtlpExports => by("result", [("success", ok), ("failure", failed)]),
         Source::Generation => vec![plain(Value::Int(doc.generation))],
         Source::StartTime => vec![plain(Value::Float(doc.started_unix_ms as f64 / 1000.0))],

@@ -380,3 +380,88 @@ fn scale_events_have_every_direction_and_reason_pair() {
     let f = Families::of(&doc);
     assert!(family(&f, "flora_scale_events_total").samples.is_empty());
 }
+
+#[test]
+fn master_upgrades_by_outcome_and_the_masters_info() {
+    use crate::exporter::prometheus::{render, Format};
+    use crate::scoreboard::{UpgradeOutcomeKind, UpgradeRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s");
+    let sb = Scoreboard::create(&path, "t", 1).expect("create");
+    let values = |doc: &StatusDoc| -> Vec<(Vec<(String, String)>, Value<'static>)> {
+        let f = Families::of(doc);
+        let fam = family(&f, "flora_master_upgrades_total");
+        assert_eq!(fam.kind, Kind::Counter);
+        let int = |v: &Value| match v {
+            Value::Int(n) => Value::Int(*n),
+            other => panic!("not an integer: {other:?}"),
+        };
+        fam.samples
+            .iter()
+            .map(|s| (labels(s), int(&s.value)))
+            .collect()
+    };
+    let outcome = |o: &str, n| (vec![("outcome".to_string(), o.to_string())], Value::Int(n));
+    // Both outcomes from the start, at 0.
+    let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+    assert_eq!(
+        values(&doc),
+        [outcome("success", 0), outcome("rollback", 0)]
+    );
+    let rec = |outcome| UpgradeRecord {
+        outcome,
+        from_pid: 1,
+        to_pid: None,
+        from_version: "0.1.0".into(),
+        to_version: None,
+        duration_ms: 3,
+        reason: None,
+        finished_unix_ms: 4,
+    };
+    sb.record_upgrade(rec(UpgradeOutcomeKind::Rollback));
+    sb.record_upgrade(rec(UpgradeOutcomeKind::Success));
+    sb.record_upgrade(rec(UpgradeOutcomeKind::Rollback));
+    let doc = StatusDoc::build_with(sb.snapshot(), |_| None);
+    assert_eq!(
+        values(&doc),
+        [outcome("success", 1), outcome("rollback", 2)]
+    );
+    // The master that answers: this process, this build.
+    let f = Families::of(&doc);
+    let info = family(&f, "flora_master_info");
+    assert_eq!(info.kind, Kind::Info);
+    let [one] = &info.samples[..] else {
+        panic!("one master: {:?}", info.samples)
+    };
+    let (version, pid) = (env!("CARGO_PKG_VERSION"), std::process::id().to_string());
+    let want = [("version", version), ("pid", pid.as_str())];
+    assert_eq!(labels(one), want.map(|(k, v)| (k.into(), v.into())));
+    assert_eq!(one.value, Value::Int(1));
+    // Both text formats.
+    let text = render(&doc, Format::Text);
+    let series = format!("flora_master_info{{version=\"{version}\",pid=\"{pid}\"}} 1");
+    for line in [
+        "# TYPE flora_master_upgrades_total counter",
+        "flora_master_upgrades_total{outcome=\"success\"} 1",
+        "flora_master_upgrades_total{outcome=\"rollback\"} 2",
+        "# TYPE flora_master_info gauge",
+        &series,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?}\n{text}");
+    }
+    let om = render(&doc, Format::OpenMetrics);
+    for line in [
+        "# TYPE flora_master_upgrades counter",
+        "flora_master_upgrades_total{outcome=\"rollback\"} 2",
+        "# TYPE flora_master info",
+        &series,
+    ] {
+        assert!(om.lines().any(|l| l == line), "no {line:?}\n{om}");
+    }
+    // A reader without the master's records writes no samples rather than zeros.
+    let reader = Scoreboard::open_read_only(&path).expect("open");
+    let doc = StatusDoc::build_with(reader.snapshot(), |_| None);
+    let f = Families::of(&doc);
+    assert!(family(&f, "flora_master_upgrades_total").samples.is_empty());
+    assert!(family(&f, "flora_master_info").samples.is_empty());
+}

@@ -1,7 +1,7 @@
 //! The HTML status page (`GET /server-status`), in the spirit of Apache's `mod_status` but
-//! readable at a glance: a header with the instance and its last reload, summary cards, one
-//! row per worker, one row per open connection with its in-flight request, and the guards'
-//! recycles, kills and kill records.
+//! readable at a glance: a header with the instance, its last reload and its last master
+//! upgrade, summary cards, one row per worker, one row per open connection with its in-flight
+//! request, and the guards' recycles, kills and kill records.
 //!
 //! [`render`] is a pure function of the [`StatusDoc`]. The page is self-contained: one inline
 //! stylesheet, no scripts, no images, no external assets, so it works offline and under a
@@ -13,13 +13,14 @@
 //!
 //! `tables.rs` writes the three tables, `listeners.rs` the accept queues, `guards.rs` the
 //! guards' counts and kill records, `canary.rs` the last canary reload's comparison,
-//! `format.rs` the numbers, sizes, durations and times.
+//! `upgrade.rs` the last master upgrade, `format.rs` the numbers, sizes, durations and times.
 
 mod canary;
 mod format;
 mod guards;
 mod listeners;
 mod tables;
+mod upgrade;
 
 use std::borrow::Cow;
 
@@ -99,12 +100,13 @@ fn header(doc: &StatusDoc) -> String {
     format!(
         "<header class=\"top\"><div><h1>{}<small>server status</small></h1>\
          <p class=\"meta\">{} · master pid <b>{}</b> · up <b>{up}</b> · generation <b>{}</b> \
-         · as of {now}</p></div>{}</header>\n",
+         · as of {now}</p></div>{}{}</header>\n",
         esc(&doc.instance),
         esc(&doc.server_version),
         doc.master_pid,
         doc.generation,
-        reload_box(doc)
+        reload_box(doc),
+        upgrade::upgrade_box(doc)
     )
 }
 

@@ -67,6 +67,10 @@ pub(crate) struct HeaderTruth {
     pub last_canary: Option<crate::canary::CanaryReport>,
     /// Canary reloads by verdict (the master's memory only).
     pub canary_counts: crate::canary::CanaryCounts,
+    /// Master upgrades by outcome and the last one (the master's memory only).
+    pub upgrades_success: u64,
+    pub upgrades_rollback: u64,
+    pub last_upgrade: Option<crate::scoreboard::UpgradeRecord>,
     pub status_addr: String,
     pub otlp_ok: u64,
     pub otlp_failed: u64,

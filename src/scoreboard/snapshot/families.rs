@@ -70,6 +70,10 @@ pub enum Source {
     Listener(fn(&ListenQueueSnapshot) -> Option<u64>),
     /// Autoscaling's target changes by `direction` and `reason` (the master's records).
     ScaleEvents,
+    /// Master upgrades by `outcome`: success, rollback (the master's records).
+    MasterUpgrades,
+    /// Value 1 for the master that answers, labelled `version` and `pid` (its own record).
+    MasterInfo,
 }
 
 impl Builtin {
@@ -110,7 +114,7 @@ const fn family(name: &'static str, kind: Kind, help: &'static str, source: Sour
 }
 
 /// Every metric the exporters write themselves, in the order they write them.
-pub const BUILTIN: [Builtin; 32] = [
+pub const BUILTIN: [Builtin; 34] = [
     family(
         "flora_http_requests_total",
         Kind::Counter,
@@ -272,6 +276,18 @@ pub const BUILTIN: [Builtin; 32] = [
         Kind::Counter,
         "Canary reloads by verdict (a crash or a canary not ready counts as rollback).",
         Source::CanaryReloads,
+    ),
+    family(
+        "flora_master_upgrades_total",
+        Kind::Counter,
+        "Master upgrades (flora-cluster upgrade) by outcome: the new master took over, or it was rolled back.",
+        Source::MasterUpgrades,
+    ),
+    family(
+        "flora_master_info",
+        Kind::Info,
+        "The master process that answers: its version and pid.",
+        Source::MasterInfo,
     ),
     family(
         "flora_otlp_exports_total",

@@ -454,6 +454,13 @@ pub struct Snapshot {
     /// While a canary is observed: both generations' figures so far (the master's own record).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary_window: Option<crate::canary::CanaryWindow>,
+    /// The master that answers: pid, version, upgrade counts (its own record: none in a
+    /// reader of another process until it [`Snapshot::apply_master`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<super::MasterInfo>,
+    /// The last master upgrade (the master's own record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_upgrade: Option<super::UpgradeRecord>,
     /// The master's management HTTP address (empty when off).
     pub status_addr: String,
     /// OTLP pushes that succeeded.

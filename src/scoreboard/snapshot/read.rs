@@ -10,6 +10,7 @@ use super::super::raw::layout::{
 };
 use super::super::segment::{load_acquire, HeaderTruth, SlotTruth};
 use super::super::{mono_ns, strings, unix_ms, Segment, SlotState};
+use super::super::{MasterInfo, UpgradeCounts};
 use super::{
     custom, ConnSnapshot, Counters, HistogramSnapshot, LastReloadSnapshot, LastRequestSnapshot,
     RequestSnapshot, SlotSnapshot, Snapshot, Totals,
@@ -44,6 +45,7 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         .collect();
     let mut guards = None;
     let (mut canary_counts, mut canary_window) = (None, None);
+    let mut master = None;
     let (header, listen_queues) = match &sb.truth {
         // The creator shows what it knows, whatever a worker wrote over the header.
         Some(t) => {
@@ -51,6 +53,10 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
             guards = Some(t.guards().overlay(&mut slots));
             let header = t.header().clone();
             canary_counts = Some(header.canary_counts);
+            master = Some(MasterInfo::this_process(UpgradeCounts {
+                success: header.upgrades_success,
+                rollback: header.upgrades_rollback,
+            }));
             canary_window = t.canary().as_ref().map(|b| b.window(&slots));
             (header, t.queues().shown())
         }
@@ -88,6 +94,8 @@ pub(in crate::scoreboard) fn take(sb: &Segment) -> Snapshot {
         last_canary: header.last_canary,
         canary_counts,
         canary_window,
+        master,
+        last_upgrade: header.last_upgrade,
         status_addr: header.status_addr,
         otlp_exports_ok: header.otlp_ok,
         otlp_exports_failed: header.otlp_failed,
@@ -134,6 +142,9 @@ fn read_header(sb: &Segment) -> HeaderTruth {
         // The master's own records, not in the segment.
         last_canary: None,
         canary_counts: Default::default(),
+        upgrades_success: 0,
+        upgrades_rollback: 0,
+        last_upgrade: None,
         status_addr: strings::read(&h.status_addr).0,
         otlp_ok: h.otlp_exports_ok.load(Relaxed),
         otlp_failed: h.otlp_exports_failed.load(Relaxed),
