@@ -121,10 +121,6 @@ impl MasterInfo {
 impl Scoreboard {
     /// Counts a master upgrade by its outcome and keeps it as the last one (master; a no-op
     /// in a process that did not create the segment).
-    #[allow(
-        dead_code,
-        reason = "called by the master upgrade's shell (issue 17), merged from another branch"
-    )]
     pub(crate) fn record_upgrade(&self, rec: UpgradeRecord) {
         self.update_header(|t| {
             match rec.outcome {

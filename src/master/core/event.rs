@@ -476,8 +476,9 @@ pub enum Action {
         target: usize,
     },
     /// Stop accepting on the control socket and the status server and hand over: send the
-    /// final state; answered with [`Event::UpgradeCommitted`] or [`Event::UpgradeFailed`].
-    CommitUpgrade,
+    /// final state with the upgrade's record (for the new master to keep); answered with
+    /// [`Event::UpgradeCommitted`] or [`Event::UpgradeFailed`].
+    CommitUpgrade(crate::control::UpgradeReport),
     /// Tell the new master to give up (or stop it); accept again if the commit had stopped
     /// accepting.
     AbortUpgrade {

@@ -77,11 +77,6 @@ impl Core {
         self.upgrade.is_some()
     }
 
-    /// Whether this master handed over to a new one and only drains.
-    pub fn retiring(&self) -> bool {
-        self.retiring
-    }
-
     pub(super) fn request_upgrade(
         &mut self,
         binary: Option<PathBuf>,
@@ -190,7 +185,11 @@ impl Core {
         tx.new_version = Some(version.clone());
         let msg = format!("new master {pid} ({version}) is ready: handing over");
         self.log(Level::Info, msg);
-        self.out.push(Action::CommitUpgrade);
+        let report = match &self.upgrade {
+            Some(tx) => self.upgrade_report(tx, Outcome::Success, None),
+            None => return,
+        };
+        self.out.push(Action::CommitUpgrade(report));
     }
 
     pub(super) fn on_upgrade_committed(&mut self) {

@@ -95,7 +95,11 @@ impl Shell {
         let Some(serde_json::Value::Object(doc)) = &mut reply.status else {
             return reply;
         };
-        let Some(report) = self.sb.snapshot().guards_report() else {
+        let snap = self.sb.snapshot();
+        for (key, value) in snap.master_status_fields() {
+            doc.insert(key.into(), value);
+        }
+        let Some(report) = snap.guards_report() else {
             return reply;
         };
         let rest = serde_json::to_vec(&*doc).map_or(usize::MAX, |v| v.len());

@@ -346,7 +346,7 @@ impl Shell {
             } => self.record_recycle(slot, pid, reason, &detail),
             Action::RecordScale { direction, reason } => self.record_scale(direction, reason),
             Action::SpawnUpgrade { .. }
-            | Action::CommitUpgrade
+            | Action::CommitUpgrade(_)
             | Action::AbortUpgrade { .. }
             | Action::RecordUpgrade(_)
             | Action::Retire => return self.upgrade_action(action),

@@ -11,6 +11,7 @@ use crate::master::core::{Action, Event};
 use crate::master::handover::old::{self, Cmd, Report};
 use crate::master::handover::wire::{FdRole, State, PROTOCOL};
 use crate::master::handover::write_blob;
+use crate::scoreboard::{UpgradeOutcomeKind, UpgradeRecord};
 
 /// What the final state carries besides the master's memory.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -19,6 +20,25 @@ pub(in crate::master) struct Final {
     pub carried: serde_json::Value,
     /// The old master's workers at the commit (slot, pid).
     pub workers: Vec<(usize, u32)>,
+    /// The upgrade's record, for the new master to keep.
+    pub record: Option<UpgradeRecord>,
+}
+
+/// The record kept of an upgrade's report.
+pub(super) fn record_of(r: &UpgradeReport) -> UpgradeRecord {
+    UpgradeRecord {
+        outcome: match r.outcome {
+            Outcome::Success => UpgradeOutcomeKind::Success,
+            Outcome::Rollback => UpgradeOutcomeKind::Rollback,
+        },
+        from_pid: r.from_pid,
+        to_pid: r.to_pid,
+        from_version: r.from_version.clone(),
+        to_version: r.to_version.clone(),
+        duration_ms: r.duration_ms,
+        reason: r.reason.clone(),
+        finished_unix_ms: crate::scoreboard::unix_ms(),
+    }
 }
 
 impl Shell {
@@ -38,8 +58,8 @@ impl Shell {
                     Err(reason) => Event::UpgradeFailed { reason },
                 });
             }
-            Action::CommitUpgrade => {
-                if let Err(reason) = self.commit_upgrade() {
+            Action::CommitUpgrade(report) => {
+                if let Err(reason) = self.commit_upgrade(&report) {
                     return Some(Event::UpgradeFailed { reason });
                 }
             }
@@ -136,7 +156,7 @@ impl Shell {
     }
 
     /// Stops accepting and sends the final state.
-    fn commit_upgrade(&mut self) -> Result<(), String> {
+    fn commit_upgrade(&mut self, report: &UpgradeReport) -> Result<(), String> {
         let handle = self.new_master.as_ref().ok_or("no new master")?;
         if let Some(f) = &mut self.fronts {
             f.stop();
@@ -146,6 +166,7 @@ impl Shell {
         let fin = Final {
             carried: serde_json::to_value(self.sb.carried()).map_err(|e| e.to_string())?,
             workers,
+            record: Some(record_of(report)),
         };
         let bytes = serde_json::to_vec(&fin).map_err(|e| e.to_string())?;
         let blob = write_blob(&bytes).map_err(|e| format!("cannot write the final state: {e}"))?;
@@ -178,12 +199,7 @@ impl Shell {
     }
 
     fn record_upgrade(&self, r: &UpgradeReport) {
-        let outcome = match r.outcome {
-            Outcome::Success => "success",
-            Outcome::Rollback => "rollback",
-        };
-        tracing::info!(outcome, "master upgrade recorded");
-        let _ = r; // recorded with the exporter's figures (merged next)
+        self.sb.record_upgrade(record_of(r));
     }
 
     /// The new master serves: leave it the sockets' files and the lock.
