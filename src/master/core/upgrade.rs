@@ -152,7 +152,8 @@ impl Core {
         }
         if !self.held.is_empty() {
             return Err(
-                "the new master of the last upgrade is still stopping; try again in a moment"
+                "slots are still held by another master (a failed upgrade's new master, or the \
+                 previous master's draining workers); try again in a moment"
                     .into(),
             );
         }
