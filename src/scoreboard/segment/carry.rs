@@ -150,7 +150,8 @@ impl Scoreboard {
     /// let sb = Scoreboard::create_sealed("web", 2).unwrap();
     /// let state = serde_json::to_string(&sb.carried().unwrap()).unwrap();
     /// assert!(state.contains("web"));
-    /// assert!(sb.reader().snapshot().slots.len() == 2);
+    /// let reader = Scoreboard::from_fd(sb.fd().try_clone_to_owned().unwrap()).unwrap();
+    /// assert!(reader.carried().is_none(), "only the creator has a state");
     /// ```
     pub fn carried(&self) -> Option<Carried> {
         let seg = self.segment();
