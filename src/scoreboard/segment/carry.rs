@@ -128,7 +128,7 @@ impl Segment {
                 ..t
             })
             .collect();
-        truth.guards().import(carried.guards, |_| true);
+        truth.guards().adopt(carried.guards);
         truth.queues().import(carried.queues);
         *truth.registry() = carried.registry;
         Ok(Self {
@@ -150,7 +150,8 @@ impl Scoreboard {
     /// let sb = Scoreboard::create_sealed("web", 2).unwrap();
     /// let state = serde_json::to_string(&sb.carried().unwrap()).unwrap();
     /// assert!(state.contains("web"));
-    /// assert!(sb.reader().snapshot().slots.len() == 2);
+    /// let reader = Scoreboard::from_fd(sb.fd().try_clone_to_owned().unwrap()).unwrap();
+    /// assert!(reader.carried().is_none(), "only the creator has a state");
     /// ```
     pub fn carried(&self) -> Option<Carried> {
         let seg = self.segment();
@@ -266,7 +267,7 @@ impl Scoreboard {
 
     /// Takes the old master's final state at the upgrade's commit: the header values (but
     /// this master's own pid, generation and target, which its core decides), the guards'
-    /// records, the listen queues (drop totals with the kernel's last counts), the registry
+    /// records (plus what this master's guards did since it adopted), the listen queues (drop totals with the kernel's last counts), the registry
     /// (this master's own when it extends the old one) and the record of every foreign slot
     /// (its own slots keep its own record). A no-op in a process that did not create the
     /// segment.
@@ -314,7 +315,7 @@ impl Scoreboard {
             };
         }
         t.guards()
-            .import(carried.guards, |i| foreign.get(i).copied().unwrap_or(false));
+            .import_final(carried.guards, |i| foreign.get(i).copied().unwrap_or(false));
         t.queues().import(carried.queues);
         {
             let mut reg = t.registry();

@@ -12,6 +12,9 @@ use super::super::snapshot::{
 };
 use super::super::{unix_ms, Scoreboard, SlotSnapshot, SlotState};
 
+mod carry;
+pub(crate) use carry::CarriedGuards;
+
 /// Kill records kept (the oldest goes first).
 pub const MAX_KILL_RECORDS: usize = 16;
 
@@ -56,42 +59,11 @@ pub(crate) struct GuardTruth {
     ids: VecDeque<u64>,
     next_id: u64,
     slots: Vec<SlotGuardTruth>,
-}
-
-/// The guards' records as they cross a master upgrade ([`super::Carried`]): heartbeats are
-/// instants of the old master's clock and stay behind.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub(crate) struct CarriedGuards {
-    /// Counts (recycles, kills, scale events) and kill records.
-    pub shown: GuardsSnapshot,
-    /// Each slot's last guard event.
-    pub last: Vec<Option<GuardEvent>>,
+    /// The counts and first own record id when this master adopted another's records.
+    adopted: Option<carry::Adopted>,
 }
 
 impl GuardTruth {
-    /// The records to carry to the next master.
-    pub(crate) fn carry(&self) -> CarriedGuards {
-        CarriedGuards {
-            shown: self.shown.clone(),
-            last: self.slots.iter().map(|s| s.last.clone()).collect(),
-        }
-    }
-
-    /// Takes carried records: the counts and kill records, and the last event of each slot
-    /// `take(slot)` says (the others keep this master's). Heartbeats stay.
-    pub(crate) fn import(&mut self, carried: CarriedGuards, take: impl Fn(usize) -> bool) {
-        self.shown = carried.shown;
-        let n = self.shown.kill_records.len() as u64;
-        self.ids = (self.next_id..self.next_id + n).collect();
-        self.next_id += n;
-        for (i, last) in carried.last.into_iter().enumerate() {
-            if take(i) {
-                self.slot(i).last = last;
-            }
-        }
-    }
-
     /// The counts and records shown (autoscaling's counts live here too).
     pub(crate) fn shown_mut(&mut self) -> &mut GuardsSnapshot {
         &mut self.shown

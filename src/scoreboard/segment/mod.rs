@@ -124,7 +124,7 @@ pub(crate) struct Truth {
     queues: Mutex<QueueTruth>,
     /// A canary reload's counters at the start of its observation.
     canary: Mutex<Option<super::canary::CanaryBaseline>>,
-    /// While set, `restamp` writes no header field (a master upgrade, [`carry`]).
+    /// While set, `restamp` writes no header field (a master upgrade, `carry.rs`).
     header_frozen: std::sync::atomic::AtomicBool,
 }
 

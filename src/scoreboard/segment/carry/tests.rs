@@ -328,3 +328,41 @@ fn listen_queue_drops_are_counted_once_across_an_upgrade() {
     new.record_listen_queues(&[("127.0.0.1:8080".into(), tcp(0, 12))]);
     assert_eq!(new.snapshot().listen_queues[0].drops, Some(12));
 }
+
+#[test]
+fn the_final_guard_records_keep_the_new_masters_own() {
+    let old = filled(); // 1 heartbeat kill, 1 age recycle, 1 scale up
+    let new = Scoreboard::adopt(dup(&old), via_json(&old.carried().unwrap())).unwrap();
+    new.slot_spawned(2, 7000, 3);
+    let (id, _) = new.record_kill(2, 7000, "heartbeat", "stuck").unwrap();
+    new.record_recycle(2, "memory");
+    old.record_kill(1, 4101, "shutdown_timeout", "draining");
+    new.import_final(via_json(&old.carried().unwrap())).unwrap();
+    let g = new.snapshot().guards.unwrap();
+    assert_eq!((g.kills.heartbeat, g.kills.shutdown_timeout), (2, 1));
+    assert_eq!((g.recycles.memory, g.recycles.age), (1, 1));
+    assert_eq!(g.scale_events.up_busy, 1);
+    let pids: Vec<u32> = g.kill_records.iter().map(|r| r.pid).collect();
+    assert_eq!(pids.len(), 3);
+    assert!(pids.contains(&7000) && pids.contains(&4101), "{pids:?}");
+    // Its own record keeps its id: the threads read later still reach it.
+    let thread = crate::scoreboard::ThreadSnapshot {
+        tid: 7001,
+        name: "w".into(),
+        state: "R".into(),
+        wchan: String::new(),
+        syscall: String::new(),
+    };
+    new.set_kill_threads(id, vec![thread]);
+    let g = new.snapshot().guards.unwrap();
+    let own = g.kill_records.iter().find(|r| r.pid == 7000).unwrap();
+    assert_eq!(own.threads.len(), 1);
+    assert_eq!(
+        new.snapshot().slots[2]
+            .last_guard_event
+            .as_ref()
+            .unwrap()
+            .reason,
+        "memory"
+    );
+}
