@@ -109,7 +109,7 @@ pub enum FdRole {
     Tcp {
         /// The addresses workers asked for that it serves.
         requested: Vec<String>,
-        /// Its local address.
+        /// The address it was bound for (its key in the listener table; port 0: any port).
         local: SocketAddr,
     },
     /// A Unix listener of the workers.
