@@ -51,6 +51,18 @@ pub(super) enum Op {
     CanaryBad(bool),
     /// A load sample: busy workers, queued connections (autoscaling's signal).
     Load(usize, u64),
+    /// An upgrade request on the control socket (to another binary, or the own).
+    Upgrade(bool),
+    SignalUpgrade,
+    /// Whether the shell answers `SpawnUpgrade` at once.
+    AutoUpgrade(bool),
+    /// A pending `SpawnUpgrade` is answered: started, or failed.
+    UpgradeSpawned(bool),
+    UpgradeReady,
+    UpgradeCommitted,
+    UpgradeFailed,
+    /// The new master exits.
+    UpgradeGone,
 }
 
 pub(super) fn op() -> impl Strategy<Value = Op> {
@@ -85,6 +97,15 @@ fn op_with(reloads: u32) -> impl Strategy<Value = Op> {
         // Stops end the interesting part: rarer than the rest.
         1 => Just(Op::Stop),
         1 => Just(Op::SignalStop),
+        // A master upgrade's requests and the shell's answers (a commit ends it too).
+        2 => proptest::bool::weighted(0.2).prop_map(Op::Upgrade),
+        1 => Just(Op::SignalUpgrade),
+        1 => mostly().prop_map(Op::AutoUpgrade),
+        2 => mostly().prop_map(Op::UpgradeSpawned),
+        3 => Just(Op::UpgradeReady),
+        1 => Just(Op::UpgradeCommitted),
+        2 => Just(Op::UpgradeFailed),
+        2 => Just(Op::UpgradeGone),
     ]
 }
 
@@ -131,6 +152,12 @@ fn apply(sim: &mut Sim, op: Op) {
             drop(sim.sample(slot, if over { MEMORY + 1 } else { MEMORY }));
         }
         Op::Reap => reap(sim),
+        Op::Upgrade(_) | Op::SignalUpgrade | Op::AutoUpgrade(_) => upgrade_request(sim, &op),
+        Op::UpgradeSpawned(_)
+        | Op::UpgradeReady
+        | Op::UpgradeCommitted
+        | Op::UpgradeFailed
+        | Op::UpgradeGone => upgrade_answer(sim, &op),
         Op::Load(busy, queued) => {
             let in_flight = busy as u64;
             drop(sim.feed(Event::Load {
@@ -152,6 +179,75 @@ fn apply(sim: &mut Sim, op: Op) {
             }
         }
         _ => {}
+    }
+}
+
+fn upgrade_request(sim: &mut Sim, op: &Op) {
+    match *op {
+        Op::Upgrade(other) => {
+            let binary = other.then_some("/opt/other");
+            drop(sim.control(super::upgrade::upgrade(binary)));
+        }
+        Op::SignalUpgrade => drop(sim.signal(SignalEvent::Upgrade)),
+        Op::AutoUpgrade(on) => sim.auto_upgrade = on,
+        _ => {}
+    }
+}
+
+/// The shell's upgrade events, only when they can come: a spawn answered once, ready and
+/// the ack from a started new master (racing with a rollback, or stray), a failure while
+/// a new master may be starting, its exit before it took over.
+fn upgrade_answer(sim: &mut Sim, op: &Op) {
+    let pending = sim.lent.is_some() && sim.new_master.is_none();
+    let started = sim.new_master.is_some() && !sim.core.retiring();
+    match *op {
+        Op::UpgradeSpawned(ok) if pending && sim.core.upgrading() => {
+            if ok {
+                let pid = sim.next_pid;
+                sim.next_pid += 1;
+                sim.new_master = Some(pid);
+                drop(sim.feed(Event::UpgradeSpawned { pid }));
+            } else {
+                let reason = "cannot exec the new master".to_string();
+                drop(sim.feed(Event::UpgradeFailed { reason }));
+            }
+        }
+        Op::UpgradeReady if started => {
+            let version = "9.9.9".to_string();
+            drop(sim.feed(Event::UpgradeReady { version }));
+        }
+        Op::UpgradeCommitted if started => drop(sim.feed(Event::UpgradeCommitted)),
+        Op::UpgradeFailed if started => {
+            let reason = "the new master hung up".to_string();
+            drop(sim.feed(Event::UpgradeFailed { reason }));
+        }
+        Op::UpgradeGone if started => drop(sim.upgrade_gone()),
+        _ => {}
+    }
+}
+
+/// One coordinator: an upgrade runs alone (no reload, queued reload, restore or recycle)
+/// and always has a deadline; held slots have no owner and no worker; a retiring master
+/// stops.
+fn check_upgrade(sim: &Sim) {
+    let c = &sim.core;
+    if let Some(tx) = &c.upgrade {
+        assert!(c.reload.is_none(), "a reload and an upgrade at once");
+        assert!(c.queued.is_none(), "a reload queued behind an upgrade");
+        assert_eq!(c.restoring, 0, "a restore during an upgrade");
+        assert!(c.recycles.is_empty(), "a recycle during an upgrade");
+        let due = c.poll_timeout();
+        assert!(due.is_some_and(|t| t <= tx.deadline), "no upgrade deadline");
+    }
+    for &slot in &c.held {
+        assert!(c.owner[slot].is_none(), "held slot {slot} owned");
+        assert!(
+            !c.workers.contains_key(&slot),
+            "a worker in held slot {slot}"
+        );
+    }
+    if c.retiring() {
+        assert_eq!(c.stop, Stop::Stopping, "retiring without stopping");
     }
 }
 
@@ -294,6 +390,7 @@ pub(super) fn apply_checked(sim: &mut Sim, op: Op) {
     check_peak(sim);
     check_owned(sim);
     check_canary(sim);
+    check_upgrade(sim);
     // A rollback drains the ready new workers: the floor below is for the rest.
     let neutral = neutral && rollbacks(sim) == rolled_back;
     let max = sim.core.cfg.guards.max_recycling;
@@ -418,6 +515,10 @@ fn settle_running(sim: &mut Sim) {
         }
         reap(sim);
         apply(sim, Op::Drained);
+        // A rolled-back new master exits.
+        if sim.new_master.is_some() && !sim.core.upgrading() && !sim.core.retiring() {
+            sim.upgrade_gone();
+        }
         sim.advance(Duration::from_secs(1));
     }
 }
@@ -449,6 +550,8 @@ proptest! {
                 prop_assert_eq!(sim.replies.get(w).map(Vec::len), Some(1), "{:?} unanswered", w);
             }
             prop_assert!(sim.core.reload.is_none(), "a reload never ends");
+            prop_assert!(!sim.core.upgrading(), "an upgrade never ends");
+            prop_assert!(sim.core.held.is_empty(), "slots held after the new master is gone");
             // After a rollback too: the old workers its batches retired are back.
             prop_assert_eq!(sim.core.restoring, 0, "old workers not restored");
             let g = sim.core.generation();
