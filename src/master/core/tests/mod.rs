@@ -6,6 +6,7 @@ mod canary;
 mod heartbeat;
 mod prop;
 mod prop_autoscale;
+mod prop_upgrade;
 mod recycle;
 mod reload;
 mod rolling;

@@ -16,6 +16,7 @@
 use proptest::prelude::*;
 
 use super::super::Guards;
+use super::prop_upgrade;
 use super::*;
 
 pub(super) const SLOTS: usize = 4;
@@ -66,11 +67,12 @@ pub(super) enum Op {
 }
 
 pub(super) fn op() -> impl Strategy<Value = Op> {
-    op_with(4)
+    op_with(4, 2)
 }
 
-/// Ops with reloads weighted `reloads` (reload signals half as much, rounded up).
-fn op_with(reloads: u32) -> impl Strategy<Value = Op> {
+/// Ops with reloads weighted `reloads` (reload signals half as much, rounded up) and
+/// upgrade requests and answers about `upgrades` each.
+pub(super) fn op_with(reloads: u32, upgrades: u32) -> impl Strategy<Value = Op> {
     let slot = 0..SLOTS;
     let mostly = || proptest::bool::weighted(0.8);
     prop_oneof![
@@ -98,18 +100,18 @@ fn op_with(reloads: u32) -> impl Strategy<Value = Op> {
         1 => Just(Op::Stop),
         1 => Just(Op::SignalStop),
         // A master upgrade's requests and the shell's answers (a commit ends it too).
-        2 => proptest::bool::weighted(0.2).prop_map(Op::Upgrade),
-        1 => Just(Op::SignalUpgrade),
+        upgrades => proptest::bool::weighted(0.2).prop_map(Op::Upgrade),
+        upgrades.div_ceil(2) => Just(Op::SignalUpgrade),
         1 => mostly().prop_map(Op::AutoUpgrade),
-        2 => mostly().prop_map(Op::UpgradeSpawned),
-        3 => Just(Op::UpgradeReady),
-        1 => Just(Op::UpgradeCommitted),
-        2 => Just(Op::UpgradeFailed),
-        2 => Just(Op::UpgradeGone),
+        upgrades => mostly().prop_map(Op::UpgradeSpawned),
+        upgrades + 1 => Just(Op::UpgradeReady),
+        upgrades => Just(Op::UpgradeCommitted),
+        upgrades.div_ceil(2) => Just(Op::UpgradeFailed),
+        upgrades.div_ceil(2) => Just(Op::UpgradeGone),
     ]
 }
 
-fn apply(sim: &mut Sim, op: Op) {
+pub(super) fn apply(sim: &mut Sim, op: Op) {
     let live = |sim: &Sim, slot| sim.live.contains_key(&slot);
     match op {
         Op::Ready(slot) if live(sim, slot) => drop(sim.ready(slot)),
@@ -152,12 +154,12 @@ fn apply(sim: &mut Sim, op: Op) {
             drop(sim.sample(slot, if over { MEMORY + 1 } else { MEMORY }));
         }
         Op::Reap => reap(sim),
-        Op::Upgrade(_) | Op::SignalUpgrade | Op::AutoUpgrade(_) => upgrade_request(sim, &op),
+        Op::Upgrade(_) | Op::SignalUpgrade | Op::AutoUpgrade(_) => prop_upgrade::request(sim, &op),
         Op::UpgradeSpawned(_)
         | Op::UpgradeReady
         | Op::UpgradeCommitted
         | Op::UpgradeFailed
-        | Op::UpgradeGone => upgrade_answer(sim, &op),
+        | Op::UpgradeGone => prop_upgrade::answer(sim, &op),
         Op::Load(busy, queued) => {
             let in_flight = busy as u64;
             drop(sim.feed(Event::Load {
@@ -182,75 +184,6 @@ fn apply(sim: &mut Sim, op: Op) {
     }
 }
 
-fn upgrade_request(sim: &mut Sim, op: &Op) {
-    match *op {
-        Op::Upgrade(other) => {
-            let binary = other.then_some("/opt/other");
-            drop(sim.control(super::upgrade::upgrade(binary)));
-        }
-        Op::SignalUpgrade => drop(sim.signal(SignalEvent::Upgrade)),
-        Op::AutoUpgrade(on) => sim.auto_upgrade = on,
-        _ => {}
-    }
-}
-
-/// The shell's upgrade events, only when they can come: a spawn answered once, ready and
-/// the ack from a started new master (racing with a rollback, or stray), a failure while
-/// a new master may be starting, its exit before it took over.
-fn upgrade_answer(sim: &mut Sim, op: &Op) {
-    let pending = sim.lent.is_some() && sim.new_master.is_none();
-    let started = sim.new_master.is_some() && !sim.core.retiring();
-    match *op {
-        Op::UpgradeSpawned(ok) if pending && sim.core.upgrading() => {
-            if ok {
-                let pid = sim.next_pid;
-                sim.next_pid += 1;
-                sim.new_master = Some(pid);
-                drop(sim.feed(Event::UpgradeSpawned { pid }));
-            } else {
-                let reason = "cannot exec the new master".to_string();
-                drop(sim.feed(Event::UpgradeFailed { reason }));
-            }
-        }
-        Op::UpgradeReady if started => {
-            let version = "9.9.9".to_string();
-            drop(sim.feed(Event::UpgradeReady { version }));
-        }
-        Op::UpgradeCommitted if started => drop(sim.feed(Event::UpgradeCommitted)),
-        Op::UpgradeFailed if started => {
-            let reason = "the new master hung up".to_string();
-            drop(sim.feed(Event::UpgradeFailed { reason }));
-        }
-        Op::UpgradeGone if started => drop(sim.upgrade_gone()),
-        _ => {}
-    }
-}
-
-/// One coordinator: an upgrade runs alone (no reload, queued reload, restore or recycle)
-/// and always has a deadline; held slots have no owner and no worker; a retiring master
-/// stops.
-fn check_upgrade(sim: &Sim) {
-    let c = &sim.core;
-    if let Some(tx) = &c.upgrade {
-        assert!(c.reload.is_none(), "a reload and an upgrade at once");
-        assert!(c.queued.is_none(), "a reload queued behind an upgrade");
-        assert_eq!(c.restoring, 0, "a restore during an upgrade");
-        assert!(c.recycles.is_empty(), "a recycle during an upgrade");
-        let due = c.poll_timeout();
-        assert!(due.is_some_and(|t| t <= tx.deadline), "no upgrade deadline");
-    }
-    for &slot in &c.held {
-        assert!(c.owner[slot].is_none(), "held slot {slot} owned");
-        assert!(
-            !c.workers.contains_key(&slot),
-            "a worker in held slot {slot}"
-        );
-    }
-    if c.retiring() {
-        assert_eq!(c.stop, Stop::Stopping, "retiring without stopping");
-    }
-}
-
 /// Every process that got SIGKILL exits.
 fn reap(sim: &mut Sim) {
     let dead: Vec<usize> = sim
@@ -268,7 +201,7 @@ fn reap(sim: &mut Sim) {
 const MEMORY: u64 = 100;
 
 /// Random guards: each one on or off; `None` for none at all.
-fn guards() -> impl Strategy<Value = Option<Guards>> {
+pub(super) fn guards() -> impl Strategy<Value = Option<Guards>> {
     let secs = |r: std::ops::Range<u64>| r.prop_map(Duration::from_secs);
     let on = (
         // At least 2 s: the settling loop beats every second.
@@ -390,7 +323,7 @@ pub(super) fn apply_checked(sim: &mut Sim, op: Op) {
     check_peak(sim);
     check_owned(sim);
     check_canary(sim);
-    check_upgrade(sim);
+    prop_upgrade::check(sim);
     // A rollback drains the ready new workers: the floor below is for the rest.
     let neutral = neutral && rollbacks(sim) == rolled_back;
     let max = sim.core.cfg.guards.max_recycling;
@@ -497,7 +430,7 @@ proptest! {
 /// stay under the memory limit, drained and SIGKILLed ones exit, time passes. Then every
 /// waiter has its answer, no reload is left and every slot of the serving generation has a
 /// ready worker.
-fn settle_running(sim: &mut Sim) {
+pub(super) fn settle_running(sim: &mut Sim) {
     sim.spawn_error = None;
     for _ in 0..200 {
         while !sim.hooks.is_empty() {
@@ -567,7 +500,7 @@ proptest! {
     /// The guards always on and reloads rare, so that most sequences kill and recycle.
     #[test]
     fn guards_under_random_events_keep_the_invariants(
-        ops in proptest::collection::vec(op_with(1), 0..80),
+        ops in proptest::collection::vec(op_with(1, 1), 0..80),
         workers in 1..=3usize,
         guards in guards().prop_filter("guards on", Option::is_some),
     ) {

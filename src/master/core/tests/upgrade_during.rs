@@ -182,7 +182,7 @@ fn autoscaling_does_not_move_during_an_upgrade_or_after_the_handover() {
     cfg.autoscale = Some(Autoscale::new(1, 4, Duration::from_secs(3)));
     let mut sim = Sim::running(cfg);
     sim.control(upgrade(None));
-    let mut load = |sim: &mut Sim, n: usize| {
+    let load = |sim: &mut Sim, n: usize| {
         let mut out = Vec::new();
         for _ in 0..n {
             sim.now += Duration::from_millis(250);
