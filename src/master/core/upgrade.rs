@@ -93,9 +93,12 @@ impl Core {
                 tx.waiters.extend(waiter);
                 let msg = "upgrade requested while one is under way: joined it";
                 self.log(Level::Info, msg.into());
-            } else if let Some(w) = waiter {
+            } else {
                 let msg = "an upgrade to another binary is under way; try again when it ends";
-                self.reply(w, Reply::error(msg));
+                match waiter {
+                    Some(w) => self.reply(w, Reply::error(msg)),
+                    None => self.log(Level::Warn, format!("upgrade refused: {msg}")),
+                }
             }
             return;
         }
@@ -156,10 +159,12 @@ impl Core {
             return Err("a worker recycle is in progress; try again in a moment".into());
         }
         if !self.held.is_empty() {
-            return Err(
-                "the new master of the last upgrade is still stopping; try again in a moment"
-                    .into(),
-            );
+            // A failed upgrade's new master, or (after a takeover) the old master's workers.
+            return Err(format!(
+                "the other master of the last upgrade still holds {} slots while it stops; \
+                 try again in a moment",
+                self.held.len()
+            ));
         }
         let free = self.free_slots().len();
         if free < self.target {
@@ -282,7 +287,9 @@ impl Core {
         let reason = match tx.step {
             Step::Handing => format!(
                 "the new master{} was not ready within {:.1} s",
-                tx.new_pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                tx.new_pid
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default(),
                 waited.as_secs_f64()
             ),
             Step::Committing => format!(
@@ -300,8 +307,10 @@ impl Core {
         }
         let why = if self.retiring {
             "this master has handed over to a new one; ask the new master".to_string()
-        } else {
+        } else if waiter.is_some() {
             format!("a master upgrade is in progress; {what} again when it ends")
+        } else {
+            "a master upgrade is in progress".to_string()
         };
         match waiter {
             Some(w) => self.reply(w, Reply::error(why)),

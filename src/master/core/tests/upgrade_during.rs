@@ -47,7 +47,7 @@ fn reloads_canaries_and_scales_are_refused_while_it_runs_and_sighup_is_ignored()
     let again = |what: &str| format!("{BUSY}; {what} again when it ends");
     let why = [again("reload"), again("reload"), again("scale")];
     coordinator_jobs_refused(&mut sim, &why.each_ref().map(String::as_str));
-    sighup_ignored(&mut sim, &again("SIGHUP reload"));
+    sighup_ignored(&mut sim, BUSY);
     // Also while committing.
     sim.upgrade_ready();
     coordinator_jobs_refused(&mut sim, &why.each_ref().map(String::as_str));

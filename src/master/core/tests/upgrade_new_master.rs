@@ -103,7 +103,10 @@ fn the_new_master_refuses_an_upgrade_while_old_workers_hold_slots() {
     sim.ready_all();
     let (w, out) = sim.control(upgrade(None));
     assert!(spawn_upgrades(&out).is_empty());
-    assert!(sim.error_of(w).contains("still stopping"));
+    assert_eq!(
+        sim.error_of(w),
+        "the other master of the last upgrade still holds 2 slots while it stops; try again in a moment"
+    );
     sim.feed(Event::ForeignExited { slot: 0 });
     sim.feed(Event::ForeignExited { slot: 1 });
     let (_, out) = sim.control(upgrade(None));
@@ -111,4 +114,20 @@ fn the_new_master_refuses_an_upgrade_while_old_workers_hold_slots() {
     assert_eq!(lent, [0, 1, 4, 5]);
     assert_eq!(workers, [(2, sim.pid(2)), (3, sim.pid(3))]);
     assert_eq!((generation, target), (4, 2));
+}
+
+#[test]
+fn a_reload_right_after_the_takeover_waits_for_the_old_workers_to_exit() {
+    let mut sim = Sim::new(settings(4, 2));
+    sim.core.resume(1, 2, &[0, 1]);
+    sim.feed(Event::Start);
+    sim.ready_all();
+    let (w, out) = sim.control(Request::Reload);
+    assert!(spawns(&out).is_empty());
+    // One slot is not enough for the two new workers.
+    assert!(spawns(&sim.feed(Event::ForeignExited { slot: 1 })).is_empty());
+    let out = sim.feed(Event::ForeignExited { slot: 0 });
+    assert_eq!(spawns(&out), [(0, 3), (1, 3)]);
+    sim.ready_all();
+    assert_eq!(sim.reload_reason(w), "success");
 }
