@@ -21,7 +21,9 @@
 //!  Retire: RecordUpgrade, answer every waiter, every worker drains, exit 0
 //! ```
 //! While an upgrade runs, reloads, canaries and scales are refused (one coordinator); the
-//! old workers are respawned in their own slots as always.
+//! old workers are respawned in their own slots as always. After a rollback, a reload waits
+//! for the held slots like for draining workers, and a stop finishes only once the new
+//! master is gone (it shares the instance lock).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -252,6 +254,9 @@ impl Core {
         if tx.new_pid.is_none() {
             // Nothing was started: nothing can hold the lent slots.
             self.held.clear();
+        } else {
+            // It holds the instance lock too: this master exits only once it is gone.
+            self.abandoned = true;
         }
     }
 
@@ -260,6 +265,7 @@ impl Core {
         if self.upgrade.is_some() {
             self.fail_upgrade("the new master exited".into());
         }
+        self.abandoned = false;
         if !self.retiring {
             self.held.clear();
             self.slot_freed();

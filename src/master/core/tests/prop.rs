@@ -379,6 +379,14 @@ pub(super) fn stop_and_settle(sim: &mut Sim) {
     // Every timer left fires: nothing may spawn any more.
     sim.advance(Duration::from_secs(60));
     sim.exit_all();
+    // A new master that did not take over exits too (after its abort).
+    if sim.new_master.is_some() && !sim.core.retiring() {
+        assert!(
+            !sim.core.finished(),
+            "finished before the new master is gone"
+        );
+        sim.upgrade_gone();
+    }
     assert!(
         sim.core.finished(),
         "not finished after a stop and every exit"

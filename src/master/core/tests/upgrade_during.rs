@@ -83,7 +83,20 @@ fn a_stop_while_handing_over_rolls_back_first_then_stops() {
     assert!(abort.is_some() && abort < drain, "{out:?}");
     assert_eq!(drains(&out), [0, 1]);
     assert!(!has(&out, |a| matches!(a, Action::Retire)));
+    // Finished once the workers and the new master (it shares the lock) are gone.
+    sim.exit_all();
+    assert!(!sim.core.finished());
     sim.upgrade_gone();
+    assert!(sim.core.finished());
+}
+
+#[test]
+fn a_stop_before_the_spawn_answer_finishes_with_the_workers() {
+    let mut sim = Sim::running(settings(6, 2));
+    sim.auto_upgrade = false;
+    let (w, _) = sim.control(upgrade(None));
+    let out = sim.signal(SignalEvent::Stop);
+    rolled_back(&sim, w, &out, "the cluster is stopping");
     sim.exit_all();
     assert!(sim.core.finished());
 }
