@@ -52,18 +52,8 @@ pub(super) enum Op {
     CanaryBad(bool),
     /// A load sample: busy workers, queued connections (autoscaling's signal).
     Load(usize, u64),
-    /// An upgrade request on the control socket (to another binary, or the own).
-    Upgrade(bool),
-    SignalUpgrade,
-    /// Whether the shell answers `SpawnUpgrade` at once.
-    AutoUpgrade(bool),
-    /// A pending `SpawnUpgrade` is answered: started, or failed.
-    UpgradeSpawned(bool),
-    UpgradeReady,
-    UpgradeCommitted,
-    UpgradeFailed,
-    /// The new master exits.
-    UpgradeGone,
+    /// A master upgrade's request or one of the shell's answers.
+    Upgrade(prop_upgrade::UpgradeOp),
 }
 
 pub(super) fn op() -> impl Strategy<Value = Op> {
@@ -99,15 +89,8 @@ pub(super) fn op_with(reloads: u32, upgrades: u32) -> impl Strategy<Value = Op> 
         // Stops end the interesting part: rarer than the rest.
         1 => Just(Op::Stop),
         1 => Just(Op::SignalStop),
-        // A master upgrade's requests and the shell's answers (a commit ends it too).
-        upgrades => proptest::bool::weighted(0.2).prop_map(Op::Upgrade),
-        upgrades.div_ceil(2) => Just(Op::SignalUpgrade),
-        1 => mostly().prop_map(Op::AutoUpgrade),
-        upgrades => mostly().prop_map(Op::UpgradeSpawned),
-        upgrades + 1 => Just(Op::UpgradeReady),
-        upgrades => Just(Op::UpgradeCommitted),
-        upgrades.div_ceil(2) => Just(Op::UpgradeFailed),
-        upgrades.div_ceil(2) => Just(Op::UpgradeGone),
+        // A commit ends the interesting part too.
+        upgrades * 6 => prop_upgrade::op().prop_map(Op::Upgrade),
     ]
 }
 
@@ -154,12 +137,7 @@ pub(super) fn apply(sim: &mut Sim, op: Op) {
             drop(sim.sample(slot, if over { MEMORY + 1 } else { MEMORY }));
         }
         Op::Reap => reap(sim),
-        Op::Upgrade(_) | Op::SignalUpgrade | Op::AutoUpgrade(_) => prop_upgrade::request(sim, &op),
-        Op::UpgradeSpawned(_)
-        | Op::UpgradeReady
-        | Op::UpgradeCommitted
-        | Op::UpgradeFailed
-        | Op::UpgradeGone => prop_upgrade::answer(sim, &op),
+        Op::Upgrade(op) => prop_upgrade::apply(sim, op),
         Op::Load(busy, queued) => {
             let in_flight = busy as u64;
             drop(sim.feed(Event::Load {
@@ -379,14 +357,7 @@ pub(super) fn stop_and_settle(sim: &mut Sim) {
     // Every timer left fires: nothing may spawn any more.
     sim.advance(Duration::from_secs(60));
     sim.exit_all();
-    // A new master that did not take over exits too (after its abort).
-    if sim.new_master.is_some() && !sim.core.retiring() {
-        assert!(
-            !sim.core.finished(),
-            "finished before the new master is gone"
-        );
-        sim.upgrade_gone();
-    }
+    prop_upgrade::gone_after_stop(sim);
     assert!(
         sim.core.finished(),
         "not finished after a stop and every exit"
@@ -456,10 +427,7 @@ pub(super) fn settle_running(sim: &mut Sim) {
         }
         reap(sim);
         apply(sim, Op::Drained);
-        // A rolled-back new master exits.
-        if sim.new_master.is_some() && !sim.core.upgrading() && !sim.core.retiring() {
-            sim.upgrade_gone();
-        }
+        prop_upgrade::gone_after_rollback(sim);
         sim.advance(Duration::from_secs(1));
     }
 }

@@ -15,47 +15,91 @@ use super::prop::{
 use super::*;
 use crate::control::Outcome;
 
-pub(super) fn request(sim: &mut Sim, op: &Op) {
-    match *op {
-        Op::Upgrade(other) => {
+/// A master upgrade's request or one of the shell's answers.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum UpgradeOp {
+    /// A request on the control socket (to another binary, or the own).
+    Request(bool),
+    Signal,
+    /// Whether the shell answers `SpawnUpgrade` at once.
+    Auto(bool),
+    /// A pending `SpawnUpgrade` is answered: started, or failed.
+    Spawned(bool),
+    Ready,
+    Committed,
+    Failed,
+    /// The new master exits.
+    Gone,
+}
+
+/// Upgrade ops, weighted so that some upgrades commit and most roll back.
+pub(super) fn op() -> impl Strategy<Value = UpgradeOp> {
+    let mostly = || proptest::bool::weighted(0.8);
+    prop_oneof![
+        4 => proptest::bool::weighted(0.2).prop_map(UpgradeOp::Request),
+        2 => Just(UpgradeOp::Signal),
+        1 => mostly().prop_map(UpgradeOp::Auto),
+        4 => mostly().prop_map(UpgradeOp::Spawned),
+        5 => Just(UpgradeOp::Ready),
+        4 => Just(UpgradeOp::Committed),
+        2 => Just(UpgradeOp::Failed),
+        2 => Just(UpgradeOp::Gone),
+    ]
+}
+
+/// Feeds `op`, only when the shell could: a spawn answered once, ready and the ack from a
+/// started new master (racing with a rollback, or stray), a failure while it may be
+/// starting, its exit before it took over.
+pub(super) fn apply(sim: &mut Sim, op: UpgradeOp) {
+    let pending = sim.lent.is_some() && sim.new_master.is_none() && sim.core.upgrading();
+    let started = sim.new_master.is_some() && !sim.core.retiring();
+    match op {
+        UpgradeOp::Request(other) => {
             let binary = other.then_some("/opt/other");
             drop(sim.control(super::upgrade::upgrade(binary)));
         }
-        Op::SignalUpgrade => drop(sim.signal(SignalEvent::Upgrade)),
-        Op::AutoUpgrade(on) => sim.auto_upgrade = on,
+        UpgradeOp::Signal => drop(sim.signal(SignalEvent::Upgrade)),
+        UpgradeOp::Auto(on) => sim.auto_upgrade = on,
+        UpgradeOp::Spawned(true) if pending => {
+            let pid = sim.next_pid;
+            sim.next_pid += 1;
+            sim.new_master = Some(pid);
+            drop(sim.feed(Event::UpgradeSpawned { pid }));
+        }
+        UpgradeOp::Spawned(false) if pending => {
+            let reason = "cannot exec the new master".to_string();
+            drop(sim.feed(Event::UpgradeFailed { reason }));
+        }
+        UpgradeOp::Ready if started => {
+            let version = "9.9.9".to_string();
+            drop(sim.feed(Event::UpgradeReady { version }));
+        }
+        UpgradeOp::Committed if started => drop(sim.feed(Event::UpgradeCommitted)),
+        UpgradeOp::Failed if started => {
+            let reason = "the new master hung up".to_string();
+            drop(sim.feed(Event::UpgradeFailed { reason }));
+        }
+        UpgradeOp::Gone if started => drop(sim.upgrade_gone()),
         _ => {}
     }
 }
 
-/// The shell's upgrade events, only when they can come: a spawn answered once, ready and
-/// the ack from a started new master (racing with a rollback, or stray), a failure while
-/// a new master may be starting, its exit before it took over.
-pub(super) fn answer(sim: &mut Sim, op: &Op) {
-    let pending = sim.lent.is_some() && sim.new_master.is_none();
-    let started = sim.new_master.is_some() && !sim.core.retiring();
-    match *op {
-        Op::UpgradeSpawned(ok) if pending && sim.core.upgrading() => {
-            if ok {
-                let pid = sim.next_pid;
-                sim.next_pid += 1;
-                sim.new_master = Some(pid);
-                drop(sim.feed(Event::UpgradeSpawned { pid }));
-            } else {
-                let reason = "cannot exec the new master".to_string();
-                drop(sim.feed(Event::UpgradeFailed { reason }));
-            }
-        }
-        Op::UpgradeReady if started => {
-            let version = "9.9.9".to_string();
-            drop(sim.feed(Event::UpgradeReady { version }));
-        }
-        Op::UpgradeCommitted if started => drop(sim.feed(Event::UpgradeCommitted)),
-        Op::UpgradeFailed if started => {
-            let reason = "the new master hung up".to_string();
-            drop(sim.feed(Event::UpgradeFailed { reason }));
-        }
-        Op::UpgradeGone if started => drop(sim.upgrade_gone()),
-        _ => {}
+/// After a stop and every worker's exit: a new master that did not take over exits too
+/// (after its abort); the master is not finished before.
+pub(super) fn gone_after_stop(sim: &mut Sim) {
+    if sim.new_master.is_some() && !sim.core.retiring() {
+        assert!(
+            !sim.core.finished(),
+            "finished before the new master is gone"
+        );
+        sim.upgrade_gone();
+    }
+}
+
+/// A rolled-back new master exits.
+pub(super) fn gone_after_rollback(sim: &mut Sim) {
+    if sim.new_master.is_some() && !sim.core.upgrading() && !sim.core.retiring() {
+        sim.upgrade_gone();
     }
 }
 

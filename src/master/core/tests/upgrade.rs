@@ -408,49 +408,6 @@ fn a_failure_after_the_spawn_holds_the_slots_until_the_new_master_is_gone() {
 }
 
 #[test]
-fn a_reload_while_the_slots_are_held_waits_for_the_new_master_to_go() {
-    let (mut sim, _) = upgrading();
-    sim.upgrade_failed("hung up");
-    let (r, out) = sim.control(Request::Reload);
-    assert!(spawns(&out).is_empty());
-    assert!(!sim.replies.contains_key(&r));
-    assert!(logs(&out, Level::Info).iter().any(|l| l
-        == "reload waits for 0 draining workers and the other master of the upgrade (4 slots) \
-            to free their slots"));
-    let out = sim.upgrade_gone();
-    assert_eq!(spawns(&out), [(2, 2), (3, 2)]);
-    sim.ready_all();
-    assert_eq!(sim.reload_reason(r), "success");
-}
-
-#[test]
-fn a_reload_waiting_for_held_slots_rolls_back_at_its_deadline_naming_them() {
-    let (mut sim, _) = upgrading();
-    sim.upgrade_failed("hung up");
-    let (r, _) = sim.control(Request::Reload);
-    sim.advance(SHUTDOWN_TIMEOUT + Duration::from_secs(2));
-    assert_eq!(
-        sim.reload_reason(r),
-        "waited 12s for draining workers to free the slots it needs; 0 still draining, \
-         4 slots still held by the other master of an upgrade"
-    );
-}
-
-#[test]
-fn sigusr2_during_an_upgrade_to_another_binary_is_logged() {
-    let mut sim = Sim::running(settings(6, 2));
-    let (w, _) = sim.control(upgrade(Some("/opt/flora/new")));
-    let out = sim.signal(SignalEvent::Upgrade);
-    assert!(spawn_upgrades(&out).is_empty());
-    assert_eq!(
-        logs(&out, Level::Warn),
-        ["upgrade refused: an upgrade to another binary is under way; try again when it ends"]
-    );
-    assert!(sim.core.upgrading());
-    assert!(!sim.replies.contains_key(&w));
-}
-
-#[test]
 fn a_failure_after_ready_aborts_the_commit() {
     let (mut sim, w) = upgrading();
     sim.upgrade_ready();

@@ -1,5 +1,6 @@
-//! What else happens during a master upgrade and after the handover: reloads, canaries and
-//! scales refused, SIGHUP ignored, stops, crashed old workers, recycles and autoscaling.
+//! What else happens during a master upgrade and after it: reloads, canaries and scales
+//! refused, SIGHUP and SIGUSR2 logged, stops, crashed old workers, recycles, autoscaling,
+//! and reloads waiting for the slots a failed upgrade's new master still holds.
 
 use super::super::{Autoscale, Notify};
 use super::upgrade::*;
@@ -234,4 +235,47 @@ fn autoscaling_moves_again_after_a_rollback() {
         }));
     }
     assert!(has(&out, |a| matches!(a, Action::SetTarget(3))));
+}
+
+#[test]
+fn a_reload_while_the_slots_are_held_waits_for_the_new_master_to_go() {
+    let (mut sim, _) = upgrading();
+    sim.upgrade_failed("hung up");
+    let (r, out) = sim.control(Request::Reload);
+    assert!(spawns(&out).is_empty());
+    assert!(!sim.replies.contains_key(&r));
+    assert!(logs(&out, Level::Info).iter().any(|l| l
+        == "reload waits for 0 draining workers and the other master of the upgrade (4 slots) \
+            to free their slots"));
+    let out = sim.upgrade_gone();
+    assert_eq!(spawns(&out), [(2, 2), (3, 2)]);
+    sim.ready_all();
+    assert_eq!(sim.reload_reason(r), "success");
+}
+
+#[test]
+fn a_reload_waiting_for_held_slots_rolls_back_at_its_deadline_naming_them() {
+    let (mut sim, _) = upgrading();
+    sim.upgrade_failed("hung up");
+    let (r, _) = sim.control(Request::Reload);
+    sim.advance(SHUTDOWN_TIMEOUT + Duration::from_secs(2));
+    assert_eq!(
+        sim.reload_reason(r),
+        "waited 12s for draining workers to free the slots it needs; 0 still draining, \
+         4 slots still held by the other master of an upgrade"
+    );
+}
+
+#[test]
+fn sigusr2_during_an_upgrade_to_another_binary_is_logged() {
+    let mut sim = Sim::running(settings(6, 2));
+    let (w, _) = sim.control(upgrade(Some("/opt/flora/new")));
+    let out = sim.signal(SignalEvent::Upgrade);
+    assert!(spawn_upgrades(&out).is_empty());
+    assert_eq!(
+        logs(&out, Level::Warn),
+        ["upgrade refused: an upgrade to another binary is under way; try again when it ends"]
+    );
+    assert!(sim.core.upgrading());
+    assert!(!sim.replies.contains_key(&w));
 }
