@@ -18,11 +18,11 @@ pub(super) fn upgrade(binary: Option<&str>) -> Request {
     }
 }
 
-/// `(binary, lent, workers, generation, target)` of every `SpawnUpgrade`.
-#[allow(clippy::type_complexity)]
-pub(super) fn spawn_upgrades(
-    actions: &[Action],
-) -> Vec<(Option<PathBuf>, Vec<usize>, Vec<(usize, u32)>, u64, usize)> {
+/// A `SpawnUpgrade`: binary, lent slots, workers (slot, pid), generation, target.
+pub(super) type SpawnUpgrade = (Option<PathBuf>, Vec<usize>, Vec<(usize, u32)>, u64, usize);
+
+/// Every `SpawnUpgrade` in `actions`.
+pub(super) fn spawn_upgrades(actions: &[Action]) -> Vec<SpawnUpgrade> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -340,7 +340,7 @@ fn ready_commits_exactly_once_and_the_ack_retires_this_master() {
         duration_ms: 2000,
         reason: None,
     };
-    assert_eq!(records(&out), [want.clone()]);
+    assert_eq!(records(&out), std::slice::from_ref(&want));
     assert_eq!(sim.report_of(w), want);
     assert!(has(&out, |a| matches!(a, Action::Retire)));
     assert!(aborts(&out).is_empty());
