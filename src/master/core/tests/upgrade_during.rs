@@ -279,3 +279,39 @@ fn sigusr2_during_an_upgrade_to_another_binary_is_logged() {
     assert!(sim.core.upgrading());
     assert!(!sim.replies.contains_key(&w));
 }
+
+/// `n` load samples a quarter second apart.
+fn loads(sim: &mut Sim, n: usize, in_flight: u64) -> Vec<Action> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        sim.now += Duration::from_millis(250);
+        let busy = usize::try_from(in_flight).unwrap_or(usize::MAX).min(2);
+        let queued = 0;
+        out.extend(sim.feed(Event::Load {
+            busy,
+            in_flight,
+            queued,
+        }));
+    }
+    out
+}
+
+#[test]
+fn the_load_during_an_upgrade_counts_in_the_idle_window_after_it() {
+    let mut cfg = settings(6, 2);
+    cfg.autoscale = Some(Autoscale::new(1, 4, Duration::from_secs(3)));
+    let mut sim = Sim::running(cfg);
+    loads(&mut sim, 4, 0);
+    sim.control(upgrade(None));
+    // Busy all through the upgrade: nothing moves.
+    assert!(!has(&loads(&mut sim, 20, 8), |a| matches!(
+        a,
+        Action::SetTarget(_)
+    )));
+    sim.upgrade_failed("refused");
+    sim.upgrade_gone();
+    // One calm sample after a busy window is not an idle window.
+    let out = loads(&mut sim, 1, 0);
+    assert!(!has(&out, |a| matches!(a, Action::SetTarget(_))), "{out:?}");
+    assert_eq!(sim.core.target(), 2);
+}
