@@ -157,7 +157,7 @@ fn sigusr2_upgrades_the_own_binary_without_a_waiter() {
     sim.upgrade_ready();
     let out = sim.feed(Event::UpgradeCommitted);
     assert_eq!(records(&out)[0].outcome, Outcome::Success);
-    assert!(count(&out, |a| matches!(a, Action::Reply { .. })) == 0);
+    assert_eq!(count(&out, |a| matches!(a, Action::Reply { .. })), 0);
 }
 
 #[test]
