@@ -136,9 +136,6 @@ impl Core {
         let Some(cfg) = self.cfg.autoscale.clone() else {
             return;
         };
-        if self.upgrade.is_some() || self.retiring {
-            return;
-        }
         let now = self.now;
         let serving = self.serving();
         let busy = busy.min(serving);
@@ -161,7 +158,8 @@ impl Core {
         let peak = if queued > 0 { u64::MAX } else { load };
         st.push_peak(now, peak, cfg.scale_down_after);
         let start = *st.window_start.get_or_insert(now);
-        if self.phase != Phase::Running || self.stop != Stop::No {
+        // During an upgrade the samples count (its windows stay true) but nothing moves.
+        if self.phase != Phase::Running || self.stop != Stop::No || self.upgrade.is_some() {
             return;
         }
         if let Some((since, reason)) = self.autoscale.hot_since {

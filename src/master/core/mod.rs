@@ -280,6 +280,9 @@ pub struct Core {
     held: upgrade::Held,
     /// Handed over to a new master: only drains.
     retiring: bool,
+    /// A failed upgrade's new master may still run (until [`Event::UpgradeGone`]): the
+    /// master does not finish before it is gone.
+    abandoned: bool,
 }
 
 impl Core {
@@ -320,6 +323,7 @@ impl Core {
             upgrade: None,
             held: upgrade::Held::new(),
             retiring: false,
+            abandoned: false,
         }
     }
 
@@ -385,9 +389,13 @@ impl Core {
             .min()
     }
 
-    /// Whether the master is done: stopping, every worker gone, no program copy in flight.
+    /// Whether the master is done: stopping, every worker gone, no program copy in flight,
+    /// no failed upgrade's new master left.
     pub fn finished(&self) -> bool {
-        self.stop == Stop::Stopping && self.workers.is_empty() && self.preparing.is_empty()
+        self.stop == Stop::Stopping
+            && self.workers.is_empty()
+            && self.preparing.is_empty()
+            && !self.abandoned
     }
 
     /// Why the start failed, if it did.

@@ -209,7 +209,8 @@ impl Core {
         let (generation, step) = (tx.generation, tx.step.clone());
         let need = self.batch_size();
         let free = self.free_slots();
-        let draining = self.workers.values().filter(|w| w.draining).count();
+        // Slots held by the other master of an upgrade free too, once it is done with them.
+        let draining = self.workers.values().filter(|w| w.draining).count() + self.held.len();
         let room = free.len() >= need && !self.over_peak(need);
         if !room && draining > 0 && free.len() + draining >= need {
             if !matches!(step, Step::WaitingForSlots { .. }) {
@@ -245,7 +246,14 @@ impl Core {
     /// The previous generation still drains out of the slots this one needs: wait for its
     /// exits (each checks again), at most until it must be gone.
     fn wait_for_slots(&mut self, generation: u64, draining: usize) {
-        let msg = format!("reload waits for {draining} draining workers to free their slots");
+        let msg = match self.held.len() {
+            0 => format!("reload waits for {draining} draining workers to free their slots"),
+            held => format!(
+                "reload waits for {} draining workers and the other master of the upgrade \
+                 ({held} slots) to free their slots",
+                draining - held
+            ),
+        };
         self.log_about(Level::Info, msg, None, None, Some(generation));
         let deadline = self.now + self.cfg.shutdown_timeout + SLOT_WAIT_MARGIN;
         self.set_step(Step::WaitingForSlots { deadline });
@@ -286,7 +294,11 @@ impl Core {
             Step::WaitingForSlots { .. } => {
                 let draining = self.workers.values().filter(|w| w.draining).count();
                 let t = self.cfg.shutdown_timeout + SLOT_WAIT_MARGIN;
-                format!("waited {t:?} for draining workers to free the slots it needs; {draining} still draining")
+                let held = match self.held.len() {
+                    0 => String::new(),
+                    n => format!(", {n} slots still held by the other master of an upgrade"),
+                };
+                format!("waited {t:?} for draining workers to free the slots it needs; {draining} still draining{held}")
             }
             Step::Hook | Step::Preparing { .. } | Step::Observing { .. } | Step::Judging { .. } => {
                 let t = self.cfg.shutdown_timeout + SLOT_WAIT_MARGIN;

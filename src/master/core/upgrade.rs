@@ -21,7 +21,9 @@
 //!  Retire: RecordUpgrade, answer every waiter, every worker drains, exit 0
 //! ```
 //! While an upgrade runs, reloads, canaries and scales are refused (one coordinator); the
-//! old workers are respawned in their own slots as always.
+//! old workers are respawned in their own slots as always. After a rollback, a reload waits
+//! for the held slots like for draining workers, and a stop finishes only once the new
+//! master is gone (it shares the instance lock).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -72,6 +74,12 @@ impl Core {
             .collect();
     }
 
+    /// Whether this master handed over to a new one and only drains.
+    #[cfg(test)]
+    pub(super) fn retiring(&self) -> bool {
+        self.retiring
+    }
+
     /// Whether an upgrade is under way.
     pub(super) fn upgrading(&self) -> bool {
         self.upgrade.is_some()
@@ -88,9 +96,12 @@ impl Core {
                 tx.waiters.extend(waiter);
                 let msg = "upgrade requested while one is under way: joined it";
                 self.log(Level::Info, msg.into());
-            } else if let Some(w) = waiter {
+            } else {
                 let msg = "an upgrade to another binary is under way; try again when it ends";
-                self.reply(w, Reply::error(msg));
+                match waiter {
+                    Some(w) => self.reply(w, Reply::error(msg)),
+                    None => self.log(Level::Warn, format!("upgrade refused: {msg}")),
+                }
             }
             return;
         }
@@ -151,11 +162,12 @@ impl Core {
             return Err("a worker recycle is in progress; try again in a moment".into());
         }
         if !self.held.is_empty() {
-            return Err(
-                "slots are still held by another master (a failed upgrade's new master, or the \
-                 previous master's draining workers); try again in a moment"
-                    .into(),
-            );
+            // A failed upgrade's new master, or (after a takeover) the old master's workers.
+            return Err(format!(
+                "the other master of the last upgrade still holds {} slots while it stops; \
+                 try again in a moment",
+                self.held.len()
+            ));
         }
         let free = self.free_slots().len();
         if free < self.target {
@@ -247,6 +259,9 @@ impl Core {
         if tx.new_pid.is_none() {
             // Nothing was started: nothing can hold the lent slots.
             self.held.clear();
+        } else {
+            // It holds the instance lock too: this master exits only once it is gone.
+            self.abandoned = true;
         }
     }
 
@@ -255,6 +270,7 @@ impl Core {
         if self.upgrade.is_some() {
             self.fail_upgrade("the new master exited".into());
         }
+        self.abandoned = false;
         if !self.retiring {
             self.held.clear();
             self.slot_freed();
@@ -302,8 +318,10 @@ impl Core {
         }
         let why = if self.retiring {
             "this master has handed over to a new one; ask the new master".to_string()
-        } else {
+        } else if waiter.is_some() {
             format!("a master upgrade is in progress; {what} again when it ends")
+        } else {
+            "a master upgrade is in progress".to_string()
         };
         match waiter {
             Some(w) => self.reply(w, Reply::error(why)),

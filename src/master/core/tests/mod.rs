@@ -6,10 +6,14 @@ mod canary;
 mod heartbeat;
 mod prop;
 mod prop_autoscale;
+mod prop_upgrade;
 mod recycle;
 mod reload;
 mod rolling;
 mod start_stop;
+mod upgrade;
+mod upgrade_during;
+mod upgrade_new_master;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -76,6 +80,11 @@ struct Sim {
     /// The (old, new) figures the shell answers a canary's judging with (generations set
     /// from the action).
     canary_figures: (GenerationFigures, GenerationFigures),
+    /// Upgrades: the slots lent to a new master that may still run, its pid once started,
+    /// and whether the shell answers `SpawnUpgrade` at once (as the real one does).
+    lent: Option<Vec<usize>>,
+    new_master: Option<u32>,
+    auto_upgrade: bool,
 }
 
 impl Sim {
@@ -105,6 +114,9 @@ impl Sim {
                 GenerationFigures::new(0, 100, 0, Some(0.01)),
                 GenerationFigures::new(0, 100, 0, Some(0.01)),
             ),
+            lent: None,
+            new_master: None,
+            auto_upgrade: true,
         }
     }
 
@@ -169,6 +181,11 @@ impl Sim {
                     !self.live.contains_key(slot),
                     "second process in slot {slot}"
                 );
+                let lent = self.lent.as_ref().is_some_and(|l| l.contains(slot));
+                assert!(
+                    !lent && !self.core.held.contains(slot),
+                    "spawn into held {slot}"
+                );
                 if let Some(error) = self.spawn_error.clone() {
                     return Some(Event::SpawnFailed { slot: *slot, error });
                 }
@@ -225,6 +242,9 @@ impl Sim {
             }
             Action::Prepare { generation } => self.prepares.push_back(*generation),
             Action::RunHook { hook, .. } => self.hooks.push_back(*hook),
+            Action::SpawnUpgrade { .. } | Action::AbortUpgrade { .. } => {
+                return self.check_upgrade(action);
+            }
             Action::JudgeCanary { generation, old } => {
                 let (mut o, mut n) = self.canary_figures;
                 (o.generation, n.generation) = (*old, *generation);
@@ -237,6 +257,39 @@ impl Sim {
             _ => {}
         }
         None
+    }
+
+    /// A new master is started in the lent slots (none may be lent already), or, when
+    /// aborted, one never started lends nothing any more.
+    fn check_upgrade(&mut self, action: &Action) -> Option<Event> {
+        match action {
+            Action::SpawnUpgrade { lent, workers, .. } => {
+                assert!(self.lent.is_none(), "a second new master: {action:?}");
+                assert!(
+                    lent.iter().all(|s| !self.live.contains_key(s)),
+                    "{action:?}"
+                );
+                let live: Vec<(usize, u32)> = self.live.iter().map(|(s, p)| (*s, *p)).collect();
+                assert_eq!(*workers, live, "the workers handed over");
+                self.lent = Some(lent.clone());
+                if !self.auto_upgrade {
+                    return None;
+                }
+                let pid = self.next_pid;
+                self.next_pid += 1;
+                self.new_master = Some(pid);
+                return Some(Event::UpgradeSpawned { pid });
+            }
+            Action::AbortUpgrade { .. } if self.new_master.is_none() => self.lent = None,
+            _ => {}
+        }
+        None
+    }
+
+    /// The new master of a failed upgrade exits.
+    fn upgrade_gone(&mut self) -> Vec<Action> {
+        (self.lent, self.new_master) = (None, None);
+        self.feed(Event::UpgradeGone)
     }
 
     fn pid(&self, slot: usize) -> u32 {

@@ -16,6 +16,7 @@
 use proptest::prelude::*;
 
 use super::super::Guards;
+use super::prop_upgrade;
 use super::*;
 
 pub(super) const SLOTS: usize = 4;
@@ -51,14 +52,17 @@ pub(super) enum Op {
     CanaryBad(bool),
     /// A load sample: busy workers, queued connections (autoscaling's signal).
     Load(usize, u64),
+    /// A master upgrade's request or one of the shell's answers.
+    Upgrade(prop_upgrade::UpgradeOp),
 }
 
 pub(super) fn op() -> impl Strategy<Value = Op> {
-    op_with(4)
+    op_with(4, 2)
 }
 
-/// Ops with reloads weighted `reloads` (reload signals half as much, rounded up).
-fn op_with(reloads: u32) -> impl Strategy<Value = Op> {
+/// Ops with reloads weighted `reloads` (reload signals half as much, rounded up) and
+/// upgrade requests and answers about `upgrades` each.
+pub(super) fn op_with(reloads: u32, upgrades: u32) -> impl Strategy<Value = Op> {
     let slot = 0..SLOTS;
     let mostly = || proptest::bool::weighted(0.8);
     prop_oneof![
@@ -85,10 +89,12 @@ fn op_with(reloads: u32) -> impl Strategy<Value = Op> {
         // Stops end the interesting part: rarer than the rest.
         1 => Just(Op::Stop),
         1 => Just(Op::SignalStop),
+        // A commit ends the interesting part too.
+        upgrades * 6 => prop_upgrade::op().prop_map(Op::Upgrade),
     ]
 }
 
-fn apply(sim: &mut Sim, op: Op) {
+pub(super) fn apply(sim: &mut Sim, op: Op) {
     let live = |sim: &Sim, slot| sim.live.contains_key(&slot);
     match op {
         Op::Ready(slot) if live(sim, slot) => drop(sim.ready(slot)),
@@ -131,6 +137,7 @@ fn apply(sim: &mut Sim, op: Op) {
             drop(sim.sample(slot, if over { MEMORY + 1 } else { MEMORY }));
         }
         Op::Reap => reap(sim),
+        Op::Upgrade(op) => prop_upgrade::apply(sim, op),
         Op::Load(busy, queued) => {
             let in_flight = busy as u64;
             drop(sim.feed(Event::Load {
@@ -172,7 +179,7 @@ fn reap(sim: &mut Sim) {
 const MEMORY: u64 = 100;
 
 /// Random guards: each one on or off; `None` for none at all.
-fn guards() -> impl Strategy<Value = Option<Guards>> {
+pub(super) fn guards() -> impl Strategy<Value = Option<Guards>> {
     let secs = |r: std::ops::Range<u64>| r.prop_map(Duration::from_secs);
     let on = (
         // At least 2 s: the settling loop beats every second.
@@ -294,6 +301,7 @@ pub(super) fn apply_checked(sim: &mut Sim, op: Op) {
     check_peak(sim);
     check_owned(sim);
     check_canary(sim);
+    prop_upgrade::check(sim);
     // A rollback drains the ready new workers: the floor below is for the rest.
     let neutral = neutral && rollbacks(sim) == rolled_back;
     let max = sim.core.cfg.guards.max_recycling;
@@ -349,6 +357,7 @@ pub(super) fn stop_and_settle(sim: &mut Sim) {
     // Every timer left fires: nothing may spawn any more.
     sim.advance(Duration::from_secs(60));
     sim.exit_all();
+    prop_upgrade::gone_after_stop(sim);
     assert!(
         sim.core.finished(),
         "not finished after a stop and every exit"
@@ -400,7 +409,7 @@ proptest! {
 /// stay under the memory limit, drained and SIGKILLed ones exit, time passes. Then every
 /// waiter has its answer, no reload is left and every slot of the serving generation has a
 /// ready worker.
-fn settle_running(sim: &mut Sim) {
+pub(super) fn settle_running(sim: &mut Sim) {
     sim.spawn_error = None;
     for _ in 0..200 {
         while !sim.hooks.is_empty() {
@@ -418,6 +427,7 @@ fn settle_running(sim: &mut Sim) {
         }
         reap(sim);
         apply(sim, Op::Drained);
+        prop_upgrade::gone_after_rollback(sim);
         sim.advance(Duration::from_secs(1));
     }
 }
@@ -449,6 +459,8 @@ proptest! {
                 prop_assert_eq!(sim.replies.get(w).map(Vec::len), Some(1), "{:?} unanswered", w);
             }
             prop_assert!(sim.core.reload.is_none(), "a reload never ends");
+            prop_assert!(!sim.core.upgrading(), "an upgrade never ends");
+            prop_assert!(sim.core.held.is_empty(), "slots held after the new master is gone");
             // After a rollback too: the old workers its batches retired are back.
             prop_assert_eq!(sim.core.restoring, 0, "old workers not restored");
             let g = sim.core.generation();
@@ -464,7 +476,7 @@ proptest! {
     /// The guards always on and reloads rare, so that most sequences kill and recycle.
     #[test]
     fn guards_under_random_events_keep_the_invariants(
-        ops in proptest::collection::vec(op_with(1), 0..80),
+        ops in proptest::collection::vec(op_with(1, 1), 0..80),
         workers in 1..=3usize,
         guards in guards().prop_filter("guards on", Option::is_some),
     ) {
