@@ -301,7 +301,11 @@ impl Master {
             }
             Some((channel, state)) => {
                 shell.fronts = Some(fronts);
-                let foreign: Vec<usize> = state.workers.iter().map(|(s, _)| *s).collect();
+                // Every slot not lent stays the old master's until the commit says which of
+                // them still have a worker (one may be waiting for a respawn right now).
+                let foreign: Vec<usize> = (0..state.slots)
+                    .filter(|s| !state.lent.contains(s))
+                    .collect();
                 for slot in &foreign {
                     let _ = sb.set_slot_foreign(*slot, true);
                 }
@@ -309,7 +313,13 @@ impl Master {
                 shell
                     .core_mut()
                     .resume(state.generation, state.target, &foreign);
-                shell.foreign = state.workers.clone();
+                shell.foreign = foreign
+                    .iter()
+                    .map(|s| {
+                        let pid = state.workers.iter().find(|(w, _)| w == s);
+                        (*s, pid.map_or(0, |(_, p)| *p))
+                    })
+                    .collect();
                 let accepted = handover::wire::FromNew::Accepted;
                 if let Err(e) = channel.send(&accepted, None).await {
                     return Err(Error::StartFailed(format!(
