@@ -142,6 +142,13 @@ impl Shell {
                         "cannot take the old master's final state ({e}); using the offer's"
                     );
                 }
+                // After the import, which brings the old master's counts.
+                if let Some(record) = f.record {
+                    self.sb.record_upgrade(crate::scoreboard::UpgradeRecord {
+                        finished_unix_ms: crate::scoreboard::unix_ms(),
+                        ..record
+                    });
+                }
                 Some(f.workers)
             }
             None => None,
