@@ -1,5 +1,5 @@
 //! As PID 1 (a container's entry point) the master reaps orphaned processes that are
-//! reparented to it, and still stops cleanly on SIGTERM.
+//! reparented to it, and still stops cleanly on SIGTERM; a master upgrade is refused.
 
 mod support;
 
@@ -79,6 +79,14 @@ fn master_as_pid1_reaps_orphans() {
         let children: Vec<_> = processes().into_iter().filter(|p| p.1 == master).collect();
         !children.iter().any(|p| p.3 == "sleep" || p.2 == 'Z')
     });
+    // A master upgrade is refused as PID 1 (the old master could not exit), at once and
+    // saying why; the master serves on.
+    let out = dir.ctl(&["upgrade"]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("PID 1"), "{text}");
+    get(port, "/").expect("still serving");
     // SIGTERM to PID 1 stops everything; unshare then exits too.
     support::send_signal(master, nix::sys::signal::Signal::SIGTERM);
     wait_until(Duration::from_secs(20), "master gone", || {
