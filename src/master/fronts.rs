@@ -129,6 +129,11 @@ impl Fronts {
         self.control_file.disarm();
     }
 
+    /// Removes the control socket's file at exit (a new master, once it took over).
+    pub(super) fn arm(&mut self) {
+        self.control_file.arm();
+    }
+
     /// The control socket's listener.
     pub(super) fn control_fd(&self) -> BorrowedFd<'_> {
         self.control.as_fd()

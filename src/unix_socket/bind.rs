@@ -48,8 +48,9 @@ impl SocketFile {
         }
     }
 
-    /// The socket file at `path` that a predecessor made (device and inode `id`), to be
-    /// removed by this process at its final stop, if the name still holds that socket.
+    /// The socket file at `path` that a predecessor made (device and inode `id`). Disarmed:
+    /// dropping it leaves the file until [`Self::arm`] (the successor arms it once it took
+    /// over; until then the predecessor still owns it).
     ///
     /// # Errors
     /// When the parent directory cannot be opened.
@@ -63,7 +64,14 @@ impl SocketFile {
         };
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let dir = nix::fcntl::open(parent, flags, Mode::empty())?;
-        Ok(Self::from_parts(dir, name, path, id))
+        let mut file = Self::from_parts(dir, name, path, id);
+        file.armed = false;
+        Ok(file)
+    }
+
+    /// Removes the file when dropped (if the name still holds this socket).
+    pub(crate) fn arm(&mut self) {
+        self.armed = true;
     }
 
     /// Leaves the file in place when dropped: a successor master serves it now.

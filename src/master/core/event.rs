@@ -484,6 +484,9 @@ pub enum Action {
     AbortUpgrade {
         /// Why.
         reason: String,
+        /// SIGKILL it at once: the commit went out, so it may be serving already, and two
+        /// masters must never both serve.
+        kill: bool,
     },
     /// Count and keep an upgrade's outcome.
     RecordUpgrade(crate::control::UpgradeReport),

@@ -283,6 +283,8 @@ pub struct Core {
     /// A failed upgrade's new master may still run (until [`Event::UpgradeGone`]): the
     /// master does not finish before it is gone.
     abandoned: bool,
+    /// A stop arrived while the upgrade's commit was out: carried out once it is answered.
+    stop_after_upgrade: bool,
 }
 
 impl Core {
@@ -324,6 +326,7 @@ impl Core {
             held: upgrade::Held::new(),
             retiring: false,
             abandoned: false,
+            stop_after_upgrade: false,
         }
     }
 

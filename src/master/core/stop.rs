@@ -60,6 +60,16 @@ impl Core {
     /// A stop: runs the before-shutdown hook first when there is one; a second stop (while
     /// the hook runs or the workers drain) kills at once.
     pub(super) fn request_stop(&mut self, why: &str) {
+        if self.commit_sent() {
+            // The new master may be taking over right now: wait for its answer (bounded by
+            // the commit deadline), then stop or retire.
+            self.log(
+                Level::Info,
+                format!("{why}: the upgrade's commit is out; stopping once it is answered"),
+            );
+            self.stop_after_upgrade = true;
+            return;
+        }
         if self.upgrading() {
             self.fail_upgrade("the cluster is stopping".into());
         }

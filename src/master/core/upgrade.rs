@@ -80,6 +80,13 @@ impl Core {
         self.retiring
     }
 
+    /// Whether the commit went out and is not answered yet.
+    pub(super) fn commit_sent(&self) -> bool {
+        self.upgrade
+            .as_ref()
+            .is_some_and(|tx| tx.step == Step::Committing)
+    }
+
     /// Whether an upgrade is under way.
     pub(super) fn upgrading(&self) -> bool {
         self.upgrade.is_some()
@@ -229,6 +236,8 @@ impl Core {
             ..Reply::default()
         };
         self.answer_all(tx.waiters, &reply);
+        // A stop that waited for the commit's answer: retiring drains everything anyway.
+        self.stop_after_upgrade = false;
         self.retiring = true;
         self.out.push(Action::Retire);
         self.enter_stopping("handed over to the new master", StopHow::Drain);
@@ -247,6 +256,7 @@ impl Core {
         );
         self.out.push(Action::AbortUpgrade {
             reason: reason.clone(),
+            kill: tx.step == Step::Committing,
         });
         self.out.push(Action::RecordUpgrade(report.clone()));
         self.out.push(Action::Notify(Notify::UpgradeRolledBack));
@@ -262,6 +272,9 @@ impl Core {
         } else {
             // It holds the instance lock too: this master exits only once it is gone.
             self.abandoned = true;
+        }
+        if std::mem::take(&mut self.stop_after_upgrade) {
+            self.request_stop("stop requested during the upgrade's commit");
         }
     }
 

@@ -93,6 +93,16 @@ impl Listeners {
             }
         }
     }
+
+    /// Removes the Unix socket files this master made or took over when it drops the table
+    /// (after a takeover: adopted files are left alone until then).
+    pub fn arm(&mut self) {
+        for (_, file) in self.unix.values_mut() {
+            if let Some(f) = file {
+                f.arm();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -126,8 +136,27 @@ mod tests {
         drop(old);
         assert!(path.exists());
         assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        new.arm();
         drop(new);
         assert!(!path.exists(), "the last master removes it");
+    }
+
+    #[test]
+    fn a_new_master_that_never_took_over_leaves_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        let mut old = Listeners::default();
+        old.get_or_bind(&format!("unix:{}", path.display()))
+            .unwrap();
+        let mut new = Listeners::default();
+        for (role, fd) in old.describe() {
+            new.adopt_described(&role, fd.try_clone_to_owned().unwrap())
+                .unwrap();
+        }
+        drop(new);
+        assert!(path.exists(), "a rolled-back new master removes nothing");
+        drop(old);
+        assert!(!path.exists());
     }
 
     #[test]

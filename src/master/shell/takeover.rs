@@ -161,7 +161,9 @@ impl Shell {
             }
         }
         self.publish_segment();
+        self.listeners.arm();
         if let Some(f) = &mut self.fronts {
+            f.arm();
             if let Err(e) = f.start() {
                 tracing::error!("cannot accept on the control socket or status server: {e}");
             }

@@ -63,7 +63,7 @@ impl Shell {
                     return Some(Event::UpgradeFailed { reason });
                 }
             }
-            Action::AbortUpgrade { reason } => self.abort_upgrade(reason),
+            Action::AbortUpgrade { reason, kill } => self.abort_upgrade(reason, kill),
             Action::RecordUpgrade(report) => self.record_upgrade(&report),
             Action::Retire => self.retire(),
             _ => {}
@@ -177,8 +177,12 @@ impl Shell {
     }
 
     /// Tells the new master to give up (or stops it), and serves on.
-    fn abort_upgrade(&mut self, reason: String) {
+    fn abort_upgrade(&mut self, reason: String, kill: bool) {
         if let Some(h) = &self.new_master {
+            if kill {
+                tracing::warn!("stopping new master {} at once: the commit was out", h.pid);
+                let _ = h.signal.send(true);
+            }
             if h.cmd.send(Cmd::Abort(reason)).is_err() {
                 let _ = h.signal.send(false);
             }

@@ -356,6 +356,11 @@ pub(super) fn stop_and_settle(sim: &mut Sim) {
     }
     // Every timer left fires: nothing may spawn any more.
     sim.advance(Duration::from_secs(60));
+    // A stop that waited for an upgrade's commit runs its hook only now.
+    while let Some(_hook) = sim.hooks.front() {
+        sim.hook_done(Ok(()));
+    }
+    sim.advance(Duration::from_secs(60));
     sim.exit_all();
     prop_upgrade::gone_after_stop(sim);
     assert!(

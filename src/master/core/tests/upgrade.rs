@@ -62,7 +62,7 @@ pub(super) fn aborts(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::AbortUpgrade { reason } => Some(reason.clone()),
+            Action::AbortUpgrade { reason, .. } => Some(reason.clone()),
             _ => None,
         })
         .collect()
