@@ -334,3 +334,6 @@ impl Origin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
