@@ -34,6 +34,9 @@ pub(super) struct Takeover {
     pub(super) step: Step,
     /// The old master hung up before the commit.
     pub(super) orphaned: bool,
+    /// Wakes the watch of the old workers at once (the old master exited: its workers
+    /// were reaped, so the next look finds them gone without waiting for the poll).
+    pub(super) look_now: Arc<tokio::sync::Notify>,
 }
 
 impl Shell {
@@ -48,6 +51,7 @@ impl Shell {
             channel,
             step: Step::Starting,
             orphaned: false,
+            look_now: Arc::new(tokio::sync::Notify::new()),
         });
     }
 
@@ -119,7 +123,12 @@ impl Shell {
                 tracing::warn!("the old master exited before the commit; taking over");
                 self.take_over(None);
             }
-            (Later::Gone, Step::Done) => tracing::info!("the previous master has exited"),
+            (Later::Gone, Step::Done) => {
+                tracing::info!("the previous master has exited");
+                if let Some(t) = &self.takeover {
+                    t.look_now.notify_one();
+                }
+            }
         }
     }
 
@@ -141,6 +150,10 @@ impl Shell {
                     tracing::error!(
                         "cannot take the old master's final state ({e}); using the offer's"
                     );
+                }
+                // The count carried is the old master's before this upgrade: add this one.
+                if let Some(rec) = f.record {
+                    self.sb.record_upgrade(rec);
                 }
                 Some(f.workers)
             }
@@ -184,6 +197,7 @@ impl Shell {
             }
         }
         let tasks = self.tasks.clone();
+        let look_now = self.takeover.as_ref().map(|t| t.look_now.clone());
         let mut watched: Vec<(usize, u32, Option<u64>)> = workers
             .into_iter()
             .map(|(slot, pid)| (slot, pid, super::procfs::start_time(pid)))
@@ -197,7 +211,15 @@ impl Shell {
                     }
                     alive
                 });
-                tokio::time::sleep(FOREIGN_POLL).await;
+                match &look_now {
+                    Some(now) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(FOREIGN_POLL) => {}
+                            () = now.notified() => {}
+                        }
+                    }
+                    None => tokio::time::sleep(FOREIGN_POLL).await,
+                }
             }
         });
     }
