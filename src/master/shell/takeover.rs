@@ -55,6 +55,22 @@ impl Shell {
         });
     }
 
+    /// Before this master exits having failed: if it has not taken over yet, tells the old
+    /// master why (its rollback then names the reason, not only this process's exit).
+    pub(in crate::master) async fn give_up(&self, reason: &str) {
+        let Some(t) = &self.takeover else { return };
+        if t.step == Step::Done || t.orphaned {
+            return;
+        }
+        let msg = FromNew::Refused {
+            reason: reason.to_string(),
+        };
+        let send = t.channel.send(&msg, None);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), send).await {
+            tracing::debug!("cannot tell the old master why: {e}");
+        }
+    }
+
     fn send_to_old(&self, msg: FromNew) {
         if let Some(t) = &self.takeover {
             let channel = t.channel.clone();
