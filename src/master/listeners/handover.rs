@@ -61,18 +61,24 @@ impl Listeners {
                 }
             }
             FdRole::Unix { path, file } => {
-                if super::unix_path_of(&fd).as_deref() != Some(path.as_path()) {
-                    return Err(mismatch(format!(
+                // A safe bind names the socket in a private directory and moves the file into
+                // place: its bound name is not `path`, the file at `path` (by id) is the check.
+                let bound = super::unix_path_of(&fd);
+                let not_there = || {
+                    mismatch(format!(
                         "listener described as unix:{} is not bound there",
                         path.display()
-                    )));
-                }
+                    ))
+                };
+                let file = match file {
+                    Some(id) if bound.is_some() && file_is(path, *id) => {
+                        Some(SocketFile::adopt(path, *id)?)
+                    }
+                    None if bound.as_deref() == Some(path.as_path()) => None,
+                    _ => return Err(not_there()),
+                };
                 let l = UnixListener::from(fd);
                 l.set_nonblocking(true)?;
-                let file = match file {
-                    Some(id) => Some(SocketFile::adopt(path, *id)?),
-                    None => None,
-                };
                 self.watch(&unix_name(path), l.as_fd());
                 self.unix.insert(path.clone(), (l, file));
             }
@@ -89,6 +95,13 @@ impl Listeners {
             }
         }
     }
+}
+
+/// Whether `path` names the socket file with device and inode `id`.
+fn file_is(path: &std::path::Path, id: (u64, u64)) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == id)
 }
 
 #[cfg(test)]
