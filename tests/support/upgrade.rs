@@ -211,13 +211,31 @@ impl Drop for Current {
     }
 }
 
-/// A running `wrk --latency -tT -cC -dSECS` (keep-alive); stopped with SIGINT, killed and
-/// reaped on drop.
+/// A running `wrk --latency -tC -cC -dSECS` (keep-alive, one connection per thread) with a
+/// script that stops each thread right after a response once a flag file exists: no request
+/// is left in flight, so the server's count equals wrk's exactly. Killed and reaped on drop.
 #[derive(Debug)]
 pub struct LatencyWrk {
     child: Option<Child>,
     out: PathBuf,
+    flag: PathBuf,
 }
+
+/// The script: every 20th response, look for the flag; then stop this thread (its one
+/// connection has no request out: the next one is written only after this callback). The
+/// process runs on until SIGINT or its duration.
+const STOP_SCRIPT: &str = r#"local n = 0
+function response(status, headers, body)
+  n = n + 1
+  if n % 20 == 0 then
+    local f = io.open(FLAG, "r")
+    if f then
+      f:close()
+      wrk.thread:stop()
+    end
+  end
+end
+"#;
 
 /// wrk's report with its latency percentiles.
 #[derive(Debug, Clone)]
@@ -229,15 +247,24 @@ pub struct LatencyReport {
 }
 
 impl LatencyWrk {
-    /// Starts wrk against `http://127.0.0.1:PORT/`, writing its report to `out`.
-    pub fn start(port: u16, threads: u32, conns: u32, secs: u64, out: PathBuf) -> Self {
+    /// Starts wrk against `http://127.0.0.1:PORT/` with `conns` connections (one thread
+    /// each) for at most `secs` seconds, writing its report to `out` (its script and flag
+    /// go beside it).
+    pub fn start(port: u16, conns: u32, secs: u64, out: PathBuf) -> Self {
         let wrk = super::tools::require_tool("wrk", "wrk");
+        let flag = out.with_extension("stop");
+        let script = out.with_extension("lua");
+        let lua_path = format!("{:?}", flag.display().to_string());
+        std::fs::write(&script, format!("local FLAG = {lua_path}\n{STOP_SCRIPT}"))
+            .expect("write the wrk script");
         let child = Command::new(wrk)
             .args([
                 "--latency".to_string(),
-                format!("-t{threads}"),
+                format!("-t{conns}"),
                 format!("-c{conns}"),
                 format!("-d{secs}s"),
+                "-s".to_string(),
+                script.display().to_string(),
                 format!("http://127.0.0.1:{port}/"),
             ])
             .stdin(Stdio::null())
@@ -248,6 +275,7 @@ impl LatencyWrk {
         Self {
             child: Some(child),
             out,
+            flag,
         }
     }
 
@@ -258,9 +286,20 @@ impl LatencyWrk {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Stops it (SIGINT: it prints its report) and parses the report.
-    pub fn stop(mut self) -> LatencyReport {
+    /// Stops it between two requests of every connection and parses the report: raises the
+    /// flag, waits until `served` (the server's request count) stands still (every thread
+    /// stopped), then SIGINT ends wrk's run (it prints its report).
+    pub fn stop(mut self, mut served: impl FnMut() -> u64) -> LatencyReport {
         let mut child = self.child.take().expect("wrk child");
+        std::fs::write(&self.flag, b"stop").expect("write the stop flag");
+        let mut last = u64::MAX;
+        wait_until(Duration::from_secs(20), "wrk's threads stopped", || {
+            let now = served();
+            let still = now == last;
+            last = now;
+            std::thread::sleep(Duration::from_millis(300));
+            still
+        });
         if matches!(child.try_wait(), Ok(None)) {
             send_signal(child.id(), Signal::SIGINT);
         }
