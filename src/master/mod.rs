@@ -351,6 +351,10 @@ impl Master {
         shell.remove_program_copies();
         self.phase.send_replace(Phase::Stopped);
         let (failure, retired) = (shell.failure(), shell.retired());
+        if let Some(reason) = &failure {
+            // A new master that failed before it took over tells its predecessor why.
+            shell.give_up(reason).await;
+        }
         drop(shell);
         match failure {
             Some(reason) => Err(Error::StartFailed(reason)),

@@ -10,7 +10,8 @@
 //!   `prometheus-apache-exporter`) and the one `promtool` assertion;
 //! - [`tls`]: test certificates (rcgen) and curl over HTTPS;
 //! - `process` and [`hostile`]: process probes and signals; acting as another user;
-//! - [`backlog`]: stopped workers and pending connects, to fill an accept queue.
+//! - [`backlog`]: stopped workers and pending connects, to fill an accept queue;
+//! - [`upgrade`]: master upgrades from the outside (binary copies, the CLI's line, pids).
 //!
 //! Every wait here is a poll of a condition with a deadline; nothing sleeps in place of
 //! waiting. Every process a test starts is killed by pid and reaped by its guard.
@@ -32,6 +33,7 @@ pub mod self_worker;
 pub mod status_server;
 pub mod tls;
 pub mod tools;
+pub mod upgrade;
 pub mod workers;
 
 use std::net::TcpListener;

@@ -122,6 +122,8 @@ pub(in crate::master) fn start(
     let channel = Channel::new(ours)?;
     let report = std::sync::Arc::new(report);
     let (exit_tx, exit_rx) = watch::channel(None::<String>);
+    // Set when the conversation ended: its reason (what the new master said) goes first.
+    let (talk_tx, mut talk_rx) = watch::channel(false);
     let (signal, mut signals) = mpsc::unbounded_channel::<bool>();
     let r = report.clone();
     tokio::spawn(async move {
@@ -133,6 +135,7 @@ pub(in crate::master) fn start(
                         Err(e) => format!("could not be waited for ({e})"),
                     };
                     let _ = exit_tx.send(Some(how.clone()));
+                    let _ = tokio::time::timeout(EXIT_GRACE, talk_rx.wait_for(|done| *done)).await;
                     r(Report::Exited(how));
                     return;
                 }
@@ -166,6 +169,7 @@ pub(in crate::master) fn start(
             };
             report(Report::Failed(reason));
         }
+        let _ = talk_tx.send(true);
     });
     Ok(Handle {
         pid,

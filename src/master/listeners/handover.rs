@@ -48,9 +48,9 @@ impl Listeners {
             FdRole::Tcp { requested, local } => {
                 let l = TcpListener::from(fd);
                 let actual = l.local_addr()?;
-                // `local` is the table's key: the address asked for (port 0: any).
-                let same = actual.ip() == local.ip()
-                    && (local.port() == 0 || actual.port() == local.port());
+                // The table is keyed by the address asked for: `:0` stands for the port the
+                // kernel chose.
+                let same = actual == *local || (local.port() == 0 && local.ip() == actual.ip());
                 if !same {
                     return Err(mismatch(format!(
                         "listener described as {local} is bound to {actual}"
@@ -64,19 +64,24 @@ impl Listeners {
                 }
             }
             FdRole::Unix { path, file } => {
-                // Bound in a private directory and linked into place: its own name differs.
-                if super::unix_path_of(&fd).is_none() {
-                    return Err(mismatch(format!(
-                        "listener described as unix:{} is not a Unix socket bound to a path",
+                // A safe bind names the socket in a private directory and moves the file into
+                // place: its bound name is not `path`, the file at `path` (by id) is the check.
+                let bound = super::unix_path_of(&fd);
+                let not_there = || {
+                    mismatch(format!(
+                        "listener described as unix:{} is not bound there",
                         path.display()
-                    )));
-                }
+                    ))
+                };
+                let file = match file {
+                    Some(id) if bound.is_some() && file_is(path, *id) => {
+                        Some(SocketFile::adopt(path, *id)?)
+                    }
+                    None if bound.as_deref() == Some(path.as_path()) => None,
+                    _ => return Err(not_there()),
+                };
                 let l = UnixListener::from(fd);
                 l.set_nonblocking(true)?;
-                let file = match file {
-                    Some(id) => Some(SocketFile::adopt(path, *id)?),
-                    None => None,
-                };
                 self.watch(&unix_name(path), l.as_fd());
                 self.unix.insert(path.clone(), (l, file));
             }
@@ -103,6 +108,13 @@ impl Listeners {
             }
         }
     }
+}
+
+/// Whether `path` names the socket file with device and inode `id`.
+fn file_is(path: &std::path::Path, id: (u64, u64)) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == id)
 }
 
 #[cfg(test)]

@@ -34,6 +34,9 @@ pub(super) struct Takeover {
     pub(super) step: Step,
     /// The old master hung up before the commit.
     pub(super) orphaned: bool,
+    /// Wakes the watch of the old workers at once (the old master exited: its workers
+    /// were reaped, so the next look finds them gone without waiting for the poll).
+    pub(super) look_now: Arc<tokio::sync::Notify>,
 }
 
 impl Shell {
@@ -48,7 +51,24 @@ impl Shell {
             channel,
             step: Step::Starting,
             orphaned: false,
+            look_now: Arc::new(tokio::sync::Notify::new()),
         });
+    }
+
+    /// Before this master exits having failed: if it has not taken over yet, tells the old
+    /// master why (its rollback then names the reason, not only this process's exit).
+    pub(in crate::master) async fn give_up(&self, reason: &str) {
+        let Some(t) = &self.takeover else { return };
+        if t.step == Step::Done || t.orphaned {
+            return;
+        }
+        let msg = FromNew::Refused {
+            reason: reason.to_string(),
+        };
+        let send = t.channel.send(&msg, None);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), send).await {
+            tracing::debug!("cannot tell the old master why: {e}");
+        }
     }
 
     fn send_to_old(&self, msg: FromNew) {
@@ -119,7 +139,12 @@ impl Shell {
                 tracing::warn!("the old master exited before the commit; taking over");
                 self.take_over(None);
             }
-            (Later::Gone, Step::Done) => tracing::info!("the previous master has exited"),
+            (Later::Gone, Step::Done) => {
+                tracing::info!("the previous master has exited");
+                if let Some(t) = &self.takeover {
+                    t.look_now.notify_one();
+                }
+            }
         }
     }
 
@@ -193,6 +218,7 @@ impl Shell {
             }
         }
         let tasks = self.tasks.clone();
+        let look_now = self.takeover.as_ref().map(|t| t.look_now.clone());
         let mut watched: Vec<(usize, u32, Option<u64>)> = workers
             .into_iter()
             .map(|(slot, pid)| (slot, pid, super::procfs::start_time(pid)))
@@ -206,7 +232,15 @@ impl Shell {
                     }
                     alive
                 });
-                tokio::time::sleep(FOREIGN_POLL).await;
+                match &look_now {
+                    Some(now) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(FOREIGN_POLL) => {}
+                            () = now.notified() => {}
+                        }
+                    }
+                    None => tokio::time::sleep(FOREIGN_POLL).await,
+                }
             }
         });
     }
