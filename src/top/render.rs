@@ -40,7 +40,12 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<String> {
     let footer = (!view.once).then(|| footer(view));
     let room = height.saturating_sub(top.len() + usize::from(footer.is_some()));
     let body = if view.help { help() } else { body(view, room) };
+    let shown = body.len().min(room);
     top.extend(body.into_iter().take(room));
+    if footer.is_some() {
+        // The footer sits on the bottom row.
+        top.extend(std::iter::repeat_n(String::new(), room - shown));
+    }
     top.extend(footer);
     top.truncate(height);
     top.iter().map(|l| fit(&sanitize(l), width)).collect()

@@ -232,8 +232,9 @@ fn every_line_fits_the_width_and_the_frame_the_height() {
         assert!(lines.len() <= h, "{w}x{h}: {lines:?}");
         assert!(lines.iter().all(|l| l.chars().count() <= w), "{lines:?}");
     }
-    // The footer is always the last line; the header the first.
+    // The footer is always on the bottom row; the header the first.
     let lines = render(&v, 80, 24);
+    assert_eq!(lines.len(), 24, "{lines:?}");
     assert!(
         lines[0].starts_with("flora-cluster top  instance t"),
         "{lines:?}"
