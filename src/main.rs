@@ -380,8 +380,11 @@ fn top(args: cli::TopArgs) -> ExitCode {
             }
         };
     }
-    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprintln!("flora-cluster: top needs a terminal on stdin; use --once for one frame");
+    let tty = |t: &dyn std::io::IsTerminal| t.is_terminal();
+    if !tty(&std::io::stdin()) || !tty(&std::io::stdout()) {
+        eprintln!(
+            "flora-cluster: top needs a terminal (stdin and stdout); use --once for one frame"
+        );
         return ExitCode::from(EXIT_USAGE);
     }
     match flora_cluster::top::run(&sb, interval) {

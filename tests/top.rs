@@ -2,7 +2,8 @@
 //! shows a slow request with its infos while it runs, pauses on `p`, and on `q`, Ctrl-C or
 //! SIGTERM exits with the terminal restored (tmux says the pane left the alternate screen and
 //! shows the cursor; the tty is back in canonical mode). `top --once` prints one frame with a
-//! row per worker to a pipe, without escapes; bad `--interval` values are refused.
+//! row per worker to a pipe, without escapes; bad `--interval` values, a missing instance and
+//! the live view without a terminal are refused.
 
 mod support;
 
@@ -269,6 +270,10 @@ fn top_once_prints_a_row_per_worker_and_bad_flags_are_refused() {
             "{bad}: {err}"
         );
     }
+    // The live view without a terminal: refused, pointing at --once.
+    let out = top_to_pipe(&["--name", &dir.name], dir.runtime_dir());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use --once"));
     // No such instance: exit 1, saying what to check.
     let out = top_to_pipe(&["--once", "--name", "nobody-here"], dir.runtime_dir());
     assert_eq!(out.status.code(), Some(1), "{out:?}");
