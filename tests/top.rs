@@ -1,9 +1,9 @@
 //! `flora-cluster top` on a real terminal: driven in tmux (`send-keys`, `capture-pane`), it
-//! shows a slow request with its infos while it runs, pauses on `p`, and on `q`, Ctrl-C or
-//! SIGTERM exits with the terminal restored (tmux says the pane left the alternate screen and
-//! shows the cursor; the tty is back in canonical mode). `top --once` prints one frame with a
-//! row per worker to a pipe, without escapes; bad `--interval` values, a missing instance and
-//! the live view without a terminal are refused.
+//! shows a slow request with its infos while it runs, pauses on `p`, redraws for a new size
+//! at once, and on `q`, Ctrl-C or SIGTERM exits with the terminal restored (tmux says the
+//! pane left the alternate screen and shows the cursor; the tty is back in canonical mode).
+//! `top --once` prints one frame with a row per worker to a pipe, without escapes; bad
+//! `--interval` values, a missing instance and the live view without a terminal are refused.
 
 mod support;
 
@@ -168,9 +168,31 @@ fn top_shows_a_slow_request_pauses_and_restores_the_terminal_on_q_ctrl_c_and_sig
     tmux.keys(&["q"]);
     wait_restored(&tmux, "top-exit-1=0");
 
-    // Ctrl-C (raw mode: a key, not a signal) quits the same way.
-    tmux.keys(&[&format!("{}; echo top-exit-2=$?", top_line(&dir)), "Enter"]);
+    // A resize redraws at once (the next sample is a minute away): the key line moves to
+    // the new bottom row, the header stays on the top one (tmux alone would crop the old
+    // frame's top rows to keep the cursor in view). Then Ctrl-C (raw mode: a key, not a signal) quits as `q` does.
+    tmux.keys(&[
+        &format!("{} --interval 60; echo top-exit-2=$?", top_line(&dir)),
+        "Enter",
+    ]);
     tmux.wait_for(&["who=top-test"]);
+    assert!(tmux
+        .cmd(&["resize-window", "-t", "top", "-x", "100", "-y", "20"])
+        .status
+        .success());
+    support::poll(PANE_TIMEOUT, "a frame of 20 rows", || {
+        let pane = tmux.pane();
+        let lines: Vec<&str> = pane.lines().collect();
+        match lines.iter().rposition(|l| !l.trim().is_empty()) {
+            Some(19)
+                if lines[0].starts_with("flora-cluster top  instance")
+                    && lines[19].starts_with("q quit") =>
+            {
+                Ok(())
+            }
+            _ => Err(pane.clone()),
+        }
+    });
     tmux.keys(&["C-c"]);
     wait_restored(&tmux, "top-exit-2=0");
 
