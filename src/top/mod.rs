@@ -36,6 +36,12 @@ pub use run::{once, print, run, sample, Exit, DEFAULT_WIDTH};
 pub use view::{sort_workers, ClusterLine, RequestRow, Sample, SortKey, View, WorkerRow};
 
 /// The terminal size of stdout when it is a terminal: `(columns, rows)`.
+///
+/// ```
+/// // Under `cargo test` stdout is usually a pipe: no size.
+/// let width = flora_cluster::top::stdout_size().map_or(120, |(w, _)| usize::from(w));
+/// assert!(width > 0);
+/// ```
 pub fn stdout_size() -> Option<(u16, u16)> {
     crate::scoreboard::raw::tty::window_size(std::io::stdout())
 }

@@ -33,6 +33,18 @@ pub enum Exit {
 }
 
 /// Reads one [`Sample`]: the snapshot, then `/proc` of the master and every live worker.
+///
+/// ```
+/// use flora_cluster::scoreboard::Scoreboard;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("web.scoreboard");
+/// let _master = Scoreboard::create(&path, "web", 2).unwrap();
+/// let reader = Scoreboard::open_read_only(&path).unwrap();
+/// let s = flora_cluster::top::sample(&reader);
+/// // The creator's pid is the master's: this process.
+/// assert!(s.procs.contains_key(&std::process::id()));
+/// ```
 pub fn sample(sb: &ScoreboardReader) -> Sample {
     let snap = sb.snapshot();
     let live = snap
@@ -60,7 +72,20 @@ fn view_of(prev: &Sample, cur: &Sample, sort: SortKey) -> View {
     v
 }
 
-/// `--once`: one frame from two samples `interval` apart, as text lines of at most `width`.
+/// `--once`: one frame from two samples `interval` apart, as text lines of at most `width`
+/// (no key line, no height limit).
+///
+/// ```
+/// use std::time::Duration;
+/// use flora_cluster::scoreboard::Scoreboard;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("web.scoreboard");
+/// let _master = Scoreboard::create(&path, "web", 2).unwrap();
+/// let reader = Scoreboard::open_read_only(&path).unwrap();
+/// let lines = flora_cluster::top::once(&reader, Duration::from_millis(10), 80);
+/// assert!(lines[0].starts_with("flora-cluster top  instance web"));
+/// ```
 pub fn once(sb: &ScoreboardReader, interval: Duration, width: usize) -> Vec<String> {
     let prev = sample(sb);
     std::thread::sleep(interval);
@@ -77,7 +102,20 @@ fn size() -> (usize, usize) {
     })
 }
 
-/// Runs the live view on the terminal until a quit key or a signal.
+/// Runs the live view on the terminal until a quit key or a signal; the terminal is put
+/// back on every way out.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use flora_cluster::top::{run, Exit};
+///
+/// let path = std::path::Path::new("/run/user/1000/flora-cluster/web.scoreboard");
+/// let reader = flora_cluster::Scoreboard::open_read_only(path).unwrap();
+/// match run(&reader, Duration::from_secs(1)).unwrap() {
+///     Exit::Quit => {}
+///     Exit::Signal(n) => std::process::exit(128 + n),
+/// }
+/// ```
 ///
 /// # Errors
 /// When stdin is not a terminal, or the terminal cannot be set up or written.
