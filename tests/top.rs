@@ -1,6 +1,6 @@
 //! `flora-cluster top` on a real terminal: driven in tmux (`send-keys`, `capture-pane`), it
 //! shows a slow request with its infos while it runs, pauses on `p`, redraws for a new size
-//! at once, and on `q`, Ctrl-C or SIGTERM exits with the terminal restored (tmux says the
+//! at once, and on `q`, Ctrl-C, SIGTERM or SIGHUP exits with the terminal restored (tmux says the
 //! pane left the alternate screen and shows the cursor; the tty is back in canonical mode).
 //! `top --once` prints one frame with a row per worker to a pipe, without escapes; bad
 //! `--interval` values, a missing instance and the live view without a terminal are refused.
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use support::tools::require_tool;
 use support::{kill_and_reap, wait_child, Http, TestDir, MASTER_BIN};
 
@@ -145,7 +146,7 @@ fn wait_restored(tmux: &Tmux, exit_line: &str) -> String {
 }
 
 #[test]
-fn top_shows_a_slow_request_pauses_and_restores_the_terminal_on_q_ctrl_c_and_sigterm() {
+fn top_shows_a_slow_request_pauses_and_restores_the_terminal_on_q_ctrl_c_and_signals() {
     let dir = TestDir::new("top");
     let cluster = dir.start(support::free_port(), 2, &[]);
     let pids = cluster.wait_ready(2);
@@ -196,20 +197,21 @@ fn top_shows_a_slow_request_pauses_and_restores_the_terminal_on_q_ctrl_c_and_sig
     tmux.keys(&["C-c"]);
     wait_restored(&tmux, "top-exit-2=0");
 
-    // SIGTERM: the terminal restored, the exit status 128 + 15.
-    let pid_file = dir.scratch("top.pid");
-    tmux.keys(&[
-        &format!(
-            "sh -c 'echo $$ > {}; exec {}'; echo top-exit-3=$?",
-            pid_file.display(),
-            top_line(&dir).replace('\'', "")
-        ),
-        "Enter",
-    ]);
-    tmux.wait_for(&["who=top-test"]);
-    let pid = read_pid(&pid_file);
-    support::send_signal(pid, nix::sys::signal::Signal::SIGTERM);
-    wait_restored(&tmux, "top-exit-3=143");
+    // SIGTERM and SIGHUP: the terminal restored, the exit status 128 + the signal.
+    for (run, sig) in [(3, Signal::SIGTERM), (4, Signal::SIGHUP)] {
+        let pid_file = dir.scratch(&format!("top-{run}.pid"));
+        tmux.keys(&[
+            &format!(
+                "sh -c 'echo $$ > {}; exec {}'; echo top-exit-{run}=$?",
+                pid_file.display(),
+                top_line(&dir).replace('\'', "")
+            ),
+            "Enter",
+        ]);
+        tmux.wait_for(&["who=top-test"]);
+        support::send_signal(read_pid(&pid_file), sig);
+        wait_restored(&tmux, &format!("top-exit-{run}={}", 128 + sig as i32));
+    }
     drop(tmux);
     drop(slow);
 }
