@@ -31,7 +31,7 @@ mod term;
 mod tests;
 mod view;
 
-pub use render::{fit, render};
+pub use render::{char_width, clean, fit, render, text_width};
 pub use run::{once, print, run, sample, Exit, DEFAULT_WIDTH};
 pub use view::{sort_workers, ClusterLine, RequestRow, Sample, SortKey, View, WorkerRow};
 

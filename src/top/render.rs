@@ -9,15 +9,65 @@ const KEYS: &str = "q quit  p pause  s/r/c/m sort by slot/req/s/cpu/memory  h he
 /// Request rows kept for when workers do not all fit.
 const MIN_REQUEST_ROWS: usize = 3;
 
-/// `s` cut to `width` characters (a cut ends in `…`).
+/// Terminal columns of `c`: 0 for combining marks, 2 for East Asian wide and emoji, else 1
+/// (a small table, enough to keep the columns of a frame in place).
+pub fn char_width(c: char) -> usize {
+    match u32::from(c) {
+        0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F => 0,
+        0x1100..=0x115F
+        | 0x2E80..=0x303E
+        | 0x3041..=0x33FF
+        | 0x3400..=0x4DBF
+        | 0x4E00..=0x9FFF
+        | 0xA000..=0xA4CF
+        | 0xAC00..=0xD7A3
+        | 0xF900..=0xFAFF
+        | 0xFE30..=0xFE4F
+        | 0xFF00..=0xFF60
+        | 0xFFE0..=0xFFE6
+        | 0x1F300..=0x1F64F
+        | 0x1F900..=0x1F9FF
+        | 0x20000..=0x3FFFD => 2,
+        _ => 1,
+    }
+}
+
+/// Terminal columns of `s`.
+pub fn text_width(s: &str) -> usize {
+    s.chars().map(char_width).sum()
+}
+
+/// `s` cut to `width` terminal columns (a cut ends in `…`).
 pub fn fit(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
+    if text_width(s) <= width {
         return s.to_string();
     }
-    match width {
-        0 => String::new(),
-        w => s.chars().take(w - 1).chain(['…']).collect(),
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = char_width(c);
+        if used + w + 1 > width {
+            break;
+        }
+        used += w;
+        out.push(c);
     }
+    if width > 0 {
+        out.push('…');
+    }
+    out
+}
+
+/// Control characters as `?` (as `status` shows them), and the invisible format characters
+/// that reorder or hide text (bidi overrides, zero-width marks) too.
+pub fn clean(s: &str) -> String {
+    sanitize(s)
+        .chars()
+        .map(|c| match u32::from(c) {
+            0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2069 | 0xFEFF => '?',
+            _ => c,
+        })
+        .collect()
 }
 
 /// `12.3 ms`, `4.56 s`, or `-`.
@@ -48,7 +98,7 @@ pub fn render(view: &View, width: usize, height: usize) -> Vec<String> {
     }
     top.extend(footer);
     top.truncate(height);
-    top.iter().map(|l| fit(&sanitize(l), width)).collect()
+    top.iter().map(|l| fit(&clean(l), width)).collect()
 }
 
 fn header(v: &View) -> Vec<String> {

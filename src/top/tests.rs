@@ -224,13 +224,13 @@ fn every_line_fits_the_width_and_the_frame_the_height() {
         .writer(1)
         .expect("writer")
         .conn_open(([127, 0, 0, 1], 8).into());
-    let long = format!("/{}", "é".repeat(300));
+    let long = format!("/{}{}", "é".repeat(100), "日".repeat(100));
     let _r = c.request_begin("GET", &long, 11);
     let v = view_with(&sb);
     for (w, h) in [(20, 5), (80, 24), (1, 1), (0, 3), (200, 3)] {
         let lines = render(&v, w, h);
         assert!(lines.len() <= h, "{w}x{h}: {lines:?}");
-        assert!(lines.iter().all(|l| l.chars().count() <= w), "{lines:?}");
+        assert!(lines.iter().all(|l| text_width(l) <= w), "{lines:?}");
     }
     // The footer is always on the bottom row; the header the first.
     let lines = render(&v, 80, 24);
@@ -247,6 +247,13 @@ fn every_line_fits_the_width_and_the_frame_the_height() {
     let row = lines.iter().find(|l| l.contains("GET /")).expect("row");
     assert!(row.ends_with('…'), "{row}");
     assert_eq!(fit("abcdef", 4), "abc…");
+    // Wide characters take two columns, combining marks none.
+    assert_eq!(text_width("日本/e\u{301}"), 6);
+    assert_eq!(fit("日本語のパス", 6), "日本…");
+    assert_eq!(text_width(&fit("日本語のパス", 6)), 5);
+    assert_eq!(fit("日本", 4), "日本");
+    // Bidi overrides and zero-width marks are shown, not obeyed.
+    assert_eq!(clean("/a\u{202E}b\u{200B}c\x1b"), "/a?b?c?");
     assert_eq!(fit("abc", 3), "abc");
     assert_eq!(fit("abc", 0), "");
 }
