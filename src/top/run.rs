@@ -59,11 +59,15 @@ pub fn sample(sb: &ScoreboardReader) -> Sample {
     Sample { snap, procs }
 }
 
-/// Whether the master named in the snapshot still runs.
+/// Whether the master named in the snapshot still runs (a master of another user, such as
+/// root, answers EPERM: it runs).
 fn master_alive(s: &Sample) -> bool {
+    let pid = nix::unistd::Pid::from_raw(s.snap.master_pid as i32);
     s.snap.master_pid != 0
-        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.snap.master_pid as i32), None)
-            .is_ok()
+        && !matches!(
+            nix::sys::signal::kill(pid, None),
+            Err(nix::errno::Errno::ESRCH)
+        )
 }
 
 fn view_of(prev: &Sample, cur: &Sample, sort: SortKey) -> View {
