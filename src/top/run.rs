@@ -62,12 +62,15 @@ pub fn sample(sb: &ScoreboardReader) -> Sample {
 /// Whether the master named in the snapshot still runs (a master of another user, such as
 /// root, answers EPERM: it runs).
 fn master_alive(s: &Sample) -> bool {
-    let pid = nix::unistd::Pid::from_raw(s.snap.master_pid as i32);
-    s.snap.master_pid != 0
-        && !matches!(
-            nix::sys::signal::kill(pid, None),
-            Err(nix::errno::Errno::ESRCH)
-        )
+    // A pid from shared memory: never 0 or negative (a process group).
+    let Ok(pid @ 1..) = i32::try_from(s.snap.master_pid) else {
+        return false;
+    };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    !matches!(
+        nix::sys::signal::kill(pid, None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 fn view_of(prev: &Sample, cur: &Sample, sort: SortKey) -> View {
