@@ -14,6 +14,7 @@ TOOLS=(
   "nginx:nginx"                                            # reverse proxy on a unix socket (tests/unix_nginx.rs)
   "wrk:wrk"                                                # load through it
   "curl:curl"                                              # HTTPS client of tests/tls*.rs
+  "tmux:tmux"                                              # drives `flora-cluster top` (tests/top.rs)
 )
 need_pkgs=()
 for tool_pkg in "${TOOLS[@]}"; do

@@ -50,6 +50,27 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// A live terminal view read from the scoreboard every interval: the cluster, one row
+    /// per worker, the longest-running requests. Keys: q quit, p pause, s/r/c/m sort, h help.
+    Top(TopArgs),
+}
+
+/// Flags of `top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print one frame (after one interval's sample) to stdout and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between samples (at least 0.1) [default: 1].
+    #[arg(long, value_name = "SECS", default_value = "1",
+          value_parser = flora_cluster::top::parse_interval, allow_hyphen_values = true)]
+    pub interval: f64,
+    /// Instance name [default: flora].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Runtime directory of the instance [default: as for `run`].
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
 }
 
 /// Flags of `reload`.

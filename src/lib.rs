@@ -39,6 +39,7 @@ mod limits;
 pub mod master;
 pub mod metrics;
 pub mod scoreboard;
+pub mod top;
 pub mod unix_socket;
 pub mod worker;
 

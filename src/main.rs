@@ -301,31 +301,9 @@ fn status(target: &cli::Target, json: bool) -> ExitCode {
     if target.control_socket.is_some() && target.name.is_none() {
         return client(target, &Request::Status);
     }
-    let dir = target
-        .runtime_dir
-        .clone()
-        .unwrap_or_else(flora_cluster::master::default_runtime_dir);
-    let path = dir.join(format!(
-        "{}.scoreboard",
-        target.name.as_deref().unwrap_or("flora")
-    ));
-    // Never open a FIFO or device by that name: opening it could block for ever.
-    match std::fs::metadata(&path) {
-        Ok(meta) if !meta.is_file() => {
-            eprintln!(
-                "flora-cluster: {} is not a regular file; refusing to read it as a scoreboard",
-                path.display()
-            );
-            return ExitCode::from(EXIT_FAILED);
-        }
-        _ => {}
-    }
-    let sb = match flora_cluster::Scoreboard::open_read_only(&path) {
+    let sb = match open_segment(target.runtime_dir.clone(), target.name.as_deref()) {
         Ok(sb) => sb,
-        Err(e) => {
-            eprintln!("flora-cluster: {e} (is the master running? check --name / --runtime-dir)");
-            return ExitCode::from(EXIT_FAILED);
-        }
+        Err(code) => return code,
     };
     let mut snap = sb.snapshot();
     let master_alive = snap.master_pid != 0
@@ -355,6 +333,67 @@ fn status(target: &cli::Target, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILED)
+    }
+}
+
+/// Opens `DIR/NAME.scoreboard` read-only; on failure prints why and gives the exit code.
+fn open_segment(
+    dir: Option<std::path::PathBuf>,
+    name: Option<&str>,
+) -> Result<flora_cluster::ScoreboardReader, ExitCode> {
+    let dir = dir.unwrap_or_else(flora_cluster::master::default_runtime_dir);
+    let path = dir.join(format!("{}.scoreboard", name.unwrap_or("flora")));
+    // Never open a FIFO or device by that name: opening it could block for ever.
+    match std::fs::metadata(&path) {
+        Ok(meta) if !meta.is_file() => {
+            eprintln!(
+                "flora-cluster: {} is not a regular file; refusing to read it as a scoreboard",
+                path.display()
+            );
+            return Err(ExitCode::from(EXIT_FAILED));
+        }
+        _ => {}
+    }
+    flora_cluster::Scoreboard::open_read_only(&path).map_err(|e| {
+        eprintln!("flora-cluster: {e} (is the master running? check --name / --runtime-dir)");
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+/// `flora-cluster top`: the live view, or one frame with `--once`.
+fn top(args: cli::TopArgs) -> ExitCode {
+    let sb = match open_segment(args.runtime_dir, args.name.as_deref()) {
+        Ok(sb) => sb,
+        Err(code) => return code,
+    };
+    // The flag is checked by clap (at least 0.1 s, up to a day).
+    let interval = Duration::from_secs_f64(args.interval);
+    if args.once {
+        let width = flora_cluster::top::stdout_size()
+            .map_or(flora_cluster::top::DEFAULT_WIDTH, |(w, _)| usize::from(w));
+        let lines = flora_cluster::top::once(&sb, interval, width);
+        return match flora_cluster::top::print(&lines) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flora-cluster: {e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
+    let tty = |t: &dyn std::io::IsTerminal| t.is_terminal();
+    if !tty(&std::io::stdin()) || !tty(&std::io::stdout()) {
+        eprintln!(
+            "flora-cluster: top needs a terminal (stdin and stdout); use --once for one frame"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match flora_cluster::top::run(&sb, interval) {
+        Ok(flora_cluster::top::Exit::Quit) => ExitCode::SUCCESS,
+        Ok(flora_cluster::top::Exit::Signal(n)) => ExitCode::from(128u8.saturating_add(n as u8)),
+        Err(e) => {
+            eprintln!("flora-cluster: top: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 
@@ -408,6 +447,7 @@ fn main() -> ExitCode {
             return client(&target, &Request::Scale { workers })
         }
         cli::Command::Status { json, target } => return status(&target, json),
+        cli::Command::Top(args) => return top(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,8 @@
 //! - [`map`]: mapping the segment and every pointer-to-reference cast into it;
 //! - [`fd`]: adopting inherited and received descriptors, clearing close-on-exec in a forked
 //!   child, registering an fd with tokio;
-//! - [`tsc`]: reading the CPU's time-stamp counter.
+//! - [`tsc`]: reading the CPU's time-stamp counter;
+//! - [`tty`]: a terminal's size (`flora-cluster top`).
 //!
 //! Everything else in the crate is safe code over what these hand out. Each `unsafe` block
 //! carries a `// SAFETY:` comment naming the invariant it relies on and why other processes
@@ -19,3 +20,4 @@ pub(crate) mod fd;
 pub(crate) mod layout;
 pub(crate) mod map;
 pub(crate) mod tsc;
+pub(crate) mod tty;
