@@ -33,12 +33,14 @@
 //! clients connect by the final path.
 
 mod bind;
+mod file;
 #[cfg(test)]
 mod tests;
 
 use std::path::{Component, Path, PathBuf};
 
-pub use bind::{bind, SocketFile};
+pub use bind::bind;
+pub use file::SocketFile;
 
 /// Prefix of a Unix socket address in `listen()` and `--listen`.
 pub const PREFIX: &str = "unix:";

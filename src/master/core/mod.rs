@@ -156,6 +156,7 @@ mod event;
 mod guards;
 mod reload;
 mod rolling;
+mod settings;
 mod status;
 mod stop;
 mod upgrade;
@@ -165,7 +166,7 @@ mod workers;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use autoscale::Autoscale;
 pub use event::{
@@ -173,44 +174,13 @@ pub use event::{
     ScaleReason, Sig, SignalEvent, WaiterId,
 };
 pub use guards::Guards;
+pub use settings::Settings;
 
 use super::backoff::Backoff;
 use crate::control::{ReloadOutcome, Reply};
 use guards::{Jitter, Recycle};
 use reload::ReloadTx;
 use workers::{SpawnKind, Worker};
-
-/// What the core is configured with.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Instance name (for the status document).
-    pub name: String,
-    /// The master's pid (for the status document).
-    pub master_pid: u32,
-    /// Slots in the scoreboard.
-    pub slots: usize,
-    /// Workers wanted at start.
-    pub workers: usize,
-    /// How long a new worker may take to become ready.
-    pub ready_timeout: Duration,
-    /// How long a worker may drain before it is killed.
-    pub shutdown_timeout: Duration,
-    /// Whether a before-reload hook is set.
-    pub before_reload: bool,
-    /// Whether a before-shutdown hook is set.
-    pub before_shutdown: bool,
-    /// Heartbeat kill and recycle limits.
-    pub guards: Guards,
-    /// Rolling reloads: the new generation starts this many workers at a time (`None`: all
-    /// at once).
-    pub reload_batch: Option<usize>,
-    /// Canary reloads: the limits a request leaves out.
-    pub canary_limits: crate::canary::CanaryLimits,
-    /// Autoscaling between bounds (`None`: the target moves only on `scale`).
-    pub autoscale: Option<Autoscale>,
-    /// Why this master cannot be upgraded at all (PID 1), if it cannot.
-    pub upgrade_refused: Option<String>,
-}
 
 /// Where the stop stands (orthogonal to starting/running: a start goes on while the
 /// before-shutdown hook runs).
