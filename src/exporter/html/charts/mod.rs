@@ -1,7 +1,8 @@
 //! The "History" section of the status page: small server-side SVG charts of the master's
 //! history (`StatusDoc::history`), one per series group, no script.
 //!
-//! Each chart spans the last 15 minutes ("−15 m … now"): a sample sits at its own time, a
+//! Each chart spans the samples' time, from a minute up to the last 15 minutes ("−15 m …
+//! now", shorter while the master is younger): a sample sits at its own time, a
 //! line breaks where the sampler skipped (a step longer than 1.5 intervals) or a value is
 //! unknown, so gaps show as gaps. The axis maximum and each series' last value are labelled.
 //! [`svg`] is a pure function of a [`Chart`]; every text goes through [`super::escape_html`]
@@ -20,6 +21,9 @@ const LEFT: f64 = 8.0;
 const RIGHT: f64 = 352.0;
 const TOP: f64 = 22.0;
 const BOTTOM: f64 = 108.0;
+
+/// The shortest time axis: a first sample is not stretched over the width.
+const MIN_WINDOW_MS: u64 = 60_000;
 
 /// Colours of the page's palette (`status-page.css`).
 const GREY: &str = "#94a3b8";
@@ -134,21 +138,22 @@ pub(crate) fn svg(chart: &Chart<'_>, f: &Frame<'_>) -> String {
         esc(chart.title),
         esc(&(chart.fmt)(max))
     );
-    // Grid: the top (max), the middle, the base; the time marks every 5 minutes.
+    // Grid: the top (max), the middle, the base.
     for y in [TOP, (TOP + BOTTOM) / 2.0, BOTTOM] {
         let _ = write!(
             s,
             "<line x1=\"{LEFT}\" y1=\"{y}\" x2=\"{RIGHT}\" y2=\"{y}\" stroke=\"{LINE}\" stroke-width=\"1\"/>"
         );
     }
+    let half = format!("\u{2212}{}", ago(f.window_ms / 2));
+    let start = format!("\u{2212}{}", ago(f.window_ms));
     let ticks = [
-        ("\u{2212}15 m", "start"),
-        ("\u{2212}10 m", "middle"),
-        ("\u{2212}5 m", "middle"),
+        (start.as_str(), "start"),
+        (half.as_str(), "middle"),
         ("now", "end"),
     ];
     for (i, (label, anchor)) in ticks.iter().enumerate() {
-        let x = LEFT + (RIGHT - LEFT) * i as f64 / 3.0;
+        let x = LEFT + (RIGHT - LEFT) * i as f64 / 2.0;
         let _ = write!(
             s,
             "<text x=\"{x:.1}\" y=\"{:.0}\" font-size=\"10\" text-anchor=\"{anchor}\" fill=\"{MUTED}\">{}</text>",
@@ -205,6 +210,16 @@ fn legend(s: &mut String, chart: &Chart<'_>) {
             esc(&last)
         );
         x += step;
+    }
+}
+
+/// `45 s`, `15 m`.
+fn ago(ms: u64) -> String {
+    let secs = ms / 1000;
+    if secs < 120 {
+        format!("{secs} s")
+    } else {
+        format!("{} m", (secs + 30) / 60)
     }
 }
 
@@ -335,16 +350,21 @@ pub(crate) fn charts(h: &HistorySeries) -> Vec<Chart<'_>> {
 /// The section: a heading, a line on the samples, the charts side by side.
 pub(crate) fn section(h: &HistorySeries, now_ms: u64) -> String {
     let interval_ms = (h.interval_seconds * 1000.0).round().max(1.0) as u64;
+    let now_ms = h.unix_ms.last().copied().unwrap_or(0).max(now_ms);
+    // The span the samples cover, at least a minute, at most the ring's 15 minutes.
+    let full = interval_ms.saturating_mul(h.capacity.max(1) as u64);
+    let first = h.unix_ms.first().copied().unwrap_or(now_ms);
+    let span = now_ms.saturating_sub(first).saturating_add(interval_ms);
     let frame = Frame {
         unix_ms: &h.unix_ms,
-        now_ms: h.unix_ms.last().copied().unwrap_or(0).max(now_ms),
-        window_ms: interval_ms.saturating_mul(h.capacity.max(1) as u64),
+        now_ms,
+        window_ms: span.clamp(MIN_WINDOW_MS.min(full), full),
         interval_ms,
     };
     let note = match h.len() {
         0 => "No samples yet: the master samples once a second.".to_string(),
-        1 => "1 sample, one a second over the last 15 minutes.".to_string(),
-        n => format!("{n} samples, one a second over the last 15 minutes."),
+        1 => "1 sample; one a second, the last 15 minutes kept.".to_string(),
+        n => format!("{n} samples; one a second, the last 15 minutes kept."),
     };
     let charts: String = charts(h)
         .iter()

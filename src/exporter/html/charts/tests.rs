@@ -122,7 +122,10 @@ fn renders_one_sample_as_points() {
     no_bad_numbers(&s);
     assert!(s.contains("<circle"), "a lone sample is a dot");
     assert!(!s.contains("<polyline"));
-    assert!(s.contains("\u{2212}15 m") && s.contains(">now<"));
+    assert!(
+        s.contains("\u{2212}60 s") && s.contains(">now<"),
+        "a minute at least"
+    );
 }
 
 #[test]
@@ -135,6 +138,10 @@ fn renders_900_samples_compactly() {
     assert!(tags > 20);
     no_bad_numbers(&s);
     assert_eq!(s.matches("<svg").count(), 5, "with the listen queue");
+    assert!(
+        s.contains("\u{2212}15 m") && s.contains("\u{2212}8 m"),
+        "the whole ring"
+    );
     assert!(s.contains("5xx"), "a class with traffic is drawn");
     assert!(!s.contains(">3xx"), "classes without traffic are left out");
     // One point per column of the plot at most: 900 samples do not make 900 points.
