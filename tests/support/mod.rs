@@ -10,7 +10,8 @@
 //!   `prometheus-apache-exporter`) and the one `promtool` assertion;
 //! - [`tls`]: test certificates (rcgen) and curl over HTTPS;
 //! - `process` and [`hostile`]: process probes and signals; acting as another user;
-//! - [`backlog`]: stopped workers and pending connects, to fill an accept queue.
+//! - [`backlog`]: stopped workers and pending connects, to fill an accept queue;
+//! - [`png`]: decoding a screenshot to count its pixels.
 //!
 //! Every wait here is a poll of a condition with a deadline; nothing sleeps in place of
 //! waiting. Every process a test starts is killed by pid and reaped by its guard.
@@ -27,6 +28,7 @@ pub mod exposition;
 pub mod guards;
 pub mod hostile;
 pub mod http;
+pub mod png;
 mod process;
 pub mod self_worker;
 pub mod status_server;

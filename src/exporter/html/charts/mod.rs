@@ -15,7 +15,7 @@ use crate::scoreboard::HistorySeries;
 
 /// Size of a chart's `viewBox`.
 const W: f64 = 360.0;
-const H: f64 = 132.0;
+const H: f64 = 140.0;
 /// The plot area inside it.
 const LEFT: f64 = 8.0;
 const RIGHT: f64 = 352.0;
