@@ -1,6 +1,6 @@
 //! The HTML status page (`GET /server-status`), in the spirit of Apache's `mod_status` but
 //! readable at a glance: a header with the instance, its last reload and its last master
-//! upgrade, summary cards, one row per worker, one row per open connection with its in-flight
+//! upgrade, summary cards, charts of the last 15 minutes, one row per worker, one row per open connection with its in-flight
 //! request, and the guards' recycles, kills and kill records.
 //!
 //! [`render`] is a pure function of the [`StatusDoc`]. The page is self-contained: one inline

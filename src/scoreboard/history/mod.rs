@@ -23,7 +23,7 @@ mod series;
 mod tests;
 
 pub use reading::Reading;
-pub use series::HistorySeries;
+pub use series::{ClassSeries, HistorySeries};
 
 use super::snapshot::HistogramSnapshot;
 

@@ -97,15 +97,20 @@ fn y_of(v: f64, max: f64) -> f64 {
     BOTTOM - (BOTTOM - TOP) * share
 }
 
-/// The line's runs of points: broken at gaps and unknown values; points in one column of
-/// the plot are merged into their highest (a spike stays visible).
+/// The line's runs of points: broken at gaps and unknown values, samples older than the
+/// axis left out; points in one column of the plot are merged into their highest (a spike
+/// stays visible).
 fn runs(f: &Frame<'_>, values: &[Option<f64>], max: f64) -> Vec<Vec<(f64, f64)>> {
     let gap = f.interval_ms + f.interval_ms / 2;
     let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
     let mut prev_ms: Option<u64> = None;
+    let start = f.now_ms.saturating_sub(f.window_ms);
     for (&ms, v) in f.unix_ms.iter().zip(values) {
         let joined = prev_ms.is_some_and(|p| ms.saturating_sub(p) <= gap);
         prev_ms = Some(ms);
+        if ms < start {
+            continue; // older than the axis: not drawn
+        }
         let Some(v) = v else {
             out.push(Vec::new());
             continue;

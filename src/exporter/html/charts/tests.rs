@@ -28,8 +28,10 @@ fn well_formed(s: &str) -> Result<usize, String> {
         if name.is_empty() || name == "script" {
             return Err(format!("bad tag <{tag}>"));
         }
-        if tag.matches('"').count() % 2 != 0 || tag.contains("on") && tag.contains("=\"javascript")
-        {
+        let handler = tag
+            .split_whitespace()
+            .any(|a| a.starts_with("on") && a.contains('='));
+        if tag.matches('"').count() % 2 != 0 || handler {
             return Err(format!("bad attributes in <{tag}>"));
         }
         if !tag.ends_with('/') {
@@ -176,6 +178,17 @@ fn a_gap_breaks_the_line() {
     assert_eq!(r.len(), 2, "{r:?}");
     let unknown = vec![Some(1.0), None, Some(1.0), Some(1.0), Some(1.0)];
     assert_eq!(runs(&f, &unknown, 1.0).len(), 3);
+    // Samples older than the axis (a stale history) are not piled up at its left edge.
+    let short = Frame {
+        window_ms: 5_000,
+        ..f
+    };
+    let r = runs(&short, &v, 1.0);
+    assert_eq!((r.len(), r[0].len()), (1, 2), "{r:?}");
+    assert!(
+        (r[0][0].0 - (LEFT + (RIGHT - LEFT) * 0.8)).abs() < 1e-9,
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -201,4 +214,17 @@ fn text_is_escaped_and_non_finite_values_are_not_printed() {
     assert!(s.contains("&amp; &quot;x&quot;") && s.contains("&lt;b&gt;&#39;"));
     no_bad_numbers(&s);
     assert_eq!(axis_max(&chart.lines), 1.0, "nothing above 0: max 1");
+}
+
+#[test]
+fn the_checker_catches_what_it_should() {
+    assert!(well_formed("<svg><g></svg>").is_err());
+    assert!(well_formed("<svg>").is_err());
+    assert!(well_formed("<a onclick=\"x()\"></a>").is_err());
+    assert!(well_formed("<script></script>").is_err());
+    assert!(well_formed("<b>a & b</b>").is_err());
+    assert_eq!(
+        well_formed("<svg><line x1=\"1\"/><text>&lt;</text></svg>"),
+        Ok(5)
+    );
 }
