@@ -85,6 +85,14 @@ fn axis_max(lines: &[Series<'_>]) -> f64 {
     }
 }
 
+/// Whether any value is above 0.
+fn seen_max(lines: &[Series<'_>]) -> bool {
+    lines
+        .iter()
+        .flat_map(|l| l.values.iter().flatten())
+        .any(|&v| finite(v) > 0.0)
+}
+
 /// The x of a time: the window's start at `LEFT`, now at `RIGHT` (clamped into the plot).
 fn x_of(f: &Frame<'_>, ms: u64) -> f64 {
     let start = f.now_ms.saturating_sub(f.window_ms);
@@ -141,7 +149,8 @@ pub(crate) fn svg(chart: &Chart<'_>, f: &Frame<'_>) -> String {
         "<text x=\"{LEFT}\" y=\"13\" font-size=\"12\" font-weight=\"600\" fill=\"#111827\">{}</text>\
          <text x=\"{RIGHT}\" y=\"13\" font-size=\"10\" text-anchor=\"end\" fill=\"{MUTED}\">max {}</text>",
         esc(chart.title),
-        esc(&(chart.fmt)(max))
+        // The largest value (0 when all are 0, though the scale is then 0..1).
+        esc(&(chart.fmt)(if seen_max(&chart.lines) { max } else { 0.0 }))
     );
     // Grid: the top (max), the middle, the base.
     for y in [TOP, (TOP + BOTTOM) / 2.0, BOTTOM] {
