@@ -308,10 +308,13 @@ fn status(target: &cli::Target, json: bool) -> ExitCode {
     let mut snap = sb.snapshot();
     let master_alive = snap.master_pid != 0
         && nix::sys::signal::kill(nix::unistd::Pid::from_raw(snap.master_pid as i32), None).is_ok();
-    if master_alive {
-        add_guards(target, &mut snap);
-    }
-    let doc = flora_cluster::exporter::StatusDoc::build(snap);
+    let history = if master_alive {
+        add_guards(target, &mut snap)
+    } else {
+        None
+    };
+    let doc =
+        flora_cluster::exporter::StatusDoc::build(snap).with_history(history.unwrap_or_default());
     if !master_alive {
         eprintln!(
             "flora-cluster: warning: master pid {} is not running; this scoreboard is stale",
@@ -402,12 +405,16 @@ const GUARDS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The guard records are the master's own (not in the segment): asks the master for them on
 /// its control socket. Without an answer they stay unknown (`"guards": null`).
-fn add_guards(target: &cli::Target, snap: &mut flora_cluster::Snapshot) {
+/// The master's records into `snap`; returns its history.
+fn add_guards(
+    target: &cli::Target,
+    snap: &mut flora_cluster::Snapshot,
+) -> Option<flora_cluster::scoreboard::HistorySeries> {
     let reply = match control::call(&socket_of(target), &Request::Status, GUARDS_TIMEOUT) {
         Ok(reply) => reply,
         Err(e) => {
             eprintln!("flora-cluster: warning: no guard records from the master: {e}");
-            return;
+            return None;
         }
     };
     // The last canary's comparison and the verdicts: the master's own records too.
@@ -426,6 +433,7 @@ fn add_guards(target: &cli::Target, snap: &mut flora_cluster::Snapshot) {
     if let Some(report) = report {
         snap.apply_guards(report);
     }
+    take("history").and_then(|h| serde_json::from_value(h).ok())
 }
 
 fn main() -> ExitCode {

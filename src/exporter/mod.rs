@@ -298,7 +298,7 @@ pub fn handle<B>(req: &Request<B>, sb: &Scoreboard) -> Response<Full<Bytes>> {
                 respond(StatusCode::OK, "text/plain; charset=utf-8", apache::render(&doc, &slots))
             }
             Ok(StatusView::Html { refresh }) => {
-                let doc = StatusDoc::build(sb.snapshot());
+                let doc = StatusDoc::build(sb.snapshot()).with_history(sb.history());
                 let mut resp = respond(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
@@ -320,7 +320,7 @@ pub fn handle<B>(req: &Request<B>, sb: &Scoreboard) -> Response<Full<Bytes>> {
 }
 
 fn json(sb: &Scoreboard) -> Response<Full<Bytes>> {
-    let doc = StatusDoc::build(sb.snapshot());
+    let doc = StatusDoc::build(sb.snapshot()).with_history(sb.history());
     match serde_json::to_vec_pretty(&doc) {
         Ok(body) => respond(StatusCode::OK, "application/json", body),
         Err(e) => respond(

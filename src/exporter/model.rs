@@ -8,7 +8,7 @@ use crate::scoreboard::{
     CustomMetricSnapshot, GuardsSnapshot, HistogramSnapshot, LastReloadSnapshot,
     ListenQueueSnapshot, RouteSnapshot, SlotSnapshot, SlotState, Snapshot, Totals,
 };
-use crate::scoreboard::{MasterInfo, UpgradeRecord};
+use crate::scoreboard::{HistorySeries, MasterInfo, UpgradeRecord};
 
 /// Version of the JSON schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -123,6 +123,9 @@ pub struct StatusDoc {
     pub routes: Vec<RouteSnapshot>,
     /// Each listener's accept queue (empty until the master's first sample).
     pub listen_queues: Vec<ListenQueueSnapshot>,
+    /// The master's samples of the last 15 minutes, one a second (empty in a reader of
+    /// another process until [`StatusDoc::with_history`]).
+    pub history: HistorySeries,
 }
 
 /// Estimates quantile `q` (0..=1) from per-bucket counts, interpolating linearly inside the
@@ -205,7 +208,21 @@ impl StatusDoc {
             route_limit: snap.route_limit,
             routes: snap.routes,
             listen_queues: snap.listen_queues,
+            history: HistorySeries::default(),
         }
+    }
+
+    /// The document with the master's history ([`crate::Scoreboard::history`]).
+    ///
+    /// ```
+    /// use flora_cluster::{exporter::StatusDoc, Scoreboard};
+    /// let sb = Scoreboard::create_sealed("web", 1).unwrap();
+    /// let doc = StatusDoc::build(sb.snapshot()).with_history(sb.history());
+    /// assert_eq!(doc.history.capacity, 900);
+    /// ```
+    pub fn with_history(mut self, history: HistorySeries) -> Self {
+        self.history = history;
+        self
     }
 }
 

@@ -42,6 +42,7 @@ mod control_server;
 mod core;
 mod fronts;
 mod handover;
+mod history;
 mod instance;
 mod listen_queue;
 mod listeners;
@@ -234,6 +235,7 @@ impl Master {
         );
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let sampler = listen_queue::Sampler::start(sb.clone());
+        let _history = history::HistorySampler::start(sb.clone());
         let mut shell = Shell::new(
             cfg,
             dir,

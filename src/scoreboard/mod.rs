@@ -36,6 +36,8 @@
 
 mod canary;
 mod clock;
+pub mod history;
+mod history_sampling;
 pub mod names;
 pub(crate) mod raw;
 mod records;
@@ -55,6 +57,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use history::{History, HistorySample, HistorySeries, Reading};
 pub use raw::layout::{
     CONN_ENTRIES, CUSTOM_CELLS, HISTOGRAM_BOUNDS, INFO_COUNT, INFO_KEY_BYTES, INFO_VALUE_BYTES,
     LISTENER_NAME_BYTES, MAX_BUCKETS, MAX_LISTENERS, MAX_SERIES, METHOD_BYTES, METRIC_HELP_BYTES,

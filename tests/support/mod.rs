@@ -12,6 +12,7 @@
 //! - `process` and [`hostile`]: process probes and signals; acting as another user;
 //! - [`backlog`]: stopped workers and pending connects, to fill an accept queue;
 //! - [`upgrade`]: master upgrades from the outside (binary copies, the CLI's line, pids).
+//! - [`png`]: decoding a screenshot to count its pixels.
 //!
 //! Every wait here is a poll of a condition with a deadline; nothing sleeps in place of
 //! waiting. Every process a test starts is killed by pid and reaped by its guard.
@@ -28,6 +29,7 @@ pub mod exposition;
 pub mod guards;
 pub mod hostile;
 pub mod http;
+pub mod png;
 mod process;
 pub mod self_worker;
 pub mod status_server;

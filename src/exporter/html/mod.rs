@@ -1,6 +1,6 @@
 //! The HTML status page (`GET /server-status`), in the spirit of Apache's `mod_status` but
 //! readable at a glance: a header with the instance, its last reload and its last master
-//! upgrade, summary cards, one row per worker, one row per open connection with its in-flight
+//! upgrade, summary cards, charts of the last 15 minutes, one row per worker, one row per open connection with its in-flight
 //! request, and the guards' recycles, kills and kill records.
 //!
 //! [`render`] is a pure function of the [`StatusDoc`]. The page is self-contained: one inline
@@ -13,9 +13,10 @@
 //!
 //! `tables.rs` writes the three tables, `listeners.rs` the accept queues, `guards.rs` the
 //! guards' counts and kill records, `canary.rs` the last canary reload's comparison,
-//! `upgrade.rs` the last master upgrade, `format.rs` the numbers, sizes, durations and times.
+//! `upgrade.rs` the last master upgrade, `charts/` the history's SVG charts, `format.rs` the numbers, sizes, durations and times.
 
 mod canary;
+mod charts;
 mod format;
 mod guards;
 mod listeners;
@@ -81,10 +82,11 @@ pub fn render(doc: &StatusDoc, opts: &HtmlOptions) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{meta}\
          <title>{} · server status</title><style>{STYLE}</style></head>\n<body><main>\n\
-         {}{}{}{}{}{}{}{}{}</main></body></html>\n",
+         {}{}{}{}{}{}{}{}{}{}</main></body></html>\n",
         esc(&doc.instance),
         header(doc),
         cards(doc),
+        charts::section(&doc.history, doc.now_unix_ms),
         listeners::table(doc),
         canary::section(doc),
         workers_table(doc),

@@ -7,6 +7,7 @@
 mod autoscale;
 mod canary;
 mod guards;
+mod history;
 mod listen;
 mod procfs;
 mod procs;
@@ -297,7 +298,7 @@ impl Shell {
             Action::Drain { slot, pid } => self.drain_worker(slot, pid),
             Action::Reply { waiter, reply } => {
                 if let Some(tx) = self.waiters.remove(&waiter) {
-                    let _ = tx.send(self.with_guards(reply));
+                    let _ = tx.send(self.with_history(self.with_guards(reply)));
                 }
             }
             Action::Notify(Notify::Ready) if self.takeover_ready() => {}

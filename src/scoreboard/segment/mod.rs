@@ -124,6 +124,8 @@ pub(crate) struct Truth {
     queues: Mutex<QueueTruth>,
     /// A canary reload's counters at the start of its observation.
     canary: Mutex<Option<super::canary::CanaryBaseline>>,
+    /// One sample a second for the status page's charts (`super::history`).
+    history: Mutex<super::history::History>,
     /// While set, `restamp` writes no header field (a master upgrade, `carry.rs`).
     header_frozen: std::sync::atomic::AtomicBool,
 }
@@ -155,6 +157,10 @@ impl Truth {
 
     pub(crate) fn canary(&self) -> MutexGuard<'_, Option<super::canary::CanaryBaseline>> {
         lock(&self.canary)
+    }
+
+    pub(crate) fn history(&self) -> MutexGuard<'_, super::history::History> {
+        lock(&self.history)
     }
 }
 
