@@ -18,6 +18,10 @@
 //!
 //! Integer counters and gauges are `as_int` points, CPU seconds and custom gauges `as_double`.
 //!
+//! With `--otlp-names otel` ([`OtlpNames::Otel`]), [`encode_otel_families`] adds
+//! `http.server.request.duration` and `http.server.active_requests` of the OpenTelemetry HTTP
+//! semantic conventions, and the resource gets `process.pid` and `telemetry.sdk.*`.
+//!
 //! # Why the protobuf types and not the SDK
 //! We build the messages from the official `opentelemetry-proto` types instead of registering
 //! observable instruments with the OpenTelemetry SDK and its OTLP exporter. Our data is already
