@@ -31,3 +31,24 @@ impl std::str::FromStr for OtlpNames {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OtlpNames;
+    use crate::Config;
+
+    #[test]
+    fn the_key_takes_the_two_names_only() {
+        assert_eq!(Config::default().otlp_names, OtlpNames::Prometheus);
+        let cfg = Config::from_toml_str("otlp_names = \"otel\"").expect("otel");
+        assert_eq!(cfg.otlp_names, OtlpNames::Otel);
+        let err = Config::from_toml_str("otlp_names = \"semconv\"")
+            .expect_err("a bad value")
+            .to_string();
+        assert!(
+            err.contains("otlp_names") || err.contains("line 1"),
+            "names the key or line: {err}"
+        );
+        assert!(err.contains("prometheus") && err.contains("otel"), "{err}");
+    }
+}
