@@ -207,6 +207,9 @@ pub struct RunArgs {
     /// OTLP resource attribute KEY=VALUE (repeatable; service.name and host.name have defaults).
     #[arg(long, value_name = "KEY=VALUE")]
     pub otlp_resource: Vec<String>,
+    /// OTLP metric names: prometheus, or otel (also http.server.request.duration and http.server.active_requests) [default: prometheus].
+    #[arg(long, value_name = "NAMES", value_enum)]
+    pub otlp_names: Option<flora_cluster::config::OtlpNames>,
     /// Scoreboard slots [default: 2 × workers + 2].
     #[arg(long, value_name = "N")]
     pub slots: Option<usize>,

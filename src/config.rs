@@ -19,6 +19,7 @@ use crate::limits::MAX_SLOTS;
 mod autoscale;
 mod guards;
 mod listen;
+mod otlp;
 mod reload;
 mod seconds;
 mod size;
@@ -32,6 +33,7 @@ pub use guards::{
 };
 pub(crate) use listen::{backlog_arg, warn_if_capped};
 pub use listen::{DEFAULT_BACKLOG, MAX_BACKLOG};
+pub use otlp::OtlpNames;
 use seconds::duration_of;
 pub use seconds::{check_seconds, parse_seconds, MAX_TIMEOUT_SECS};
 pub use size::parse_size;
@@ -128,6 +130,9 @@ pub struct Config {
     /// Resource attributes, `key=value` (defaults: `service.name` = the instance name,
     /// `host.name` = the host name, `service.instance.id` = host:instance).
     pub otlp_resource: Vec<String>,
+    /// Metric names of the OTLP push: `prometheus` (the Prometheus names) or `otel` (also
+    /// the OpenTelemetry HTTP semantic conventions). Defaults to `prometheus`.
+    pub otlp_names: OtlpNames,
     // --- TLS (feature `tls`) ---
     /// PEM certificate chain (leaf first) the workers serve HTTPS with; each worker reads it
     /// when it starts (`Worker::tls_from_config`), so a reload picks up a renewed file.
@@ -210,6 +215,7 @@ impl Default for Config {
             otlp_headers: Vec::new(),
             otlp_gzip: false,
             otlp_resource: Vec::new(),
+            otlp_names: OtlpNames::Prometheus,
             tls_cert: None,
             tls_key: None,
             status_addr: DEFAULT_STATUS_ADDR.to_string(),

@@ -64,6 +64,9 @@ fn config_from(args: cli::RunArgs) -> Result<Config, Error> {
     cfg.otlp_headers.extend(args.otlp_header);
     cfg.otlp_gzip |= args.otlp_gzip;
     cfg.otlp_resource.extend(args.otlp_resource);
+    if let Some(v) = args.otlp_names {
+        cfg.otlp_names = v;
+    }
     if let Some(v) = args.slots {
         cfg.slots = Some(v);
     }

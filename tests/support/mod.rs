@@ -3,6 +3,7 @@
 //! - [`cluster`]: starting a real `flora-cluster` master ([`TestDir::master`], the one way
 //!   tests do it) and the [`Cluster`] guard around it;
 //! - [`http`]: a tiny blocking HTTP/1.1 client and one-shot raw requests;
+//! - [`otlp`]: a real OTLP/HTTP receiver and readers of what it got;
 //! - [`status_server`]: the master's status server (`/metrics` scrapes, status documents);
 //! - [`workers`]: requests to the demo workers (load, spreading over slots, traffic);
 //! - [`exposition`]: a parser of the text exposition formats;
@@ -29,6 +30,7 @@ pub mod exposition;
 pub mod guards;
 pub mod hostile;
 pub mod http;
+pub mod otlp;
 pub mod png;
 mod process;
 pub mod self_worker;

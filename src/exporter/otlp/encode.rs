@@ -4,7 +4,7 @@
 use super::*;
 use crate::exporter::family::{self, Buckets, Families, Family, Kind, LabelValue, Labels, Sample};
 
-fn kv(key: &str, value: &str) -> KeyValue {
+pub(super) fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_string(),
         value: Some(AnyValue {

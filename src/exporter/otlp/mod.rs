@@ -18,6 +18,10 @@
 //!
 //! Integer counters and gauges are `as_int` points, CPU seconds and custom gauges `as_double`.
 //!
+//! With `--otlp-names otel` ([`OtlpNames::Otel`]), [`encode_otel_families`] adds
+//! `http.server.request.duration` and `http.server.active_requests` of the OpenTelemetry HTTP
+//! semantic conventions, and the resource gets `process.pid` and `telemetry.sdk.*`.
+//!
 //! # Why the protobuf types and not the SDK
 //! We build the messages from the official `opentelemetry-proto` types instead of registering
 //! observable instruments with the OpenTelemetry SDK and its OTLP exporter. Our data is already
@@ -55,7 +59,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
 use super::StatusDoc;
-use crate::config::Config;
+use crate::config::{Config, OtlpNames};
 use crate::scoreboard::Scoreboard;
 
 /// `Content-Type` of an OTLP/HTTP protobuf body.
@@ -91,6 +95,10 @@ pub struct OtlpConfig {
     pub gzip: bool,
     /// Resource attributes (defaults filled in).
     pub resource: Vec<(String, String)>,
+    /// Which names: with [`OtlpNames::Otel`] also the HTTP semantic conventions.
+    pub names: OtlpNames,
+    /// `url.scheme` of the conventional metrics: `https` when the workers get a certificate.
+    pub scheme: &'static str,
 }
 
 fn pairs(v: &[String]) -> Vec<(String, String)> {
@@ -117,12 +125,21 @@ impl OtlpConfig {
                 resource.push((k.to_string(), v));
             }
         }
+        if cfg.otlp_names == OtlpNames::Otel {
+            otel::add_resource(&mut resource);
+        }
         Some(Self {
             endpoint,
             interval: Duration::from_secs_f64(cfg.otlp_interval),
             headers: pairs(&cfg.otlp_headers),
             gzip: cfg.otlp_gzip,
             resource,
+            names: cfg.otlp_names,
+            scheme: if cfg.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            },
         })
     }
 }
@@ -317,7 +334,14 @@ pub async fn run(cfg: OtlpConfig, sb: Scoreboard) {
     loop {
         ticks.tick().await;
         let doc = StatusDoc::build(sb.snapshot());
-        let payload = encode(&doc, &cfg.resource, unix_nanos()).encode_to_vec();
+        let families = super::family::Families::of(&doc);
+        let payload = match cfg.names {
+            OtlpNames::Prometheus => encode_families(&families, &cfg.resource, unix_nanos()),
+            OtlpNames::Otel => {
+                encode_otel_families(&families, &cfg.resource, unix_nanos(), cfg.scheme)
+            }
+        }
+        .encode_to_vec();
         let result = match request(&cfg, payload) {
             Ok(req) => send(&client, req, timeout).await,
             Err(e) => Err(e),
@@ -347,7 +371,12 @@ pub async fn run(cfg: OtlpConfig, sb: Scoreboard) {
 // ---------------------------------------------------------------------------------------
 
 mod encode;
+mod otel;
 pub use encode::{encode, encode_families};
+pub use otel::{encode_otel_families, ACTIVE_REQUESTS, REQUEST_DURATION};
 
+#[cfg(test)]
+#[path = "otel_tests.rs"]
+mod otel_tests;
 #[cfg(test)]
 mod tests;

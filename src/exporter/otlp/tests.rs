@@ -323,6 +323,8 @@ fn config(endpoint: &str, gzip: bool) -> OtlpConfig {
         headers: vec![("authorization".into(), "Bearer t".into())],
         gzip,
         resource: Vec::new(),
+        names: OtlpNames::Prometheus,
+        scheme: "http",
     }
 }
 
