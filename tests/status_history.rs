@@ -14,25 +14,14 @@
 
 mod support;
 
-use std::fs::File;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use serde_json::Value;
+use support::chromium;
 use support::http::get_json;
 use support::status_server::status_port;
-use support::{free_port, get, kill_and_reap, wait_child, wait_for, wait_until, Http, TestDir};
+use support::{free_port, get, wait_for, wait_until, Http, TestDir};
 
-/// The browser, as the Debian package installs it.
-const CHROMIUM: &str = "/usr/bin/chromium";
-/// Longest one headless Chromium run may take (a hung browser is killed and reaped).
-const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest wait for Chromium's helper processes to exit after the browser did.
-const HELPERS_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the sampler to pass a given moment (it samples once a second).
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Samples the JSON must hold at least.
@@ -282,77 +271,6 @@ fn check_page(status: u16) {
     }
 }
 
-/// Pids of the processes in process group `pgid` (field 5 of `/proc/PID/stat`).
-fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let pgrp = |pid: u32| -> Option<u32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest = &stat[stat.rfind(')')? + 1..];
-        rest.split_whitespace().nth(2)?.parse().ok()
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pgrp(pid) == Some(pgid) && support::proc_state(pid) != Some('Z'))
-        .collect()
-}
-
-/// Headless Chromium screenshots `url` into `shot`, in its own process group with a fresh
-/// profile; a run over [`CHROMIUM_TIMEOUT`] is killed (the whole group) and reaped.
-fn screenshot(scratch: &Path, url: &str, shot: &Path) {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: scripts/test.sh installs it (Debian package `chromium`)"
-    );
-    let err = scratch.join("chromium-history.err");
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-        ])
-        .args(["--no-first-run", "--disable-background-networking"])
-        .args(["--disable-component-update", "--disable-sync"])
-        .arg(format!(
-            "--user-data-dir={}",
-            scratch.join("chromium-profile-history").display()
-        ))
-        .arg("--window-size=1280,1000")
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&err).expect("chromium stderr file"))
-        .process_group(0)
-        .spawn()
-        .expect("spawn chromium");
-    let pgid = child.id();
-    let log = || std::fs::read_to_string(&err).unwrap_or_default();
-    let Some(status) = wait_child(&mut child, CHROMIUM_TIMEOUT) else {
-        let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
-        kill_and_reap(&mut child);
-        panic!(
-            "chromium did not finish in {CHROMIUM_TIMEOUT:?}:\n{}",
-            log()
-        );
-    };
-    wait_until(HELPERS_EXIT_TIMEOUT, "chromium helpers to exit", || {
-        group_members(pgid).is_empty()
-    });
-    assert!(status.success(), "chromium: {status}\n{}", log());
-}
-
-/// `target/test-artifacts/NAME` (the directory is created).
-fn artifact(name: &str) -> PathBuf {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir above CARGO_TARGET_TMPDIR");
-    let dir = target.join("test-artifacts");
-    std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
-    dir.join(name)
-}
-
 fn near(p: [u8; 3], c: [u8; 3], by: u8) -> bool {
     p.iter().zip(c).all(|(a, b)| a.abs_diff(b) <= by)
 }
@@ -414,8 +332,9 @@ fn history_is_sampled_charted_and_served() {
 
     let shot = dir.scratch("status-history.png");
     let url = format!("http://127.0.0.1:{status}/server-status");
-    screenshot(&dir.scratch(""), &url, &shot);
+    let mode = format!("--screenshot={}", shot.display());
+    chromium::run(&dir.scratch(""), "history", &mode, &url);
     let png = std::fs::read(&shot).expect("chromium wrote no screenshot");
-    std::fs::write(artifact("status-history.png"), &png).expect("save the screenshot");
+    std::fs::write(chromium::artifact("status-history.png"), &png).expect("save the screenshot");
     check_screenshot(&png);
 }

@@ -13,6 +13,7 @@
 //! - `process` and [`hostile`]: process probes and signals; acting as another user;
 //! - [`backlog`]: stopped workers and pending connects, to fill an accept queue;
 //! - [`upgrade`]: master upgrades from the outside (binary copies, the CLI's line, pids).
+//! - [`chromium`]: headless Chromium runs and test artifacts;
 //! - [`png`]: decoding a screenshot to count its pixels.
 //!
 //! Every wait here is a poll of a condition with a deadline; nothing sleeps in place of
@@ -25,6 +26,7 @@
 )]
 
 pub mod backlog;
+pub mod chromium;
 pub mod cluster;
 pub mod exposition;
 pub mod guards;
