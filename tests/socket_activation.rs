@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use support::{get, wait_for, TestDir};
 
-#[test]
-fn workers_serve_the_socket_systemd_passed() {
-    let dir = TestDir::new("sockact");
-    let port = support::free_port();
-    // The activator passes on only the environment given with --setenv.
-    let activator = dir
-        .master(port)
+/// A master of 2 workers behind `systemd-socket-activate` on `port` (the activator passes on
+/// only the environment given with --setenv).
+fn activated(dir: &TestDir, port: u16) -> support::Cluster {
+    dir.master(port)
         .args(&["--workers", "2", "--status-addr", "127.0.0.1:0"])
         .through(&[
             "systemd-socket-activate",
@@ -21,7 +18,14 @@ fn workers_serve_the_socket_systemd_passed() {
             "--setenv=HOST=127.0.0.1",
             &format!("--setenv=PORT={port}"),
         ])
-        .start();
+        .start()
+}
+
+#[test]
+fn workers_serve_the_socket_systemd_passed() {
+    let dir = TestDir::new("sockact");
+    let port = support::free_port();
+    let activator = activated(&dir, port);
     // The first connection makes the activator start the master with the socket as fd 3; it
     // waits in the socket's queue until a worker accepts it.
     let first = wait_for(Duration::from_secs(20), "first request served", || {
@@ -46,16 +50,7 @@ fn workers_serve_the_socket_systemd_passed() {
 fn a_master_upgrade_keeps_serving_the_socket_systemd_passed() {
     let dir = TestDir::new("sockact-up");
     let port = support::free_port();
-    let mut activator = dir
-        .master(port)
-        .args(&["--workers", "2", "--status-addr", "127.0.0.1:0"])
-        .through(&[
-            "systemd-socket-activate",
-            &format!("--listen=127.0.0.1:{port}"),
-            "--setenv=HOST=127.0.0.1",
-            &format!("--setenv=PORT={port}"),
-        ])
-        .start();
+    let mut activator = activated(&dir, port);
     wait_for(Duration::from_secs(20), "first request served", || {
         get(port, "/").ok()
     });
